@@ -1,0 +1,183 @@
+"""The ``segflow`` command line: one subcommand per stage of the workflow.
+
+Every Snakemake rule calls one of these with explicit paths. A user mistake (bad input,
+bad arguments) ends with one clear line per problem and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from segflow import __version__
+from segflow.errors import SegflowError
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("segflow")
+
+
+def _cmd_make_demo(args: argparse.Namespace) -> None:
+    from segflow.demo import make_demo_dataset
+
+    make_demo_dataset(
+        args.out,
+        num_training=args.cases,
+        num_test=args.test_cases,
+        seed=args.seed,
+    )
+
+
+def _cmd_validate_dataset(args: argparse.Namespace) -> None:
+    from segflow.io.atomic import write_json
+    from segflow.validation import validate_dataset
+
+    report = validate_dataset(args.dataset, workers=args.workers)
+    write_json(args.out, report)
+    logger.info(
+        "dataset %s is valid: %d training cases, %d test cases",
+        args.dataset,
+        len(report["training_cases"]),
+        len(report["test_cases"]),
+    )
+
+
+def _cmd_fingerprint_case(args: argparse.Namespace) -> None:
+    from segflow.fingerprint import fingerprint_case
+    from segflow.io.atomic import write_json
+    from segflow.io.dataset import load_dataset_json
+
+    dataset = load_dataset_json(args.dataset_json)
+    fp = fingerprint_case(
+        case_id=args.case_id,
+        images=args.images,
+        label=args.label,
+        dataset=dataset,
+        seed=args.seed,
+        num_samples=args.samples,
+    )
+    write_json(args.out, fp)
+
+
+def _cmd_fingerprint(args: argparse.Namespace) -> None:
+    from segflow.fingerprint import gather_fingerprint
+    from segflow.io.atomic import read_json, write_json
+    from segflow.io.dataset import load_dataset_json
+    from segflow.io.schema import check_against_schema
+
+    dataset = load_dataset_json(args.dataset_json)
+    case_fps = [read_json(p) for p in args.cases]
+    fp = gather_fingerprint(case_fps, dataset, seed=args.seed)
+    check_against_schema(fp, "fingerprint", str(args.out))
+    write_json(args.out, fp)
+
+
+def _cmd_plan(args: argparse.Namespace) -> None:
+    from segflow.io.atomic import read_json, write_json
+    from segflow.io.dataset import load_dataset_json
+    from segflow.io.schema import check_against_schema
+    from segflow.planning import plan_experiment
+
+    dataset = load_dataset_json(args.dataset_json)
+    fingerprint = read_json(args.fingerprint)
+    check_against_schema(fingerprint, "fingerprint", str(args.fingerprint))
+    plans = plan_experiment(
+        fingerprint,
+        dataset,
+        preset=args.preset,
+        gpu_memory_target_gb=args.gpu_memory_gb,
+        seed=args.seed,
+    )
+    check_against_schema(plans, "plans", str(args.out))
+    write_json(args.out, plans)
+    for name, conf in plans["configurations"].items():
+        logger.info(
+            "%s: spacing %s, patch %s, batch %s",
+            name,
+            conf.get("spacing"),
+            conf.get("patch_size"),
+            conf.get("batch_size"),
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; misspelled flags are errors (no ``parse_known_args``)."""
+    parser = argparse.ArgumentParser(
+        prog="segflow",
+        description="segflow: the nnU-Net method as a reproducible Snakemake workflow.",
+    )
+    parser.add_argument("--version", action="version", version=f"segflow {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], None], help_: str):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("make-demo", _cmd_make_demo, "build the synthetic demo dataset in nnU-Net v2 raw layout")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+    p.add_argument("--cases", type=int, default=20, help="training cases")
+    p.add_argument("--test-cases", type=int, default=4, help="test cases (imagesTs, labelsTs)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add("validate-dataset", _cmd_validate_dataset, "check a raw dataset and list every problem")
+    p.add_argument("--dataset", type=Path, required=True, help="raw dataset folder")
+    p.add_argument("--out", type=Path, required=True, help="dataset_report.json to write")
+    p.add_argument("--workers", type=int, default=1, help="parallel readers")
+
+    p = add("fingerprint-case", _cmd_fingerprint_case, "fingerprint one training case")
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--case-id", required=True)
+    p.add_argument("--images", type=Path, nargs="+", required=True, help="channel files in order")
+    p.add_argument("--label", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int, default=10_000, help="foreground intensities sampled")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = add("fingerprint", _cmd_fingerprint, "gather case fingerprints into fingerprint.json")
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--cases", type=Path, nargs="+", required=True, help="case fingerprint files")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = add("plan", _cmd_plan, "plan the experiment: configurations, spacing, patch, network")
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--fingerprint", type=Path, required=True)
+    p.add_argument(
+        "--preset",
+        default="default",
+        help="planner preset: default, resenc_m, resenc_l or resenc_xl",
+    )
+    p.add_argument(
+        "--gpu-memory-gb",
+        type=float,
+        default=None,
+        help="GPU memory target in GB (default: the preset's)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        args.func(args)
+    except SegflowError as err:
+        print(f"segflow {args.command}: error: {err.render()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"segflow {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,61 @@
+"""Errors that reach the user as clear messages instead of tracebacks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["Problem", "SegflowError", "DatasetError"]
+
+
+class Problem:
+    """One thing wrong with the input: where it is and what was expected.
+
+    Args:
+        where: the file (or key) the problem is in.
+        message: what is wrong and what was expected instead.
+    """
+
+    __slots__ = ("message", "where")
+
+    def __init__(self, where: str, message: str) -> None:
+        self.where = str(where)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"Problem({self.where!r}, {self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Problem) and (self.where, self.message) == (
+            other.where,
+            other.message,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.where, self.message))
+
+    def to_dict(self) -> dict[str, str]:
+        return {"where": self.where, "message": self.message}
+
+
+class SegflowError(Exception):
+    """A user-facing error; the command line prints it without a traceback.
+
+    It can carry several problems so that a user sees every one at once.
+    """
+
+    def __init__(self, summary: str, problems: Iterable[Problem] = ()) -> None:
+        self.summary = summary
+        self.problems = list(problems)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [self.summary]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class DatasetError(SegflowError):
+    """The raw dataset breaks the layout or contents segflow needs."""

@@ -1,0 +1,1 @@
+"""Reading and writing images, raw datasets and artifacts."""

@@ -103,6 +103,22 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         )
 
 
+def _configure_logging(verbose: bool, log_file: Path | None) -> None:
+    """INFO to stderr, or with a log file: everything to the file and warnings to stderr."""
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, mode="w", encoding="utf-8")
+        file_handler.setFormatter(fmt)
+        root.addHandler(file_handler)
+        console.setLevel(logging.WARNING)
+    root.addHandler(console)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; misspelled flags are errors (no ``parse_known_args``)."""
     parser = argparse.ArgumentParser(
@@ -111,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"segflow {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        help="also write the log to this file (errors and warnings still reach stderr)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], None], help_: str):
@@ -167,15 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    _configure_logging(args.verbose, args.log)
     try:
         args.func(args)
     except SegflowError as err:
-        print(f"segflow {args.command}: error: {err.render()}", file=sys.stderr)
+        message = f"segflow {args.command}: error: {err.render()}"
+        print(message, file=sys.stderr)
+        if args.log is not None:
+            logger.error("%s", message)
         return 1
     except KeyboardInterrupt:
         print(f"segflow {args.command}: interrupted", file=sys.stderr)

@@ -1,0 +1,28 @@
+# segflow: the nnU-Net method as a Snakemake workflow.
+#   snakemake --cores all                                   # the built-in demo (config/config.yaml)
+#   snakemake --cores all --configfile config/hippocampus.yaml
+#   snakemake --cores all --config dataset=PATH/TO/RAW results=PATH/TO/OUTPUT
+# The DAG is described in README.md; every rule calls `python -m segflow <stage>`.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The demo config is the default only when no config is given at all: Snakemake merges a
+# `configfile:` directive with --configfile, which would leak the demo's keys into real runs.
+if not config:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/validate.smk"
+include: "workflow/rules/fingerprint.smk"
+include: "workflow/rules/plan.smk"
+
+
+rule all:
+    input:
+        RESULTS / "plans.json",
+    default_target: True

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from segflow.cli import build_parser, main
+
+
+def test_each_stage_has_a_subcommand():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"make-demo", "validate-dataset", "fingerprint-case", "fingerprint", "plan"} <= set(
+        sub.choices
+    )
+
+
+def test_misspelled_flag_is_an_error_not_ignored(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["make-demo", "--out", "x", "--case", "3", "--sed", "1"])
+    assert info.value.code == 2
+    assert "--sed" in capsys.readouterr().err
+
+
+def test_user_error_is_one_clear_message_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "segflow", "validate-dataset", "--dataset", str(tmp_path / "nope"),
+         "--out", str(tmp_path / "report.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("segflow validate-dataset: error:")
+    assert "Traceback" not in proc.stderr
+    assert "dataset.json" in proc.stderr
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_log_file_receives_the_log(tmp_path):
+    log = tmp_path / "logs" / "demo.log"
+    assert main(["--log", str(log), "make-demo", "--out", str(tmp_path / "d"), "--cases", "2", "--test-cases", "0"]) == 0
+    assert "wrote demo dataset with 2 training and 0 test cases" in log.read_text()

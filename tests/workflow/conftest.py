@@ -1,0 +1,61 @@
+"""Running the Snakemake workflow of the repository on tiny data in a temporary folder."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class SnakemakeRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs per rule from Snakemake's "Job stats" table (empty when nothing ran)."""
+        counts: dict[str, int] = {}
+        match = re.search(r"Job stats:\n(.*?)\n\n", self.output + "\n\n", re.S)
+        if not match:
+            return counts
+        for line in match.group(1).splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+                counts[parts[0]] = int(parts[1])
+        return counts
+
+
+def run_snakemake(workdir: Path, *args: str, config: dict[str, str] | None = None) -> SnakemakeRun:
+    """Run the repository's Snakefile with ``workdir`` as working directory."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
+    if config:
+        cmd += ["--config", *(f"{k}={v}" for k, v in config.items())]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    return SnakemakeRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def snakemake():
+    return run_snakemake

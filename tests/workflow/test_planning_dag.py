@@ -1,0 +1,108 @@
+"""The DAG from the raw dataset to plans.json, on a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from segflow.demo import make_demo_dataset
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    return make_demo_dataset(tmp_path / "raw" / "Dataset991_Tiny", num_training=5, num_test=1, seed=7)
+
+
+def _config(tmp_path: Path, dataset: Path) -> dict[str, str]:
+    return {"dataset": str(dataset), "results": str(tmp_path / "out")}
+
+
+def test_runs_through_plan_and_writes_the_artifacts(tmp_path, tiny_dataset, snakemake):
+    run = snakemake(tmp_path, config=_config(tmp_path, tiny_dataset))
+    assert run.returncode == 0, run.output
+    out = tmp_path / "out"
+
+    report = json.loads((out / "dataset_report.json").read_text())
+    case_ids = [c["case_id"] for c in report["training_cases"]]
+    assert case_ids == [f"demo_{i:03d}" for i in range(5)]
+    assert sorted(p.stem for p in (out / "fingerprint" / "cases").glob("*.json")) == case_ids
+
+    fingerprint = json.loads((out / "fingerprint.json").read_text())
+    assert fingerprint["case_ids"] == case_ids
+    assert len(fingerprint["spacings"]) == 5
+    # The demo's slices are 3.0-3.6 mm apart, its pixels 0.9-1.1 mm.
+    assert all(3.0 <= s[0] <= 3.6 and 0.9 <= s[1] <= 1.1 for s in fingerprint["spacings"])
+
+    plans = json.loads((out / "plans.json").read_text())
+    assert {"2d", "3d_fullres"} <= set(plans["configurations"])
+    fullres = plans["configurations"]["3d_fullres"]
+    assert fullres["batch_size"] >= 2
+    assert plans["transpose_forward"] == [0, 1, 2]  # the slice axis already comes first
+    # Nothing is left half-written.
+    assert not list(out.rglob(".tmp-*"))
+
+
+def test_second_run_does_nothing_and_touching_a_case_reruns_only_its_branch(
+    tmp_path, tiny_dataset, snakemake
+):
+    config = _config(tmp_path, tiny_dataset)
+    first = snakemake(tmp_path, config=config)
+    assert first.returncode == 0, first.output
+
+    again = snakemake(tmp_path, "--dry-run", config=config)
+    assert again.returncode == 0, again.output
+    assert "Nothing to be done" in again.output, again.output
+
+    cases_dir = tmp_path / "out" / "fingerprint" / "cases"
+    before = {p.name: p.stat().st_mtime_ns for p in cases_dir.glob("*.json")}
+    time.sleep(0.05)
+    future = time.time() + 5
+    os.utime(tiny_dataset / "imagesTr" / "demo_002_0000.nii.gz", (future, future))
+
+    rerun = snakemake(tmp_path, config=config)
+    assert rerun.returncode == 0, rerun.output
+    counts = rerun.job_counts()
+    # The touched file is revalidated, its case refingerprinted, and the gather and plan
+    # follow; no other case's fingerprint runs again.
+    assert counts == {"validate_dataset": 1, "fingerprint_case": 1, "fingerprint": 1, "plan": 1, "all": 1}, rerun.output
+    after = {p.name: p.stat().st_mtime_ns for p in cases_dir.glob("*.json")}
+    changed = sorted(name for name in before if after[name] != before[name])
+    assert changed == ["demo_002.json"]
+
+
+def test_an_invalid_dataset_stops_before_any_other_job(tmp_path, tiny_dataset, snakemake):
+    (tiny_dataset / "labelsTr" / "demo_001.nii.gz").unlink()
+    (tiny_dataset / "imagesTr" / "demo_003_0000.nii.gz").write_bytes(b"not an image")
+    run = snakemake(tmp_path, config=_config(tmp_path, tiny_dataset))
+    assert run.returncode != 0
+    # Both problems are reported together, each naming its file.
+    assert "demo_001" in run.stderr and "label" in run.stderr, run.stderr
+    assert "demo_003_0000.nii.gz" in run.stderr, run.stderr
+    assert not (tmp_path / "out" / "dataset_report.json").exists()
+    assert not (tmp_path / "out" / "fingerprint").exists()
+
+
+def test_a_misspelled_config_key_is_named_with_a_suggestion(tmp_path, tiny_dataset, snakemake):
+    config = _config(tmp_path, tiny_dataset) | {"sed": "3"}
+    run = snakemake(tmp_path, "--dry-run", config=config)
+    assert run.returncode != 0
+    assert "sed: unknown key; did you mean 'seed'?" in run.output, run.output
+
+
+def test_demo_config_builds_its_own_dataset(tmp_path, snakemake):
+    config = {
+        "dataset": str(tmp_path / "demo" / "Dataset990_SegflowDemo"),
+        "results": str(tmp_path / "out"),
+        "demo": "{cases: 4, test_cases: 1, seed: 1}",
+    }
+    run = snakemake(tmp_path, config=config)
+    assert run.returncode == 0, run.output
+    assert run.job_counts()["make_demo_dataset"] == 1
+    assert len(list((tmp_path / "demo" / "Dataset990_SegflowDemo" / "imagesTr").glob("*.nii.gz"))) == 4
+    assert (tmp_path / "out" / "plans.json").is_file()

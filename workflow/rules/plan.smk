@@ -1,0 +1,23 @@
+# Experiment planning. A checkpoint: the plans decide which configurations exist downstream.
+checkpoint plan:
+    input:
+        dataset_json=DATASET / "dataset.json",
+        fingerprint=RESULTS / "fingerprint.json",
+    output:
+        RESULTS / "plans.json",
+    params:
+        preset=config["planning"]["preset"],
+        gpu_memory=(
+            f"--gpu-memory-gb {config['planning']['gpu_memory_target_gb']}"
+            if config["planning"]["gpu_memory_target_gb"]
+            else ""
+        ),
+        seed=config["seed"],
+    conda:
+        "../../envs/segflow.yaml"
+    log:
+        LOGS / "plan.log",
+    shell:
+        "python -m segflow --log {log} plan --dataset-json {input.dataset_json}"
+        " --fingerprint {input.fingerprint} --preset {params.preset} {params.gpu_memory}"
+        " --seed {params.seed} --out {output}"

@@ -1,0 +1,16 @@
+# Dataset intake: every problem of the raw dataset in one report, before any other work.
+checkpoint validate_dataset:
+    input:
+        dataset_files,
+    output:
+        RESULTS / "dataset_report.json",
+    params:
+        dataset=DATASET,
+    threads: config["validation"]["threads"]
+    conda:
+        "../../envs/segflow.yaml"
+    log:
+        LOGS / "validate_dataset.log",
+    shell:
+        "python -m segflow --log {log} validate-dataset --dataset {params.dataset} --workers {threads}"
+        " --out {output}"

@@ -1,0 +1,442 @@
+"""Checks of what a dataset's files hold: readable, one voxel grid per case, sane values.
+
+Each case's images and label are read once with :func:`~segflow.io.image.read_image` and
+every check runs on those arrays (NIfTI files also get one raw pass for what SimpleITK hides,
+see :mod:`segflow.validation.nifti`). Geometry is compared with tolerances that accept the
+rounding of file headers (float32 in NIfTI, decimal text in NRRD/MetaImage) but catch any
+misalignment that matters:
+
+- spacing: per axis, relative difference at most :data:`SPACING_RTOL` (1e-3);
+- origin: per axis, at most :data:`ORIGIN_TOL_VOXELS` (1 %) of the smallest voxel spacing,
+  so the tolerance follows the scale of the data (0.01 mm for 1 mm voxels);
+- direction: each direction cosine within :data:`DIRECTION_ATOL` (1e-3, about 0.06 degrees);
+- shape: exactly equal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segflow.errors import Problem
+from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
+from segflow.io.image import NATURAL_2D_ENDINGS, ImageData, ImageReadError, read_image
+from segflow.validation.layout import CaseFiles
+from segflow.validation.nifti import scan_nifti
+
+__all__ = [
+    "DIRECTION_ATOL",
+    "ORIGIN_TOL_VOXELS",
+    "SPACING_RTOL",
+    "CaseCheck",
+    "check_case",
+    "check_dimensionality",
+    "check_label_declarations",
+    "geometry_differences",
+    "label_warnings",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Largest relative difference per axis for two spacings to count as equal.
+SPACING_RTOL = 1e-3
+#: Largest origin difference per axis, as a fraction of the smallest voxel spacing.
+ORIGIN_TOL_VOXELS = 1e-2
+#: Largest difference of any direction cosine.
+DIRECTION_ATOL = 1e-3
+
+_MAX_LISTED = 8
+# Integer labels whose value range is at most this wide are counted with bincount (fast,
+# no sort); wider ranges fall back to np.unique.
+_BINCOUNT_MAX_RANGE = 1 << 16
+_CHUNK_VOXELS = 1 << 24
+
+
+@dataclass
+class CaseCheck:
+    """What the content checks found for one case.
+
+    Attributes:
+        case: the case's files.
+        problems: everything wrong with its files.
+        is_2d: whether its images are 2D (None when no image could be read).
+        label_values: the distinct integer values in its label (None without a readable
+            label).
+    """
+
+    case: CaseFiles
+    problems: list[Problem] = field(default_factory=list)
+    is_2d: bool | None = None
+    label_values: tuple[int, ...] | None = None
+
+
+def check_case(dataset_dir: Path, case: CaseFiles, dataset: DatasetJson) -> CaseCheck:
+    """Read one case's images and label once and check them.
+
+    Checks: every file readable and complete (2D or 3D; NIfTI files are also scanned raw, see
+    :mod:`segflow.validation.nifti`); no NaN or infinite intensities;
+    all channel files on one voxel grid; the total channel count matches ``channel_names``;
+    the label has one channel, whole-number values declared in ``dataset.json``, and the
+    voxel grid of the images.
+
+    Args:
+        dataset_dir: the raw dataset folder (the case's paths are relative to it).
+        case: the files to check.
+        dataset: the parsed ``dataset.json``.
+
+    Returns:
+        The problems found (each naming its file) and what later cross-case checks need.
+    """
+    result = CaseCheck(case)
+    images = _check_images(dataset_dir, case, dataset, result)
+    if case.label is not None:
+        _check_label_file(dataset_dir, case.label, images, dataset, result)
+    return result
+
+
+def _check_images(
+    dataset_dir: Path, case: CaseFiles, dataset: DatasetJson, result: CaseCheck
+) -> list[tuple[str, ImageData]]:
+    """Read and check the channel files; return the readable ones with their paths."""
+    images: list[tuple[str, ImageData]] = []
+    for rel in case.images:
+        read = _read(dataset_dir, rel, result.problems)
+        if read is None:
+            continue
+        image, (nan, inf) = read
+        if nan or inf:
+            result.problems.append(
+                Problem(rel, f"image contains {nan} NaN and {inf} infinite voxel value(s); "
+                        "replace them with finite values")
+            )
+        images.append((rel, image))
+    if images:
+        result.is_2d = images[0][1].is_2d
+        _check_channels_agree(images, result.problems)
+        if len(images) == len(case.images) and case.channel_files_complete:
+            _check_channel_count(case, images, dataset, result.problems)
+    return images
+
+
+def _check_label_file(
+    dataset_dir: Path,
+    rel: str,
+    images: list[tuple[str, ImageData]],
+    dataset: DatasetJson,
+    result: CaseCheck,
+) -> None:
+    read = _read(dataset_dir, rel, result.problems)
+    if read is None:
+        return
+    label, (nan, inf) = read
+    if nan or inf:
+        result.problems.append(
+            Problem(rel, f"label contains {nan} NaN and {inf} infinite voxel value(s)")
+        )
+    result.label_values = _check_label_values(rel, label, dataset, result.problems)
+    if images:
+        ref_rel, ref = images[0]
+        result.problems.extend(
+            Problem(rel, diff)
+            for diff in geometry_differences(label, ref, f"its image {ref_rel}")
+        )
+
+
+def _read(
+    dataset_dir: Path, rel: str, problems: list[Problem]
+) -> tuple[ImageData, tuple[int, int]] | None:
+    """Read a file; return it with its NaN and infinite voxel counts, or None if unusable."""
+    path = dataset_dir / rel
+    try:
+        image = read_image(path)
+    except ImageReadError as err:
+        problems.extend(Problem(rel, p.message) for p in err.problems)
+        return None
+    # SimpleITK reads a cut-off NIfTI file and NaN voxels as zeros; the raw scan tells.
+    scan = scan_nifti(path)
+    if scan is None:
+        return image, _count_nonfinite(image.array)
+    if scan.truncated:
+        problems.append(
+            Problem(rel, f"truncated file: holds {scan.found_bytes} of the "
+                    f"{scan.expected_bytes} bytes its header announces (was it cut off while "
+                    "copying?)")
+        )
+        return None
+    return image, (scan.nan, scan.inf)
+
+
+def _count_nonfinite(array: np.ndarray) -> tuple[int, int]:
+    if array.dtype.kind not in "fc" or np.isfinite(array).all():
+        return 0, 0
+    return int(np.isnan(array).sum()), int(np.isinf(array).sum())
+
+
+def _check_channels_agree(images: list[tuple[str, ImageData]], problems: list[Problem]) -> None:
+    ref_rel, ref = images[0]
+    for rel, image in images[1:]:
+        problems.extend(
+            Problem(rel, f"{diff}; the channels of a case must share one voxel grid")
+            for diff in geometry_differences(image, ref, f"channel file {ref_rel}")
+        )
+
+
+def _check_channel_count(
+    case: CaseFiles,
+    images: list[tuple[str, ImageData]],
+    dataset: DatasetJson,
+    problems: list[Problem],
+) -> None:
+    total = sum(image.num_channels for _, image in images)
+    if total == dataset.num_channels:
+        return
+    per_file = ", ".join(f"{rel}: {image.num_channels}" for rel, image in images)
+    declared = ", ".join(f"{i}: {n}" for i, n in sorted(dataset.channel_names.items()))
+    message = (
+        f"case '{case.case_id}' has {total} channel(s) ({per_file}) but dataset.json "
+        f"declares {dataset.num_channels} ({declared})"
+    )
+    if dataset.file_ending in NATURAL_2D_ENDINGS:
+        message += "; an RGB image counts as three channels, a grayscale one as one"
+    problems.append(Problem(images[0][0], message))
+
+
+def geometry_differences(image: ImageData, ref: ImageData, ref_name: str) -> list[str]:
+    """Describe how the voxel grid of ``image`` differs from that of ``ref``.
+
+    Args:
+        image: the image checked.
+        ref: the image it must match.
+        ref_name: how messages name ``ref``, e.g. ``"its image imagesTr/a_0000.nii.gz"``.
+
+    Returns:
+        One sentence per difference, e.g. ``"shape (z, y, x) (35, 51, 35) differs from
+        (35, 51, 36) of its image imagesTr/a_0000.nii.gz"``; empty when the two agree within
+        the module's tolerances.
+    """
+    if image.is_2d != ref.is_2d:
+        kind, other = ("2D", "3D") if image.is_2d else ("3D", "2D")
+        return [f"the file is {kind} but {ref_name} is {other}"]
+    diffs = []
+    if image.shape != ref.shape:
+        diffs.append(
+            f"shape (z, y, x) {_fmt(image.shape)} differs from {_fmt(ref.shape)} of {ref_name}"
+        )
+    spacing, ref_spacing = np.asarray(image.spacing), np.asarray(ref.spacing)
+    if np.any(np.abs(spacing - ref_spacing) > SPACING_RTOL * np.maximum(spacing, ref_spacing)):
+        diffs.append(
+            f"spacing (z, y, x) {_fmt(image.spacing)} mm differs from {_fmt(ref.spacing)} mm "
+            f"of {ref_name} (tolerance: relative {SPACING_RTOL:g})"
+        )
+    origin_tol = ORIGIN_TOL_VOXELS * float(min(spacing.min(), ref_spacing.min()))
+    if len(image.origin) != len(ref.origin) or np.any(
+        np.abs(np.asarray(image.origin) - np.asarray(ref.origin)) > origin_tol
+    ):
+        diffs.append(
+            f"origin {_fmt(image.origin)} mm differs from {_fmt(ref.origin)} mm of {ref_name} "
+            f"(tolerance: {origin_tol:g} mm, 1% of the smallest voxel spacing)"
+        )
+    if len(image.direction) != len(ref.direction) or np.any(
+        np.abs(np.asarray(image.direction) - np.asarray(ref.direction)) > DIRECTION_ATOL
+    ):
+        diffs.append(
+            f"direction {_fmt(image.direction)} differs from {_fmt(ref.direction)} of "
+            f"{ref_name} (tolerance: {DIRECTION_ATOL:g} per cosine)"
+        )
+    return diffs
+
+
+def _fmt(values: Iterable[float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+def _list_values(values: Sequence[float]) -> str:
+    shown = ", ".join(f"{v:g}" for v in values[:_MAX_LISTED])
+    more = f", ... ({len(values)} values)" if len(values) > _MAX_LISTED else ""
+    return f"[{shown}{more}]"
+
+
+def _check_label_values(
+    rel: str, label: ImageData, dataset: DatasetJson, problems: list[Problem]
+) -> tuple[int, ...] | None:
+    """Check a label's channels and values; return its distinct integer values."""
+    if label.num_channels != 1:
+        problems.append(
+            Problem(rel, f"a label must have one channel, found {label.num_channels} "
+                    "(save labels as single-component, grayscale images)")
+        )
+    array = label.array
+    if array.dtype.kind in "iub":
+        values = _unique_integers(array)
+    elif array.dtype.kind == "f":
+        distinct = np.unique(array[np.isfinite(array)])  # non-finite ones are reported apart
+        whole = distinct == np.round(distinct)
+        if not whole.all():
+            problems.append(
+                Problem(rel, f"label values must be whole numbers, found "
+                        f"{_list_values(distinct[~whole].tolist())}")
+            )
+        values = distinct[whole].astype(np.int64).tolist()
+    else:
+        problems.append(Problem(rel, f"label data type {array.dtype} is not a number type"))
+        return None
+    declared = dataset.label_values
+    undeclared = sorted(set(values) - set(declared))
+    if undeclared:
+        problems.append(
+            Problem(rel, f"label values {_list_values(undeclared)} are not declared in "
+                    f"dataset.json labels (declared: {', '.join(map(str, declared))})")
+        )
+    return tuple(values)
+
+
+def _unique_integers(array: np.ndarray) -> list[int]:
+    """Distinct values of an integer array; bincount in chunks when the range is small."""
+    if array.size == 0:
+        return []
+    low, high = int(array.min()), int(array.max())
+    if high - low >= _BINCOUNT_MAX_RANGE:
+        return [int(v) for v in np.unique(array)]
+    counts = np.zeros(high - low + 1, dtype=np.int64)
+    flat = array.reshape(-1)
+    for start in range(0, flat.size, _CHUNK_VOXELS):
+        chunk = flat[start : start + _CHUNK_VOXELS].astype(np.int64) - low
+        counts += np.bincount(chunk, minlength=counts.size)
+    return [int(v) + low for v in np.flatnonzero(counts)]
+
+
+def check_label_declarations(dataset: DatasetJson) -> tuple[list[Problem], list[str]]:
+    """Check ``labels`` and ``regions_class_order`` of dataset.json as nnU-Net needs them.
+
+    Labels must be consecutive integers from 0; an ``ignore`` label must be a single value,
+    one above all others; region-based labels need a ``regions_class_order`` with one entry
+    per region.
+
+    Returns:
+        ``(problems, warnings)``.
+    """
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    where = "dataset.json"
+    ignore = dataset.labels.get(IGNORE_LABEL_NAME)
+    values: set[int] = set()
+    for name, value in dataset.labels.items():
+        if name != IGNORE_LABEL_NAME:
+            values.update(value if isinstance(value, tuple) else (value,))
+    ordered = sorted(values)
+    if ordered and ordered != list(range(len(ordered))):
+        missing = sorted(set(range(max(ordered[-1], 0) + 1)) - values)
+        detail = f"; missing: {', '.join(map(str, missing))}" if missing else ""
+        problems.append(
+            Problem(where, f"label values must be consecutive integers 0, 1, 2, ...; "
+                    f"declared: {', '.join(map(str, ordered))}{detail}")
+        )
+    if isinstance(ignore, tuple):
+        problems.append(
+            Problem(where, f"the '{IGNORE_LABEL_NAME}' label must be a single integer, "
+                    f"not a region {list(ignore)}")
+        )
+    elif ignore is not None and ordered and ignore != ordered[-1] + 1:
+        problems.append(
+            Problem(where, f"the '{IGNORE_LABEL_NAME}' label must be the highest label value, "
+                    f"one above the others ({ordered[-1] + 1}); found {ignore}")
+        )
+    if dataset.has_regions:
+        problems += _check_regions(dataset, where)
+    else:
+        problems += _check_unique_values(dataset, where)
+        if dataset.regions_class_order is not None:
+            warnings.append(
+                "dataset.json: 'regions_class_order' is ignored because no label is a region"
+            )
+    return problems, warnings
+
+
+def _check_regions(dataset: DatasetJson, where: str) -> list[Problem]:
+    regions = [
+        name
+        for name, value in dataset.labels.items()
+        if name != IGNORE_LABEL_NAME and value not in (0, (0,))
+    ]
+    order = dataset.regions_class_order
+    if order is None:
+        return [
+            Problem(where, f"labels define regions ({', '.join(regions)}) but "
+                    "'regions_class_order' is missing; give the label value each region "
+                    "writes into predictions, one per region in the order of 'labels'")
+        ]
+    problems = []
+    if len(order) != len(regions):
+        problems.append(
+            Problem(where, f"'regions_class_order' has {len(order)} entries but 'labels' "
+                    f"defines {len(regions)} region(s) ({', '.join(regions)})")
+        )
+    undeclared = sorted(set(order) - set(dataset.label_values))
+    if undeclared:
+        problems.append(
+            Problem(where, f"'regions_class_order' values {undeclared} are not label values "
+                    f"(declared: {', '.join(map(str, dataset.label_values))})")
+        )
+    return problems
+
+
+def _check_unique_values(dataset: DatasetJson, where: str) -> list[Problem]:
+    names_by_value: dict[int, list[str]] = {}
+    for name, value in dataset.labels.items():
+        if isinstance(value, int):
+            names_by_value.setdefault(value, []).append(name)
+    return [
+        Problem(where, f"labels {', '.join(repr(n) for n in names)} share the value {value}; "
+                "each class needs its own value")
+        for value, names in sorted(names_by_value.items())
+        if len(names) > 1
+    ]
+
+
+def check_dimensionality(results: Sequence[CaseCheck]) -> list[Problem]:
+    """One problem when the cases mix 2D and 3D images (all must be one kind)."""
+    kinds: dict[bool, list[CaseCheck]] = {True: [], False: []}
+    for result in results:
+        if result.is_2d is not None:
+            kinds[result.is_2d].append(result)
+    if not kinds[True] or not kinds[False]:
+        return []
+    minority_2d = len(kinds[True]) <= len(kinds[False])
+    minority = kinds[minority_2d]
+    shown = ", ".join(r.case.images[0] for r in minority[:_MAX_LISTED])
+    more = f", ... ({len(minority)} in all)" if len(minority) > _MAX_LISTED else ""
+    return [
+        Problem(minority[0].case.images[0],
+                f"cases mix 2D and 3D images ({len(kinds[True])} 2D, {len(kinds[False])} 3D); "
+                f"the {'2D' if minority_2d else '3D'} ones are {shown}{more}; a dataset must "
+                "be all 2D or all 3D")
+    ]
+
+
+def label_warnings(results: Sequence[CaseCheck], dataset: DatasetJson) -> list[str]:
+    """Warnings about training labels: background-only cases, classes that never occur."""
+    training = [r for r in results if r.case.split == "training" and r.label_values is not None]
+    if not training:
+        return []
+    warnings = []
+    background_only = [r.case.label for r in training if set(r.label_values or ()) <= {0}]
+    if background_only:
+        shown = ", ".join(str(p) for p in background_only[:_MAX_LISTED])
+        more = ", ..." if len(background_only) > _MAX_LISTED else ""
+        warnings.append(
+            f"{len(background_only)} training label(s) hold only background: {shown}{more}"
+        )
+    seen: set[int] = set()
+    for r in training:
+        seen.update(r.label_values or ())
+    for name, value in dataset.labels.items():
+        if name == IGNORE_LABEL_NAME:
+            continue
+        wanted = value if isinstance(value, tuple) else (value,)
+        if not seen.intersection(wanted):
+            warnings.append(f"label '{name}' ({value}) occurs in no training label")
+    return warnings

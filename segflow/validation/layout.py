@@ -1,0 +1,409 @@
+"""Finding the cases of a raw dataset from its file names (nnU-Net v2 layout).
+
+A training case ``<case>`` is ``imagesTr/<case>_<XXXX><ending>`` (one file per channel, ``XXXX``
+the 4-digit channel index) plus ``labelsTr/<case><ending>``; test cases live in ``imagesTs/``
+and, optionally, ``labelsTs/``. Only names are looked at here; what the files hold is checked
+by :mod:`segflow.validation.checks`. Every problem is collected, none stops the scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from segflow.errors import Problem
+from segflow.io.dataset import DatasetJson
+from segflow.io.image import NATURAL_2D_ENDINGS, ending_of
+
+__all__ = [
+    "IMAGES_TEST",
+    "IMAGES_TRAINING",
+    "LABELS_TEST",
+    "LABELS_TRAINING",
+    "CaseFiles",
+    "DatasetLayout",
+    "check_folders",
+    "discover_cases",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGES_TRAINING = "imagesTr"
+LABELS_TRAINING = "labelsTr"
+IMAGES_TEST = "imagesTs"
+LABELS_TEST = "labelsTs"
+
+# The stem of a channel file: the case id, then "_" and exactly four digits.
+_CHANNEL_STEM = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+# A stem that ends in digits but not four of them: a mistyped channel index.
+_BAD_CHANNEL_STEM = re.compile(r"^(?P<case>.+)_(?P<digits>\d+)$")
+# Characters a case id may hold: every rule's shell command gets the file names unquoted.
+_UNSAFE_ID_CHAR = re.compile(r"[^\w.+-]")
+
+_MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """The files of one case, as found on disk.
+
+    Attributes:
+        case_id: the case identifier (file name without channel suffix and ending).
+        split: ``"training"`` or ``"test"``.
+        images: existing channel files, relative to the dataset folder, by channel index.
+        channels: the channel index of each entry of ``images``.
+        label: the label file relative to the dataset folder, or None when there is none.
+        channel_files_complete: the channel files are exactly those expected (no missing
+            or undeclared index); only then is the total channel count worth checking.
+    """
+
+    case_id: str
+    split: str
+    images: tuple[str, ...]
+    channels: tuple[int, ...]
+    label: str | None
+    channel_files_complete: bool = True
+
+
+@dataclass
+class DatasetLayout:
+    """The cases found in a dataset folder, and what is wrong with its file names."""
+
+    training: list[CaseFiles] = field(default_factory=list)
+    test: list[CaseFiles] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Scan:
+    """What one folder holds: files by case (and channel), plus problems and warnings."""
+
+    images: dict[str, dict[int, str]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_folders(dataset_dir: Path) -> list[Problem]:
+    """Check that the folders of the layout exist (``imagesTr``, ``labelsTr``, ...)."""
+    problems = []
+    for name, what in ((IMAGES_TRAINING, "training images"), (LABELS_TRAINING, "training labels")):
+        path = dataset_dir / name
+        if not path.is_dir():
+            state = "is not a folder" if path.exists() else "folder is missing"
+            problems.append(Problem(name, f"{state}; the {what} belong in {name}/"))
+    if (dataset_dir / LABELS_TEST).is_dir() and not (dataset_dir / IMAGES_TEST).is_dir():
+        problems.append(
+            Problem(LABELS_TEST, f"test labels but no {IMAGES_TEST}/ folder with their images")
+        )
+    return problems
+
+
+def discover_cases(dataset_dir: Path, dataset: DatasetJson) -> DatasetLayout:
+    """Find every training and test case from the file names.
+
+    Args:
+        dataset_dir: the raw dataset folder.
+        dataset: its parsed ``dataset.json`` (file ending and channels).
+
+    Returns:
+        The cases (sorted by id, incomplete ones included so that their files still get
+        checked) with every naming problem: stray files, wrong endings, bad channel
+        indices, missing channel files or labels, labels without images, unsafe case ids
+        and a ``numTraining`` that disagrees with the cases found.
+    """
+    layout = DatasetLayout()
+    images_tr = _scan_images(dataset_dir, IMAGES_TRAINING, dataset)
+    labels_tr = _scan_labels(dataset_dir, LABELS_TRAINING, dataset)
+    for scan in (images_tr, labels_tr):
+        layout.problems += scan.problems
+        layout.warnings += scan.warnings
+    layout.training = _match(
+        "training", images_tr, labels_tr, dataset, layout, label_required=True
+    )
+    _check_num_training(dataset_dir, dataset, images_tr, labels_tr, layout)
+
+    if (dataset_dir / IMAGES_TEST).is_dir():
+        images_ts = _scan_images(dataset_dir, IMAGES_TEST, dataset)
+        labels_ts = (
+            _scan_labels(dataset_dir, LABELS_TEST, dataset)
+            if (dataset_dir / LABELS_TEST).is_dir()
+            else None
+        )
+        for scan in (images_ts, labels_ts):
+            if scan is not None:
+                layout.problems += scan.problems
+                layout.warnings += scan.warnings
+        layout.test = _match(
+            "test", images_ts, labels_ts or _Scan(), dataset, layout, label_required=False
+        )
+        if labels_ts is not None:
+            unlabelled = [c.case_id for c in layout.test if c.label is None]
+            if unlabelled:
+                layout.warnings.append(
+                    f"{LABELS_TEST}: no label for {len(unlabelled)} test case(s) "
+                    f"({_listing(unlabelled)}); they are predicted but not evaluated"
+                )
+
+    _check_case_ids(layout)
+    return layout
+
+
+def _entries(dataset_dir: Path, folder: str, scan: _Scan) -> list[str]:
+    """Names of the plain, visible files in ``folder``; hidden files and folders are warned."""
+    path = dataset_dir / folder
+    if not path.is_dir():
+        return []
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError as err:
+        scan.problems.append(Problem(folder, f"folder cannot be read ({err.strerror or err})"))
+        return []
+    names = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            scan.warnings.append(f"{folder}/{entry.name}: hidden file ignored")
+        elif entry.is_dir():
+            scan.warnings.append(
+                f"{folder}/{entry.name}/: folder ignored; cases must lie directly in {folder}/"
+            )
+        else:
+            names.append(entry.name)
+    return names
+
+
+def _split_ending(name: str, dataset: DatasetJson) -> tuple[str | None, str | None]:
+    """``(stem, None)`` for a name with the dataset's ending, else ``(None, other ending)``."""
+    if name.endswith(dataset.file_ending):
+        return name[: -len(dataset.file_ending)], None
+    return None, ending_of(name)
+
+
+def _scan_images(dataset_dir: Path, folder: str, dataset: DatasetJson) -> _Scan:
+    scan = _Scan()
+    ending = dataset.file_ending
+    wrong_ending: list[tuple[str, str]] = []
+    for name in _entries(dataset_dir, folder, scan):
+        where = f"{folder}/{name}"
+        stem, other = _split_ending(name, dataset)
+        if stem is None:
+            if other is not None:
+                wrong_ending.append((name, other))
+            else:
+                scan.problems.append(
+                    Problem(where, f"stray file: {folder}/ must only hold image files named "
+                            f"<case>_<XXXX>{ending} (XXXX: the 4-digit channel index)")
+                )
+            continue
+        match = _CHANNEL_STEM.match(stem)
+        if match is None:
+            scan.problems.append(Problem(where, _bad_channel_name(stem, ending)))
+            continue
+        case_id, channel = match["case"], int(match["channel"])
+        scan.images.setdefault(case_id, {})[channel] = where
+
+    for name, other in wrong_ending:
+        message = _wrong_ending(other, dataset)
+        match = _CHANNEL_STEM.match(name[: -len(other)])
+        if match is not None:
+            twin = scan.images.get(match["case"], {}).get(int(match["channel"]))
+            if twin is not None:
+                message = (
+                    f"duplicate of {twin} (case '{match['case']}', channel "
+                    f"{int(match['channel'])}) with another ending; {message}; remove one"
+                )
+        scan.problems.append(Problem(f"{folder}/{name}", message))
+    return scan
+
+
+def _scan_labels(dataset_dir: Path, folder: str, dataset: DatasetJson) -> _Scan:
+    scan = _Scan()
+    wrong_ending: list[tuple[str, str]] = []
+    for name in _entries(dataset_dir, folder, scan):
+        stem, other = _split_ending(name, dataset)
+        if stem is None:
+            if other is not None:
+                wrong_ending.append((name, other))
+            else:
+                scan.problems.append(
+                    Problem(f"{folder}/{name}", f"stray file: {folder}/ must only hold label "
+                            f"files named <case>{dataset.file_ending}")
+                )
+            continue
+        scan.labels[stem] = f"{folder}/{name}"
+
+    for name, other in wrong_ending:
+        message = _wrong_ending(other, dataset)
+        twin = scan.labels.get(name[: -len(other)])
+        if twin is not None:
+            message = f"duplicate of {twin} with another ending; {message}; remove one"
+        scan.problems.append(Problem(f"{folder}/{name}", message))
+    return scan
+
+
+def _wrong_ending(other: str, dataset: DatasetJson) -> str:
+    return (
+        f"file ending '{other}' differs from dataset.json file_ending "
+        f"'{dataset.file_ending}'; all images and labels must use the same format"
+    )
+
+
+def _bad_channel_name(stem: str, ending: str) -> str:
+    message = f"name does not end in _XXXX (the 4-digit channel index) before {ending}; "
+    bad = _BAD_CHANNEL_STEM.match(stem)
+    if bad is not None:
+        return message + (
+            f"expected {bad['case']}_{int(bad['digits']):04d}{ending} if '_{bad['digits']}' "
+            f"is the channel index, or {stem}_0000{ending} if this is case '{stem}'"
+        )
+    return message + f"if this is case '{stem}', name its first channel {stem}_0000{ending}"
+
+
+def _declared_channels(dataset: DatasetJson) -> str:
+    names = ", ".join(f"{i}: {n}" for i, n in sorted(dataset.channel_names.items()))
+    return f"dataset.json declares {dataset.num_channels} channel(s) ({names})"
+
+
+def _match(
+    split: str,
+    images: _Scan,
+    labels: _Scan,
+    dataset: DatasetJson,
+    layout: DatasetLayout,
+    *,
+    label_required: bool,
+) -> list[CaseFiles]:
+    """Pair channel files with labels; report missing channels, labels and images."""
+    folder = IMAGES_TRAINING if split == "training" else IMAGES_TEST
+    label_folder = LABELS_TRAINING if split == "training" else LABELS_TEST
+    ending = dataset.file_ending
+    cases = []
+    for case_id in sorted(images.images.keys() | labels.labels.keys()):
+        channel_files = images.images.get(case_id, {})
+        label = labels.labels.get(case_id)
+        if not channel_files:
+            layout.problems.append(Problem(label, _label_without_image(case_id, folder, images,
+                                                                      ending)))
+            continue
+        complete = _check_channels(case_id, folder, channel_files, dataset, layout)
+        if label is None and label_required:
+            first = channel_files[min(channel_files)]
+            layout.problems.append(
+                Problem(f"{label_folder}/{case_id}{ending}",
+                        f"label file missing: case '{case_id}' has image {first} but no label")
+            )
+        order = sorted(channel_files)
+        cases.append(
+            CaseFiles(
+                case_id=case_id,
+                split=split,
+                images=tuple(channel_files[i] for i in order),
+                channels=tuple(order),
+                label=label,
+                channel_files_complete=complete,
+            )
+        )
+    return cases
+
+
+def _label_without_image(case_id: str, folder: str, images: _Scan, ending: str) -> str:
+    message = f"label has no image: expected {folder}/{case_id}_0000{ending}"
+    match = _CHANNEL_STEM.match(case_id)
+    if match is not None and match["case"] in images.images:
+        message += (
+            f"; label files carry no channel suffix: if this is the label of case "
+            f"'{match['case']}', name it {match['case']}{ending}"
+        )
+    return message
+
+
+def _check_channels(
+    case_id: str,
+    folder: str,
+    channel_files: dict[int, str],
+    dataset: DatasetJson,
+    layout: DatasetLayout,
+) -> bool:
+    """Report missing and undeclared channel files of one case; True when there are none."""
+    ending = dataset.file_ending
+    found = sorted(channel_files)
+    expected = set(range(found[-1] + 1))
+    # A natural 2D image (RGB png) holds several channels in one file, so only gaps can be
+    # told from the names; volumes hold one channel per file.
+    if ending not in NATURAL_2D_ENDINGS:
+        expected |= set(range(dataset.num_channels))
+    missing = sorted(expected - set(found))
+    undeclared = [i for i in found if i >= dataset.num_channels]
+    present = ", ".join(f"_{i:04d}" for i in found)
+    for index in missing:
+        if index >= dataset.num_channels:
+            continue  # a gap before an undeclared channel: that one is reported below
+        layout.problems.append(
+            Problem(f"{folder}/{case_id}_{index:04d}{ending}",
+                    f"channel file missing: {_declared_channels(dataset)}; case '{case_id}' "
+                    f"has {present}")
+        )
+    for index in undeclared:
+        layout.problems.append(
+            Problem(channel_files[index],
+                    f"channel {index} is not declared in dataset.json channel_names "
+                    f"(channels 0..{dataset.num_channels - 1})")
+        )
+    return not missing and not undeclared
+
+
+def _check_num_training(
+    dataset_dir: Path, dataset: DatasetJson, images: _Scan, labels: _Scan, layout: DatasetLayout
+) -> None:
+    if not images.images:
+        if (dataset_dir / IMAGES_TRAINING).is_dir():
+            layout.problems.append(
+                Problem(IMAGES_TRAINING, f"no training cases: expected image files named "
+                        f"<case>_0000{dataset.file_ending}")
+            )
+        return
+    # A case with images or only a label counts: its missing file is reported on its own.
+    found = len(images.images.keys() | labels.labels.keys())
+    if found != dataset.num_training:
+        layout.problems.append(
+            Problem("dataset.json", f"numTraining is {dataset.num_training} but "
+                    f"{IMAGES_TRAINING}/ and {LABELS_TRAINING}/ hold {found} training case(s)")
+        )
+
+
+def _check_case_ids(layout: DatasetLayout) -> None:
+    for case in [*layout.training, *layout.test]:
+        bad = sorted(set(_UNSAFE_ID_CHAR.findall(case.case_id)))
+        if bad:
+            layout.problems.append(
+                Problem(case.images[0],
+                        f"case id '{case.case_id}' contains {', '.join(repr(c) for c in bad)}, "
+                        "which breaks the workflow's shell commands; use letters, digits, "
+                        "'_', '-', '.' and '+'")
+            )
+    by_lower: dict[str, list[str]] = {}
+    for case in layout.training:
+        by_lower.setdefault(case.case_id.lower(), []).append(case.case_id)
+    for ids in by_lower.values():
+        if len(ids) > 1:
+            layout.warnings.append(
+                f"{IMAGES_TRAINING}: case ids {', '.join(ids)} differ only in letter case; "
+                "their files collide on case-insensitive file systems (macOS, Windows)"
+            )
+    training_ids = {c.case_id for c in layout.training}
+    shared = [c.case_id for c in layout.test if c.case_id in training_ids]
+    if shared:
+        layout.warnings.append(
+            f"{IMAGES_TEST}: {len(shared)} test case id(s) also name training cases "
+            f"({_listing(shared)})"
+        )
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
+

@@ -1,0 +1,192 @@
+"""The validate_dataset stage: check a raw dataset once, list every problem, or describe it.
+
+The report it returns (``<results>/dataset_report.json``) names each case's files exactly,
+so that later stages never look at the raw folder's names again.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from segflow import __version__
+from segflow.errors import DatasetError, Problem, SegflowError
+from segflow.io.dataset import DatasetJson, parse_dataset_json
+from segflow.io.schema import check_against_schema
+from segflow.validation.checks import (
+    CaseCheck,
+    check_case,
+    check_dimensionality,
+    check_label_declarations,
+    label_warnings,
+)
+from segflow.validation.layout import CaseFiles, check_folders, discover_cases
+
+__all__ = ["DATASET_JSON", "validate_dataset"]
+
+logger = logging.getLogger(__name__)
+
+DATASET_JSON = "dataset.json"
+
+
+def validate_dataset(dataset_dir: str | Path, workers: int = 1) -> dict[str, Any]:
+    """Check a raw dataset in nnU-Net v2 layout and describe it.
+
+    Nothing is written; the caller writes the returned report.
+
+    Args:
+        dataset_dir: folder with ``dataset.json``, ``imagesTr/``, ``labelsTr/`` and optionally
+            ``imagesTs/`` and ``labelsTs/``.
+        workers: cases read in parallel (threads; SimpleITK and numpy release the GIL).
+
+    Returns:
+        The dataset report (see ``segflow/schemas/dataset_report.schema.json``): dataset
+        name, file ending, channels, labels, whether it is 2D, each training and test case's
+        files (relative to ``dataset_dir``, channels in order) and warnings.
+
+    Raises:
+        DatasetError: listing every problem found, each naming its file.
+        SegflowError: ``workers`` is below 1.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SegflowError(f"workers must be a whole number of at least 1, got {workers!r}")
+    root = Path(os.path.abspath(dataset_dir))
+    if not root.is_dir():
+        state = "is a file, not a folder" if root.exists() else "folder does not exist"
+        raise DatasetError(
+            f"no raw dataset at {root}",
+            [Problem(str(root), f"{state}; expected a raw dataset folder holding "
+                     f"{DATASET_JSON}, imagesTr/ and labelsTr/")],
+        )
+
+    dataset, problems = _read_dataset_json(root)
+    problems += check_folders(root)
+    if dataset is None:
+        raise _failure(root, problems)
+
+    warnings: list[str] = []
+    declaration_problems, declaration_warnings = check_label_declarations(dataset)
+    problems += declaration_problems
+    warnings += declaration_warnings
+    layout = discover_cases(root, dataset)
+    problems += layout.problems
+    warnings += layout.warnings
+
+    cases = [*layout.training, *layout.test]
+    logger.info(
+        "checking %d training and %d test cases in %s with %d worker(s)",
+        len(layout.training), len(layout.test), root, workers,
+    )
+    results = _check_cases(root, cases, dataset, workers)
+    for result in results:
+        problems += result.problems
+    problems += check_dimensionality(results)
+    warnings += label_warnings(results, dataset)
+
+    if problems:
+        raise _failure(root, problems)
+    for warning in warnings:
+        logger.warning("%s", warning)
+    report = _report(root, dataset, layout.training, layout.test, results, warnings)
+    check_against_schema(report, "dataset_report", "dataset_report.json")
+    return report
+
+
+def _failure(root: Path, problems: list[Problem]) -> DatasetError:
+    count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+    return DatasetError(f"{root} is not a valid nnU-Net v2 raw dataset ({count})", problems)
+
+
+def _read_dataset_json(root: Path) -> tuple[DatasetJson | None, list[Problem]]:
+    """Parse dataset.json, collecting (not raising) what is wrong with it."""
+    path = root / DATASET_JSON
+    if not path.is_file():
+        return None, [
+            Problem(DATASET_JSON, "file missing; a raw dataset needs one with channel_names, "
+                    "labels, numTraining and file_ending")
+        ]
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return None, [Problem(DATASET_JSON, f"not valid JSON ({err})")]
+    except OSError as err:
+        return None, [Problem(DATASET_JSON, f"cannot be read ({err.strerror or err})")]
+    dataset, problems = parse_dataset_json(raw, DATASET_JSON)
+    if isinstance(raw, dict):
+        problems += _v1_hints(raw)
+    return dataset, problems
+
+
+def _v1_hints(raw: dict[str, Any]) -> list[Problem]:
+    """Point out the usual nnU-Net v1 leftovers, which v2 needs changed."""
+    hints = []
+    if "modality" in raw and "channel_names" not in raw:
+        hints.append(
+            Problem(DATASET_JSON, "'modality' is the nnU-Net v1 name; v2 calls it "
+                    "'channel_names' (same content, e.g. {\"0\": \"CT\"})")
+        )
+    labels = raw.get("labels")
+    if (
+        isinstance(labels, dict)
+        and labels
+        and all(k.isdigit() and isinstance(v, str) for k, v in labels.items())
+    ):
+        hints.append(
+            Problem(DATASET_JSON, "'labels' maps values to names (nnU-Net v1); v2 maps names "
+                    "to values, e.g. {\"background\": 0, \"tumor\": 1}")
+        )
+    return hints
+
+
+def _check_cases(
+    root: Path, cases: list[CaseFiles], dataset: DatasetJson, workers: int
+) -> list[CaseCheck]:
+    """Check every case, ``workers`` at a time; results come back in the order of ``cases``."""
+    check = functools.partial(check_case, root, dataset=dataset)
+    step = max(1, len(cases) // 10)
+    results = []
+    if workers == 1 or len(cases) <= 1:
+        mapped = map(check, cases)
+        pool = None
+    else:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="validate")
+        mapped = pool.map(check, cases)
+    try:
+        for done, result in enumerate(mapped, start=1):
+            results.append(result)
+            if done % step == 0 or done == len(cases):
+                logger.info("checked %d/%d cases", done, len(cases))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return results
+
+
+def _report(
+    root: Path,
+    dataset: DatasetJson,
+    training: list[CaseFiles],
+    test: list[CaseFiles],
+    results: list[CaseCheck],
+    warnings: list[str],
+) -> dict[str, Any]:
+    def entry(case: CaseFiles) -> dict[str, Any]:
+        return {"case_id": case.case_id, "images": list(case.images), "label": case.label}
+
+    return {
+        "segflow_version": __version__,
+        "dataset": str(root),
+        "name": dataset.name or root.name,
+        "file_ending": dataset.file_ending,
+        "num_channels": dataset.num_channels,
+        "labels": {k: list(v) if isinstance(v, tuple) else v for k, v in dataset.labels.items()},
+        "is_2d": bool(results) and all(r.is_2d for r in results),
+        "training_cases": [entry(c) for c in sorted(training, key=lambda c: c.case_id)],
+        "test_cases": [entry(c) for c in sorted(test, key=lambda c: c.case_id)],
+        "warnings": warnings,
+    }

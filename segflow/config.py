@@ -16,7 +16,7 @@ import yaml
 
 from segflow.errors import Problem, SegflowError
 
-__all__ = ["check_config", "load_config_schema", "ConfigError"]
+__all__ = ["ConfigError", "check_config", "load_config_schema"]
 
 
 class ConfigError(SegflowError):
@@ -84,7 +84,9 @@ def check_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, An
             continue  # reported above, with a suggestion
         message = err.message
         if err.validator == "enum" and isinstance(err.instance, str):
-            close = difflib.get_close_matches(err.instance, [str(v) for v in err.validator_value], n=1)
+            close = difflib.get_close_matches(
+                err.instance, [str(v) for v in err.validator_value], n=1
+            )
             if close:
                 message += f"; did you mean '{close[0]}'?"
         problems.append(Problem(_key_path(err.absolute_path), message))

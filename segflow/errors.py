@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["Problem", "SegflowError", "DatasetError"]
+__all__ = ["DatasetError", "Problem", "SegflowError"]
 
 
 class Problem:

@@ -25,8 +25,16 @@ def test_misspelled_flag_is_an_error_not_ignored(capsys):
 
 def test_user_error_is_one_clear_message_without_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "segflow", "validate-dataset", "--dataset", str(tmp_path / "nope"),
-         "--out", str(tmp_path / "report.json")],
+        [
+            sys.executable,
+            "-m",
+            "segflow",
+            "validate-dataset",
+            "--dataset",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "report.json"),
+        ],
         capture_output=True,
         text=True,
     )
@@ -39,5 +47,20 @@ def test_user_error_is_one_clear_message_without_traceback(tmp_path):
 
 def test_log_file_receives_the_log(tmp_path):
     log = tmp_path / "logs" / "demo.log"
-    assert main(["--log", str(log), "make-demo", "--out", str(tmp_path / "d"), "--cases", "2", "--test-cases", "0"]) == 0
+    assert (
+        main(
+            [
+                "--log",
+                str(log),
+                "make-demo",
+                "--out",
+                str(tmp_path / "d"),
+                "--cases",
+                "2",
+                "--test-cases",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert "wrote demo dataset with 2 training and 0 test cases" in log.read_text()

@@ -33,7 +33,9 @@ def test_demo_is_reproducible_and_rebuilds_cleanly(tmp_path):
     a = make_demo_dataset(tmp_path / "a", num_training=2, num_test=0, seed=11)
     b = make_demo_dataset(tmp_path / "b", num_training=2, num_test=0, seed=11)
     for name in ("demo_000_0000.nii.gz", "demo_001_0000.nii.gz"):
-        assert np.array_equal(read_image(a / "imagesTr" / name).array, read_image(b / "imagesTr" / name).array)
+        assert np.array_equal(
+            read_image(a / "imagesTr" / name).array, read_image(b / "imagesTr" / name).array
+        )
     # A rebuild with fewer cases leaves none of the old ones behind.
     make_demo_dataset(a, num_training=1, num_test=0, seed=11)
     assert [p.name for p in (a / "imagesTr").iterdir()] == ["demo_000_0000.nii.gz"]

@@ -14,7 +14,7 @@ from typing import Any
 from segflow.errors import DatasetError, Problem
 from segflow.io.image import SUPPORTED_ENDINGS
 
-__all__ = ["DatasetJson", "load_dataset_json", "parse_dataset_json", "IGNORE_LABEL_NAME"]
+__all__ = ["IGNORE_LABEL_NAME", "DatasetJson", "load_dataset_json", "parse_dataset_json"]
 
 IGNORE_LABEL_NAME = "ignore"
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
@@ -76,68 +76,108 @@ class DatasetJson:
         return sum(1 for k in self.labels if k != IGNORE_LABEL_NAME)
 
 
-def parse_dataset_json(raw: Any, where: str = "dataset.json") -> tuple[DatasetJson | None, list[Problem]]:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_channel_names(cn: Any, where: str, problems: list[Problem]) -> dict[int, str]:
+    if not isinstance(cn, dict) or not cn:
+        problems.append(
+            Problem(where, '\'channel_names\' must be a non-empty object like {"0": "CT"}')
+        )
+        return {}
+    channel_names: dict[int, str] = {}
+    for key, name in cn.items():
+        if isinstance(key, str) and key.isdigit() and isinstance(name, str):
+            channel_names[int(key)] = name
+        else:
+            problems.append(
+                Problem(
+                    where,
+                    f'\'channel_names\' entry {key!r}: {name!r} must map "0", "1", ... to a name',
+                )
+            )
+    expected = list(range(len(channel_names)))
+    if channel_names and sorted(channel_names) != expected:
+        problems.append(
+            Problem(
+                where,
+                f"'channel_names' keys must be 0..{expected[-1]}, found {sorted(channel_names)}",
+            )
+        )
+    return channel_names
+
+
+def _parse_labels(lb: Any, where: str, problems: list[Problem]) -> dict[str, int | tuple[int, ...]]:
+    if not isinstance(lb, dict) or not lb:
+        problems.append(
+            Problem(
+                where, '\'labels\' must be a non-empty object like {"background": 0, "tumor": 1}'
+            )
+        )
+        return {}
+    labels: dict[str, int | tuple[int, ...]] = {}
+    for name, value in lb.items():
+        if _is_int(value):
+            labels[name] = value
+        elif isinstance(value, list) and value and all(_is_int(i) for i in value):
+            # A one-value list is a plain label; a region needs at least two (as in nnU-Net).
+            labels[name] = value[0] if len(value) == 1 else tuple(value)
+        else:
+            problems.append(
+                Problem(
+                    where,
+                    f"label '{name}' must be an integer (or a list of integers for a region), "
+                    f"found {value!r}",
+                )
+            )
+    if labels and labels.get("background") != 0:
+        problems.append(Problem(where, "'labels' must contain \"background\": 0"))
+    return labels
+
+
+def parse_dataset_json(
+    raw: Any, where: str = "dataset.json"
+) -> tuple[DatasetJson | None, list[Problem]]:
     """Check the structure of a parsed dataset.json; return it typed, and every problem.
 
     Returns ``(None, problems)`` when the file is too broken to describe a dataset.
     """
-    problems: list[Problem] = []
     if not isinstance(raw, dict):
         return None, [Problem(where, "expected a JSON object at the top level")]
-    for key in REQUIRED_KEYS:
-        if key not in raw:
-            problems.append(Problem(where, f"missing required key '{key}'"))
-
-    channel_names: dict[int, str] = {}
-    cn = raw.get("channel_names")
-    if cn is not None:
-        if not isinstance(cn, dict) or not cn:
-            problems.append(Problem(where, "'channel_names' must be a non-empty object like {\"0\": \"CT\"}"))
-        else:
-            for k, v in cn.items():
-                if not (isinstance(k, str) and k.isdigit()) or not isinstance(v, str):
-                    problems.append(Problem(where, f"'channel_names' entry {k!r}: {v!r} must map \"0\", \"1\", ... to a name"))
-                else:
-                    channel_names[int(k)] = v
-            if channel_names and sorted(channel_names) != list(range(len(channel_names))):
-                problems.append(Problem(where, f"'channel_names' keys must be 0..{len(channel_names) - 1}, found {sorted(channel_names)}"))
-
-    labels: dict[str, int | tuple[int, ...]] = {}
-    lb = raw.get("labels")
-    if lb is not None:
-        if not isinstance(lb, dict) or not lb:
-            problems.append(Problem(where, "'labels' must be a non-empty object like {\"background\": 0, \"tumor\": 1}"))
-        else:
-            for name, value in lb.items():
-                if isinstance(value, bool) or not (
-                    isinstance(value, int)
-                    or (isinstance(value, list) and value and all(isinstance(i, int) and not isinstance(i, bool) for i in value))
-                ):
-                    problems.append(Problem(where, f"label '{name}' must be an integer (or a list of integers for a region), found {value!r}"))
-                    continue
-                labels[name] = tuple(value) if isinstance(value, list) else value
-            if labels and labels.get("background") not in (0, (0,)):
-                problems.append(Problem(where, "'labels' must contain \"background\": 0"))
+    problems = [
+        Problem(where, f"missing required key '{key}'") for key in REQUIRED_KEYS if key not in raw
+    ]
+    channel_names = (
+        _parse_channel_names(raw["channel_names"], where, problems)
+        if "channel_names" in raw
+        else {}
+    )
+    labels = _parse_labels(raw["labels"], where, problems) if "labels" in raw else {}
 
     num_training = raw.get("numTraining")
-    if "numTraining" in raw and (isinstance(num_training, bool) or not isinstance(num_training, int) or num_training < 0):
-        problems.append(Problem(where, f"'numTraining' must be a non-negative integer, found {num_training!r}"))
-        num_training = None
+    if "numTraining" in raw and not (_is_int(num_training) and num_training >= 0):
+        problems.append(
+            Problem(where, f"'numTraining' must be a non-negative integer, found {num_training!r}")
+        )
 
     file_ending = raw.get("file_ending")
-    if "file_ending" in raw and (not isinstance(file_ending, str) or file_ending.lower() not in SUPPORTED_ENDINGS):
-        problems.append(Problem(where, f"'file_ending' {file_ending!r} is not supported; expected one of {', '.join(SUPPORTED_ENDINGS)}"))
-        file_ending = None
+    if "file_ending" in raw and not (
+        isinstance(file_ending, str) and file_ending.lower() in SUPPORTED_ENDINGS
+    ):
+        problems.append(
+            Problem(
+                where,
+                f"'file_ending' {file_ending!r} is not supported; "
+                f"expected one of {', '.join(SUPPORTED_ENDINGS)}",
+            )
+        )
 
     rco = raw.get("regions_class_order")
-    regions_class_order = None
-    if rco is not None:
-        if not isinstance(rco, list) or not all(isinstance(i, int) for i in rco):
-            problems.append(Problem(where, "'regions_class_order' must be a list of integers"))
-        else:
-            regions_class_order = tuple(rco)
+    if rco is not None and not (isinstance(rco, list) and all(_is_int(i) for i in rco)):
+        problems.append(Problem(where, "'regions_class_order' must be a list of integers"))
 
-    if problems or not channel_names or not labels or num_training is None or file_ending is None:
+    if problems or not channel_names or not labels:
         return None, problems
     return (
         DatasetJson(
@@ -145,7 +185,7 @@ def parse_dataset_json(raw: Any, where: str = "dataset.json") -> tuple[DatasetJs
             labels=labels,
             num_training=num_training,
             file_ending=file_ending,
-            regions_class_order=regions_class_order,
+            regions_class_order=tuple(rco) if rco is not None else None,
             name=str(raw.get("name", "")),
             raw=raw,
         ),
@@ -166,7 +206,9 @@ def load_dataset_json(path: str | Path) -> DatasetJson:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError("dataset.json is not valid JSON", [Problem(str(path), str(err))]) from None
+        raise DatasetError(
+            "dataset.json is not valid JSON", [Problem(str(path), str(err))]
+        ) from None
     dataset, problems = parse_dataset_json(raw, str(path))
     if dataset is None or problems:
         raise DatasetError(f"{path} is not a valid nnU-Net v2 dataset.json", problems)

@@ -10,6 +10,7 @@ geometry of their input.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +26,9 @@ __all__ = [
     "SUPPORTED_ENDINGS",
     "ImageData",
     "ImageReadError",
+    "ending_of",
     "read_image",
     "write_image",
-    "ending_of",
 ]
 
 #: Out-of-plane spacing given to the fake ``z`` axis of 2D images.
@@ -76,6 +77,32 @@ class ImageData:
         return tuple(int(s) for s in self.array.shape[1:])  # type: ignore[return-value]
 
 
+_IMAGE_IO = {
+    ".nii.gz": "NiftiImageIO",
+    ".nii": "NiftiImageIO",
+    ".nrrd": "NrrdImageIO",
+    ".nhdr": "NrrdImageIO",
+    ".mha": "MetaImageIO",
+    ".mhd": "MetaImageIO",
+    ".png": "PNGImageIO",
+    ".bmp": "BMPImageIO",
+    ".tif": "TIFFImageIO",
+    ".tiff": "TIFFImageIO",
+}
+
+
+def _itk_reason(err: RuntimeError, path: Path) -> str:
+    """The informative part of an ITK exception, without object addresses or the path."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    reason = next(
+        (ln.split("Description:", 1)[1] for ln in lines if "Description:" in ln),
+        lines[-1] if lines else "unknown error",
+    )
+    reason = re.sub(r"ITK ERROR: \w+\(0x[0-9a-fA-F]+\):\s*", "", reason)
+    reason = reason.replace(str(path), "the file").strip()
+    return reason[:200]
+
+
 def ending_of(path: str | Path) -> str | None:
     """Return the supported file ending of ``path`` (``.nii.gz`` counts as one), or None."""
     name = Path(path).name.lower()
@@ -103,21 +130,19 @@ def read_image(path: str | Path) -> ImageData:
         )
     if not path.is_file():
         raise ImageReadError(path, "file does not exist")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO(_IMAGE_IO[ending])  # skips SimpleITK's probing of every format
     try:
-        image = sitk.ReadImage(str(path))
+        image = reader.Execute()
         array = sitk.GetArrayFromImage(image)
     except RuntimeError as err:
-        detail = str(err).strip().splitlines()
-        reason = next((ln.strip() for ln in reversed(detail) if ln.strip()), "unknown error")
-        raise ImageReadError(path, f"unreadable or truncated file ({reason[:200]})") from None
+        raise ImageReadError(path, f"unreadable or truncated file ({_itk_reason(err, path)})") from None
 
     dim = image.GetDimension()
     components = image.GetNumberOfComponentsPerPixel()
-    if components > 1:
-        # Vector pixels (RGB png, multi-component nifti) come last from SimpleITK.
-        array = np.moveaxis(array, -1, 0)
-    else:
-        array = array[None]
+    # Vector pixels (RGB png, multi-component nifti) come last from SimpleITK.
+    array = np.moveaxis(array, -1, 0) if components > 1 else array[None]
 
     if ending in NATURAL_2D_ENDINGS:
         if dim == 3 and array.shape[1] == 1:

@@ -15,7 +15,7 @@ import jsonschema
 
 from segflow.errors import Problem, SegflowError
 
-__all__ = ["load_schema", "check_against_schema"]
+__all__ = ["check_against_schema", "load_schema"]
 
 
 @cache

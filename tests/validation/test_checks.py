@@ -347,21 +347,21 @@ def test_test_images_and_labels_are_checked_too(make_dataset, problems_of, helpe
             "missing: 2",
         ),
         (
-            {"background": 0, "whole": [1, 2], "core": [2]},
+            {"background": 0, "whole": [1, 2], "core": 2},
             {},
             "labels define regions (whole, core) but 'regions_class_order' is missing; give the "
             "label value each region writes into predictions, one per region in the order of "
             "'labels'",
         ),
         (
-            {"background": 0, "whole": [1, 2], "core": [2]},
+            {"background": 0, "whole": [1, 2], "core": 2},
             {"regions_class_order": [1]},
             "'regions_class_order' has 1 entries but 'labels' defines 2 region(s) (whole, core)",
         ),
         (
-            {"background": 0, "a": 1, "ignore": [2]},
-            {"regions_class_order": [1]},
-            "the 'ignore' label must be a single integer, not a region [2]",
+            {"background": 0, "a": 1, "a2": [1, 2], "ignore": [2, 3]},
+            {"regions_class_order": [1, 2]},
+            "the 'ignore' label must be a single integer, not a region [2, 3]",
         ),
         (
             {"background": 0, "a": 1, "b": 1},
@@ -385,10 +385,10 @@ def test_ignore_label_one_above_the_others_is_fine(tiny, helpers):
 
 def test_region_dataset_is_valid(tiny):
     tiny.write_json(
-        labels={"background": 0, "whole": [1, 2], "core": [2]}, regions_class_order=[1, 2]
+        labels={"background": 0, "whole": [1, 2], "core": 2}, regions_class_order=[1, 2]
     )
     report = validate_dataset(tiny.root)
-    assert report["labels"] == {"background": 0, "whole": [1, 2], "core": [2]}
+    assert report["labels"] == {"background": 0, "whole": [1, 2], "core": 2}
 
 
 def test_label_warnings(tiny, helpers):

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.workflow
 
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
-    return make_demo_dataset(tmp_path / "raw" / "Dataset991_Tiny", num_training=5, num_test=1, seed=7)
+    return make_demo_dataset(
+        tmp_path / "raw" / "Dataset991_Tiny", num_training=5, num_test=1, seed=7
+    )
 
 
 def _config(tmp_path: Path, dataset: Path) -> dict[str, str]:
@@ -123,5 +125,7 @@ def test_demo_config_builds_its_own_dataset(tmp_path, snakemake):
     run = snakemake(tmp_path, config=config)
     assert run.returncode == 0, run.output
     assert run.job_counts()["make_demo_dataset"] == 1
-    assert len(list((tmp_path / "demo" / "Dataset990_SegflowDemo" / "imagesTr").glob("*.nii.gz"))) == 4
+    assert (
+        len(list((tmp_path / "demo" / "Dataset990_SegflowDemo" / "imagesTr").glob("*.nii.gz"))) == 4
+    )
     assert (tmp_path / "out" / "plans.json").is_file()

@@ -46,8 +46,7 @@ def _cmd_validate_dataset(args: argparse.Namespace) -> None:
 
 
 def _cmd_fingerprint_case(args: argparse.Namespace) -> None:
-    from segflow.fingerprint import fingerprint_case
-    from segflow.io.atomic import write_json
+    from segflow.fingerprint import fingerprint_case, write_case_fingerprint
     from segflow.io.dataset import load_dataset_json
 
     dataset = load_dataset_json(args.dataset_json)
@@ -59,7 +58,7 @@ def _cmd_fingerprint_case(args: argparse.Namespace) -> None:
         seed=args.seed,
         num_samples=args.samples,
     )
-    write_json(args.out, fp)
+    write_case_fingerprint(args.out, fp)
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> None:
@@ -70,7 +69,7 @@ def _cmd_fingerprint(args: argparse.Namespace) -> None:
 
     dataset = load_dataset_json(args.dataset_json)
     case_fps = [read_json(p) for p in args.cases]
-    fp = gather_fingerprint(case_fps, dataset, seed=args.seed)
+    fp = gather_fingerprint(case_fps, dataset, seed=args.seed, sources=[str(p) for p in args.cases])
     check_against_schema(fp, "fingerprint", str(args.out))
     write_json(args.out, fp)
 

@@ -1,0 +1,31 @@
+"""The dataset fingerprint: what experiment planning needs to know about the training data.
+
+The stage runs as a scatter and a gather. :func:`fingerprint_case` reads one training case,
+crops it to its nonzero region and records its spacing, its shapes and a seeded sample of its
+foreground intensities; :func:`gather_fingerprint` pools every case into ``fingerprint.json``.
+The cropping helpers in :mod:`segflow.fingerprint.cropping` are shared with preprocessing.
+"""
+
+from __future__ import annotations
+
+from segflow.fingerprint.case import fingerprint_case, write_case_fingerprint
+from segflow.fingerprint.cropping import (
+    bounding_box,
+    crop_to_bounding_box,
+    crop_to_nonzero,
+    nonzero_bounding_box,
+    nonzero_mask,
+)
+from segflow.fingerprint.gather import gather_fingerprint, pooled_intensity_statistics
+
+__all__ = [
+    "bounding_box",
+    "crop_to_bounding_box",
+    "crop_to_nonzero",
+    "fingerprint_case",
+    "gather_fingerprint",
+    "nonzero_bounding_box",
+    "nonzero_mask",
+    "pooled_intensity_statistics",
+    "write_case_fingerprint",
+]

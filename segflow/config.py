@@ -70,6 +70,29 @@ def _unknown_key_problems(data: Any, schema: dict[str, Any], path: tuple = ()) -
     return problems
 
 
+def _coerce_scalars(data: Any, schema: dict[str, Any]) -> None:
+    """Turn numbers given as strings into numbers where the schema wants a number.
+
+    Snakemake passes nested ``--config 'demo={cases: 4}'`` values on as strings.
+    """
+    if not isinstance(data, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        value = data.get(key)
+        types = sub.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        if isinstance(value, str):
+            for kind, convert in (("integer", int), ("number", float)):
+                if kind in types:
+                    try:
+                        data[key] = convert(value)
+                        break
+                    except ValueError:
+                        pass
+        elif isinstance(value, dict):
+            _coerce_scalars(value, sub)
+
+
 def check_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     """Check ``config`` and return a copy with every default filled in.
 
@@ -77,6 +100,8 @@ def check_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, An
         ConfigError: listing every unknown key (with the closest valid key) and every value
             of the wrong type or range.
     """
+    config = _copy(config)
+    _coerce_scalars(config, schema)
     problems = _unknown_key_problems(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
     for err in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
@@ -92,6 +117,5 @@ def check_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, An
         problems.append(Problem(_key_path(err.absolute_path), message))
     if problems:
         raise ConfigError("the workflow configuration is invalid", problems)
-    checked = _copy(config)
-    _fill_defaults(checked, schema)
-    return checked
+    _fill_defaults(config, schema)
+    return config

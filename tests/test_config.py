@@ -73,3 +73,10 @@ def test_config_readme_documents_every_key():
             walk(sub, f"{name}.")
 
     walk(SCHEMA, "")
+
+
+def test_numbers_given_as_strings_on_the_command_line_are_converted():
+    checked = check_config({"dataset": "d", "seed": "7", "demo": {"cases": "4"}}, SCHEMA)
+    assert checked["seed"] == 7 and checked["demo"]["cases"] == 4
+    with pytest.raises(ConfigError, match="seed: 'seven' is not of type 'integer'"):
+        check_config({"dataset": "d", "seed": "seven"}, SCHEMA)

@@ -24,15 +24,14 @@ class SnakemakeRun:
         return self.stdout + self.stderr
 
     def job_counts(self) -> dict[str, int]:
-        """Jobs per rule from Snakemake's "Job stats" table (empty when nothing ran)."""
+        """Jobs per rule that this run executed (or, in a dry run, would execute).
+
+        Counted from the job headers Snakemake prints, because its "Job stats" table is
+        printed before checkpoints add their downstream jobs.
+        """
         counts: dict[str, int] = {}
-        match = re.search(r"Job stats:\n(.*?)\n\n", self.output + "\n\n", re.S)
-        if not match:
-            return counts
-        for line in match.group(1).splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
-                counts[parts[0]] = int(parts[1])
+        for name in re.findall(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):$", self.output, re.M):
+            counts[name] = counts.get(name, 0) + 1
         return counts
 
 

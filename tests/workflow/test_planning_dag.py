@@ -90,7 +90,6 @@ def test_second_run_does_nothing_and_a_changed_case_reruns_only_its_branch(
         "fingerprint_case": 1,
         "fingerprint": 1,
         "plan": 1,
-        "all": 1,
     }, rerun.output
     after = {p.name: p.stat().st_mtime_ns for p in cases_dir.glob("*.json")}
     changed = sorted(name for name in before if after[name] != before[name])

@@ -137,7 +137,8 @@ def read_image(path: str | Path) -> ImageData:
         image = reader.Execute()
         array = sitk.GetArrayFromImage(image)
     except RuntimeError as err:
-        raise ImageReadError(path, f"unreadable or truncated file ({_itk_reason(err, path)})") from None
+        reason = _itk_reason(err, path)
+        raise ImageReadError(path, f"unreadable or truncated file ({reason})") from None
 
     dim = image.GetDimension()
     components = image.GetNumberOfComponentsPerPixel()

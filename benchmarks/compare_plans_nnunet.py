@@ -492,7 +492,23 @@ def _report(label: str, diffs: list[tuple[str, Any, Any]]) -> None:
         print(f"{label}: {field}: segflow={json.dumps(ours)} nnunet={json.dumps(theirs)}")
 
 
-def compare_real(args: argparse.Namespace, nnunet: NnUNet) -> dict[str, int]:
+def intensity_difference(ours: dict[str, Any], theirs: dict[str, Any]) -> float:
+    """Largest difference of any intensity statistic, in units of that channel's std.
+
+    Both tools sample foreground voxels (differently, each seeded), so these statistics agree
+    only up to sampling noise; they are reported, not counted as differing decisions.
+    """
+    worst = 0.0
+    for channel, stats in theirs.items():
+        scale = max(float(stats["std"]), 1e-8)
+        for key, value in stats.items():
+            worst = max(worst, abs(float(ours[channel][key]) - float(value)) / scale)
+    return worst
+
+
+def compare_real(
+    args: argparse.Namespace, nnunet: NnUNet, intensity: dict[str, float]
+) -> dict[str, int]:
     counts: dict[str, int] = {}
     datasets = args.dataset or [SHARED_DATA / d for d in DEFAULT_DATASETS]
     for folder in datasets:
@@ -509,7 +525,11 @@ def compare_real(args: argparse.Namespace, nnunet: NnUNet) -> dict[str, int]:
             theirs = nnunet_view(nnunet.plan(dataset_id, name, preset, args.gpu_memory_gb))
             plans = plan_experiment(fingerprint, dataset, preset, args.gpu_memory_gb, args.seed)
             check_against_schema(plans, "plans", f"{name}/{preset}")
-            diffs = differences(segflow_view(plans), theirs)
+            ours = segflow_view(plans)
+            if args.fingerprint_from == "segflow":
+                key = "foreground_intensity_properties_per_channel"
+                intensity[name] = intensity_difference(ours.pop(key), theirs.pop(key))
+            diffs = differences(ours, theirs)
             _report(f"{name} {preset}", diffs)
             counts[f"{name}/{preset}"] = len(diffs)
     return counts
@@ -576,7 +596,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     nnunet = NnUNet(args.nnunet_python, args.workdir, args.num_processes)
-    counts = compare_synthetic(args, nnunet) if args.synthetic else compare_real(args, nnunet)
+    intensity: dict[str, float] = {}
+    if args.synthetic:
+        counts = compare_synthetic(args, nnunet)
+    else:
+        counts = compare_real(args, nnunet, intensity)
     summary = {
         "benchmark": "compare_plans_nnunet",
         "mode": "synthetic" if args.synthetic else f"fingerprint-from-{args.fingerprint_from}",
@@ -584,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
         "differing_fields": sum(counts.values()),
         "per_comparison": counts,
     }
+    if intensity:
+        summary["intensity_stats_max_diff_in_std"] = {k: round(v, 5) for k, v in intensity.items()}
     print(json.dumps(summary))
     return 0 if summary["differing_fields"] == 0 else 1
 

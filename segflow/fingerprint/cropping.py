@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import binary_fill_holes
 
 __all__ = [
     "OUTSIDE_NONZERO_LABEL",
@@ -67,7 +66,12 @@ def nonzero_mask(data: np.ndarray, fill_holes: bool = True) -> np.ndarray:
         A boolean array of shape ``data.shape[1:]``.
     """
     mask = _any_channel_nonzero(data)
-    return binary_fill_holes(mask) if fill_holes else mask
+    if not fill_holes:
+        return mask
+    # Imported here: scipy.ndimage costs a quarter second, and per-case jobs are short.
+    from scipy.ndimage import binary_fill_holes
+
+    return binary_fill_holes(mask)
 
 
 def bounding_box(mask: np.ndarray) -> BoundingBox:

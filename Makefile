@@ -30,8 +30,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check segflow tests benchmarks scripts
-	$(BIN)/snakemake --lint --configfile config/config.yaml
+	scripts/lint.sh
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n --cores 1 --configfile config/config.yaml

@@ -102,6 +102,40 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         )
 
 
+def _cmd_preprocess(args: argparse.Namespace) -> None:
+    from segflow.io.atomic import read_json
+    from segflow.io.dataset import load_dataset_json
+    from segflow.planning import load_plans
+    from segflow.preprocessing import CaseSpec, preprocess_cases
+
+    single = args.case_id is not None or args.images is not None
+    if single == (args.cases_file is not None):
+        raise SegflowError(
+            "give either --case-id with --images [--label] or --cases-file, not both or neither"
+        )
+    if single:
+        if args.case_id is None or args.images is None:
+            raise SegflowError("--case-id and --images go together")
+        cases = [CaseSpec(args.case_id, tuple(args.images), args.label)]
+    else:
+        if args.label is not None:
+            raise SegflowError("--label belongs to --case-id; a cases file names each label")
+        try:
+            cases = [CaseSpec.from_dict(entry) for entry in read_json(args.cases_file)]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise SegflowError(
+                f"cannot read cases file {args.cases_file}: {err!r}; expected a JSON list of "
+                '{"case_id": ..., "images": [...], "label": ... or null}'
+            ) from None
+    plans = load_plans(args.plans)
+    dataset = load_dataset_json(args.dataset_json)
+    seed = plans.seed if args.seed is None else args.seed
+    preprocess_cases(cases, plans, args.configuration, dataset, seed, args.out_dir, args.workers)
+    logger.info(
+        "preprocessed %d case(s) for %s into %s", len(cases), args.configuration, args.out_dir
+    )
+
+
 def _configure_logging(verbose: bool, log_file: Path | None) -> None:
     """INFO to stderr, or with a log file: everything to the file and warnings to stderr."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
@@ -181,6 +215,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
+
+    p = add(
+        "preprocess",
+        _cmd_preprocess,
+        "preprocess cases for one configuration: <case>.data.b2nd, <case>.seg.b2nd, "
+        "<case>.props.json in --out-dir",
+    )
+    p.add_argument("--plans", type=Path, required=True, help="plans.json")
+    p.add_argument("--configuration", required=True, help="e.g. 2d, 3d_fullres, 3d_lowres")
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--case-id", default=None, help="one case (with --images)")
+    p.add_argument("--images", type=Path, nargs="+", default=None, help="channel files in order")
+    p.add_argument("--label", type=Path, default=None, help="label file (omit for test cases)")
+    p.add_argument(
+        "--cases-file",
+        type=Path,
+        default=None,
+        help='several cases: a JSON list of {"case_id", "images": [...], "label"}',
+    )
+    p.add_argument("--seed", type=int, default=None, help="default: the plans' seed")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (cases file)")
+    p.add_argument("--out-dir", type=Path, required=True, help="the configuration's folder")
     return parser
 
 

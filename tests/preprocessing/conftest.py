@@ -65,9 +65,9 @@ def _make_plans(
     plans = plan_experiment(fingerprint, dataset)
     plans.update(top_level)
     for name, fields in (configurations or {}).items():
-        targets = plans["configurations"].values() if name == "*" else [
-            plans["configurations"][name]
-        ]
+        targets = (
+            plans["configurations"].values() if name == "*" else [plans["configurations"][name]]
+        )
         for conf in targets:
             conf.update(fields)
     return Plans.from_dict(plans)

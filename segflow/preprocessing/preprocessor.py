@@ -1,0 +1,421 @@
+"""Preprocess one case for one configuration: what training reads.
+
+The steps follow nnU-Net v2's published order, which inference later undoes in reverse:
+
+1. read the channels (and the label) and put the axes in the plans' order
+   (``transpose_forward``);
+2. crop to the bounding box of the nonzero region of all channels; background voxels of the
+   label outside that region become -1 (training treats them as background; z-scoring with
+   ``use_mask_for_norm`` uses ``seg >= 0`` as the region to normalize);
+3. normalize every channel by its scheme, *before* resampling, so that the mask still fits
+   the image exactly;
+4. resample image and label to the configuration's spacing (the ``2d`` configuration keeps
+   the out-of-plane spacing of each case);
+5. sample voxel locations of every foreground class, so that training can centre patches on
+   rare classes without scanning the label.
+
+:func:`preprocess_case` returns the arrays and the properties; :func:`preprocess_and_save`
+also stores them (:mod:`segflow.preprocessing.storage`); :func:`preprocess_cases` runs many
+cases in a pool of worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segflow import __version__
+from segflow.errors import Problem, SegflowError
+from segflow.fingerprint.cropping import crop_to_nonzero, label_outside_nonzero
+from segflow.io.dataset import DatasetJson
+from segflow.io.image import ImageData, read_image
+from segflow.planning.plans import ConfigurationPlan, Plans
+from segflow.preprocessing.normalization import normalize_channel
+from segflow.preprocessing.resampling import (
+    compute_new_shape,
+    resample_data,
+    resample_seg,
+    separate_z_axis,
+)
+from segflow.preprocessing.storage import save_case
+
+__all__ = [
+    "ANNOTATED_KEY",
+    "MAX_LOCATIONS_PER_CLASS",
+    "MIN_LOCATION_COVERAGE",
+    "CaseSpec",
+    "class_keys",
+    "preprocess_and_save",
+    "preprocess_case",
+    "preprocess_cases",
+    "sample_class_locations",
+    "target_spacing",
+]
+
+logger = logging.getLogger(__name__)
+
+#: At most this many locations are kept per class ...
+MAX_LOCATIONS_PER_CLASS = 10_000
+#: ... unless that is less than this fraction of the class's voxels: large classes keep a
+#: sample dense enough to reach every part of them.
+MIN_LOCATION_COVERAGE = 0.01
+#: With an ignore label: the key of the locations of annotated voxels (any class, background
+#: included), from which training draws patches that hold some annotation.
+ANNOTATED_KEY = "annotated"
+
+
+def target_spacing(configuration: ConfigurationPlan, spacing: Sequence[float]) -> list[float]:
+    """The spacing a case at ``spacing`` (transposed) is resampled to.
+
+    A 2D configuration names only the in-plane spacing; the slices keep theirs.
+    """
+    target = [float(s) for s in configuration.spacing]
+    if len(target) < len(spacing):
+        target = [float(spacing[0]), *target]
+    return target
+
+
+def class_keys(dataset: DatasetJson) -> dict[str, tuple[int, ...]]:
+    """The classes (or regions) to sample locations of, by key, with their label values.
+
+    Plain labels are keyed by their value (``"1"``); regions by their values joined with
+    commas (``"1,2,3"``), each region being the union of its labels. With an ignore label,
+    :data:`ANNOTATED_KEY` holds every value except the ignore label (and -1, outside the
+    nonzero region, which is annotated background).
+    """
+    keys: dict[str, tuple[int, ...]] = {}
+    ignore = dataset.ignore_label
+    for name, value in dataset.labels.items():
+        if name == "ignore" or value in (0, (0,)):
+            continue
+        values = value if isinstance(value, tuple) else (value,)
+        values = tuple(v for v in values if v != 0)
+        if values:
+            keys[",".join(str(v) for v in values)] = values
+    if ignore is not None:
+        keys[ANNOTATED_KEY] = (-1, *(v for v in dataset.label_values if v != ignore))
+    return keys
+
+
+def sample_class_locations(
+    seg: np.ndarray,
+    classes: dict[str, tuple[int, ...]],
+    rng: np.random.Generator,
+    max_per_class: int = MAX_LOCATIONS_PER_CLASS,
+    min_coverage: float = MIN_LOCATION_COVERAGE,
+) -> dict[str, list[int]]:
+    """Sample voxel locations of every class.
+
+    Each class keeps ``max(min(max_per_class, n), ceil(min_coverage * n))`` of its ``n``
+    voxels, drawn without replacement; a class absent from ``seg`` gets an empty list.
+
+    Args:
+        seg: the label map, spatial axes only (e.g. ``(z, y, x)``).
+        classes: key -> label values, as from :func:`class_keys`.
+        rng: the generator; the same seed gives the same samples.
+        max_per_class: the usual number of samples.
+        min_coverage: the fraction of a class's voxels kept at least.
+
+    Returns:
+        key -> sorted flat (C-order) indices into ``seg``; ``np.unravel_index(i, seg.shape)``
+        turns them into coordinates.
+    """
+    flat = seg.reshape(-1)
+    wanted = sorted({v for values in classes.values() for v in values})
+    # One pass over the volume for the voxels of any wanted class; per-class selection then
+    # runs on that (usually far smaller) subset.
+    if wanted and min(wanted) > 0:
+        candidates = np.flatnonzero(flat > 0)
+    else:
+        candidates = np.flatnonzero(np.isin(flat, wanted))
+    values = flat[candidates]
+    locations: dict[str, list[int]] = {}
+    for key, labels in classes.items():
+        where = values == labels[0] if len(labels) == 1 else np.isin(values, labels)
+        voxels = candidates[where]
+        n = voxels.size
+        keep = max(min(max_per_class, n), math.ceil(n * min_coverage))
+        if keep < n:
+            voxels = np.sort(voxels[rng.choice(n, size=keep, replace=False)])
+        locations[key] = voxels.tolist()
+    return locations
+
+
+def _read_case(
+    images: Sequence[Path], label: Path | None, dataset: DatasetJson
+) -> tuple[np.ndarray, np.ndarray | None, ImageData]:
+    channels = [read_image(p) for p in images]
+    first = channels[0]
+    problems = [
+        Problem(str(c.path), f"shape {c.shape} differs from {first.shape} of {first.path}")
+        for c in channels[1:]
+        if c.shape != first.shape
+    ]
+    data = np.concatenate([c.array for c in channels]) if not problems else None
+    if data is not None and data.shape[0] != dataset.num_channels:
+        problems.append(
+            Problem(
+                str(first.path),
+                f"{len(channels)} file(s) hold {data.shape[0]} channel(s); dataset.json "
+                f"names {dataset.num_channels}",
+            )
+        )
+    seg = None
+    if label is not None:
+        seg_image = read_image(label)
+        if seg_image.num_channels != 1 or seg_image.shape != first.shape:
+            problems.append(
+                Problem(
+                    str(label),
+                    f"label of {seg_image.num_channels} channel(s) and shape {seg_image.shape}; "
+                    f"expected 1 channel of shape {first.shape}",
+                )
+            )
+        seg = seg_image.array
+    if problems:
+        raise SegflowError("the files of the case do not fit together", problems)
+    if seg is not None and not np.issubdtype(seg.dtype, np.integer):
+        rounded = np.rint(seg)
+        if not np.array_equal(rounded, seg):
+            raise SegflowError(
+                "the label is not integer",
+                [Problem(str(label), "non-integer label values; expected class values")],
+            )
+        seg = rounded
+    if seg is not None:
+        seg = seg.astype(np.int16 if seg.max() <= np.iinfo(np.int16).max else np.int32)
+    return data, seg, first
+
+
+def preprocess_case(
+    images: Sequence[Path],
+    label: Path | None,
+    plans: Plans,
+    configuration: str,
+    dataset: DatasetJson,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Preprocess one case for one configuration.
+
+    Args:
+        images: the case's channel files, channel 0 first.
+        label: the label file, or None (a case to predict).
+        plans: the plans.
+        configuration: the configuration's name (``2d``, ``3d_fullres``, ...).
+        dataset: the dataset description (channels, labels, ignore label, regions).
+        seed: seeds the class-location samples.
+
+    Returns:
+        ``(data, seg, properties)``: data float32 ``(c, z, y, x)``; seg ``(1, z, y, x)``
+        int8/int16 (None without a label), -1 outside the nonzero region; properties a
+        JSON-serializable dict (see :func:`_properties`).
+
+    Raises:
+        SegflowError: a file cannot be read, the files do not fit together or with the
+            dataset, or the plans name something unknown.
+    """
+    conf = plans.configuration(configuration)
+    data, seg, first = _read_case([Path(p) for p in images], label, dataset)
+    axes = plans.transpose_forward
+    original_shape = list(first.shape)
+    data = data.transpose(0, *(a + 1 for a in axes))
+    spacing = [float(first.spacing[a]) for a in axes]
+    if seg is not None:
+        seg = seg.transpose(0, *(a + 1 for a in axes))
+    shape_before_crop = list(data.shape[1:])
+
+    crop = crop_to_nonzero(data, seg)
+    data = crop.data.astype(np.float32)  # a copy: normalization works in place
+    if seg is not None:
+        seg = label_outside_nonzero(crop.seg, crop.mask)
+        norm_mask = seg[0] >= 0
+    else:
+        norm_mask = crop.mask
+    shape_after_crop = list(data.shape[1:])
+
+    new_spacing = target_spacing(conf, spacing)
+    new_shape = compute_new_shape(shape_after_crop, spacing, new_spacing)
+
+    intensity = plans.foreground_intensity_properties_per_channel
+    for c, (scheme, use_mask) in enumerate(
+        zip(conf.normalization_schemes, conf.use_mask_for_norm, strict=True)
+    ):
+        data[c] = normalize_channel(data[c], scheme, norm_mask, use_mask, intensity.get(str(c)))
+
+    resampling = conf.resampling
+    data_axis = separate_z_axis(spacing, new_spacing, resampling["data"]["force_separate_z"])
+    data = resample_data(
+        data, new_shape, data_axis, resampling["data"]["order"], resampling["data"]["order_z"]
+    )
+    locations = None
+    if seg is not None:
+        seg_axis = separate_z_axis(spacing, new_spacing, resampling["seg"]["force_separate_z"])
+        seg = resample_seg(
+            seg, new_shape, seg_axis, resampling["seg"]["order"], resampling["seg"]["order_z"]
+        )
+        seg = seg.astype(np.int8 if seg.max() <= 127 else np.int16, copy=False)
+        locations = sample_class_locations(seg[0], class_keys(dataset), np.random.default_rng(seed))
+
+    properties = {
+        "segflow_version": __version__,
+        "configuration": configuration,
+        "image_files": [Path(p).name for p in images],
+        "label_file": None if label is None else Path(label).name,
+        "is_2d": bool(first.is_2d),
+        "original_shape": original_shape,
+        "original_spacing": [float(s) for s in first.spacing],
+        "origin": list(first.origin),
+        "direction": list(first.direction),
+        "transpose_forward": list(axes),
+        "spacing": spacing,
+        "shape_before_cropping": shape_before_crop,
+        "bbox_used_for_cropping": crop.bbox,
+        "shape_after_cropping": shape_after_crop,
+        "target_spacing": new_spacing,
+        "separate_z_axis": data_axis,
+        "shape_after_resampling": list(data.shape[1:]),
+        "seed": seed,
+        "class_locations": locations,
+    }
+    return data, seg, properties
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One case to preprocess: its identifier, channel files and (optional) label file."""
+
+    case_id: str
+    images: tuple[Path, ...]
+    label: Path | None = None
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> CaseSpec:
+        return cls(
+            case_id=str(entry["case_id"]),
+            images=tuple(Path(p) for p in entry["images"]),
+            label=None if entry.get("label") is None else Path(entry["label"]),
+        )
+
+
+def preprocess_and_save(
+    case: CaseSpec,
+    plans: Plans,
+    configuration: str,
+    dataset: DatasetJson,
+    seed: int,
+    out_dir: str | os.PathLike[str],
+) -> dict[str, Path]:
+    """Preprocess one case and store it in ``out_dir`` (see :func:`~.storage.save_case`).
+
+    Returns:
+        the paths written.
+    """
+    started = time.perf_counter()
+    data, seg, props = preprocess_case(case.images, case.label, plans, configuration, dataset, seed)
+    props = {"case_id": case.case_id, **props}
+    files = save_case(
+        out_dir, case.case_id, data, seg, props, plans.configuration(configuration).patch_size
+    )
+    logger.debug(
+        "%s: %s -> %s in %.3f s",
+        case.case_id,
+        props["shape_before_cropping"],
+        props["shape_after_resampling"],
+        time.perf_counter() - started,
+    )
+    return files
+
+
+# What every worker of a pool needs besides its case: (plans, configuration, dataset, seed,
+# output folder), set once per worker by the pool's initializer.
+_WORKER_JOB: tuple[Plans, str, DatasetJson, int, str] | None = None
+
+
+def _init_worker(job: tuple[Plans, str, DatasetJson, int, str]) -> None:
+    global _WORKER_JOB
+    _WORKER_JOB = job
+
+
+def _run_one(case: CaseSpec) -> str:
+    if _WORKER_JOB is None:  # pragma: no cover - only if the pool is misused
+        raise RuntimeError("worker not initialised")
+    _save_naming_the_case(case, *_WORKER_JOB)
+    return case.case_id
+
+
+def _save_naming_the_case(case: CaseSpec, *job: Any) -> None:
+    try:
+        preprocess_and_save(case, *job)
+    except SegflowError as err:
+        # A plain SegflowError also survives the trip back from a worker process (pickling
+        # rebuilds an exception from its message, which subclasses' constructors reject).
+        raise SegflowError(f"case '{case.case_id}': {err.render()}") from None
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # Forking reuses this process's imports (numpy, scipy, SimpleITK, blosc2: about a second
+    # per process otherwise). It is safe while this process runs no other thread, which holds
+    # here unless a caller embeds us in a threaded program; then a fork server starts clean
+    # workers instead.
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if sys.platform.startswith("linux") or sys.platform == "darwin":
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def preprocess_cases(
+    cases: Iterable[CaseSpec],
+    plans: Plans,
+    configuration: str,
+    dataset: DatasetJson,
+    seed: int,
+    out_dir: str | os.PathLike[str],
+    workers: int = 1,
+) -> list[str]:
+    """Preprocess and store many cases, ``workers`` at a time.
+
+    Args:
+        cases: the cases.
+        plans: the plans.
+        configuration: the configuration's name.
+        dataset: the dataset description.
+        seed: seeds the class-location samples (the same for every case, as each case's
+            samples depend on its own label anyway).
+        out_dir: the configuration's output folder.
+        workers: worker processes; 1 runs in this process.
+
+    Returns:
+        the case identifiers, in the order given.
+
+    Raises:
+        SegflowError: from the first case that fails (the others still finish).
+    """
+    cases = list(cases)
+    plans.configuration(configuration)  # fail before starting workers on a wrong name
+    if workers <= 1 or len(cases) <= 1:
+        for case in cases:
+            _save_naming_the_case(case, plans, configuration, dataset, seed, out_dir)
+        return [c.case_id for c in cases]
+    job = (plans, configuration, dataset, seed, str(out_dir))
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(cases)),
+        mp_context=_pool_context(),
+        initializer=_init_worker,
+        initargs=(job,),
+    ) as pool:
+        return list(pool.map(_run_one, cases, chunksize=max(1, len(cases) // (8 * workers))))

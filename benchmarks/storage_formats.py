@@ -28,19 +28,29 @@ import numpy as np
 from scipy import ndimage
 
 from segflow.preprocessing.resampling import resample_data
-from segflow.preprocessing.storage import chunk_and_block_shape
+from segflow.preprocessing.storage import chunk_and_block_shape, open_case, save_case
 
 logger = logging.getLogger("storage_formats")
 
 
-def synthetic_case(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A z-scored float32 image ``(c, z, y, x)`` and an int8 segmentation ``(1, z, y, x)``."""
+def synthetic_case(
+    shape: tuple[int, ...], seed: int, quantized: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """A z-scored float32 image ``(c, z, y, x)`` and an int8 segmentation ``(1, z, y, x)``.
+
+    ``quantized``: an integer-valued scan normalized without resampling (few distinct
+    values), as for data already at the target spacing.
+    """
     rng = np.random.default_rng(seed)
     c, *spatial = shape
-    coarse = [max(2, s * 4 // 5) for s in spatial]
-    base = ndimage.gaussian_filter(rng.normal(size=(c, *coarse)), (0, 3, 3, 3))
-    base += 0.2 * rng.normal(size=base.shape)
-    data = resample_data(base.astype(np.float32), spatial, axis=None, order=3)
+    if quantized:
+        base = ndimage.gaussian_filter(rng.normal(size=(c, *spatial)), (0, 3, 3, 3))
+        data = np.rint(base / base.std() * 40 + 200 + rng.normal(size=base.shape) * 5)
+    else:
+        coarse = [max(2, s * 4 // 5) for s in spatial]
+        base = ndimage.gaussian_filter(rng.normal(size=(c, *coarse)), (0, 3, 3, 3))
+        base += 0.2 * rng.normal(size=base.shape)
+        data = resample_data(base.astype(np.float32), spatial, axis=None, order=3)
     data = (data - data.mean()) / data.std()
     seg = np.zeros((1, *spatial), dtype=np.int8)
     seg[0][data[0] > 1.0] = 1
@@ -60,6 +70,9 @@ def measure(fmt: dict, data: np.ndarray, seg: np.ndarray, patch, folder: Path, r
     if fmt["kind"] == "npy":
         np.save(data_path, data)
         np.save(seg_path, seg)
+    elif fmt["kind"] == "segflow":
+        files = save_case(folder, "case", data, seg, {}, patch)
+        data_path, seg_path = files["data"], files["seg"]
     else:
         for array, path in ((data, data_path), (seg, seg_path)):
             chunks, blocks = fmt["shapes"](array.shape, patch, array.itemsize)
@@ -81,7 +94,11 @@ def measure(fmt: dict, data: np.ndarray, seg: np.ndarray, patch, folder: Path, r
     t0 = time.perf_counter()
     for _ in range(reads):
         where = random_slices(data.shape, patch, rng)
-        if fmt["kind"] == "npy":
+        if fmt["kind"] == "segflow":
+            case = open_case(folder, "case")
+            d = case.data[where]
+            s = case.seg[where]
+        elif fmt["kind"] == "npy":
             d = np.load(data_path, mmap_mode="r")[where]
             s = np.load(seg_path, mmap_mode="r")[where]
             d = np.array(d)
@@ -125,8 +142,28 @@ def formats() -> list[dict]:
     shuffle = [blosc2.Filter.SHUFFLE]
     bytedelta = [blosc2.Filter.SHUFFLE, blosc2.Filter.BYTEDELTA]
     ours = chunk_and_block_shape
+    nofilter = [blosc2.Filter.NOFILTER]
     return [
+        {"name": "segflow (zstd1, filter by trial)", "kind": "segflow", "ext": ".b2nd"},
         {"name": "npy-mmap", "kind": "npy", "ext": ".npy"},
+        {
+            "name": "zstd1-nofilter",
+            "kind": "b2",
+            "ext": ".b2nd",
+            "codec": blosc2.Codec.ZSTD,
+            "clevel": 1,
+            "filters": nofilter,
+            "shapes": ours,
+        },
+        {
+            "name": "lz4hc5-nofilter",
+            "kind": "b2",
+            "ext": ".b2nd",
+            "codec": blosc2.Codec.LZ4HC,
+            "clevel": 5,
+            "filters": nofilter,
+            "shapes": ours,
+        },
         {
             "name": "lz4hc5-shuffle",
             "kind": "b2",
@@ -200,21 +237,26 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", default=None, help="format names to run")
+    parser.add_argument(
+        "--quantized", action="store_true", help="few distinct values (not resampled data)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     blosc2.set_nthreads(1)
     patch = tuple(args.patch)
     if len(patch) == 2:  # a 2d configuration reads one slice at a time
         patch = (1, *patch)
-    data, seg = synthetic_case(tuple(args.shape), args.seed)
+    data, seg = synthetic_case(tuple(args.shape), args.seed, args.quantized)
     results = []
     folder = Path(tempfile.mkdtemp(prefix="segflow-storage-"))
     try:
-        for fmt in formats():
+        for index, fmt in enumerate(formats()):
             if args.only and fmt["name"] not in args.only:
                 continue
-            row = measure(fmt, data, seg, patch, folder, args.reads)
-            row.update(shape=list(data.shape), patch=list(patch))
+            own = folder / str(index)  # a fresh folder: overwriting files costs extra
+            own.mkdir()
+            row = measure(fmt, data, seg, patch, own, args.reads)
+            row.update(shape=list(data.shape), patch=list(patch), quantized=args.quantized)
             print(json.dumps(row), flush=True)
             results.append(row)
     finally:

@@ -220,7 +220,13 @@ def preprocess_case(
     Returns:
         ``(data, seg, properties)``: data float32 ``(c, z, y, x)``; seg ``(1, z, y, x)``
         int8/int16 (None without a label), -1 outside the nonzero region; properties a
-        JSON-serializable dict (see :func:`_properties`).
+        JSON-serializable dict: the files read; ``original_shape``, ``original_spacing``,
+        ``origin``, ``direction`` as read (SimpleITK order for the last two);
+        ``transpose_forward`` and the transposed ``spacing``; ``shape_before_cropping``,
+        ``bbox_used_for_cropping`` (``[[start, stop], ...]``), ``shape_after_cropping``,
+        ``target_spacing``, ``separate_z_axis``, ``shape_after_resampling`` (all in transposed
+        axis order); ``seed`` and ``class_locations`` (see :func:`sample_class_locations`;
+        None without a label).
 
     Raises:
         SegflowError: a file cannot be read, the files do not fit together or with the

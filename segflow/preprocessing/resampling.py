@@ -143,8 +143,13 @@ def _round_half_up(values: np.ndarray) -> np.ndarray:
 
 def _in_plane(volume: np.ndarray, axis: int, plane_shape: Sequence[int], resize) -> np.ndarray:
     """Apply ``resize(plane, plane_shape)`` to every slice across ``axis``."""
-    planes = [resize(plane, plane_shape) for plane in np.moveaxis(volume, axis, 0)]
-    return np.moveaxis(np.stack(planes), 0, axis)
+    out = None
+    for index, plane in enumerate(np.moveaxis(volume, axis, 0)):
+        resized = resize(plane, plane_shape)
+        if out is None:
+            out = np.empty((volume.shape[axis], *resized.shape), dtype=resized.dtype)
+        out[index] = resized
+    return np.moveaxis(out, 0, axis)
 
 
 def _without(shape: Sequence[int], axis: int) -> list[int]:

@@ -49,7 +49,7 @@ from segflow.preprocessing.resampling import (
     resample_seg,
     separate_z_axis,
 )
-from segflow.preprocessing.storage import save_case
+from segflow.preprocessing.storage import remove_leftovers, save_case
 
 __all__ = [
     "ANNOTATED_KEY",
@@ -322,6 +322,7 @@ def preprocess_and_save(
     dataset: DatasetJson,
     seed: int,
     out_dir: str | os.PathLike[str],
+    clean_leftovers: bool = True,
 ) -> dict[str, Path]:
     """Preprocess one case and store it in ``out_dir`` (see :func:`~.storage.save_case`).
 
@@ -331,9 +332,8 @@ def preprocess_and_save(
     started = time.perf_counter()
     data, seg, props = preprocess_case(case.images, case.label, plans, configuration, dataset, seed)
     props = {"case_id": case.case_id, **props}
-    files = save_case(
-        out_dir, case.case_id, data, seg, props, plans.configuration(configuration).patch_size
-    )
+    patch_size = plans.configuration(configuration).patch_size
+    files = save_case(out_dir, case.case_id, data, seg, props, patch_size, clean_leftovers)
     logger.debug(
         "%s: %s -> %s in %.3f s",
         case.case_id,
@@ -363,7 +363,7 @@ def _run_one(case: CaseSpec) -> str:
 
 def _save_naming_the_case(case: CaseSpec, *job: Any) -> None:
     try:
-        preprocess_and_save(case, *job)
+        preprocess_and_save(case, *job, clean_leftovers=False)
     except SegflowError as err:
         # A plain SegflowError also survives the trip back from a worker process (pickling
         # rebuilds an exception from its message, which subclasses' constructors reject).
@@ -413,6 +413,7 @@ def preprocess_cases(
     """
     cases = list(cases)
     plans.configuration(configuration)  # fail before starting workers on a wrong name
+    remove_leftovers(out_dir, [c.case_id for c in cases])
     if workers <= 1 or len(cases) <= 1:
         for case in cases:
             _save_naming_the_case(case, plans, configuration, dataset, seed, out_dir)

@@ -23,13 +23,12 @@ and describe arrays of the shapes found, so a job killed at any point leaves not
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import logging
 import math
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ __all__ = [
     "chunk_and_block_shape",
     "is_case_complete",
     "open_case",
+    "remove_leftovers",
     "save_case",
     "seg_dtype_for",
 ]
@@ -258,13 +258,30 @@ def _write_array(path: Path, array: np.ndarray, patch_size: Sequence[int], stage
         _kill_hook(stage)
 
 
-def _remove_leftovers(files: dict[str, Path]) -> None:
-    """Delete temporary files a killed earlier write of this case left behind."""
-    for path in files.values():
-        # atomic_path names them ".tmp-<stem>-<random><suffixes>" beside the target.
-        for leftover in path.parent.glob(f".tmp-{glob.escape(path.stem)}-*{path.suffix}"):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+def remove_leftovers(folder: str | os.PathLike[str], case_ids: Iterable[str]) -> int:
+    """Delete temporary files that killed writes of these cases left in ``folder``.
+
+    One listing of the folder serves all cases, so a batch pays for it once.
+
+    Returns:
+        how many files were removed.
+    """
+    # atomic_path names them ".tmp-<target stem>-<random><suffixes>" beside the target.
+    prefixes = tuple(
+        f".tmp-{path.stem}-"
+        for case_id in case_ids
+        for path in case_files(folder, case_id).values()
+    )
+    removed = 0
+    if not prefixes or not os.path.isdir(folder):
+        return removed
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefixes):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def save_case(
@@ -274,6 +291,7 @@ def save_case(
     seg: np.ndarray | None,
     properties: dict[str, Any],
     patch_size: Sequence[int],
+    clean_leftovers: bool = True,
 ) -> dict[str, Path]:
     """Store one preprocessed case atomically.
 
@@ -285,6 +303,8 @@ def save_case(
         properties: JSON-serializable properties; shapes and dtypes of the stored arrays are
             added under ``"stored"``.
         patch_size: the configuration's patch size (decides the chunking).
+        clean_leftovers: first delete what a killed earlier write of this case left (a
+            batch does that for all its cases at once, see :func:`remove_leftovers`).
 
     Returns:
         the paths written, as :func:`case_files` (without ``"seg"`` when ``seg`` is None).
@@ -294,7 +314,8 @@ def save_case(
     # The properties mark a case complete: remove them first, write them last.
     with contextlib.suppress(FileNotFoundError):
         files["props"].unlink()
-    _remove_leftovers(files)
+    if clean_leftovers:
+        remove_leftovers(folder, [case_id])
     data = data.astype(np.float32, copy=False)
     _write_array(files["data"], data, patch_size, "data")
     stored: dict[str, Any] = {"data": {"shape": list(data.shape), "dtype": "float32"}}

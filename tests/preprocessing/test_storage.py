@@ -231,3 +231,20 @@ def test_missing_array_makes_a_case_incomplete(tmp_path):
     assert not is_case_complete(tmp_path, "c1")
     with pytest.raises(SegflowError, match="incomplete"):
         open_case(tmp_path, "c1")
+
+
+def test_remove_leftovers_touches_only_the_given_cases(tmp_path):
+    names = [
+        ".tmp-c1.data-x1y2.data.b2nd",
+        ".tmp-c1.props-abc.props.json",
+        ".tmp-c10.data-x1y2.data.b2nd",  # another case whose id starts alike
+        "c1.data.b2nd",
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    assert storage.remove_leftovers(tmp_path, ["c1"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".tmp-c10.data-x1y2.data.b2nd",
+        "c1.data.b2nd",
+    ]
+    assert storage.remove_leftovers(tmp_path / "missing", ["c1"]) == 0

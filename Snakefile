@@ -20,9 +20,11 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/fingerprint.smk"
 include: "workflow/rules/plan.smk"
+include: "workflow/rules/preprocess.smk"
 
 
 rule all:
     input:
         RESULTS / "plans.json",
+        preprocessed_manifests,
     default_target: True

@@ -15,7 +15,7 @@ from pathlib import Path
 from segflow import __version__
 from segflow.errors import SegflowError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("segflow")
 
@@ -102,38 +102,63 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         )
 
 
-def _cmd_preprocess(args: argparse.Namespace) -> None:
+def _preprocess_case_specs(args: argparse.Namespace) -> list:
     from segflow.io.atomic import read_json
+    from segflow.preprocessing import CaseSpec, cases_from_dataset_report
+
+    modes = [args.case_id is not None, args.cases_file is not None, args.dataset_report is not None]
+    if sum(modes) != 1:
+        raise SegflowError(
+            "give exactly one of --case-id (with --images [--label]), --cases-file, or "
+            "--dataset-report (with --case-ids); not both or neither"
+        )
+    if args.case_id is not None:
+        if args.images is None:
+            raise SegflowError("--case-id and --images go together")
+        return [CaseSpec(args.case_id, tuple(args.images), args.label)]
+    if args.images is not None or args.label is not None:
+        raise SegflowError("--images and --label belong to --case-id")
+    if args.dataset_report is not None:
+        if not args.case_ids:
+            raise SegflowError("--dataset-report needs --case-ids")
+        return cases_from_dataset_report(read_json(args.dataset_report), args.case_ids)
+    try:
+        return [CaseSpec.from_dict(entry) for entry in read_json(args.cases_file)]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SegflowError(
+            f"cannot read cases file {args.cases_file}: {err!r}; expected a JSON list of "
+            '{"case_id": ..., "images": [...], "label": ... or null}'
+        ) from None
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> None:
+    from segflow.io.atomic import write_json
     from segflow.io.dataset import load_dataset_json
     from segflow.planning import load_plans
-    from segflow.preprocessing import CaseSpec, preprocess_cases
+    from segflow.preprocessing import case_files, preprocess_cases
 
-    single = args.case_id is not None or args.images is not None
-    if single == (args.cases_file is not None):
-        raise SegflowError(
-            "give either --case-id with --images [--label] or --cases-file, not both or neither"
-        )
-    if single:
-        if args.case_id is None or args.images is None:
-            raise SegflowError("--case-id and --images go together")
-        cases = [CaseSpec(args.case_id, tuple(args.images), args.label)]
-    else:
-        if args.label is not None:
-            raise SegflowError("--label belongs to --case-id; a cases file names each label")
-        try:
-            cases = [CaseSpec.from_dict(entry) for entry in read_json(args.cases_file)]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise SegflowError(
-                f"cannot read cases file {args.cases_file}: {err!r}; expected a JSON list of "
-                '{"case_id": ..., "images": [...], "label": ... or null}'
-            ) from None
+    cases = _preprocess_case_specs(args)
     plans = load_plans(args.plans)
     dataset = load_dataset_json(args.dataset_json)
     seed = plans.seed if args.seed is None else args.seed
-    preprocess_cases(cases, plans, args.configuration, dataset, seed, args.out_dir, args.workers)
-    logger.info(
-        "preprocessed %d case(s) for %s into %s", len(cases), args.configuration, args.out_dir
+    done = preprocess_cases(
+        cases, plans, args.configuration, dataset, seed, args.out_dir, args.workers
     )
+    logger.info(
+        "preprocessed %d case(s) for %s into %s", len(done), args.configuration, args.out_dir
+    )
+    if args.manifest is not None:
+        # Written last: its presence says every listed case is complete.
+        write_json(
+            args.manifest,
+            {
+                "configuration": args.configuration,
+                "cases": [
+                    {"case_id": c, **{k: p.name for k, p in case_files(args.out_dir, c).items()}}
+                    for c in done
+                ],
+            },
+        )
 
 
 def _configure_logging(verbose: bool, log_file: Path | None) -> None:
@@ -173,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("make-demo", _cmd_make_demo, "build the synthetic demo dataset in nnU-Net v2 raw layout")
+    p = add(
+        "make-demo", _cmd_make_demo, "build the synthetic demo dataset in nnU-Net v2 raw layout"
+    )
     p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
     p.add_argument("--cases", type=int, default=20, help="training cases")
     p.add_argument("--test-cases", type=int, default=4, help="test cases (imagesTs, labelsTs)")
@@ -234,8 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help='several cases: a JSON list of {"case_id", "images": [...], "label"}',
     )
+    p.add_argument(
+        "--dataset-report",
+        type=Path,
+        default=None,
+        help="several training cases as validate-dataset found them (with --case-ids)",
+    )
+    p.add_argument("--case-ids", nargs="+", default=None, help="cases of --dataset-report")
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help="when every case is done, list them and their files in this JSON file",
+    )
     p.add_argument("--seed", type=int, default=None, help="default: the plans' seed")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (cases file)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (several cases)")
     p.add_argument("--out-dir", type=Path, required=True, help="the configuration's folder")
     return parser
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from segflow.preprocessing.preprocessor import (
     CaseSpec,
+    cases_from_dataset_report,
     preprocess_and_save,
     preprocess_case,
     preprocess_cases,
@@ -25,6 +26,7 @@ __all__ = [
     "CaseSpec",
     "PreprocessedCase",
     "case_files",
+    "cases_from_dataset_report",
     "is_case_complete",
     "open_case",
     "preprocess_and_save",

@@ -307,12 +307,31 @@ class CaseSpec:
     label: Path | None = None
 
     @classmethod
-    def from_dict(cls, entry: dict[str, Any]) -> CaseSpec:
+    def from_dict(cls, entry: dict[str, Any], root: Path | None = None) -> CaseSpec:
+        """From ``{"case_id", "images": [...], "label"}``; relative paths are under ``root``."""
+        root = root or Path()
         return cls(
             case_id=str(entry["case_id"]),
-            images=tuple(Path(p) for p in entry["images"]),
-            label=None if entry.get("label") is None else Path(entry["label"]),
+            images=tuple(root / p for p in entry["images"]),
+            label=None if entry.get("label") is None else root / entry["label"],
         )
+
+
+def cases_from_dataset_report(report: dict[str, Any], case_ids: Sequence[str]) -> list[CaseSpec]:
+    """The training cases ``case_ids`` as ``validate_dataset`` found them.
+
+    Raises:
+        SegflowError: naming every id the report does not list.
+    """
+    known = {c["case_id"]: c for c in report["training_cases"]}
+    unknown = [i for i in case_ids if i not in known]
+    if unknown:
+        raise SegflowError(
+            "cases not in the dataset report",
+            [Problem(i, "no such training case in dataset_report.json") for i in unknown],
+        )
+    root = Path(report["dataset"])
+    return [CaseSpec.from_dict(known[i], root) for i in case_ids]
 
 
 def preprocess_and_save(

@@ -110,8 +110,11 @@ def _check_images(
         image, (nan, inf) = read
         if nan or inf:
             result.problems.append(
-                Problem(rel, f"image contains {nan} NaN and {inf} infinite voxel value(s); "
-                        "replace them with finite values")
+                Problem(
+                    rel,
+                    f"image contains {nan} NaN and {inf} infinite voxel value(s); "
+                    "replace them with finite values",
+                )
             )
         images.append((rel, image))
     if images:
@@ -141,8 +144,7 @@ def _check_label_file(
     if images:
         ref_rel, ref = images[0]
         result.problems.extend(
-            Problem(rel, diff)
-            for diff in geometry_differences(label, ref, f"its image {ref_rel}")
+            Problem(rel, diff) for diff in geometry_differences(label, ref, f"its image {ref_rel}")
         )
 
 
@@ -162,9 +164,12 @@ def _read(
         return image, _count_nonfinite(image.array)
     if scan.truncated:
         problems.append(
-            Problem(rel, f"truncated file: holds {scan.found_bytes} of the "
-                    f"{scan.expected_bytes} bytes its header announces (was it cut off while "
-                    "copying?)")
+            Problem(
+                rel,
+                f"truncated file: holds {scan.found_bytes} of the "
+                f"{scan.expected_bytes} bytes its header announces (was it cut off while "
+                "copying?)",
+            )
         )
         return None
     return image, (scan.nan, scan.inf)
@@ -266,8 +271,11 @@ def _check_label_values(
     """Check a label's channels and values; return its distinct integer values."""
     if label.num_channels != 1:
         problems.append(
-            Problem(rel, f"a label must have one channel, found {label.num_channels} "
-                    "(save labels as single-component, grayscale images)")
+            Problem(
+                rel,
+                f"a label must have one channel, found {label.num_channels} "
+                "(save labels as single-component, grayscale images)",
+            )
         )
     array = label.array
     if array.dtype.kind in "iub":
@@ -277,8 +285,11 @@ def _check_label_values(
         whole = distinct == np.round(distinct)
         if not whole.all():
             problems.append(
-                Problem(rel, f"label values must be whole numbers, found "
-                        f"{_list_values(distinct[~whole].tolist())}")
+                Problem(
+                    rel,
+                    f"label values must be whole numbers, found "
+                    f"{_list_values(distinct[~whole].tolist())}",
+                )
             )
         values = distinct[whole].astype(np.int64).tolist()
     else:
@@ -288,8 +299,11 @@ def _check_label_values(
     undeclared = sorted(set(values) - set(declared))
     if undeclared:
         problems.append(
-            Problem(rel, f"label values {_list_values(undeclared)} are not declared in "
-                    f"dataset.json labels (declared: {', '.join(map(str, declared))})")
+            Problem(
+                rel,
+                f"label values {_list_values(undeclared)} are not declared in "
+                f"dataset.json labels (declared: {', '.join(map(str, declared))})",
+            )
         )
     return tuple(values)
 
@@ -332,18 +346,27 @@ def check_label_declarations(dataset: DatasetJson) -> tuple[list[Problem], list[
         missing = sorted(set(range(max(ordered[-1], 0) + 1)) - values)
         detail = f"; missing: {', '.join(map(str, missing))}" if missing else ""
         problems.append(
-            Problem(where, f"label values must be consecutive integers 0, 1, 2, ...; "
-                    f"declared: {', '.join(map(str, ordered))}{detail}")
+            Problem(
+                where,
+                f"label values must be consecutive integers 0, 1, 2, ...; "
+                f"declared: {', '.join(map(str, ordered))}{detail}",
+            )
         )
     if isinstance(ignore, tuple):
         problems.append(
-            Problem(where, f"the '{IGNORE_LABEL_NAME}' label must be a single integer, "
-                    f"not a region {list(ignore)}")
+            Problem(
+                where,
+                f"the '{IGNORE_LABEL_NAME}' label must be a single integer, "
+                f"not a region {list(ignore)}",
+            )
         )
     elif ignore is not None and ordered and ignore != ordered[-1] + 1:
         problems.append(
-            Problem(where, f"the '{IGNORE_LABEL_NAME}' label must be the highest label value, "
-                    f"one above the others ({ordered[-1] + 1}); found {ignore}")
+            Problem(
+                where,
+                f"the '{IGNORE_LABEL_NAME}' label must be the highest label value, "
+                f"one above the others ({ordered[-1] + 1}); found {ignore}",
+            )
         )
     if dataset.has_regions:
         problems += _check_regions(dataset, where)
@@ -365,21 +388,30 @@ def _check_regions(dataset: DatasetJson, where: str) -> list[Problem]:
     order = dataset.regions_class_order
     if order is None:
         return [
-            Problem(where, f"labels define regions ({', '.join(regions)}) but "
-                    "'regions_class_order' is missing; give the label value each region "
-                    "writes into predictions, one per region in the order of 'labels'")
+            Problem(
+                where,
+                f"labels define regions ({', '.join(regions)}) but "
+                "'regions_class_order' is missing; give the label value each region "
+                "writes into predictions, one per region in the order of 'labels'",
+            )
         ]
     problems = []
     if len(order) != len(regions):
         problems.append(
-            Problem(where, f"'regions_class_order' has {len(order)} entries but 'labels' "
-                    f"defines {len(regions)} region(s) ({', '.join(regions)})")
+            Problem(
+                where,
+                f"'regions_class_order' has {len(order)} entries but 'labels' "
+                f"defines {len(regions)} region(s) ({', '.join(regions)})",
+            )
         )
     undeclared = sorted(set(order) - set(dataset.label_values))
     if undeclared:
         problems.append(
-            Problem(where, f"'regions_class_order' values {undeclared} are not label values "
-                    f"(declared: {', '.join(map(str, dataset.label_values))})")
+            Problem(
+                where,
+                f"'regions_class_order' values {undeclared} are not label values "
+                f"(declared: {', '.join(map(str, dataset.label_values))})",
+            )
         )
     return problems
 
@@ -390,8 +422,11 @@ def _check_unique_values(dataset: DatasetJson, where: str) -> list[Problem]:
         if isinstance(value, int):
             names_by_value.setdefault(value, []).append(name)
     return [
-        Problem(where, f"labels {', '.join(repr(n) for n in names)} share the value {value}; "
-                "each class needs its own value")
+        Problem(
+            where,
+            f"labels {', '.join(repr(n) for n in names)} share the value {value}; "
+            "each class needs its own value",
+        )
         for value, names in sorted(names_by_value.items())
         if len(names) > 1
     ]
@@ -410,10 +445,12 @@ def check_dimensionality(results: Sequence[CaseCheck]) -> list[Problem]:
     shown = ", ".join(r.case.images[0] for r in minority[:_MAX_LISTED])
     more = f", ... ({len(minority)} in all)" if len(minority) > _MAX_LISTED else ""
     return [
-        Problem(minority[0].case.images[0],
-                f"cases mix 2D and 3D images ({len(kinds[True])} 2D, {len(kinds[False])} 3D); "
-                f"the {'2D' if minority_2d else '3D'} ones are {shown}{more}; a dataset must "
-                "be all 2D or all 3D")
+        Problem(
+            minority[0].case.images[0],
+            f"cases mix 2D and 3D images ({len(kinds[True])} 2D, {len(kinds[False])} 3D); "
+            f"the {'2D' if minority_2d else '3D'} ones are {shown}{more}; a dataset must "
+            "be all 2D or all 3D",
+        )
     ]
 
 

@@ -122,9 +122,7 @@ def discover_cases(dataset_dir: Path, dataset: DatasetJson) -> DatasetLayout:
     for scan in (images_tr, labels_tr):
         layout.problems += scan.problems
         layout.warnings += scan.warnings
-    layout.training = _match(
-        "training", images_tr, labels_tr, dataset, layout, label_required=True
-    )
+    layout.training = _match("training", images_tr, labels_tr, dataset, layout, label_required=True)
     _check_num_training(dataset_dir, dataset, images_tr, labels_tr, layout)
 
     if (dataset_dir / IMAGES_TEST).is_dir():
@@ -195,8 +193,11 @@ def _scan_images(dataset_dir: Path, folder: str, dataset: DatasetJson) -> _Scan:
                 wrong_ending.append((name, other))
             else:
                 scan.problems.append(
-                    Problem(where, f"stray file: {folder}/ must only hold image files named "
-                            f"<case>_<XXXX>{ending} (XXXX: the 4-digit channel index)")
+                    Problem(
+                        where,
+                        f"stray file: {folder}/ must only hold image files named "
+                        f"<case>_<XXXX>{ending} (XXXX: the 4-digit channel index)",
+                    )
                 )
             continue
         match = _CHANNEL_STEM.match(stem)
@@ -230,8 +231,11 @@ def _scan_labels(dataset_dir: Path, folder: str, dataset: DatasetJson) -> _Scan:
                 wrong_ending.append((name, other))
             else:
                 scan.problems.append(
-                    Problem(f"{folder}/{name}", f"stray file: {folder}/ must only hold label "
-                            f"files named <case>{dataset.file_ending}")
+                    Problem(
+                        f"{folder}/{name}",
+                        f"stray file: {folder}/ must only hold label "
+                        f"files named <case>{dataset.file_ending}",
+                    )
                 )
             continue
         scan.labels[stem] = f"{folder}/{name}"
@@ -286,15 +290,18 @@ def _match(
         channel_files = images.images.get(case_id, {})
         label = labels.labels.get(case_id)
         if not channel_files:
-            layout.problems.append(Problem(label, _label_without_image(case_id, folder, images,
-                                                                      ending)))
+            layout.problems.append(
+                Problem(label, _label_without_image(case_id, folder, images, ending))
+            )
             continue
         complete = _check_channels(case_id, folder, channel_files, dataset, layout)
         if label is None and label_required:
             first = channel_files[min(channel_files)]
             layout.problems.append(
-                Problem(f"{label_folder}/{case_id}{ending}",
-                        f"label file missing: case '{case_id}' has image {first} but no label")
+                Problem(
+                    f"{label_folder}/{case_id}{ending}",
+                    f"label file missing: case '{case_id}' has image {first} but no label",
+                )
             )
         order = sorted(channel_files)
         cases.append(
@@ -343,15 +350,19 @@ def _check_channels(
         if index >= dataset.num_channels:
             continue  # a gap before an undeclared channel: that one is reported below
         layout.problems.append(
-            Problem(f"{folder}/{case_id}_{index:04d}{ending}",
-                    f"channel file missing: {_declared_channels(dataset)}; case '{case_id}' "
-                    f"has {present}")
+            Problem(
+                f"{folder}/{case_id}_{index:04d}{ending}",
+                f"channel file missing: {_declared_channels(dataset)}; case '{case_id}' "
+                f"has {present}",
+            )
         )
     for index in undeclared:
         layout.problems.append(
-            Problem(channel_files[index],
-                    f"channel {index} is not declared in dataset.json channel_names "
-                    f"(channels 0..{dataset.num_channels - 1})")
+            Problem(
+                channel_files[index],
+                f"channel {index} is not declared in dataset.json channel_names "
+                f"(channels 0..{dataset.num_channels - 1})",
+            )
         )
     return not missing and not undeclared
 
@@ -362,16 +373,22 @@ def _check_num_training(
     if not images.images:
         if (dataset_dir / IMAGES_TRAINING).is_dir():
             layout.problems.append(
-                Problem(IMAGES_TRAINING, f"no training cases: expected image files named "
-                        f"<case>_0000{dataset.file_ending}")
+                Problem(
+                    IMAGES_TRAINING,
+                    f"no training cases: expected image files named "
+                    f"<case>_0000{dataset.file_ending}",
+                )
             )
         return
     # A case with images or only a label counts: its missing file is reported on its own.
     found = len(images.images.keys() | labels.labels.keys())
     if found != dataset.num_training:
         layout.problems.append(
-            Problem("dataset.json", f"numTraining is {dataset.num_training} but "
-                    f"{IMAGES_TRAINING}/ and {LABELS_TRAINING}/ hold {found} training case(s)")
+            Problem(
+                "dataset.json",
+                f"numTraining is {dataset.num_training} but "
+                f"{IMAGES_TRAINING}/ and {LABELS_TRAINING}/ hold {found} training case(s)",
+            )
         )
 
 
@@ -380,10 +397,12 @@ def _check_case_ids(layout: DatasetLayout) -> None:
         bad = sorted(set(_UNSAFE_ID_CHAR.findall(case.case_id)))
         if bad:
             layout.problems.append(
-                Problem(case.images[0],
-                        f"case id '{case.case_id}' contains {', '.join(repr(c) for c in bad)}, "
-                        "which breaks the workflow's shell commands; use letters, digits, "
-                        "'_', '-', '.' and '+'")
+                Problem(
+                    case.images[0],
+                    f"case id '{case.case_id}' contains {', '.join(repr(c) for c in bad)}, "
+                    "which breaks the workflow's shell commands; use letters, digits, "
+                    "'_', '-', '.' and '+'",
+                )
             )
     by_lower: dict[str, list[str]] = {}
     for case in layout.training:
@@ -406,4 +425,3 @@ def _check_case_ids(layout: DatasetLayout) -> None:
 def _listing(items: list[str]) -> str:
     shown = ", ".join(items[:_MAX_LISTED])
     return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
-

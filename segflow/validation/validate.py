@@ -60,8 +60,13 @@ def validate_dataset(dataset_dir: str | Path, workers: int = 1) -> dict[str, Any
         state = "is a file, not a folder" if root.exists() else "folder does not exist"
         raise DatasetError(
             f"no raw dataset at {root}",
-            [Problem(str(root), f"{state}; expected a raw dataset folder holding "
-                     f"{DATASET_JSON}, imagesTr/ and labelsTr/")],
+            [
+                Problem(
+                    str(root),
+                    f"{state}; expected a raw dataset folder holding "
+                    f"{DATASET_JSON}, imagesTr/ and labelsTr/",
+                )
+            ],
         )
 
     dataset, problems = _read_dataset_json(root)
@@ -80,7 +85,10 @@ def validate_dataset(dataset_dir: str | Path, workers: int = 1) -> dict[str, Any
     cases = [*layout.training, *layout.test]
     logger.info(
         "checking %d training and %d test cases in %s with %d worker(s)",
-        len(layout.training), len(layout.test), root, workers,
+        len(layout.training),
+        len(layout.test),
+        root,
+        workers,
     )
     results = _check_cases(root, cases, dataset, workers)
     for result in results:
@@ -107,8 +115,11 @@ def _read_dataset_json(root: Path) -> tuple[DatasetJson | None, list[Problem]]:
     path = root / DATASET_JSON
     if not path.is_file():
         return None, [
-            Problem(DATASET_JSON, "file missing; a raw dataset needs one with channel_names, "
-                    "labels, numTraining and file_ending")
+            Problem(
+                DATASET_JSON,
+                "file missing; a raw dataset needs one with channel_names, "
+                "labels, numTraining and file_ending",
+            )
         ]
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -127,8 +138,11 @@ def _v1_hints(raw: dict[str, Any]) -> list[Problem]:
     hints = []
     if "modality" in raw and "channel_names" not in raw:
         hints.append(
-            Problem(DATASET_JSON, "'modality' is the nnU-Net v1 name; v2 calls it "
-                    "'channel_names' (same content, e.g. {\"0\": \"CT\"})")
+            Problem(
+                DATASET_JSON,
+                "'modality' is the nnU-Net v1 name; v2 calls it "
+                '\'channel_names\' (same content, e.g. {"0": "CT"})',
+            )
         )
     labels = raw.get("labels")
     if (
@@ -137,8 +151,11 @@ def _v1_hints(raw: dict[str, Any]) -> list[Problem]:
         and all(k.isdigit() and isinstance(v, str) for k, v in labels.items())
     ):
         hints.append(
-            Problem(DATASET_JSON, "'labels' maps values to names (nnU-Net v1); v2 maps names "
-                    "to values, e.g. {\"background\": 0, \"tumor\": 1}")
+            Problem(
+                DATASET_JSON,
+                "'labels' maps values to names (nnU-Net v1); v2 maps names "
+                'to values, e.g. {"background": 0, "tumor": 1}',
+            )
         )
     return hints
 

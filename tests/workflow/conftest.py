@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -35,7 +36,12 @@ class SnakemakeRun:
         return counts
 
 
-def run_snakemake(workdir: Path, *args: str, config: dict[str, str] | None = None) -> SnakemakeRun:
+def run_snakemake(
+    workdir: Path,
+    *args: str,
+    config: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+) -> SnakemakeRun:
     """Run the repository's Snakefile with ``workdir`` as working directory."""
     cmd = [
         sys.executable,
@@ -51,7 +57,9 @@ def run_snakemake(workdir: Path, *args: str, config: dict[str, str] | None = Non
     ]
     if config:
         cmd += ["--config", *(f"{k}={v}" for k, v in config.items())]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})}
+    )
     return SnakemakeRun(proc.returncode, proc.stdout, proc.stderr)
 
 

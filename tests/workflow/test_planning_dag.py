@@ -1,4 +1,4 @@
-"""The DAG from the raw dataset to plans.json, on a tiny synthetic dataset."""
+"""The DAG from the raw dataset to the preprocessed data, on a tiny synthetic dataset."""
 
 from __future__ import annotations
 
@@ -24,7 +24,12 @@ def tiny_dataset(tmp_path: Path) -> Path:
 
 
 def _config(tmp_path: Path, dataset: Path) -> dict[str, str]:
-    return {"dataset": str(dataset), "results": str(tmp_path / "out")}
+    # Batches of two cases: the five cases make three batches per configuration.
+    return {
+        "dataset": str(dataset),
+        "results": str(tmp_path / "out"),
+        "preprocessing": "{cases_per_job: 2, threads: 1}",
+    }
 
 
 def test_runs_through_plan_and_writes_the_artifacts(tmp_path, tiny_dataset, snakemake):
@@ -48,6 +53,22 @@ def test_runs_through_plan_and_writes_the_artifacts(tmp_path, tiny_dataset, snak
     fullres = plans["configurations"]["3d_fullres"]
     assert fullres["batch_size"] >= 2
     assert plans["transpose_forward"] == [0, 1, 2]  # the slice axis already comes first
+    # Every planned configuration is preprocessed, batch by batch, every case complete.
+    for configuration in ("2d", "3d_fullres"):
+        folder = out / "preprocessed" / configuration
+        manifests = sorted((folder / "batches").glob("*.json"))
+        assert [m.name for m in manifests] == [
+            "batch_0000.json",
+            "batch_0001.json",
+            "batch_0002.json",
+        ]
+        listed = [c["case_id"] for m in manifests for c in json.loads(m.read_text())["cases"]]
+        assert listed == case_ids
+        for case_id in case_ids:
+            props = json.loads((folder / f"{case_id}.props.json").read_text())
+            spacing = plans["configurations"][configuration]["spacing"]
+            assert props["target_spacing"][-len(spacing) :] == spacing
+            assert (folder / f"{case_id}.data.b2nd").stat().st_size > 0
     # Nothing is left half-written.
     assert not list(out.rglob(".tmp-*"))
 
@@ -72,6 +93,7 @@ def test_second_run_does_nothing_and_a_changed_case_reruns_only_its_branch(
     assert "Nothing to be done" in again.output, again.output
 
     # Snakemake 9 compares checksums of inputs under 1 MB: a touch alone changes nothing.
+    # (Files over 1 MB, such as large CT volumes, rerun on a touch.)
     future = time.time() + 5
     os.utime(tiny_dataset / "imagesTr" / "demo_002_0000.nii.gz", (future, future))
     touched = snakemake(tmp_path, "--dry-run", config=config)
@@ -81,7 +103,7 @@ def test_second_run_does_nothing_and_a_changed_case_reruns_only_its_branch(
     before = {p.name: p.stat().st_mtime_ns for p in cases_dir.glob("*.json")}
     _change_one_voxel(tiny_dataset / "imagesTr" / "demo_002_0000.nii.gz")
 
-    rerun = snakemake(tmp_path, config=config)
+    rerun = snakemake(tmp_path, "--until", "plan", config=config)
     assert rerun.returncode == 0, rerun.output
     # The changed file is revalidated, its case refingerprinted, and the gather and plan
     # follow; no other case's fingerprint runs again.
@@ -94,6 +116,27 @@ def test_second_run_does_nothing_and_a_changed_case_reruns_only_its_branch(
     after = {p.name: p.stat().st_mtime_ns for p in cases_dir.glob("*.json")}
     changed = sorted(name for name in before if after[name] != before[name])
     assert changed == ["demo_002.json"]
+
+
+def test_a_job_killed_while_writing_leaves_nothing_a_rerun_accepts(
+    tmp_path, tiny_dataset, snakemake
+):
+    config = _config(tmp_path, tiny_dataset)
+    killed = snakemake(tmp_path, config=config, env={"SEGFLOW_TEST_KILL_DURING_WRITE": "seg"})
+    assert killed.returncode != 0
+    out = tmp_path / "out" / "preprocessed"
+    # The killed batches wrote no manifest; no case has a final seg file without its props.
+    assert not list(out.glob("*/batches/*.json"))
+    for folder in out.iterdir():
+        for seg in folder.glob("[!.]*.seg.b2nd"):
+            assert (folder / seg.name.replace(".seg.b2nd", ".props.json")).exists()
+
+    rerun = snakemake(tmp_path, config=config)
+    assert rerun.returncode == 0, rerun.output
+    assert rerun.job_counts()["preprocess"] == 6
+    assert not list(out.rglob(".tmp-*"))
+    for folder in out.iterdir():
+        assert len(list(folder.glob("*.props.json"))) == 5
 
 
 def test_an_invalid_dataset_stops_before_any_other_job(tmp_path, tiny_dataset, snakemake):

@@ -28,6 +28,8 @@ if not workflow.deployment_settings.deployment_method:
 
 wildcard_constraints:
     case=r"[^/]+",
+    configuration=r"[^/]+",
+    batch=r"batch_\d+",
 
 
 if not DEMO and not DATASET.is_dir():
@@ -67,3 +69,43 @@ def training_case_files(wildcards):
                 "label": DATASET / case["label"],
             }
     raise WorkflowError(f"no training case '{wildcards.case}' in {DATASET}")
+
+
+def planned_configurations(wildcards=None):
+    """Configurations with preprocessed data of their own, from the plan checkpoint.
+
+    The cascade's full-resolution stage trains on the 3d_fullres data (same data_identifier).
+    """
+    plans = read_json(checkpoints.plan.get().output[0])
+    owners = {}
+    for name, conf in plans["configurations"].items():
+        owners.setdefault(conf["data_identifier"], name)
+    return list(owners.values())
+
+
+def preprocess_batches():
+    """Batch name -> training case ids, in sorted chunks of `preprocessing.cases_per_job`."""
+    ids = training_case_ids()
+    size = config["preprocessing"]["cases_per_job"]
+    return {f"batch_{i // size:04d}": ids[i : i + size] for i in range(0, len(ids), size)}
+
+
+def preprocess_batch_inputs(wildcards):
+    """A batch's raw files: every channel and label of its cases."""
+    batch = preprocess_batches().get(wildcards.batch)
+    if batch is None:
+        raise WorkflowError(f"no preprocessing batch '{wildcards.batch}'")
+    cases = {c["case_id"]: c for c in dataset_report()["training_cases"]}
+    files = []
+    for case_id in batch:
+        files += [DATASET / p for p in cases[case_id]["images"]] + [DATASET / cases[case_id]["label"]]
+    return {"cases": files}
+
+
+def preprocessed_manifests(wildcards=None):
+    """Every batch manifest of every configuration: the whole preprocessed dataset."""
+    return expand(
+        RESULTS / "preprocessed" / "{configuration}" / "batches" / "{batch}.json",
+        configuration=planned_configurations(),
+        batch=list(preprocess_batches()),
+    )

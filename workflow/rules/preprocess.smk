@@ -1,0 +1,25 @@
+# Preprocessing: each configuration's training cases, in batches of
+# `preprocessing.cases_per_job` (one process per batch, `threads` workers inside it). Case files
+# go to <results>/preprocessed/<configuration>/; a batch's manifest is written last and lists
+# its complete cases.
+rule preprocess:
+    input:
+        unpack(preprocess_batch_inputs),
+        plans=RESULTS / "plans.json",
+        dataset_json=DATASET / "dataset.json",
+    output:
+        RESULTS / "preprocessed" / "{configuration}" / "batches" / "{batch}.json",
+    params:
+        report=RESULTS / "dataset_report.json",
+        case_ids=lambda wc: " ".join(preprocess_batches()[wc.batch]),
+        out_dir=lambda wc: RESULTS / "preprocessed" / wc.configuration,
+    threads: config["preprocessing"]["threads"]
+    conda:
+        "../../envs/segflow.yaml"
+    log:
+        LOGS / "preprocess" / "{configuration}" / "{batch}.log",
+    shell:
+        "python -m segflow --log {log} preprocess --plans {input.plans}"
+        " --configuration {wildcards.configuration} --dataset-json {input.dataset_json}"
+        " --dataset-report {params.report} --case-ids {params.case_ids}"
+        " --workers {threads} --out-dir {params.out_dir} --manifest {output}"

@@ -86,21 +86,47 @@ def test_a_cases_file_with_workers(tmp_path, setup):
         assert open_case(out, case["case_id"]).seg is not None
 
 
+def test_cases_from_the_dataset_report_with_a_manifest_written_last(tmp_path, setup):
+    plans_path, dataset_path, cases = setup
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"dataset": str(tmp_path), "training_cases": cases}))
+    out, manifest = tmp_path / "pre", tmp_path / "pre" / "batches" / "batch_0000.json"
+    ids = [c["case_id"] for c in cases]
+    status = main(
+        [
+            *_common(plans_path, dataset_path, out),
+            *("--dataset-report", str(report), "--case-ids", *ids, "--manifest", str(manifest)),
+        ]
+    )
+    assert status == 0
+    listed = json.loads(manifest.read_text())
+    assert listed["configuration"] == "3d_fullres"
+    assert [c["case_id"] for c in listed["cases"]] == ids
+    for entry in listed["cases"]:
+        assert all((out / entry[k]).is_file() for k in ("data", "seg", "props"))
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ([], "either --case-id"),
+        ([], "give exactly one of --case-id"),
         (["--case-id", "c0"], "--case-id and --images go together"),
         (["--cases-file", "X", "--case-id", "c0"], "not both"),
-        (["--cases-file", "{cases}", "--label", "L"], "--label belongs to --case-id"),
+        (["--cases-file", "{cases}", "--label", "L"], "--images and --label belong to --case-id"),
         (["--cases-file", "{missing}"], "cannot read cases file"),
+        (["--dataset-report", "{report}"], "--dataset-report needs --case-ids"),
+        (["--dataset-report", "{report}", "--case-ids", "nope"], "nope: no such training case"),
     ],
 )
 def test_argument_mistakes_are_clear_errors(tmp_path, setup, capsys, extra, message):
     plans_path, dataset_path, cases = setup
     cases_file = tmp_path / "cases.json"
     cases_file.write_text(json.dumps(cases))
-    extra = [a.format(cases=cases_file, missing=tmp_path / "missing.json") for a in extra]
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"dataset": str(tmp_path), "training_cases": cases}))
+    extra = [
+        a.format(cases=cases_file, missing=tmp_path / "missing.json", report=report) for a in extra
+    ]
     status = main([*_common(plans_path, dataset_path, tmp_path / "pre"), *extra])
     assert status == 1
     assert message in capsys.readouterr().err

@@ -1,4 +1,5 @@
 # Paths, the checked config and small input functions shared by every rule. No method logic.
+import functools
 import os
 import sys
 from pathlib import Path
@@ -51,24 +52,39 @@ def dataset_files(wildcards):
     return files
 
 
+@functools.lru_cache(maxsize=4)
+def _report_index(path, mtime_ns):
+    content = read_json(path)
+    return content, {case["case_id"]: case for case in content["training_cases"]}
+
+
+def _dataset_report_index():
+    # Input functions run once per job; the parsed report is cached per file version, so
+    # building the DAG of a 1,000-case dataset reads and indexes it once.
+    path = checkpoints.validate_dataset.get().output[0]
+    return _report_index(path, os.stat(path).st_mtime_ns)
+
+
 def dataset_report():
     """The checked dataset (the validate_dataset checkpoint's output)."""
-    return read_json(checkpoints.validate_dataset.get().output[0])
+    return _dataset_report_index()[0]
+
+
+def training_cases():
+    """Training case id -> its entry in the dataset report (do not modify)."""
+    return _dataset_report_index()[1]
 
 
 def training_case_ids(wildcards=None):
-    return [case["case_id"] for case in dataset_report()["training_cases"]]
+    return list(training_cases())
 
 
 def training_case_files(wildcards):
     """A training case's channel files and label, as validate_dataset found them."""
-    for case in dataset_report()["training_cases"]:
-        if case["case_id"] == wildcards.case:
-            return {
-                "images": [DATASET / p for p in case["images"]],
-                "label": DATASET / case["label"],
-            }
-    raise WorkflowError(f"no training case '{wildcards.case}' in {DATASET}")
+    case = training_cases().get(wildcards.case)
+    if case is None:
+        raise WorkflowError(f"no training case '{wildcards.case}' in {DATASET}")
+    return {"images": [DATASET / p for p in case["images"]], "label": DATASET / case["label"]}
 
 
 def planned_configurations(wildcards=None):
@@ -85,9 +101,12 @@ def planned_configurations(wildcards=None):
 
 def preprocess_batches():
     """Batch name -> training case ids, in sorted chunks of `preprocessing.cases_per_job`."""
-    ids = training_case_ids()
-    size = config["preprocessing"]["cases_per_job"]
-    return {f"batch_{i // size:04d}": ids[i : i + size] for i in range(0, len(ids), size)}
+    return _batches(tuple(training_cases()), config["preprocessing"]["cases_per_job"])
+
+
+@functools.lru_cache(maxsize=4)
+def _batches(ids, size):
+    return {f"batch_{i // size:04d}": list(ids[i : i + size]) for i in range(0, len(ids), size)}
 
 
 def preprocess_batch_inputs(wildcards):
@@ -95,7 +114,7 @@ def preprocess_batch_inputs(wildcards):
     batch = preprocess_batches().get(wildcards.batch)
     if batch is None:
         raise WorkflowError(f"no preprocessing batch '{wildcards.batch}'")
-    cases = {c["case_id"]: c for c in dataset_report()["training_cases"]}
+    cases = training_cases()
     files = []
     for case_id in batch:
         files += [DATASET / p for p in cases[case_id]["images"]] + [DATASET / cases[case_id]["label"]]

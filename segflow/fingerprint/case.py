@@ -25,8 +25,8 @@ from segflow.fingerprint.cropping import (
     nonzero_bounding_box,
 )
 from segflow.io.atomic import write_text
+from segflow.io.case import read_case
 from segflow.io.dataset import DatasetJson
-from segflow.io.image import ImageData, read_image
 
 __all__ = [
     "PERCENTILES",
@@ -112,37 +112,6 @@ def _as_float32_numbers(values: np.ndarray) -> list[float]:
     return [float(str(v)) for v in values.astype(np.float32)]
 
 
-def _read_channels(images: Sequence[Path]) -> list[ImageData]:
-    channels = [read_image(p) for p in images]
-    first = channels[0]
-    problems = [
-        Problem(str(c.path), f"shape {c.shape} differs from {first.shape} of {first.path}")
-        for c in channels[1:]
-        if c.shape != first.shape
-    ]
-    problems += [
-        Problem(
-            str(c.path),
-            f"{'2D' if c.is_2d else '3D'} image in a case whose first channel "
-            f"is {'2D' if first.is_2d else '3D'}",
-        )
-        for c in channels[1:]
-        if c.is_2d != first.is_2d
-    ]
-    if problems:
-        raise SegflowError("the channels of a case must have the same geometry", problems)
-    for c in channels[1:]:
-        if not np.allclose(c.spacing, first.spacing, rtol=1e-5, atol=0):
-            logger.warning(
-                "%s: spacing %s differs from %s of %s; using the first",
-                c.path,
-                c.spacing,
-                first.spacing,
-                first.path,
-            )
-    return channels
-
-
 def _check_arguments(case_id: str, images: Sequence[Path], seed: int, num_samples: int) -> None:
     problems = []
     if not case_id:
@@ -189,43 +158,19 @@ def fingerprint_case(
     """
     _check_arguments(case_id, images, seed, num_samples)
     images = [Path(p) for p in images]
-    channels = _read_channels(images)
-    data = np.concatenate([c.array for c in channels], axis=0).astype(np.float32, copy=False)
-    first = channels[0]
+    case = read_case(images, label, dataset)
+    data, first = case.data, case.reference
     where = f"case '{case_id}'"
-    if data.shape[0] != dataset.num_channels:
-        raise SegflowError(
-            f"{where} has the wrong number of channels",
-            [
-                Problem(
-                    str(first.path),
-                    f"{len(images)} file(s) hold {data.shape[0]} channel(s); "
-                    f"dataset.json names {dataset.num_channels}",
-                )
-            ],
-        )
     if not np.isfinite(data).all():
-        bad = [str(c.path) for c in channels if not np.isfinite(c.array).all()]
+        bad = [str(c.path) for c in case.channels if not np.isfinite(c.array).all()]
         raise SegflowError(
             f"{where} has NaN or infinite intensities",
             [Problem(p, "NaN or infinite voxel values") for p in bad],
         )
-    seg = read_image(label)
-    if seg.num_channels != 1 or seg.shape != first.shape:
-        raise SegflowError(
-            f"{where}: the label does not match the image",
-            [
-                Problem(
-                    str(label),
-                    f"label of {seg.num_channels} channel(s) and shape {seg.shape}; "
-                    f"expected 1 channel of shape {first.shape} like {first.path}",
-                )
-            ],
-        )
 
     bbox = nonzero_bounding_box(data)
     cropped = crop_to_bounding_box(data, bbox)
-    fg = foreground_mask(crop_to_bounding_box(seg.array[0], bbox), dataset.ignore_label)
+    fg = foreground_mask(crop_to_bounding_box(case.seg, bbox), dataset.ignore_label)
     samples = sample_foreground(cropped, fg, num_samples, case_rng(seed, case_id))
     num_fg = int(fg.sum())
     per_channel = []

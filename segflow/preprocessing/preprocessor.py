@@ -39,8 +39,8 @@ import numpy as np
 from segflow import __version__
 from segflow.errors import Problem, SegflowError
 from segflow.fingerprint.cropping import crop_to_nonzero, label_outside_nonzero
+from segflow.io.case import read_case
 from segflow.io.dataset import DatasetJson
-from segflow.io.image import ImageData, read_image
 from segflow.planning.plans import ConfigurationPlan, Plans
 from segflow.preprocessing.normalization import normalize_channel
 from segflow.preprocessing.resampling import (
@@ -153,52 +153,6 @@ def sample_class_locations(
     return locations
 
 
-def _read_case(
-    images: Sequence[Path], label: Path | None, dataset: DatasetJson
-) -> tuple[np.ndarray, np.ndarray | None, ImageData]:
-    channels = [read_image(p) for p in images]
-    first = channels[0]
-    problems = [
-        Problem(str(c.path), f"shape {c.shape} differs from {first.shape} of {first.path}")
-        for c in channels[1:]
-        if c.shape != first.shape
-    ]
-    data = np.concatenate([c.array for c in channels]) if not problems else None
-    if data is not None and data.shape[0] != dataset.num_channels:
-        problems.append(
-            Problem(
-                str(first.path),
-                f"{len(channels)} file(s) hold {data.shape[0]} channel(s); dataset.json "
-                f"names {dataset.num_channels}",
-            )
-        )
-    seg = None
-    if label is not None:
-        seg_image = read_image(label)
-        if seg_image.num_channels != 1 or seg_image.shape != first.shape:
-            problems.append(
-                Problem(
-                    str(label),
-                    f"label of {seg_image.num_channels} channel(s) and shape {seg_image.shape}; "
-                    f"expected 1 channel of shape {first.shape}",
-                )
-            )
-        seg = seg_image.array
-    if problems:
-        raise SegflowError("the files of the case do not fit together", problems)
-    if seg is not None and not np.issubdtype(seg.dtype, np.integer):
-        rounded = np.rint(seg)
-        if not np.array_equal(rounded, seg):
-            raise SegflowError(
-                "the label is not integer",
-                [Problem(str(label), "non-integer label values; expected class values")],
-            )
-        seg = rounded
-    if seg is not None:
-        seg = seg.astype(np.int16 if seg.max() <= np.iinfo(np.int16).max else np.int32)
-    return data, seg, first
-
-
 def preprocess_case(
     images: Sequence[Path],
     label: Path | None,
@@ -233,7 +187,9 @@ def preprocess_case(
             dataset, or the plans name something unknown.
     """
     conf = plans.configuration(configuration)
-    data, seg, first = _read_case([Path(p) for p in images], label, dataset)
+    case = read_case(images, label, dataset)
+    data, first = case.data, case.reference
+    seg = None if case.seg is None else case.seg[None]
     axes = plans.transpose_forward
     original_shape = list(first.shape)
     data = data.transpose(0, *(a + 1 for a in axes))

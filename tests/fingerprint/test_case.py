@@ -139,7 +139,7 @@ def test_a_case_without_foreground_has_no_statistics(tmp_path, dataset):
 
 def test_wrong_channel_count_is_an_error(tiny_case, make_dataset):
     images, label = tiny_case
-    with pytest.raises(SegflowError, match="wrong number of channels") as err:
+    with pytest.raises(SegflowError, match="channel files of the case do not fit together") as err:
         fingerprint_case("tiny_001", images, label, make_dataset(channels=("T1", "T2")), 0, 10)
     assert "dataset.json names 2" in err.value.render()
 

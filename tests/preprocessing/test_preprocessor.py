@@ -166,7 +166,7 @@ def test_files_that_do_not_fit_together_are_reported(tmp_path, write_case, datas
     images, _ = write_case(tmp_path, "c", [image], (1.0, 1.0, 1.0))
     _, bad_label = write_case(tmp_path, "d", [image[:5]], (1.0, 1.0, 1.0), label[:5])
     plans = make_plans(dataset)
-    with pytest.raises(SegflowError, match="do not fit together"):
+    with pytest.raises(SegflowError, match="label does not match the image"):
         preprocess_case(images, bad_label, plans, "3d_fullres", dataset, 0)
     with pytest.raises(SegflowError, match="valid: 2d, 3d_fullres"):
         preprocess_case(images, None, plans, "3d_lowres", dataset, 0)

@@ -24,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
 	@echo
-	@echo "Demo finished. Outputs are in results/demo/ (fingerprint.json, plans.json)."
+	@echo "Demo finished. Outputs are in results/demo/ (dataset_report.json, fingerprint.json, plans.json, preprocessed/)."
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

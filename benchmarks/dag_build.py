@@ -6,7 +6,7 @@ have left behind), adds a third configuration to the plans so that three configu
 preprocessed, then times `snakemake -n` over the whole DAG: N fingerprint jobs and the
 preprocessing batches of three configurations. Prints one JSON line.
 
-    python benchmarks/dag_build.py --cases 1000 --cases-per-job 1 25
+    python benchmarks/dag_build.py --cases 1000 --cases-per-job 1 50
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def time_dry_run(workdir: Path, raw: Path, results: Path, cases_per_job: int) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=1000)
-    parser.add_argument("--cases-per-job", type=int, nargs="+", default=[1, 25])
+    parser.add_argument("--cases-per-job", type=int, nargs="+", default=[1, 50])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="segflow_dag_") as tmp:
         tmp = Path(tmp)

@@ -161,20 +161,25 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
         )
 
 
-def _configure_logging(verbose: bool, log_file: Path | None) -> None:
-    """INFO to stderr, or with a log file: everything to the file and warnings to stderr."""
+def _configure_logging(verbose: bool, log_file: Path | None) -> list[logging.Handler]:
+    """INFO to stderr, or with a log file: everything to the file and warnings to stderr.
+
+    Returns the handlers added, the log file's first, so that :func:`main` can remove them.
+    """
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    handlers: list[logging.Handler] = []
     console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(fmt)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, mode="w", encoding="utf-8")
-        file_handler.setFormatter(fmt)
-        root.addHandler(file_handler)
+        handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
         console.setLevel(logging.WARNING)
-    root.addHandler(console)
+    handlers.append(console)
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    return handlers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,16 +289,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose, args.log)
+    handlers = _configure_logging(args.verbose, args.log)
     try:
         args.func(args)
     except SegflowError as err:
         message = f"segflow {args.command}: error: {err.render()}"
         print(message, file=sys.stderr)
-        if args.log is not None:
-            logger.error("%s", message)
+        if args.log is not None:  # into the log file too, without a second copy on stderr
+            handlers[0].stream.write(message + "\n")
         return 1
     except KeyboardInterrupt:
         print(f"segflow {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     return 0

@@ -64,3 +64,16 @@ def test_log_file_receives_the_log(tmp_path):
         == 0
     )
     assert "wrote demo dataset with 2 training and 0 test cases" in log.read_text()
+
+
+def test_an_error_reaches_stderr_once_and_the_log_file(tmp_path):
+    log = tmp_path / "validate.log"
+    proc = subprocess.run(
+        [sys.executable, "-m", "segflow", "--log", str(log), "validate-dataset",
+         "--dataset", str(tmp_path / "nope"), "--out", str(tmp_path / "report.json")],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.count("segflow validate-dataset: error:") == 1
+    assert "segflow validate-dataset: error:" in log.read_text()

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from compare_preprocessing_nnunet import fingerprint_from_nnunet
 
 from segflow.io.dataset import DatasetJson, load_dataset_json
 from segflow.planning import plan_experiment
@@ -149,22 +150,6 @@ def segflow_fingerprint(cases: list[dict[str, Any]], dataset: DatasetJson, name:
     fingerprint = gather_fingerprint(per_case, dataset, seed=0)
     fingerprint.setdefault("dataset_name", name)
     return fingerprint
-
-
-def fingerprint_from_nnunet(nnunet_fp: dict[str, Any], name: str) -> dict[str, Any]:
-    shapes = nnunet_fp["shapes_after_crop"]
-    return {
-        "dataset_name": name,
-        "spacings": nnunet_fp["spacings"],
-        "shapes_after_crop": shapes,
-        "median_relative_size_after_cropping": nnunet_fp["median_relative_size_after_cropping"],
-        "foreground_intensity_properties_per_channel": nnunet_fp[
-            "foreground_intensity_properties_per_channel"
-        ],
-        "num_cases": len(shapes),
-        "is_2d": all(s[0] == 1 for s in shapes),
-        "seed": 0,
-    }
 
 
 class NnUNet:

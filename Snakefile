@@ -21,10 +21,12 @@ include: "workflow/rules/validate.smk"
 include: "workflow/rules/fingerprint.smk"
 include: "workflow/rules/plan.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/split.smk"
 
 
 rule all:
     input:
         RESULTS / "plans.json",
         preprocessed_manifests,
+        RESULTS / "splits.json",
     default_target: True

@@ -102,6 +102,18 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         )
 
 
+def _cmd_split(args: argparse.Namespace) -> None:
+    from segflow.io.atomic import read_json, write_json
+    from segflow.training.splits import make_splits
+
+    case_ids = [c["case_id"] for c in read_json(args.dataset_report)["training_cases"]]
+    splits = make_splits(case_ids, args.num_folds, args.seed, args.manual, args.groups)
+    for warning in splits["warnings"]:
+        logger.warning("%s", warning)
+    write_json(args.out, splits)
+    logger.info("%s: %d %s folds", args.out, splits["num_folds"], splits["source"])
+
+
 def _preprocess_case_specs(args: argparse.Namespace) -> list:
     from segflow.io.atomic import read_json
     from segflow.preprocessing import CaseSpec, cases_from_dataset_report
@@ -282,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="default: the plans' seed")
     p.add_argument("--workers", type=int, default=1, help="worker processes (several cases)")
     p.add_argument("--out-dir", type=Path, required=True, help="the configuration's folder")
+    p = add("split", _cmd_split, "write the cross-validation folds (splits.json)")
+    p.add_argument("--dataset-report", type=Path, required=True, help="dataset_report.json")
+    p.add_argument("--num-folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--manual", type=Path, default=None, help="a splits file to use as it is")
+    p.add_argument("--groups", type=Path, default=None, help="case_id,group table (CSV/TSV)")
+    p.add_argument("--out", type=Path, required=True)
     return parser
 
 

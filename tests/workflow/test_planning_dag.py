@@ -69,6 +69,10 @@ def test_runs_through_plan_and_writes_the_artifacts(tmp_path, tiny_dataset, snak
             spacing = plans["configurations"][configuration]["spacing"]
             assert props["target_spacing"][-len(spacing) :] == spacing
             assert (folder / f"{case_id}.data.b2nd").stat().st_size > 0
+    # Five folds, written before any training, holding out every case once.
+    splits = json.loads((out / "splits.json").read_text())
+    assert splits["num_folds"] == 5
+    assert sorted(c for fold in splits["folds"] for c in fold["val"]) == case_ids
     # Nothing is left half-written.
     assert not list(out.rglob(".tmp-*"))
 
@@ -171,12 +175,12 @@ def test_demo_config_builds_its_own_dataset(tmp_path, snakemake):
     config = {
         "dataset": str(tmp_path / "demo" / "Dataset990_SegflowDemo"),
         "results": str(tmp_path / "out"),
-        "demo": "{cases: 4, test_cases: 1, seed: 1}",
+        "demo": "{cases: 5, test_cases: 1, seed: 1}",
     }
     run = snakemake(tmp_path, config=config)
     assert run.returncode == 0, run.output
     assert run.job_counts()["make_demo_dataset"] == 1
     assert (
-        len(list((tmp_path / "demo" / "Dataset990_SegflowDemo" / "imagesTr").glob("*.nii.gz"))) == 4
+        len(list((tmp_path / "demo" / "Dataset990_SegflowDemo" / "imagesTr").glob("*.nii.gz"))) == 5
     )
     assert (tmp_path / "out" / "plans.json").is_file()

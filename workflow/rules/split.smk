@@ -1,0 +1,20 @@
+# Cross-validation folds: written once, before any fold trains.
+rule split:
+    input:
+        report=RESULTS / "dataset_report.json",
+        extra=[config["splits"][k] for k in ("manual", "groups") if config["splits"][k]],
+    output:
+        RESULTS / "splits.json",
+    params:
+        num_folds=config["splits"]["num_folds"],
+        seed=config["seed"],
+        options=" ".join(
+            f"--{k} {config['splits'][k]}" for k in ("manual", "groups") if config["splits"][k]
+        ),
+    conda:
+        "../../envs/segflow.yaml"
+    log:
+        LOGS / "split.log",
+    shell:
+        "python -m segflow --log {log} split --dataset-report {input.report}"
+        " --num-folds {params.num_folds} --seed {params.seed} {params.options} --out {output}"

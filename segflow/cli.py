@@ -114,6 +114,12 @@ def _cmd_split(args: argparse.Namespace) -> None:
     logger.info("%s: %d %s folds", args.out, splits["num_folds"], splits["source"])
 
 
+def _cmd_holdout(args: argparse.Namespace) -> None:
+    from segflow.io.holdout import make_holdout
+
+    make_holdout(args.dataset, args.output, args.num_test, args.seed)
+
+
 def _preprocess_case_specs(args: argparse.Namespace) -> list:
     from segflow.io.atomic import read_json
     from segflow.preprocessing import CaseSpec, cases_from_dataset_report
@@ -301,6 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manual", type=Path, default=None, help="a splits file to use as it is")
     p.add_argument("--groups", type=Path, default=None, help="case_id,group table (CSV/TSV)")
     p.add_argument("--out", type=Path, required=True)
+
+    p = add(
+        "holdout",
+        _cmd_holdout,
+        "hold training cases out as a test set: a new raw dataset of symbolic links",
+    )
+    p.add_argument("--dataset", type=Path, required=True, help="raw dataset folder")
+    p.add_argument("--output", type=Path, required=True, help="dataset folder to create")
+    p.add_argument("--num-test", type=int, required=True, help="training cases to hold out")
+    p.add_argument("--seed", type=int, default=12345, help="seeds the choice of test cases")
     return parser
 
 

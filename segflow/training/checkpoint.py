@@ -1,0 +1,121 @@
+"""Training checkpoints: state dicts and plain data, written atomically, loaded safely.
+
+A checkpoint holds everything a resumed run needs to continue as if it had never stopped: the
+network, optimizer and grad-scaler state dicts, the position in training (epoch and iteration
+within it, with the partial epoch's losses), the history of every finished epoch, the best EMA
+pseudo Dice, and every random-number state (torch CPU and CUDA, numpy's global generator,
+Python's ``random``). It also records what it was trained for (configuration, fold, settings
+signature, network inputs and outputs) so that inference can rebuild the network from the
+checkpoint and the plans, and a resume never continues a run made with other settings.
+
+Only tensors, numbers, strings, lists, tuples and dicts go in, so :func:`load_checkpoint`
+reads with ``torch.load(weights_only=True)``: a checkpoint cannot run code when loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segflow.errors import Problem, SegflowError
+from segflow.io.atomic import atomic_path
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "capture_rng_state",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]
+
+#: Bumped when the checkpoint layout changes incompatibly.
+CHECKPOINT_FORMAT = 1
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every global random-number state, as tensors and plain data."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": _plain(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`capture_rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (a killed job leaves the old file or none)."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    return Path(path)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, without running pickled code.
+
+    Raises:
+        SegflowError: the file is unreadable, not a segflow checkpoint, or of another format.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise SegflowError(
+            "cannot read a checkpoint",
+            [Problem(str(path), f"{type(err).__name__}: {err}".splitlines()[0])],
+        ) from None
+    if not isinstance(state, dict) or "format" not in state:
+        raise SegflowError(
+            "not a segflow checkpoint", [Problem(str(path), "no 'format' entry in the file")]
+        )
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise SegflowError(
+            "checkpoint of another format",
+            [
+                Problem(
+                    str(path), f"format {state['format']}, this segflow reads {CHECKPOINT_FORMAT}"
+                )
+            ],
+        )
+    return state

@@ -1,0 +1,72 @@
+"""Checkpoints: safe loading, atomic writing, every random-number state restored."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from segflow.errors import SegflowError
+from segflow.training.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+
+
+def test_rng_states_come_back():
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    np.random.normal()  # leaves a cached Gaussian in numpy's legacy state
+    state = capture_rng_state()
+    expected = (torch.rand(3), np.random.rand(3), np.random.normal(), random.random())
+    torch.rand(5)
+    np.random.rand(7)
+    random.random()
+    restore_rng_state(state)
+    again = (torch.rand(3), np.random.rand(3), np.random.normal(), random.random())
+    assert torch.equal(expected[0], again[0])
+    assert np.array_equal(expected[1], again[1])
+    assert expected[2:] == again[2:]
+
+
+def test_round_trip_with_weights_only(tmp_path):
+    net = torch.nn.Conv3d(1, 2, 3)
+    state = {"network": net.state_dict(), "epoch": 3, "rng": capture_rng_state(), "x": [1.5]}
+    path = save_checkpoint(tmp_path / "c.pt", state)
+    loaded = load_checkpoint(path)
+    assert loaded["epoch"] == 3
+    assert torch.equal(loaded["network"]["weight"], net.weight)
+    restore_rng_state(loaded["rng"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+
+
+def test_a_pickled_object_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": 1, "obj": pickle.loads(pickle.dumps(SegflowError("x")))}, path)
+    with pytest.raises(SegflowError, match="cannot read a checkpoint") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [({"network": {}}, "not a segflow checkpoint"), ({"format": 99}, "format 99")],
+)
+def test_foreign_checkpoints_are_named(tmp_path, content, message):
+    path = tmp_path / "c.pt"
+    torch.save(content, path)
+    with pytest.raises(SegflowError, match=message):
+        load_checkpoint(path)
+
+
+def test_a_truncated_file_is_a_clear_error(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", {"network": torch.nn.Linear(50, 50).state_dict()})
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(SegflowError, match="cannot read a checkpoint"):
+        load_checkpoint(path)

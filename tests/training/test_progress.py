@@ -49,7 +49,11 @@ def test_csv_and_plot(tmp_path):
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert rows[0]["pseudo_dice_lesion"] == ""
     assert float(rows[1]["pseudo_dice_organ"]) == pytest.approx(0.9)
-    assert list(rows[0]) == [*TrainingHistory.BASE_COLUMNS, "pseudo_dice_organ", "pseudo_dice_lesion"]
+    assert list(rows[0]) == [
+        *TrainingHistory.BASE_COLUMNS,
+        "pseudo_dice_organ",
+        "pseudo_dice_lesion",
+    ]
     assert (tmp_path / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".tmp-*"))
 

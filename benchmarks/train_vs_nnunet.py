@@ -1,0 +1,324 @@
+"""Train 3d_fullres fold 0 on held-out Hippocampus with a short budget: segflow vs nnU-Net v2.
+
+Issue 4 ("Quality and speed"): hold 40 of the 200 shared Hippocampus cases out as a test set
+(``segflow holdout``: symbolic links, no copies), train 3d_fullres fold 0 of the 5-fold split
+over the remaining 160 cases with the same budget in both tools, and compare the validation
+Dice per class and the seconds per training iteration.
+
+``--nnunet`` runs nnU-Net v2 from scratch in its own virtual environment (never a segflow
+dependency) and private folders under ``--work``: fingerprint, plans (3d_fullres and 2d),
+preprocessing, the short trainer of ``benchmarks/nnunet_short_trainer.py`` copied into the
+installed package (see shared/NNUNET_REFERENCE.md for why it goes there), training under
+``/usr/bin/time -v`` with nnU-Net's log in ``<work>/train.log``, and nnU-Net's own final
+validation of fold 0. ``--segflow`` runs segflow's trainer with the same budget.
+
+Each mode prints one JSON line; ``--result FILE`` also writes it to FILE.
+
+Example (about 20 minutes of training on a quiet 2-core machine)::
+
+    .venv/bin/python benchmarks/train_vs_nnunet.py --nnunet --epochs 12 --iterations 10 \
+        --val-iterations 5 --result /tmp/nnunet_ho/result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from segflow.io.holdout import make_holdout
+
+logger = logging.getLogger("train_vs_nnunet")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+TRAINER = "nnUNetTrainer_segflowShort"
+TRAINER_SOURCE = REPO / "benchmarks" / "nnunet_short_trainer.py"
+CONFIGURATION = "3d_fullres"
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+class TreeMonitor:
+    """Samples a process tree's summed RSS and the load average once a second."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_rss = 0
+        self.loads: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(1.0):
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            rss = 0
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    rss += proc.memory_info().rss
+            self.peak_rss = max(self.peak_rss, rss)
+            self.loads.append(os.getloadavg()[0])
+
+
+def _max_rss_gb(time_output: Path) -> float | None:
+    """``Maximum resident set size`` from ``/usr/bin/time -v``: the largest single process."""
+    if not time_output.is_file():
+        return None
+    match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_output.read_text())
+    return round(int(match[1]) / 1024**2, 2) if match else None
+
+
+# --------------------------------------------------------------------------- nnU-Net
+
+
+class NnUNet:
+    """nnU-Net's command line in its own environment and private folders under ``work``."""
+
+    def __init__(self, python: Path, work: Path, dataset_id: int, dataset_name: str) -> None:
+        self.bin = python.parent
+        self.python = python
+        self.work = work
+        self.dataset_id = dataset_id
+        self.dataset_name = dataset_name
+        self.env = dict(
+            os.environ,
+            nnUNet_raw=str(work / "raw"),
+            nnUNet_preprocessed=str(work / "pre"),
+            nnUNet_results=str(work / "res"),
+        )
+
+    def run(self, command: str, *args: str, log: Path | None = None) -> float:
+        """Run ``nnUNetv2_<command>``; return its wall time in seconds."""
+        cmd = [str(self.bin / f"nnUNetv2_{command}"), *args]
+        logger.info("%s", " ".join(cmd))
+        start = time.perf_counter()
+        if log is None:
+            subprocess.run(cmd, env=self.env, check=True, stdout=subprocess.DEVNULL)
+        else:
+            with open(log, "a", encoding="utf-8") as fh:
+                subprocess.run(cmd, env=self.env, check=True, stdout=fh, stderr=subprocess.STDOUT)
+        return time.perf_counter() - start
+
+    @property
+    def plans_file(self) -> Path:
+        return self.work / "pre" / self.dataset_name / "nnUNetPlans.json"
+
+    def fold_dir(self, fold: int) -> Path:
+        return (
+            self.work / "res" / self.dataset_name / f"{TRAINER}__nnUNetPlans__{CONFIGURATION}"
+            / f"fold_{fold}"
+        )  # fmt: skip
+
+    def install_trainer(self) -> Path:
+        """Copy the short trainer where nnU-Net finds it (the trainer folder's top level)."""
+        where = "import nnunetv2, os; print(os.path.dirname(nnunetv2.__file__))"
+        package = subprocess.run(
+            [str(self.python), "-c", where], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        target = Path(package) / "training" / "nnUNetTrainer" / f"{TRAINER}.py"
+        shutil.copyfile(TRAINER_SOURCE, target)
+        return target
+
+
+def _dataset_id(name: str) -> int:
+    match = re.fullmatch(r"Dataset(\d{3})_\w+", name)
+    if match is None:
+        sys.exit(f"dataset folder {name!r} is not named DatasetXXX_Name as nnU-Net needs")
+    return int(match[1])
+
+
+def _prepare_nnunet(args: argparse.Namespace, nn: NnUNet, holdout_dir: Path) -> float | None:
+    """Fresh raw/preprocessed folders, fingerprint, plans and preprocessing; their wall time."""
+    done = nn.plans_file.is_file() and (nn.plans_file.parent / "nnUNetPlans_3d_fullres").is_dir()
+    if args.reuse_preprocessed and done:
+        logger.info("reusing %s", nn.plans_file.parent)
+        return None
+    for sub in ("raw", "pre"):
+        shutil.rmtree(nn.work / sub, ignore_errors=True)
+    (nn.work / "raw").mkdir(parents=True)
+    (nn.work / "raw" / nn.dataset_name).symlink_to(holdout_dir)
+    did, np_ = str(nn.dataset_id), str(args.num_processes)
+    log = nn.work / "preprocess.log"
+    log.unlink(missing_ok=True)
+    wall = nn.run("extract_fingerprint", "-d", did, "-np", np_, "--verify_dataset_integrity",
+                  log=log)  # fmt: skip
+    wall += nn.run("plan_experiment", "-d", did, log=log)
+    wall += nn.run("preprocess", "-d", did, "-c", CONFIGURATION, "2d", "-np", np_, np_, log=log)
+    return wall
+
+
+def _epoch_times(fold_dir: Path) -> list[float]:
+    times: list[float] = []
+    for log in sorted(fold_dir.glob("training_log_*.txt")):
+        times += [float(t) for t in re.findall(r"Epoch time: ([\d.]+) s", log.read_text())]
+    return times
+
+
+def _dice(summary_file: Path, labels: dict[str, Any]) -> dict[str, float]:
+    """Per-class validation Dice from nnU-Net's ``summary.json``, keyed by label name."""
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    names = {str(v): k for k, v in labels.items() if isinstance(v, int)}
+    return {names.get(k, k): round(v["Dice"], 4) for k, v in summary["mean"].items()}
+
+
+def _train_nnunet(args: argparse.Namespace, nn: NnUNet) -> dict[str, Any]:
+    shutil.rmtree(nn.fold_dir(args.fold), ignore_errors=True)
+    log = nn.work / "train.log"
+    time_out = nn.work / "train.time.txt"
+    env = dict(
+        nn.env,
+        SEGFLOW_NNUNET_EPOCHS=str(args.epochs),
+        SEGFLOW_NNUNET_ITERATIONS=str(args.iterations),
+        SEGFLOW_NNUNET_VAL_ITERATIONS=str(args.val_iterations),
+    )
+    cmd = [
+        "/usr/bin/time", "-v", "-o", str(time_out),
+        str(nn.bin / "nnUNetv2_train"), str(nn.dataset_id), CONFIGURATION, str(args.fold),
+        "-device", "cpu", "-tr", TRAINER,
+    ]  # fmt: skip
+    logger.info("%s (log: %s)", " ".join(cmd), log)
+    start = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        with TreeMonitor(proc.pid) as monitor:
+            rc = proc.wait()
+    wall = time.perf_counter() - start
+    if rc != 0:
+        sys.exit(f"nnUNetv2_train failed with status {rc}; see {log}")
+    return {
+        "wall": wall,
+        "peak_rss_tree_gb": round(monitor.peak_rss / 1024**3, 2),
+        "max_rss_process_gb": _max_rss_gb(time_out),
+        "mean_load_1min": round(statistics.fmean(monitor.loads), 2) if monitor.loads else None,
+    }
+
+
+def run_nnunet(args: argparse.Namespace) -> dict[str, Any]:
+    """nnU-Net v2 from scratch on the held-out dataset; the result line."""
+    holdout_dir = args.holdout.absolute()
+    record = make_holdout(args.dataset, holdout_dir, args.num_test, args.seed)
+    nn = NnUNet(args.nnunet_python, args.work.absolute(), _dataset_id(holdout_dir.name),
+                holdout_dir.name)  # fmt: skip
+    nn.work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    preprocess_wall = _prepare_nnunet(args, nn, holdout_dir)
+    nn.install_trainer()
+    train = _train_nnunet(args, nn)
+
+    fold_dir = nn.fold_dir(args.fold)
+    epoch_times = _epoch_times(fold_dir)
+    labels = json.loads((holdout_dir / "dataset.json").read_text(encoding="utf-8"))["labels"]
+    dice = _dice(fold_dir / "validation" / "summary.json", labels)
+    conf = json.loads(nn.plans_file.read_text(encoding="utf-8"))["configurations"][CONFIGURATION]
+    # An epoch's time covers its training and validation iterations and the epoch's logging.
+    per_iteration = statistics.median(epoch_times) / args.iterations if epoch_times else None
+    return {
+        "tool": "nnunet",
+        "configuration": CONFIGURATION,
+        "fold": args.fold,
+        "epochs": args.epochs,
+        "iterations_per_epoch": args.iterations,
+        "val_iterations_per_epoch": args.val_iterations,
+        "seconds_per_iteration": round(per_iteration, 2) if per_iteration else None,
+        "epoch_times_s": [round(t, 1) for t in epoch_times],
+        "wall_s": round(train["wall"], 1),
+        "preprocess_wall_s": None if preprocess_wall is None else round(preprocess_wall, 1),
+        "dice_per_class": dice,
+        "mean_dice": round(statistics.fmean(dice.values()), 4),
+        "patch_size": conf["patch_size"],
+        "batch_size": conf["batch_size"],
+        "num_training_cases": len(record["training_cases"]),
+        "num_test_cases": len(record["test_cases"]),
+        "peak_rss_tree_gb": train["peak_rss_tree_gb"],
+        "max_rss_process_gb": train["max_rss_process_gb"],
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "mean_load_1min_during": train["mean_load_1min"],
+        "cpus": len(os.sched_getaffinity(0)),
+        "fold_dir": str(fold_dir),
+    }
+
+
+# --------------------------------------------------------------------------- segflow
+
+
+def run_segflow(args: argparse.Namespace) -> dict[str, Any]:
+    """segflow's trainer on the same held-out dataset, fold and budget; the result line.
+
+    Must print the same keys as :func:`run_nnunet` with ``"tool": "segflow"``.
+    """
+    raise NotImplementedError("segflow trainer: filled in by the trainer's author")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--nnunet", action="store_true", help="train with nnU-Net v2")
+    mode.add_argument("--segflow", action="store_true", help="train with segflow")
+    parser.add_argument(
+        "--dataset", type=Path, default=SHARED_DATA / "Dataset004_Hippocampus",
+        help="labelled raw dataset to hold cases out of",
+    )  # fmt: skip
+    parser.add_argument(
+        "--holdout", type=Path, default=Path("/tmp/hippo_holdout/Dataset004_Hippocampus"),
+        help="held-out dataset folder (made by segflow holdout; reused when identical)",
+    )  # fmt: skip
+    parser.add_argument("--num-test", type=int, default=40, help="cases held out")
+    parser.add_argument("--seed", type=int, default=12345, help="seed of the holdout choice")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--iterations", type=int, required=True, help="per epoch")
+    parser.add_argument("--val-iterations", type=int, default=5, help="per epoch")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/nnunet_ho"),
+                        help="raw/, pre/, res/ and logs")  # fmt: skip
+    parser.add_argument("--nnunet-python", type=Path, default=Path("/tmp/nnunet-venv/bin/python"))
+    parser.add_argument("--num-processes", type=int, default=2, help="nnU-Net's -np")
+    parser.add_argument(
+        "--reuse-preprocessed", action="store_true",
+        help="keep nnU-Net's plans and preprocessed data from an earlier run in --work",
+    )  # fmt: skip
+    parser.add_argument("--result", type=Path, default=None, help="also write the line here")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    result = run_nnunet(args) if args.nnunet else run_segflow(args)
+    line = json.dumps(result)
+    if args.result is not None:
+        args.result.parent.mkdir(parents=True, exist_ok=True)
+        args.result.write_text(line + "\n", encoding="utf-8")
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,2 @@
+"""Inference: sliding-window prediction of a preprocessed case and its export to the
+original geometry."""

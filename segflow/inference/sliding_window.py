@@ -273,7 +273,7 @@ def _sum_windows(
     return logits
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def predict_logits(
     network: nn.Module,
     data: torch.Tensor | np.ndarray,
@@ -304,7 +304,9 @@ def predict_logits(
             back to host memory when that runs out of memory.
 
     Returns:
-        float32 logits ``(C_out, *spatial)`` on the CPU, averaged over windows and flips.
+        float32 logits ``(C_out, *spatial)`` on the CPU, averaged over windows and flips; an
+        ordinary tensor (computed under ``no_grad``, not inference mode), so callers may
+        change it in place.
 
     Raises:
         ValueError: the data, patch, mirror axes, step size or batch size do not fit.

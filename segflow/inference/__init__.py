@@ -1,2 +1,49 @@
 """Inference: sliding-window prediction of a preprocessed case and its export to the
-original geometry."""
+original geometry.
+
+:func:`predict_logits` runs a network over a whole image window by window (Gaussian
+weighting, test-time mirroring); :func:`logits_to_segmentation` and
+:func:`export_prediction` undo preprocessing and write the segmentation with the input's
+geometry; :func:`predict_case` glues the two, and :func:`predict_files` starts from raw
+image files.
+"""
+
+from __future__ import annotations
+
+from segflow.inference.export import (
+    export_prediction,
+    load_probabilities,
+    logits_to_segmentation,
+    probabilities_to_segmentation,
+    write_probabilities,
+    write_segmentation,
+)
+from segflow.inference.predictor import (
+    default_mirror_axes,
+    predict_case,
+    predict_case_logits,
+    predict_files,
+    preprocess_for_prediction,
+)
+from segflow.inference.sliding_window import (
+    gaussian_importance_map,
+    predict_logits,
+    window_starts,
+)
+
+__all__ = [
+    "default_mirror_axes",
+    "export_prediction",
+    "gaussian_importance_map",
+    "load_probabilities",
+    "logits_to_segmentation",
+    "predict_case",
+    "predict_case_logits",
+    "predict_files",
+    "predict_logits",
+    "preprocess_for_prediction",
+    "probabilities_to_segmentation",
+    "window_starts",
+    "write_probabilities",
+    "write_segmentation",
+]

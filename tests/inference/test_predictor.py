@@ -196,3 +196,48 @@ def test_an_input_is_never_overwritten(tmp_path):
             mirror_axes=None,
         )
     assert image_file.read_bytes() == before
+
+
+def test_a_2d_image_gives_a_2d_segmentation(tmp_path):
+    dataset = _dataset()
+    stats = {
+        "mean": 120.0,
+        "median": 120.0,
+        "std": 40.0,
+        "min": 0.0,
+        "max": 200.0,
+        "percentile_00_5": 100.0,
+        "percentile_99_5": 200.0,
+    }
+    fingerprint = {
+        "dataset_name": "Dataset999_Tiny",
+        "spacings": [[999.0, 0.5, 0.6]] * 10,
+        "shapes_after_crop": [[1, 60, 50]] * 10,
+        "median_relative_size_after_cropping": 1.0,
+        "foreground_intensity_properties_per_channel": {"0": stats},
+        "is_2d": True,
+        "num_cases": 10,
+        "seed": 0,
+    }
+    raw_plans = plan_experiment(fingerprint, dataset)
+    raw_plans["configurations"]["2d"].update(spacing=[0.7, 0.7], patch_size=[32, 32])
+    plans = Plans.from_dict(raw_plans)
+    yy, xx = np.meshgrid(np.arange(62) * 0.5 - 15, np.arange(52) * 0.6 - 15, indexing="ij")
+    label = np.zeros((62, 52), dtype=np.uint8)
+    label[np.hypot(yy, xx) < 10] = 1
+    label[np.hypot(yy, xx) < 5] = 2
+    image = np.zeros((62, 52), dtype=np.int16)
+    image[1:-1, 1:-1] = 100 + 50 * label[1:-1, 1:-1]
+    image_file = tmp_path / "flat_0000.nii.gz"
+    write_image(image_file, image, (0.5, 0.6), (1.0, 2.0), (0.0, 1.0, 1.0, 0.0))
+    data, _ = preprocess_for_prediction([image_file], plans, "2d", dataset)
+    assert data.shape[1] == 1
+    out = tmp_path / "flat.nii.gz"
+    segmentation = predict_files(
+        _classifier(data), [image_file], out, plans, "2d", dataset, mirror_axes=(0, 1)
+    )
+    assert segmentation.shape == (1, 62, 52)
+    assert _header(out) == _header(image_file)
+    assert len(_header(out)[0]) == 2
+    assert np.mean(segmentation[0] == label) >= 0.99
+    assert _changed_off_boundary(segmentation[0], label) == 0

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from segflow import __version__
-from segflow.errors import SegflowError
+from segflow.errors import Interrupted, SegflowError
 
 __all__ = ["build_parser", "main"]
 
@@ -118,6 +118,36 @@ def _cmd_holdout(args: argparse.Namespace) -> None:
     from segflow.io.holdout import make_holdout
 
     make_holdout(args.dataset, args.output, args.num_test, args.seed)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from segflow.training.trainer import TrainingSettings, train_fold
+
+    settings = TrainingSettings(
+        epochs=args.epochs,
+        iterations_per_epoch=args.iterations_per_epoch,
+        val_iterations_per_epoch=args.val_iterations_per_epoch,
+        initial_lr=args.initial_lr,
+        oversample_foreground_percent=args.oversample_foreground_percent,
+        seed=args.seed,
+        deterministic=args.deterministic,
+        cpu_bf16=args.cpu_bf16,
+        channels_last=args.channels_last,
+        checkpoint_every=args.checkpoint_every,
+        device=args.device,
+        threads=args.threads,
+        num_workers=args.num_workers,
+    )
+    train_fold(
+        plans_path=args.plans,
+        configuration=args.configuration,
+        fold=args.fold,
+        dataset_json=args.dataset_json,
+        splits_path=args.splits,
+        preprocessed_folder=args.preprocessed,
+        output_folder=args.out_dir,
+        settings=settings,
+    )
 
 
 def _preprocess_case_specs(args: argparse.Namespace) -> list:
@@ -317,6 +347,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, required=True, help="dataset folder to create")
     p.add_argument("--num-test", type=int, required=True, help="training cases to hold out")
     p.add_argument("--seed", type=int, default=12345, help="seeds the choice of test cases")
+
+    p = add(
+        "train",
+        _cmd_train,
+        "train one cross-validation fold of one configuration (resumes from "
+        "checkpoint_latest.pt in --out-dir)",
+    )
+    p.add_argument("--plans", type=Path, required=True, help="plans.json")
+    p.add_argument("--configuration", required=True, help="e.g. 2d, 3d_fullres, 3d_lowres")
+    p.add_argument("--fold", type=int, required=True, help="fold of --splits")
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--splits", type=Path, required=True, help="splits.json")
+    p.add_argument("--preprocessed", type=Path, required=True, help="preprocessed folder")
+    p.add_argument("--out-dir", type=Path, required=True, help="the fold's model folder")
+    p.add_argument("--epochs", type=int, default=1000)
+    p.add_argument("--iterations-per-epoch", type=int, default=250)
+    p.add_argument("--val-iterations-per-epoch", type=int, default=50)
+    p.add_argument("--initial-lr", type=float, default=1e-2)
+    p.add_argument("--oversample-foreground-percent", type=float, default=0.33)
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--checkpoint-every", type=int, default=50, help="epochs between checkpoints")
+    p.add_argument("--deterministic", action="store_true", help="bit-reproducible training")
+    p.add_argument("--cpu-bf16", action="store_true", help="bfloat16 autocast on CPU")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument(
+        "--num-workers", type=int, default=None, help="augmentation processes (default: auto)"
+    )
     return parser
 
 
@@ -333,6 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.log is not None:  # into the log file too, without a second copy on stderr
             handlers[0].stream.write(message + "\n")
         return 1
+    except Interrupted as err:
+        message = f"segflow {args.command}: {err}"
+        print(message, file=sys.stderr)
+        if args.log is not None:
+            handlers[0].stream.write(message + "\n")
+        return 128 + err.signum
     except KeyboardInterrupt:
         print(f"segflow {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["DatasetError", "Problem", "SegflowError"]
+__all__ = ["DatasetError", "Interrupted", "Problem", "SegflowError"]
 
 
 class Problem:
@@ -59,3 +59,16 @@ class SegflowError(Exception):
 
 class DatasetError(SegflowError):
     """The raw dataset breaks the layout or contents segflow needs."""
+
+
+class Interrupted(Exception):
+    """A long job stopped on a signal after saving its state; rerunning it resumes.
+
+    Args:
+        message: what was saved and how to resume.
+        signum: the signal; the command exits with ``128 + signum`` as a killed process would.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        self.signum = signum
+        super().__init__(message)

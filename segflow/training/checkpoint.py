@@ -82,8 +82,34 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise ``TypeError`` naming the first entry ``torch.load(weights_only=True)`` refuses."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str | int):
+                raise TypeError(f"checkpoint entry {where}: key {key!r} is not a str or int")
+            _check_plain(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]")
+    elif not isinstance(value, _PLAIN) or isinstance(value, np.generic):
+        raise TypeError(
+            f"checkpoint entry {where} is a {type(value).__name__}; checkpoints hold tensors "
+            "and plain data only"
+        )
+
+
 def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (a killed job leaves the old file or none)."""
+    """Write ``state`` to ``path`` atomically (a killed job leaves the old file or none).
+
+    Raises:
+        TypeError: ``state`` holds something other than tensors and plain data (which
+            :func:`load_checkpoint` could not read back).
+    """
+    _check_plain(state, "state")
     with atomic_path(path) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
     return Path(path)

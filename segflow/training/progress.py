@@ -33,7 +33,7 @@ def pseudo_dice(tp: Sequence[float], fp: Sequence[float], fn: Sequence[float]) -
     dice = []
     for t, p, n in zip(tp, fp, fn, strict=True):
         denominator = 2 * t + p + n
-        dice.append(2 * t / denominator if denominator > 0 else math.nan)
+        dice.append(float(2 * t / denominator) if denominator > 0 else math.nan)
     return dice
 
 
@@ -78,14 +78,14 @@ class TrainingHistory:
     ) -> dict[str, float]:
         """Record one epoch; returns its row (with the mean and EMA pseudo Dice)."""
         present = [d for d in dice_per_class if not math.isnan(d)]
-        mean = sum(present) / len(present) if present else math.nan
+        mean = float(sum(present) / len(present)) if present else math.nan
         previous = self.ema_pseudo_dice
         if previous is None or math.isnan(previous):
             ema = mean
         elif math.isnan(mean):
             ema = previous
         else:
-            ema = EMA_WEIGHT * previous + (1 - EMA_WEIGHT) * mean
+            ema = float(EMA_WEIGHT * previous + (1 - EMA_WEIGHT) * mean)
         row = {
             "epoch": float(epoch),
             "train_loss": float(train_loss),

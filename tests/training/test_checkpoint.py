@@ -70,3 +70,17 @@ def test_a_truncated_file_is_a_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(SegflowError, match="cannot read a checkpoint"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("state", "where"),
+    [
+        ({"history": {"rows": [{"dice": np.float64(0.5)}]}}, "state.history.rows[0].dice"),
+        ({"array": np.zeros(3)}, "state.array"),
+        ({"obj": object()}, "state.obj"),
+    ],
+)
+def test_only_plain_data_is_saved(tmp_path, state, where):
+    with pytest.raises(TypeError, match=where.replace("[", r"\[").replace("]", r"\]")):
+        save_checkpoint(tmp_path / "c.pt", state)
+    assert not list(tmp_path.iterdir())

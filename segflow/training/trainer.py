@@ -1,0 +1,692 @@
+"""nnU-Net's trainer: one cross-validation fold of one configuration, resumable and reproducible.
+
+Per epoch the trainer runs ``iterations_per_epoch`` steps of SGD (Nesterov momentum 0.99,
+weight decay 3e-5, gradients clipped to norm 12) on augmented patches, with the learning rate
+decayed polynomially per epoch (``lr = 0.01 * (1 - epoch / epochs) ** 0.9``), then
+``val_iterations_per_epoch`` forward passes on unaugmented patches of the fold's held-out
+cases, from which it reports the validation loss and a pseudo Dice (true and false positives
+and negatives summed over all those patches, per class). The EMA of the mean pseudo Dice picks
+the best checkpoint.
+
+What makes a run reproducible and resumable:
+
+* Batch ``k`` of training (``k = epoch * iterations_per_epoch + i``) is drawn from random
+  numbers seeded by ``(seed, fold, stream, k)`` (:mod:`segflow.training.dataloading`), so it
+  is the same whichever worker made it and whether or not the run was interrupted.
+* The network's initial weights come from ``torch.manual_seed(seed + fold)``.
+* A checkpoint holds every state that changes during training (see
+  :mod:`segflow.training.checkpoint`), including the position inside an epoch and that
+  epoch's losses so far. ``checkpoint_latest.pt`` is written every ``checkpoint_every``
+  epochs and when SIGTERM or SIGUSR1 arrives (after the current iteration); a rerun continues
+  from it. It is removed once ``checkpoint_final.pt`` exists, so a forced rerun starts over.
+* With ``deterministic``, PyTorch uses deterministic algorithms only (and cuDNN no autotuning),
+  so two runs on the same machine give bit-identical weights, and so does a run killed and
+  resumed. Without it cuDNN may autotune on CUDA, which is faster but not bit-reproducible.
+
+Mixed precision (float16 autocast with a gradient scaler) is used on CUDA only. On CPU,
+``cpu_bf16`` enables bfloat16 autocast, which is faster on CPUs with bf16 instructions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from segflow import __version__
+from segflow.errors import Interrupted, Problem, SegflowError
+from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
+from segflow.planning.plans import ConfigurationPlan, Plans
+from segflow.training.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from segflow.training.loss import (
+    build_loss,
+    deep_supervision_scales,
+    downsample_for_deep_supervision,
+    foreground_regions,
+    label_map_to_regions,
+)
+from segflow.training.progress import TrainingHistory, pseudo_dice
+
+__all__ = [
+    "CHECKPOINT_BEST",
+    "CHECKPOINT_FINAL",
+    "CHECKPOINT_LATEST",
+    "FoldTrainer",
+    "TrainingInterrupted",
+    "TrainingSettings",
+    "choose_device",
+    "poly_learning_rate",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_LATEST = "checkpoint_latest.pt"
+CHECKPOINT_BEST = "checkpoint_best.pt"
+CHECKPOINT_FINAL = "checkpoint_final.pt"
+#: Signals that make the trainer write a checkpoint and stop (SLURM sends them before a kill).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """How to train; nnU-Net's defaults.
+
+    The fields listed in :attr:`RUNTIME_ONLY` change how fast a run goes, never its result,
+    and may differ between a run and its resumption.
+    """
+
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 50
+    initial_lr: float = 1e-2
+    lr_exponent: float = 0.9
+    weight_decay: float = 3e-5
+    momentum: float = 0.99
+    grad_clip_norm: float = 12.0
+    oversample_foreground_percent: float = 0.33
+    seed: int = 12345
+    deterministic: bool = False
+    cpu_bf16: bool = False
+    channels_last: bool = False
+    checkpoint_every: int = 50
+    device: str = "auto"
+    threads: int | None = None
+    num_workers: int | None = None
+
+    RUNTIME_ONLY = ("checkpoint_every", "device", "threads", "num_workers")
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch",
+                     "checkpoint_every"):  # fmt: skip
+            if getattr(self, name) < 1:
+                problems.append(Problem(name, f"must be at least 1, got {getattr(self, name)}"))
+        for name in ("initial_lr", "grad_clip_norm"):
+            if not getattr(self, name) > 0:
+                problems.append(Problem(name, f"must be positive, got {getattr(self, name)}"))
+        if not 0 <= self.oversample_foreground_percent <= 1:
+            problems.append(Problem("oversample_foreground_percent", "must lie in [0, 1]"))
+        if self.threads is not None and self.threads < 1:
+            problems.append(Problem("threads", f"must be at least 1, got {self.threads}"))
+        if self.num_workers is not None and self.num_workers < 0:
+            problems.append(Problem("num_workers", f"must be 0 or more, got {self.num_workers}"))
+        if problems:
+            raise SegflowError("invalid training settings", problems)
+
+    def result_fields(self) -> dict[str, Any]:
+        """The settings that decide the trained weights."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_ONLY}
+
+
+class TrainingInterrupted(Interrupted):
+    """A stop signal arrived; a checkpoint was written and training can resume."""
+
+    def __init__(self, signum: int, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name}; wrote {checkpoint}; the same command "
+            "resumes from it",
+            signum,
+        )
+
+
+def poly_learning_rate(initial_lr: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
+    """nnU-Net's polynomial decay, evaluated at the start of ``epoch``."""
+    return initial_lr * (1 - epoch / epochs) ** exponent
+
+
+def choose_device(requested: str = "auto") -> torch.device:
+    """The device to train on: ``auto`` picks CUDA, then MPS, then CPU.
+
+    Raises:
+        SegflowError: a device was requested that this machine does not have.
+    """
+    requested = requested.lower()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    kind = requested.split(":")[0]
+    if kind not in available:
+        raise SegflowError(f"unknown device '{requested}': use auto, cpu, cuda, cuda:N or mps")
+    if not available[kind]:
+        raise SegflowError(
+            f"device '{requested}' was requested but this machine has none; use device: auto or cpu"
+        )
+    return torch.device(requested)
+
+
+def _signature(data: Mapping[str, Any]) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class FoldTrainer:
+    """Trains one fold of one configuration.
+
+    Args:
+        plans: the experiment's plans.
+        configuration: which configuration to train (e.g. ``3d_fullres``).
+        dataset: the parsed ``dataset.json``.
+        preprocessed_folder: the configuration's preprocessed cases.
+        train_cases: the fold's training cases.
+        val_cases: the fold's held-out cases (pseudo Dice and validation loss).
+        fold: the fold number (seeds the network and the batches).
+        output_folder: where checkpoints, ``progress.csv``, ``progress.png`` and
+            ``training.log`` go.
+        settings: the training settings.
+    """
+
+    def __init__(
+        self,
+        plans: Plans,
+        configuration: str,
+        dataset: DatasetJson,
+        preprocessed_folder: str | os.PathLike[str],
+        train_cases: Sequence[str],
+        val_cases: Sequence[str],
+        fold: int,
+        output_folder: str | os.PathLike[str],
+        settings: TrainingSettings | None = None,
+    ) -> None:
+        self.plans = plans
+        self.configuration: ConfigurationPlan = plans.configuration(configuration)
+        self.dataset = dataset
+        self.preprocessed_folder = Path(preprocessed_folder)
+        self.train_cases = list(train_cases)
+        self.val_cases = list(val_cases)
+        self.fold = int(fold)
+        self.output_folder = Path(output_folder)
+        self.settings = settings or TrainingSettings()
+        problems = []
+        if not self.train_cases:
+            problems.append(Problem(f"fold {fold}", "has no training cases"))
+        if not self.val_cases:
+            problems.append(Problem(f"fold {fold}", "has no validation cases"))
+        if problems:
+            raise SegflowError("cannot train this fold", problems)
+
+        self.regions = foreground_regions(dataset) if dataset.has_regions else None
+        self.class_names = self._class_names()
+        self.num_outputs = dataset.num_segmentation_heads
+        self.num_input_channels = dataset.num_channels
+        self.scales = deep_supervision_scales(self.configuration.network.strides)
+        #: Axes mirrored in training (all of them, as nnU-Net); inference mirrors the same.
+        self.mirror_axes = tuple(range(self.configuration.ndim))
+        self.signature = _signature(
+            {
+                "configuration": self.configuration.to_dict(),
+                "labels": {
+                    k: list(v) if isinstance(v, tuple) else v for k, v in dataset.labels.items()
+                },
+                "channels": {str(k): v for k, v in dataset.channel_names.items()},
+                "train": self.train_cases,
+                "val": self.val_cases,
+                "fold": self.fold,
+                "settings": self.settings.result_fields(),
+            }
+        )
+        self._stop_signal: int | None = None
+
+    # ------------------------------------------------------------------ set-up
+
+    def _class_names(self) -> list[str]:
+        if self.dataset.has_regions:
+            return [
+                name
+                for name, value in self.dataset.labels.items()
+                if name != IGNORE_LABEL_NAME and set(_values(value)) != {0}
+            ]
+        by_value = {
+            value: name
+            for name, value in self.dataset.labels.items()
+            if name != IGNORE_LABEL_NAME and isinstance(value, int) and value != 0
+        }
+        return [by_value[v] for v in sorted(by_value)]
+
+    def _set_up_torch(self) -> None:
+        self.device = choose_device(self.settings.device)
+        if self.settings.threads is not None:
+            torch.set_num_threads(self.settings.threads)
+        deterministic = self.settings.deterministic
+        torch.use_deterministic_algorithms(deterministic)
+        if self.device.type == "cuda":
+            if deterministic:
+                # cuBLAS needs a fixed workspace to be deterministic.
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.deterministic = deterministic
+            torch.backends.cudnn.benchmark = not deterministic
+        self.use_amp = self.device.type == "cuda"
+        self.use_cpu_bf16 = self.device.type == "cpu" and self.settings.cpu_bf16
+        self.memory_format = torch.preserve_format
+        if self.settings.channels_last:
+            self.memory_format = (
+                torch.channels_last_3d if self.configuration.ndim == 3 else torch.channels_last
+            )
+
+    def _build(self) -> None:
+        from segflow.networks import build_network
+
+        torch.manual_seed(self.settings.seed + self.fold)
+        self.network: nn.Module = build_network(
+            self.configuration,
+            self.num_input_channels,
+            self.num_outputs,
+            deep_supervision=True,
+        ).to(self.device, memory_format=self.memory_format)
+        self.optimizer = torch.optim.SGD(
+            self.network.parameters(),
+            lr=self.settings.initial_lr,
+            momentum=self.settings.momentum,
+            weight_decay=self.settings.weight_decay,
+            nesterov=True,
+        )
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        self.loss = build_loss(
+            self.dataset,
+            batch_dice=self.configuration.batch_dice,
+            num_outputs=len(self.scales),
+        )
+        self.history = TrainingHistory(self.class_names)
+        self.best_ema: float | None = None
+        self.epoch = 0
+        self.iteration = 0  # within the epoch
+        self.epoch_losses: list[float] = []
+
+    def _batches(self, stream: str, start: int, stop: int) -> Iterator[dict[str, Any]]:
+        from segflow.training.dataloading import TrainingBatches, batch_loader, workers_for
+
+        cases = self.train_cases if stream == "train" else self.val_cases
+        batches = TrainingBatches(
+            self.preprocessed_folder,
+            cases,
+            self.configuration.patch_size,
+            self.configuration.batch_size,
+            seed=self.settings.seed,
+            fold=self.fold,
+            stream=stream,
+            mirror_axes=self.mirror_axes,
+            use_mask_for_norm=self.configuration.use_mask_for_norm,
+            oversample_foreground_percent=self.settings.oversample_foreground_percent,
+        )
+        workers = self.settings.num_workers
+        if workers is None:
+            workers = workers_for(self.settings.threads or torch.get_num_threads())
+        return iter(
+            batch_loader(
+                batches,
+                start,
+                stop,
+                num_workers=workers,
+                pin_memory=self.device.type == "cuda",
+            )
+        )
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "segflow_version": __version__,
+            "signature": self.signature,
+            "configuration": self.configuration.name,
+            "fold": self.fold,
+            "num_input_channels": self.num_input_channels,
+            "num_outputs": self.num_outputs,
+            "class_names": list(self.class_names),
+            "regions": [list(r) for r in self.regions] if self.regions is not None else None,
+            "mirror_axes": list(self.mirror_axes),
+            "settings": dataclasses.asdict(self.settings),
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "epoch_losses": list(self.epoch_losses),
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler else None,
+            "history": self.history.state_dict(),
+            "best_ema": self.best_ema,
+            "rng": capture_rng_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.network.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.grad_scaler is not None and state["grad_scaler"] is not None:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        self.history.load_state_dict(state["history"])
+        self.best_ema = state["best_ema"]
+        self.epoch = int(state["epoch"])
+        self.iteration = int(state["iteration"])
+        self.epoch_losses = [float(x) for x in state["epoch_losses"]]
+        restore_rng_state(state["rng"])
+
+    def _save(self, name: str) -> Path:
+        return save_checkpoint(self.output_folder / name, self.state_dict())
+
+    def _resume(self) -> None:
+        """Continue from ``checkpoint_latest.pt`` when it belongs to this run."""
+        latest = self.output_folder / CHECKPOINT_LATEST
+        if not latest.exists():
+            return
+        state = load_checkpoint(latest, map_location=self.device)
+        if state.get("signature") != self.signature:
+            logger.warning(
+                "%s was written with other settings, plans or folds; starting over", latest
+            )
+            for name in (CHECKPOINT_LATEST, CHECKPOINT_BEST):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.output_folder / name).unlink()
+            return
+        self.load_state_dict(state)
+        logger.info(
+            "resuming from %s at epoch %d, iteration %d", latest, self.epoch, self.iteration
+        )
+
+    # ------------------------------------------------------------------ signals
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        logger.warning(
+            "%s received: writing a checkpoint after this iteration", signal.Signals(signum).name
+        )
+        self._stop_signal = signum
+
+    @contextlib.contextmanager
+    def _signal_handlers(self) -> Iterator[None]:
+        previous = {}
+        try:
+            for signum in STOP_SIGNALS:
+                previous[signum] = signal.signal(signum, self._on_signal)
+        except ValueError:  # not the main thread: the caller handles signals
+            pass
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _check_stop(self) -> None:
+        if self._stop_signal is not None:
+            path = self._save(CHECKPOINT_LATEST)
+            raise TrainingInterrupted(self._stop_signal, path)
+
+    # ------------------------------------------------------------------ steps
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.use_amp:
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        if self.use_cpu_bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _to_device(self, batch: Mapping[str, Any]) -> tuple[Tensor, list[Tensor]]:
+        data = batch["data"].to(self.device, non_blocking=True)
+        data = data.contiguous(memory_format=self.memory_format)
+        target = batch["target"].to(self.device, non_blocking=True)
+        if self.regions is not None:
+            target = label_map_to_regions(
+                target, self.regions, ignore_label=self.dataset.ignore_label
+            )
+        return data, downsample_for_deep_supervision(target, self.scales)
+
+    def train_step(self, batch: Mapping[str, Any]) -> float:
+        data, targets = self._to_device(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            outputs = self.network(data)
+            loss = self.loss(outputs, targets)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.network.parameters(), self.settings.grad_clip_norm)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.network.parameters(), self.settings.grad_clip_norm)
+            self.optimizer.step()
+        return float(loss.detach().cpu())
+
+    @torch.no_grad()
+    def validation_step(self, batch: Mapping[str, Any]) -> tuple[float, np.ndarray]:
+        """Loss and per-class ``(tp, fp, fn)`` counts (shape ``(3, classes)``) of one batch."""
+        data, targets = self._to_device(batch)
+        with self._autocast():
+            outputs = self.network(data)
+            loss = self.loss(outputs, targets)
+        logits, target = outputs[0].float(), targets[0]
+        mask: Tensor | None = None
+        if self.regions is not None:
+            if self.dataset.ignore_label is not None:
+                mask = ~target[:, -1:].bool()
+                target = target[:, :-1]
+            predicted = logits.sigmoid() > 0.5
+            reference = target.bool()
+        else:
+            labels = target.long()
+            if self.dataset.ignore_label is not None:
+                mask = labels != self.dataset.ignore_label
+                labels = torch.where(mask, labels, 0)
+            classes = torch.arange(1, self.num_outputs, device=labels.device)
+            shape = (1, -1) + (1,) * (labels.ndim - 2)
+            predicted = logits.argmax(1, keepdim=True) == classes.view(shape)
+            reference = labels == classes.view(shape)
+        if mask is not None:
+            predicted = predicted & mask
+            reference = reference & mask
+        axes = [0, *range(2, predicted.ndim)]
+        tp = (predicted & reference).sum(axes)
+        fp = (predicted & ~reference).sum(axes)
+        fn = (~predicted & reference).sum(axes)
+        counts = torch.stack([tp, fp, fn]).cpu().numpy().astype(np.float64)
+        return float(loss.cpu()), counts
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> Path:
+        """Train to the end (or resume and finish); returns ``checkpoint_final.pt``.
+
+        Raises:
+            TrainingInterrupted: a stop signal arrived; ``checkpoint_latest.pt`` was written.
+        """
+        self.output_folder.mkdir(parents=True, exist_ok=True)
+        final = self.output_folder / CHECKPOINT_FINAL
+        for leftover in self.output_folder.glob(".tmp-*"):
+            leftover.unlink()  # from a job killed while writing
+        file_log = logging.FileHandler(self.output_folder / "training.log", encoding="utf-8")
+        file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        file_log.setLevel(logging.INFO)
+        package_logger = logging.getLogger("segflow")
+        level = package_logger.level
+        # training.log gets INFO whatever the caller configured (other handlers filter their own).
+        if package_logger.getEffectiveLevel() > logging.INFO:
+            package_logger.setLevel(logging.INFO)
+        package_logger.addHandler(file_log)
+        try:
+            self._set_up_torch()
+            self._build()
+            self._resume()
+            logger.info(
+                "training %s fold %d on %s: %d epochs x %d iterations, %d training and %d "
+                "validation cases, patch %s, batch %d",
+                self.configuration.name,
+                self.fold,
+                self.device,
+                self.settings.epochs,
+                self.settings.iterations_per_epoch,
+                len(self.train_cases),
+                len(self.val_cases),
+                "x".join(map(str, self.configuration.patch_size)),
+                self.configuration.batch_size,
+            )
+            with self._signal_handlers():
+                while self.epoch < self.settings.epochs:
+                    self._run_epoch()
+            self._save(CHECKPOINT_FINAL)
+            with contextlib.suppress(FileNotFoundError):
+                (self.output_folder / CHECKPOINT_LATEST).unlink()
+            logger.info("finished: %s", final)
+            return final
+        finally:
+            package_logger.removeHandler(file_log)
+            package_logger.setLevel(level)
+            file_log.close()
+
+    def _learning_rate(self) -> float:
+        return poly_learning_rate(
+            self.settings.initial_lr, self.epoch, self.settings.epochs, self.settings.lr_exponent
+        )
+
+    def _run_epoch(self) -> None:
+        from tqdm import tqdm
+
+        settings = self.settings
+        started = time.perf_counter()
+        lr = self._learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.network.train()
+        first = self.epoch * settings.iterations_per_epoch
+        batches = self._batches(
+            "train", first + self.iteration, first + settings.iterations_per_epoch
+        )
+        bar = tqdm(
+            total=settings.iterations_per_epoch,
+            initial=self.iteration,
+            desc=f"epoch {self.epoch}",
+            disable=None,
+            leave=False,
+        )
+        with bar:
+            for batch in batches:
+                self.epoch_losses.append(self.train_step(batch))
+                self.iteration += 1
+                bar.update()
+                bar.set_postfix(loss=f"{self.epoch_losses[-1]:.4f}")
+                if self.iteration < settings.iterations_per_epoch:
+                    self._check_stop()
+        train_loss = float(np.mean(self.epoch_losses))
+
+        self.network.eval()
+        first = self.epoch * settings.val_iterations_per_epoch
+        val_losses, counts = [], np.zeros((3, len(self.class_names)))
+        for batch in self._batches("val", first, first + settings.val_iterations_per_epoch):
+            loss, batch_counts = self.validation_step(batch)
+            val_losses.append(loss)
+            counts += batch_counts
+        dice = pseudo_dice(*counts)
+        row = self.history.end_epoch(
+            epoch=self.epoch,
+            train_loss=train_loss,
+            val_loss=float(np.mean(val_losses)),
+            dice_per_class=dice,
+            learning_rate=lr,
+            epoch_seconds=time.perf_counter() - started,
+        )
+        self.epoch += 1
+        self.iteration = 0
+        self.epoch_losses = []
+        ema = row["ema_pseudo_dice"]
+        logger.info(
+            "epoch %d: train loss %.4f, val loss %.4f, pseudo Dice %s, EMA %.4f, lr %.2e, %.1f s",
+            self.epoch - 1,
+            row["train_loss"],
+            row["val_loss"],
+            "[" + ", ".join(f"{d:.4f}" for d in dice) + "]",
+            ema,
+            lr,
+            row["epoch_seconds"],
+        )
+        if not math.isnan(ema) and (self.best_ema is None or ema > self.best_ema):
+            self.best_ema = ema
+            self._save(CHECKPOINT_BEST)
+            logger.info("new best EMA pseudo Dice %.4f", ema)
+        if self.epoch % settings.checkpoint_every == 0 and self.epoch < settings.epochs:
+            self._save(CHECKPOINT_LATEST)
+        self.history.write(self.output_folder)
+        self._check_stop()
+
+
+def _values(value: int | tuple[int, ...]) -> tuple[int, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def train_fold(
+    *,
+    plans_path: str | os.PathLike[str],
+    configuration: str,
+    fold: int,
+    dataset_json: str | os.PathLike[str],
+    splits_path: str | os.PathLike[str],
+    preprocessed_folder: str | os.PathLike[str],
+    output_folder: str | os.PathLike[str],
+    settings: TrainingSettings,
+) -> Path:
+    """Train one fold from the workflow's files; checks them all before any work.
+
+    Raises:
+        SegflowError: listing every problem with the inputs (unknown configuration or fold,
+            cases of the fold missing from the preprocessed folder, ...).
+        TrainingInterrupted: see :meth:`FoldTrainer.run`.
+    """
+    from segflow.io.atomic import read_json
+    from segflow.io.dataset import load_dataset_json
+    from segflow.planning.plans import load_plans
+    from segflow.preprocessing.storage import is_case_complete
+
+    plans = load_plans(plans_path)
+    dataset = load_dataset_json(dataset_json)
+    plans.configuration(configuration)  # raises, naming the valid ones
+    splits = read_json(splits_path)
+    folds = splits["folds"] if isinstance(splits, dict) else splits
+    if not 0 <= fold < len(folds):
+        raise SegflowError(
+            f"fold {fold} does not exist",
+            [Problem(str(splits_path), f"holds folds 0 to {len(folds) - 1}")],
+        )
+    train_cases, val_cases = list(folds[fold]["train"]), list(folds[fold]["val"])
+    missing = [
+        Problem(str(Path(preprocessed_folder) / case_id), "not preprocessed (or incomplete)")
+        for case_id in train_cases + val_cases
+        if not is_case_complete(preprocessed_folder, case_id)
+    ]
+    if missing:
+        raise SegflowError(
+            f"{len(missing)} cases of fold {fold} are missing from the preprocessed data",
+            missing,
+        )
+    trainer = FoldTrainer(
+        plans,
+        configuration,
+        dataset,
+        preprocessed_folder,
+        train_cases,
+        val_cases,
+        fold,
+        output_folder,
+        settings,
+    )
+    return trainer.run()

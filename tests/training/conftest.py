@@ -132,6 +132,4 @@ def tiny_experiment(tmp_path_factory) -> TinyExperiment:
         preprocessed[name] = folder
     splits_path = root / "splits.json"
     splits_path.write_text(json.dumps(make_splits([c.case_id for c in cases], 2, 12345)))
-    return TinyExperiment(
-        root, dataset, dataset_json, plans, plans_path, splits_path, preprocessed
-    )
+    return TinyExperiment(root, dataset, dataset_json, plans, plans_path, splits_path, preprocessed)

@@ -161,6 +161,7 @@ def test_a_signal_writes_a_checkpoint_and_a_rerun_ends_with_the_same_weights(
     assert len(latest["epoch_losses"]) == 2
     resumed = _trainer(tiny_experiment, tmp_path / "cut").run()
     _assert_same_weights(_weights(reference), _weights(resumed))
+
     def rows(path):
         history = load_checkpoint(path)["history"]["rows"]
         return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in history]

@@ -141,7 +141,7 @@ def test_workers_compute_single_threaded():
 
 
 def test_workers_for():
-    assert [workers_for(c) for c in (1, 2, 3, 4, 8)] == [0, 0, 2, 3, 7]
+    assert [workers_for(c) for c in (0, 1, 2, 3, 8)] == [0, 0, 1, 2, 7]
     assert workers_for(64) == MAX_WORKERS == 12
 
 

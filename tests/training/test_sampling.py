@@ -261,3 +261,24 @@ def test_errors(tmp_path):
         PatchSampler(tmp_path, ["a"], (4, 4), 2, final_patch_size=(5, 4))
     with pytest.raises(ValueError, match="oversample"):
         PatchSampler(tmp_path, ["a"], (4, 4), 2, oversample_foreground_percent=1.5)
+
+
+def test_opened_cases_are_kept_up_to_a_bound(tmp_path):
+    for i in range(3):
+        data, seg = _blob_case(shape=(6, 8, 8), corner=(1, 1, 1), size=2)
+        _save(tmp_path, f"c{i}", data, seg)
+    sampler = PatchSampler(tmp_path, ["c0", "c1", "c2"], (4, 4, 4), 2, open_cases=2)
+    first = sampler._open("c0")
+    assert sampler._open("c0") is first  # kept, not read again
+    sampler._open("c1")
+    sampler._open("c2")
+    assert list(sampler._open_cases) == ["c1", "c2"]  # the least recently used went first
+    assert first.properties["class_locations"]["1"].dtype == np.int64
+    # Reading through the kept case gives the same batch as reading afresh.
+    fresh = PatchSampler(tmp_path, ["c0", "c1", "c2"], (4, 4, 4), 2, open_cases=1)
+    for a, b in zip(
+        sampler.next_batch(np.random.default_rng(4)),
+        fresh.next_batch(np.random.default_rng(4)),
+        strict=True,
+    ):
+        assert np.array_equal(np.asarray(a), np.asarray(b))

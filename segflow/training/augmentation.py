@@ -59,11 +59,12 @@ extra channels) and region targets are not built here: targets stay label maps, 
 regions and deep-supervision scales by :mod:`segflow.training.loss`.
 
 Cost: the spatial transform dominates (scipy's ``map_coordinates``: one cubic pass for the
-image, one linear pass per label value, -1 included, for the segmentation). A Hippocampus
-3d_fullres batch (7 patches of 40x56x40) takes about 0.30 s on one CPU against 0.13 s for
-nnU-Net v2.8.1's torch pipeline; linear images would cut it to about 0.2 s, nearest-neighbour
-segmentations to about 0.12 s (:data:`ORDER_DATA`, :data:`ORDER_SEG`). A 2d batch (281 patches
-of 56x40) takes 0.40 s against nnU-Net's 0.84 s (``benchmarks/dataloading_speed.py``).
+image, one linear pass per label value, -1 included, for the segmentation). On one CPU of a
+shared 2-core machine a Hippocampus 3d_fullres batch (7 patches of 40x56x40) took 0.21 to
+0.30 s (median), nnU-Net v2.8.1's torch pipeline 0.13 to 0.14 s; linear images
+(:data:`ORDER_DATA` 1) took 40% off, nearest-neighbour segmentations (:data:`ORDER_SEG` 0) 38%,
+both together 53%. A 2d batch (281 patches of 56x40) took 0.40 to 0.51 s, nnU-Net's 0.74 to
+0.84 s (``benchmarks/dataloading_speed.py``).
 
 batchgenerators draws from numpy's global generator and Python's ``random``; callers seed both
 (see :mod:`segflow.training.dataloading`).

@@ -40,8 +40,9 @@ _STAGE_KEYS = ("features_per_stage", "kernel_sizes", "strides", "blocks_per_stag
 
 
 def _read(network: NetworkPlan, where: str, problems: list[Problem]) -> dict[str, Any] | None:
-    """Every property of ``network``, or ``None`` with a problem per missing/malformed key."""
+    """Every property of ``network``, or ``None`` (adding a problem per missing/malformed key)."""
     values = {}
+    missing = []
     for name in (
         "architecture",
         "n_stages",
@@ -58,8 +59,9 @@ def _read(network: NetworkPlan, where: str, problems: list[Problem]) -> dict[str
         try:
             values[name] = getattr(network, name)
         except (KeyError, TypeError, ValueError) as err:
-            problems.append(Problem(f"{where}.{name}", f"missing or malformed ({err!r})"))
-    return None if problems else values
+            missing.append(Problem(f"{where}.{name}", f"missing or malformed ({err!r})"))
+    problems += missing
+    return None if missing else values
 
 
 def _topology_problems(values: dict[str, Any], ndim: int | None, where: str) -> list[Problem]:

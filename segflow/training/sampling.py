@@ -6,9 +6,8 @@ each is centred on a stored location of a foreground class (or region) chosen un
 among those the case contains, so that rare structures appear in every batch. The others lie
 anywhere: their corner is uniform over every position that lets the patch leave the image by
 up to half the margin the augmentation needs (rounded up, on both sides, as nnU-Net's
-``get_bbox`` computes it). With an ignore label,
-those unforced patches are centred on an annotated voxel instead, so that no patch is wholly
-unlabelled.
+``get_bbox`` computes it). With an ignore label, those unforced patches are centred on an
+annotated voxel instead, so that no patch is wholly unlabelled.
 
 Patches are drawn larger than the network's patch when spatial augmentation follows
 (:func:`initial_patch_size`): rotating and scaling a patch cut to the final size would bring

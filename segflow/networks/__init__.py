@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from segflow.errors import Problem, SegflowError
 from segflow.networks.blocks import LayerOps, resolve_layer_ops
 from segflow.networks.resenc import ResidualEncoderUNet
@@ -105,12 +103,13 @@ def build_network(
     num_input_channels: int,
     num_outputs: int,
     deep_supervision: bool = True,
-) -> nn.Module:
+) -> UNet:
     """The U-Net a configuration plans, freshly initialized as nnU-Net initializes it.
 
     Args:
         configuration: the configuration; its ``network`` names the architecture and layers.
-        num_input_channels: image channels (a cascade stage adds one per class).
+        num_input_channels: image channels (a cascade stage adds one per foreground class
+            for the previous stage's segmentation).
         num_outputs: output channels: classes including background, or regions.
         deep_supervision: return one output per decoder stage, finest first (training), or only
             the finest (inference). Switch later with ``network.set_deep_supervision(flag)``.

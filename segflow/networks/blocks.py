@@ -252,9 +252,9 @@ def conv_stack(
 class ResidualBlock(nn.Module):
     """ResNet-D basic block: two convolutions plus a shortcut, then the nonlinearity.
 
-    When the block downsamples, the shortcut average-pools by the stride (instead of a strided
-    1x1 convolution, which would drop three quarters of the input); when the channel count
-    changes, a 1x1 convolution without bias and a normalization project it.
+    When the block downsamples, the shortcut average-pools by the stride (a strided 1x1
+    convolution would read only one voxel of each window); when the channel count changes, a
+    1x1 convolution without bias and a normalization project it.
 
     Args:
         ops: the network's layer types.

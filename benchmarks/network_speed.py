@@ -1,0 +1,146 @@
+"""CPU training speed of the Hippocampus U-Nets: float32, bfloat16 autocast, channels-last, threads.
+
+Times one training iteration's forward and backward pass (deep supervision on, a loss over
+every output; no optimizer step) of the 3d_fullres and 2d networks that the plans give
+Hippocampus, at the planned patch and batch size, for each setting:
+
+* ``float32``: the default;
+* ``bf16``: ``torch.autocast("cpu", dtype=torch.bfloat16)`` around the forward and the loss;
+* ``channels_last`` (``channels_last_3d`` in 3D), in float32 and with bf16 autocast;
+* each at ``torch.set_num_threads(1)`` and ``(2)``.
+
+Each setting runs ``--warmup`` untimed iterations and reports the median of ``--iterations``
+timed ones. The plans come from ``--plans`` (default: results/Dataset004_Hippocampus/plans.json)
+or, if that file is missing, are planned from the shared Hippocampus dataset. One JSON line.
+
+Example::
+
+    .venv/bin/python benchmarks/network_speed.py --iterations 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from segflow.networks import build_network
+from segflow.planning import ConfigurationPlan, Plans, load_plans, plan_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PLANS = REPO / "results" / "Dataset004_Hippocampus" / "plans.json"
+NUM_OUTPUTS = 3  # background, anterior, posterior
+SETTINGS = {
+    "float32": (False, False),
+    "bf16": (True, False),
+    "channels_last_float32": (False, True),
+    "channels_last_bf16": (True, True),
+}
+
+
+def hippocampus_plans(path: Path) -> Plans:
+    if path.is_file():
+        return load_plans(path)
+    from compare_networks_nnunet import SHARED_DATA, _hippocampus_fingerprint
+
+    from segflow.io.dataset import load_dataset_json
+
+    folder = SHARED_DATA / "Dataset004_Hippocampus"
+    dataset = load_dataset_json(folder / "dataset.json")
+    return Plans.from_dict(plan_experiment(_hippocampus_fingerprint(folder), dataset, "default"))
+
+
+def time_setting(
+    conf: ConfigurationPlan,
+    batch_size: int,
+    bf16: bool,
+    channels_last: bool,
+    threads: int,
+    warmup: int,
+    iterations: int,
+) -> float:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = build_network(conf, 1, NUM_OUTPUTS, deep_supervision=True)
+    x = torch.randn(batch_size, 1, *conf.patch_size)
+    if channels_last:
+        fmt = torch.channels_last if conf.ndim == 2 else torch.channels_last_3d
+        net = net.to(memory_format=fmt)
+        x = x.contiguous(memory_format=fmt)
+    times = []
+    for i in range(warmup + iterations):
+        net.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+            outputs = net(x)
+            loss = sum(o.float().square().mean() for o in outputs)
+        loss.backward()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--plans", type=Path, default=DEFAULT_PLANS)
+    parser.add_argument("--configurations", nargs="+", default=["3d_fullres", "2d"])
+    parser.add_argument("--threads", nargs="+", type=int, default=[2, 1])
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, help="override the planned batch size")
+    args = parser.parse_args(argv)
+
+    plans = hippocampus_plans(args.plans)
+    results = {}
+    for name in args.configurations:
+        conf = plans.configuration(name)
+        batch = args.batch_size or conf.batch_size
+        row = {"patch_size": list(conf.patch_size), "batch_size": batch, "seconds": {}}
+        for threads in args.threads:
+            for setting in args.settings:
+                bf16, channels_last = SETTINGS[setting]
+                seconds = time_setting(
+                    conf, batch, bf16, channels_last, threads, args.warmup, args.iterations
+                )
+                row["seconds"][f"{setting}_threads{threads}"] = round(seconds, 3)
+                print(f"{name} {setting} threads={threads}: {seconds:.3f} s", file=sys.stderr)
+        results[name] = row
+    print(
+        json.dumps(
+            {
+                "benchmark": "network_speed",
+                "what": "forward+backward seconds per iteration (median), deep supervision on",
+                "torch": torch.__version__,
+                "cpu": _cpu_name(),
+                "warmup": args.warmup,
+                "iterations": args.iterations,
+                # Other jobs share the cores: the 1-minute load average at the end says how much.
+                "load_average_1min": round(os.getloadavg()[0], 2),
+                "results": results,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,9 +14,11 @@ validation of fold 0. ``--segflow`` runs segflow's trainer with the same budget.
 
 Each mode prints one JSON line; ``--result FILE`` also writes it to FILE.
 
-Example (about 20 minutes of training on a quiet 2-core machine)::
+Example: the issue-4 budget, 12 epochs x 20 iterations (+5 validation iterations each), about
+20 minutes of nnU-Net training on a quiet 2-core machine (epochs of 20+5 iterations took
+127-258 s here while other jobs held the cores: load average about 4)::
 
-    .venv/bin/python benchmarks/train_vs_nnunet.py --nnunet --epochs 12 --iterations 10 \
+    .venv/bin/python benchmarks/train_vs_nnunet.py --nnunet --epochs 12 --iterations 20 \
         --val-iterations 5 --result /tmp/nnunet_ho/result.json
 """
 

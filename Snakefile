@@ -22,6 +22,7 @@ include: "workflow/rules/fingerprint.smk"
 include: "workflow/rules/plan.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/split.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
@@ -29,4 +30,5 @@ rule all:
         RESULTS / "plans.json",
         preprocessed_manifests,
         RESULTS / "splits.json",
+        trained_models,
     default_target: True

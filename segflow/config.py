@@ -70,27 +70,39 @@ def _unknown_key_problems(data: Any, schema: dict[str, Any], path: tuple = ()) -
     return problems
 
 
-def _coerce_scalars(data: Any, schema: dict[str, Any]) -> None:
-    """Turn numbers given as strings into numbers where the schema wants a number.
+_BOOLEANS = {"true": True, "false": False}
+
+
+def _coerce(value: Any, schema: dict[str, Any]) -> Any:
+    """``value`` with numbers, booleans and null given as strings turned into what the schema
+    wants, in nested objects and list items too.
 
     Snakemake passes nested ``--config 'demo={cases: 4}'`` values on as strings.
     """
-    if not isinstance(data, dict):
-        return
-    for key, sub in schema.get("properties", {}).items():
-        value = data.get(key)
-        types = sub.get("type", [])
-        types = [types] if isinstance(types, str) else types
-        if isinstance(value, str):
-            for kind, convert in (("integer", int), ("number", float)):
-                if kind in types:
-                    try:
-                        data[key] = convert(value)
-                        break
-                    except ValueError:
-                        pass
-        elif isinstance(value, dict):
-            _coerce_scalars(value, sub)
+    if isinstance(value, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                value[key] = _coerce(value[key], sub)
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_coerce(item, schema["items"]) for item in value]
+    if not isinstance(value, str):
+        return value
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if "string" in types:
+        return value
+    for kind, convert in (("integer", int), ("number", float)):
+        if kind in types:
+            try:
+                return convert(value)
+            except ValueError:
+                pass
+    if "boolean" in types and value.lower() in _BOOLEANS:
+        return _BOOLEANS[value.lower()]
+    if "null" in types and value.lower() in ("null", "none", "~"):
+        return None
+    return value
 
 
 def check_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +113,7 @@ def check_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, An
             of the wrong type or range.
     """
     config = _copy(config)
-    _coerce_scalars(config, schema)
+    _coerce(config, schema)
     problems = _unknown_key_problems(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
     for err in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):

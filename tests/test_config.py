@@ -80,3 +80,23 @@ def test_numbers_given_as_strings_on_the_command_line_are_converted():
     assert checked["seed"] == 7 and checked["demo"]["cases"] == 4
     with pytest.raises(ConfigError, match="seed: 'seven' is not of type 'integer'"):
         check_config({"dataset": "d", "seed": "seven"}, SCHEMA)
+
+
+def test_list_items_booleans_and_null_given_as_strings_are_converted():
+    given = {
+        "dataset": "d",
+        "training": {
+            "folds": ["0", "3"],
+            "deterministic": "true",
+            "num_workers": "null",
+            "configurations": ["2d"],
+            "device": "cpu",
+        },
+    }
+    training = check_config(given, SCHEMA)["training"]
+    assert training["folds"] == [0, 3]
+    assert training["deterministic"] is True
+    assert training["num_workers"] is None
+    assert training["configurations"] == ["2d"] and training["device"] == "cpu"
+    with pytest.raises(ConfigError, match=r"training\.deterministic: 'maybe' is not of type"):
+        check_config({"dataset": "d", "training": {"deterministic": "maybe"}}, SCHEMA)

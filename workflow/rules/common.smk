@@ -31,6 +31,7 @@ wildcard_constraints:
     case=r"[^/]+",
     configuration=r"[^/]+",
     batch=r"batch_\d+",
+    fold=r"\d+",
 
 
 if not DEMO and not DATASET.is_dir():
@@ -92,9 +93,8 @@ def planned_configurations(wildcards=None):
 
     The cascade's full-resolution stage trains on the 3d_fullres data (same data_identifier).
     """
-    plans = read_json(checkpoints.plan.get().output[0])
     owners = {}
-    for name, conf in plans["configurations"].items():
+    for name, conf in planned()["configurations"].items():
         owners.setdefault(conf["data_identifier"], name)
     return list(owners.values())
 
@@ -127,4 +127,90 @@ def preprocessed_manifests(wildcards=None):
         RESULTS / "preprocessed" / "{configuration}" / "batches" / "{batch}.json",
         configuration=planned_configurations(),
         batch=list(preprocess_batches()),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _plans_content(path, mtime_ns):
+    return read_json(path)
+
+
+def planned():
+    """plans.json's content (the plan checkpoint's output), parsed once per version."""
+    path = checkpoints.plan.get().output[0]
+    return _plans_content(path, os.stat(path).st_mtime_ns)
+
+
+def preprocessed_configuration(name):
+    """The configuration whose preprocessed folder `name` trains on (same data_identifier)."""
+    configurations = planned()["configurations"]
+    if name not in configurations:
+        raise WorkflowError(f"configuration '{name}' is not in the plans: {list(configurations)}")
+    identifier = configurations[name]["data_identifier"]
+    return next(n for n, c in configurations.items() if c["data_identifier"] == identifier)
+
+
+def trained_configurations(wildcards=None):
+    """`training.configurations`, or every planned one but the cascade's second stage
+    (which needs the first stage's predictions)."""
+    configurations = planned()["configurations"]
+    chosen = config["training"]["configurations"]
+    if chosen is None:
+        return [n for n, c in configurations.items() if not c.get("previous_stage")]
+    unknown = [n for n in chosen if n not in configurations]
+    if unknown:
+        raise WorkflowError(
+            f"config training.configurations: {unknown} not in the plans; planned: "
+            f"{list(configurations)}"
+        )
+    return list(chosen)
+
+
+def training_folds():
+    """`training.folds`, or every fold the split makes."""
+    if config["training"]["folds"] is not None:
+        return list(config["training"]["folds"])
+    manual = config["splits"]["manual"]
+    if manual:
+        content = read_json(manual)
+        return list(range(len(content["folds"] if isinstance(content, dict) else content)))
+    return list(range(config["splits"]["num_folds"]))
+
+
+def train_inputs(wildcards):
+    """The preprocessed batches a configuration trains on."""
+    return {
+        "manifests": expand(
+            RESULTS / "preprocessed" / "{owner}" / "batches" / "{batch}.json",
+            owner=preprocessed_configuration(wildcards.configuration),
+            batch=list(preprocess_batches()),
+        )
+    }
+
+
+def training_options():
+    """Command-line options of `segflow train` from the `training` section."""
+    t = config["training"]
+    flags = [
+        f"--epochs {t['epochs']}",
+        f"--iterations-per-epoch {t['iterations_per_epoch']}",
+        f"--val-iterations-per-epoch {t['val_iterations_per_epoch']}",
+        f"--initial-lr {t['initial_lr']}",
+        f"--oversample-foreground-percent {t['oversample_foreground_percent']}",
+        f"--checkpoint-every {t['checkpoint_every']}",
+        f"--device {t['device']}",
+        f"--seed {config['seed']}",
+    ]
+    if t["num_workers"] is not None:
+        flags.append(f"--num-workers {t['num_workers']}")
+    flags += [f"--{k.replace('_', '-')}" for k in ("deterministic", "cpu_bf16", "channels_last") if t[k]]
+    return " ".join(flags)
+
+
+def trained_models(wildcards=None):
+    """Every fold's final checkpoint of every trained configuration."""
+    return expand(
+        RESULTS / "models" / "{configuration}" / "fold_{fold}" / "checkpoint_final.pt",
+        configuration=trained_configurations(),
+        fold=training_folds(),
     )

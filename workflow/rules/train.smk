@@ -1,0 +1,27 @@
+# Training: one job per configuration and fold (nnU-Net's trainer). A rerun after a crash,
+# a kill or a preemption resumes from <fold folder>/checkpoint_latest.pt.
+rule train:
+    input:
+        unpack(train_inputs),
+        plans=RESULTS / "plans.json",
+        splits=RESULTS / "splits.json",
+        dataset_json=DATASET / "dataset.json",
+    output:
+        RESULTS / "models" / "{configuration}" / "fold_{fold}" / "checkpoint_final.pt",
+    params:
+        preprocessed=lambda wc: RESULTS / "preprocessed" / preprocessed_configuration(wc.configuration),
+        out_dir=lambda wc: RESULTS / "models" / wc.configuration / f"fold_{wc.fold}",
+        options=training_options(),
+    threads: config["training"]["threads"]
+    resources:
+        gpu=0 if config["training"]["device"] == "cpu" else 1,
+    conda:
+        "../../envs/segflow.yaml"
+    log:
+        LOGS / "train" / "{configuration}" / "fold_{fold}.log",
+    shell:
+        "python -m segflow --log {log} train --plans {input.plans}"
+        " --configuration {wildcards.configuration} --fold {wildcards.fold}"
+        " --dataset-json {input.dataset_json} --splits {input.splits}"
+        " --preprocessed {params.preprocessed} --out-dir {params.out_dir}"
+        " --threads {threads} {params.options}"

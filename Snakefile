@@ -32,3 +32,11 @@ rule all:
         RESULTS / "splits.json",
         trained_models,
     default_target: True
+
+
+# `snakemake preprocessed`: everything before training (plans, preprocessed data, splits).
+rule preprocessed:
+    input:
+        RESULTS / "plans.json",
+        preprocessed_manifests,
+        RESULTS / "splits.json",

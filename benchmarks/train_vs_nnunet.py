@@ -269,12 +269,170 @@ def run_nnunet(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- segflow
 
 
-def run_segflow(args: argparse.Namespace) -> dict[str, Any]:
-    """segflow's trainer on the same held-out dataset, fold and budget; the result line.
+def _segflow_config(args: argparse.Namespace, holdout_dir: Path, results: Path) -> dict[str, Any]:
+    """The workflow config of the segflow run: the held-out dataset, one configuration and
+    fold, the short budget."""
+    return {
+        "dataset": str(holdout_dir),
+        "results": str(results),
+        "seed": 12345,
+        "validation": {"threads": 2},
+        "preprocessing": {"cases_per_job": 100, "threads": 1},
+        "training": {
+            "configurations": [CONFIGURATION],
+            "folds": [args.fold],
+            "epochs": args.epochs,
+            "iterations_per_epoch": args.iterations,
+            "val_iterations_per_epoch": args.val_iterations,
+            "checkpoint_every": args.epochs,
+            "device": "cpu",
+            "cpu_bf16": args.bf16,
+            "threads": args.threads,
+        },
+    }
 
-    Must print the same keys as :func:`run_nnunet` with ``"tool": "segflow"``.
+
+def _dice_per_class(reference: Any, prediction: Any, labels: dict[str, int]) -> dict[str, float]:
+    """Dice of each foreground label; NaN where both are empty (as nnU-Net's summary)."""
+    import numpy as np
+
+    dice = {}
+    for name, value in labels.items():
+        if not isinstance(value, int) or value == 0:
+            continue
+        ref, pred = reference == value, prediction == value
+        denominator = int(ref.sum()) + int(pred.sum())
+        overlap = int(np.logical_and(ref, pred).sum())
+        dice[name] = 2 * overlap / denominator if denominator else float("nan")
+    return dice
+
+
+def _validate_segflow(
+    results: Path, holdout_dir: Path, fold: int, threads: int
+) -> tuple[dict[str, float], float]:
+    """Predict the fold's held-out cases from their preprocessed data (test-time mirroring on,
+    as nnU-Net's final validation), compare with the raw labels in the original geometry;
+    the mean Dice per class over the cases and the seconds it took."""
+    import numpy as np
+    import SimpleITK as sitk
+    import torch
+
+    from segflow.inference import predict_case
+    from segflow.inference.model import load_trained_fold
+    from segflow.io.dataset import load_dataset_json
+    from segflow.planning.plans import load_plans
+    from segflow.preprocessing.storage import open_case
+
+    torch.set_num_threads(threads)
+    plans = load_plans(results / "plans.json")
+    dataset = load_dataset_json(holdout_dir / "dataset.json")
+    splits = json.loads((results / "splits.json").read_text(encoding="utf-8"))
+    val_cases = splits["folds"][fold]["val"]
+    trained = load_trained_fold(
+        results / "models" / CONFIGURATION / f"fold_{fold}" / "checkpoint_final.pt", plans
+    )
+    labels = {k: v for k, v in dataset.labels.items() if isinstance(v, int)}
+    per_case = []
+    start = time.perf_counter()
+    for case_id in val_cases:
+        case = open_case(results / "preprocessed" / CONFIGURATION, case_id)
+        with torch.inference_mode():
+            segmentation = predict_case(
+                trained.network, case.data, case.properties, plans, CONFIGURATION, dataset,
+                mirror_axes=trained.mirror_axes,
+            )  # fmt: skip
+        label_file = holdout_dir / "labelsTr" / f"{case_id}{dataset.file_ending}"
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(label_file)))
+        per_case.append(_dice_per_class(reference, np.asarray(segmentation), labels))
+    seconds = time.perf_counter() - start
+    means = {name: round(float(np.nanmean([d[name] for d in per_case])), 4) for name in per_case[0]}
+    return means, seconds
+
+
+def run_segflow(args: argparse.Namespace) -> dict[str, Any]:
+    """segflow's workflow on the same held-out dataset, fold and budget; the result line
+    (the keys of :func:`run_nnunet`, ``"tool": "segflow"``).
+
+    Snakemake runs validation, fingerprint, plans, 3d_fullres preprocessing, the split and the
+    fold's training under ``--work``; then the fold's validation cases are predicted and
+    scored in the original geometry.
     """
-    raise NotImplementedError("segflow trainer: filled in by the trainer's author")
+    import yaml
+
+    holdout_dir = args.holdout.absolute()
+    record = make_holdout(args.dataset, holdout_dir, args.num_test, args.seed)
+    work = args.work.absolute()
+    results = work / "results"
+    fold_dir = results / "models" / CONFIGURATION / f"fold_{args.fold}"
+    if not args.reuse_preprocessed:
+        shutil.rmtree(results, ignore_errors=True)
+    shutil.rmtree(fold_dir, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    config_file = work / "config.yaml"
+    config_file.write_text(yaml.safe_dump(_segflow_config(args, holdout_dir, results)))
+    snakemake = [
+        str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(REPO), "--configfile", str(config_file), "--cores", str(args.cores),
+    ]  # fmt: skip
+    log = work / "snakemake.log"
+    load_before = os.getloadavg()
+
+    # Everything up to training, timed apart from it.
+    start = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as fh:
+        subprocess.run([*snakemake, "preprocessed"],
+                       check=True, stdout=fh, stderr=subprocess.STDOUT)  # fmt: skip
+    preprocess_wall = time.perf_counter() - start
+
+    logger.info("training %s fold %d (log: %s)", CONFIGURATION, args.fold, log)
+    start = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as fh:
+        proc = subprocess.Popen([*snakemake, str(fold_dir / "checkpoint_final.pt")],
+                                stdout=fh, stderr=subprocess.STDOUT)  # fmt: skip
+        with TreeMonitor(proc.pid) as monitor:
+            rc = proc.wait()
+    wall = time.perf_counter() - start
+    if rc != 0:
+        sys.exit(f"segflow training failed with status {rc}; see {log} and {fold_dir}")
+
+    import csv
+
+    with open(fold_dir / "progress.csv", encoding="utf-8") as fh:
+        epoch_times = [float(row["epoch_seconds"]) for row in csv.DictReader(fh)]
+    logger.info("validating fold %d", args.fold)
+    dice, validation_s = _validate_segflow(results, holdout_dir, args.fold, args.threads)
+    conf = json.loads((results / "plans.json").read_text(encoding="utf-8"))
+    conf = conf["configurations"][CONFIGURATION]
+    per_iteration = statistics.median(epoch_times) / args.iterations if epoch_times else None
+    return {
+        "tool": "segflow",
+        "configuration": CONFIGURATION,
+        "fold": args.fold,
+        "epochs": args.epochs,
+        "iterations_per_epoch": args.iterations,
+        "val_iterations_per_epoch": args.val_iterations,
+        "seconds_per_iteration": round(per_iteration, 2) if per_iteration else None,
+        "epoch_times_s": [round(t, 1) for t in epoch_times],
+        "wall_s": round(wall, 1),
+        "preprocess_wall_s": round(preprocess_wall, 1),
+        "validation_wall_s": round(validation_s, 1),
+        "dice_per_class": dice,
+        "mean_dice": round(statistics.fmean(dice.values()), 4),
+        "patch_size": conf["patch_size"],
+        "batch_size": conf["batch_size"],
+        "num_training_cases": len(record["training_cases"]),
+        "num_test_cases": len(record["test_cases"]),
+        "peak_rss_tree_gb": round(monitor.peak_rss / 1024**3, 2),
+        "max_rss_process_gb": None,
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "mean_load_1min_during": (
+            round(statistics.fmean(monitor.loads), 2) if monitor.loads else None
+        ),
+        "cpus": len(os.sched_getaffinity(0)),
+        "cpu_bf16": args.bf16,
+        "threads": args.threads,
+        "fold_dir": str(fold_dir),
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -299,20 +457,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--iterations", type=int, required=True, help="per epoch")
     parser.add_argument("--val-iterations", type=int, default=5, help="per epoch")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/nnunet_ho"),
-                        help="raw/, pre/, res/ and logs")  # fmt: skip
+    parser.add_argument(
+        "--work", type=Path, default=None,
+        help="nnU-Net: raw/, pre/, res/ and logs (default /tmp/nnunet_ho); "
+             "segflow: config, results/ and logs (default /tmp/segflow_ho)",
+    )  # fmt: skip
     parser.add_argument("--nnunet-python", type=Path, default=Path("/tmp/nnunet-venv/bin/python"))
     parser.add_argument("--num-processes", type=int, default=2, help="nnU-Net's -np")
     parser.add_argument(
         "--reuse-preprocessed", action="store_true",
         help="keep nnU-Net's plans and preprocessed data from an earlier run in --work",
     )  # fmt: skip
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="segflow: bfloat16 autocast on the CPU (training.cpu_bf16)",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="segflow: training.threads")
+    parser.add_argument("--cores", type=int, default=2, help="segflow: snakemake --cores")
     parser.add_argument("--result", type=Path, default=None, help="also write the line here")
     return parser
 
 
 def main() -> None:
     args = build_parser().parse_args()
+    if args.work is None:
+        args.work = Path("/tmp/nnunet_ho" if args.nnunet else "/tmp/segflow_ho")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     result = run_nnunet(args) if args.nnunet else run_segflow(args)
     line = json.dumps(result)

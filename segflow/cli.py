@@ -89,6 +89,8 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         preset=args.preset,
         gpu_memory_target_gb=args.gpu_memory_gb,
         seed=args.seed,
+        base_features=args.base_features,
+        max_features=args.max_features,
     )
     check_against_schema(plans, "plans", str(args.out))
     write_json(args.out, plans)
@@ -292,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="GPU memory target in GB (default: the preset's)",
+    )
+    p.add_argument(
+        "--base-features", type=int, default=None, help="channels of the first stage (32)"
+    )
+    p.add_argument(
+        "--max-features",
+        type=int,
+        default=None,
+        help="cap on any stage's channels (default: nnU-Net's 512 in 2D, 320 in 3D)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)

@@ -91,10 +91,17 @@ def initial_patch_size(spacing: Sequence[float], median_shape: Sequence[float]) 
     return [min(round(v), m) for v, m in zip(scaled, median_shape, strict=True)]
 
 
-def features_per_stage(n_stages: int, ndim: int) -> tuple[int, ...]:
-    """Channels per stage: 32, 64, 128, ... capped at 320 (3D) or 512 (2D)."""
-    cap = MAX_FEATURES_2D if ndim == 2 else MAX_FEATURES_3D
-    return tuple(min(cap, BASE_NUM_FEATURES * 2**i) for i in range(n_stages))
+def features_per_stage(
+    n_stages: int,
+    ndim: int,
+    base: int = BASE_NUM_FEATURES,
+    max_features: int | None = None,
+) -> tuple[int, ...]:
+    """Channels per stage: ``base`` doubled per stage (nnU-Net: 32, 64, 128, ...), capped at
+    ``max_features`` (nnU-Net: 320 in 3D, 512 in 2D)."""
+    if max_features is None:
+        max_features = MAX_FEATURES_2D if ndim == 2 else MAX_FEATURES_3D
+    return tuple(min(max_features, base * 2**i) for i in range(n_stages))
 
 
 def _blocks(preset: PlannerPreset, n_stages: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -150,7 +157,7 @@ def plan_configuration(
             preset.architecture,
             topology.patch_size,
             topology.strides,
-            features_per_stage(topology.n_stages, ndim),
+            preset.features_per_stage(topology.n_stages, ndim),
             encoder,
             decoder,
             num_classes,
@@ -193,7 +200,7 @@ def plan_configuration(
         spacing=spacing,
         median_shape=median_shape,
         topology=topology,
-        features_per_stage=features_per_stage(topology.n_stages, ndim),
+        features_per_stage=preset.features_per_stage(topology.n_stages, ndim),
         blocks_per_stage_encoder=encoder,
         blocks_per_stage_decoder=decoder,
         batch_size=int(batch_size),

@@ -13,6 +13,7 @@ the same decisions as nnU-Net v2 (2.8.1) makes with the same fingerprint:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -226,11 +227,35 @@ def _planner_section(preset: PlannerPreset, gpu_memory_gb: float) -> dict[str, A
         "reference_batch_size_3d": REFERENCE_BATCH_SIZE_3D,
         "min_batch_size": MIN_BATCH_SIZE,
         "max_dataset_covered": preset.max_dataset_covered,
+        "base_num_features": preset.base_num_features,
+        "max_features_2d": preset.max_features_2d,
+        "max_features_3d": preset.max_features_3d,
         "featuremap_min_edge_length": FEATUREMAP_MIN_EDGE_LENGTH,
         "anisotropy_threshold": ANISOTROPY_THRESHOLD,
         "lowres_creation_threshold": LOWRES_CREATION_THRESHOLD,
         "lowres_spacing_increase_factor": LOWRES_SPACING_INCREASE_FACTOR,
     }
+
+
+def _with_features(
+    preset: PlannerPreset, base_features: int | None, max_features: int | None
+) -> PlannerPreset:
+    """``preset`` with other network widths, after checking them."""
+    problems = [
+        f"{name} must be a positive integer, got {value!r}"
+        for name, value in (("base_features", base_features), ("max_features", max_features))
+        if value is not None and (type(value) is not int or value < 1)
+    ]
+    if not problems and None not in (base_features, max_features) and max_features < base_features:
+        problems.append(f"max_features ({max_features}) is below base_features ({base_features})")
+    if problems:
+        raise SegflowError("invalid network widths: " + "; ".join(problems))
+    changes: dict[str, int] = {}
+    if base_features is not None:
+        changes["base_num_features"] = base_features
+    if max_features is not None:
+        changes["max_features_2d"] = changes["max_features_3d"] = max_features
+    return dataclasses.replace(preset, **changes) if changes else preset
 
 
 def plan_experiment(
@@ -239,6 +264,8 @@ def plan_experiment(
     preset: str = "default",
     gpu_memory_target_gb: float | None = None,
     seed: int = 0,
+    base_features: int | None = None,
+    max_features: int | None = None,
 ) -> dict[str, Any]:
     """Plan every configuration of an experiment from the dataset fingerprint.
 
@@ -249,15 +276,18 @@ def plan_experiment(
         preset: ``default``, ``resenc_m``, ``resenc_l`` or ``resenc_xl``.
         gpu_memory_target_gb: GPU memory to plan for; ``None`` takes the preset's.
         seed: recorded in the plans (planning itself draws no random numbers).
+        base_features: channels of the first stage; ``None`` keeps nnU-Net's 32.
+        max_features: cap on the channels of every stage, 2D and 3D; ``None`` keeps
+            nnU-Net's 512 (2D) and 320 (3D).
 
     Returns:
         The content of ``plans.json``.
 
     Raises:
-        SegflowError: unknown preset, a non-positive memory target, or a fingerprint that
-            lacks what planning needs.
+        SegflowError: unknown preset, a non-positive memory target or feature count, or a
+            fingerprint that lacks what planning needs.
     """
-    planner = get_preset(preset)
+    planner = _with_features(get_preset(preset), base_features, max_features)
     if gpu_memory_target_gb is None:
         gpu_memory_gb = float(planner.default_gpu_memory_gb)
     elif (

@@ -76,6 +76,10 @@ class PlannerPreset:
             until it fits at the reference batch size itself.
         shares_default_preprocessing: the 2d and 3d_fullres data do not depend on the
             planner, so the ResEnc planners point at the default planner's data for them.
+        base_num_features: channels of the first stage, doubled at each stage below it ...
+        max_features_2d: ... up to this cap in 2D ...
+        max_features_3d: ... and this one in 3D. (nnU-Net: 32, 512, 320. Narrower networks
+            are an option for small CPU budgets; the memory estimate follows the widths.)
     """
 
     name: str
@@ -91,6 +95,14 @@ class PlannerPreset:
     max_dataset_covered: float
     fit_patch_at_min_batch_size: bool
     shares_default_preprocessing: bool
+    base_num_features: int = BASE_NUM_FEATURES
+    max_features_2d: int = MAX_FEATURES_2D
+    max_features_3d: int = MAX_FEATURES_3D
+
+    def features_per_stage(self, n_stages: int, ndim: int) -> tuple[int, ...]:
+        """Channels per stage: the base doubled per stage, capped (2D and 3D caps differ)."""
+        cap = self.max_features_2d if ndim == 2 else self.max_features_3d
+        return tuple(min(cap, self.base_num_features * 2**i) for i in range(n_stages))
 
     def reference_value(self, ndim: int, gpu_memory_gb: float) -> float:
         """Feature-map voxels allowed for a ``ndim``-D network under ``gpu_memory_gb``."""

@@ -318,7 +318,15 @@ class FoldTrainer:
         self.iteration = 0  # within the epoch
         self.epoch_losses: list[float] = []
 
-    def _batches(self, stream: str, start: int, stop: int) -> Iterator[dict[str, Any]]:
+    def prepare(self) -> None:
+        """Choose the device and thread settings and build the network, optimizer and loss
+        (what :meth:`run` does before it resumes and trains)."""
+        self._set_up_torch()
+        self._build()
+
+    def batches(self, stream: str, start: int, stop: int) -> Iterator[dict[str, Any]]:
+        """Batches ``start`` to ``stop`` of the ``"train"`` (augmented) or ``"val"`` stream,
+        made by background workers as in training."""
         from segflow.training.dataloading import TrainingBatches, batch_loader, workers_for
 
         cases = self.train_cases if stream == "train" else self.val_cases
@@ -526,8 +534,7 @@ class FoldTrainer:
             package_logger.setLevel(logging.INFO)
         package_logger.addHandler(file_log)
         try:
-            self._set_up_torch()
-            self._build()
+            self.prepare()
             self._resume()
             logger.info(
                 "training %s fold %d on %s: %d epochs x %d iterations, %d training and %d "
@@ -570,7 +577,7 @@ class FoldTrainer:
             group["lr"] = lr
         self.network.train()
         first = self.epoch * settings.iterations_per_epoch
-        batches = self._batches(
+        batches = self.batches(
             "train", first + self.iteration, first + settings.iterations_per_epoch
         )
         bar = tqdm(
@@ -593,7 +600,7 @@ class FoldTrainer:
         self.network.eval()
         first = self.epoch * settings.val_iterations_per_epoch
         val_losses, counts = [], np.zeros((3, len(self.class_names)))
-        for batch in self._batches("val", first, first + settings.val_iterations_per_epoch):
+        for batch in self.batches("val", first, first + settings.val_iterations_per_epoch):
             loss, batch_counts = self.validation_step(batch)
             val_losses.append(loss)
             counts += batch_counts

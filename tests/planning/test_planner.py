@@ -63,6 +63,37 @@ def test_more_memory_never_buys_a_smaller_patch(preset, make_fingerprint, make_d
     assert voxels == sorted(voxels) and voxels[0] < voxels[-1]
 
 
+def test_narrower_networks_follow_base_and_max_features(make_fingerprint, make_dataset):
+    fingerprint = make_fingerprint((1.0, 1.0, 1.0), (36, 50, 35), num_cases=200)
+    dataset = make_dataset(num_training=200)
+    plans = plan_experiment(fingerprint, dataset, base_features=8, max_features=32)
+    assert plans["planner"]["base_num_features"] == 8
+    assert plans["planner"]["max_features_3d"] == plans["planner"]["max_features_2d"] == 32
+    check_against_schema(plans, "plans", "plans.json")
+    for conf in plans["configurations"].values():
+        n = conf["network"]["n_stages"]
+        assert conf["network"]["features_per_stage"] == [min(32, 8 * 2**i) for i in range(n)]
+    # The same memory buys at least as much patch and batch for the narrower network.
+    default = plan_experiment(fingerprint, dataset)["configurations"]["3d_fullres"]
+    narrow = plans["configurations"]["3d_fullres"]
+    assert narrow["estimated_feature_map_voxels"] < default["estimated_feature_map_voxels"]
+    assert math.prod(narrow["patch_size"]) >= math.prod(default["patch_size"])
+
+
+@pytest.mark.parametrize(
+    ("widths", "message"),
+    [
+        ({"base_features": 0}, "base_features must be a positive integer, got 0"),
+        ({"max_features": 2.5}, "max_features must be a positive integer, got 2.5"),
+        ({"base_features": 64, "max_features": 32}, "max_features (32) is below base_features"),
+    ],
+)
+def test_invalid_network_widths_are_named(fingerprint, dataset, widths, message):
+    with pytest.raises(SegflowError) as err:
+        plan_experiment(fingerprint, dataset, **widths)
+    assert message in str(err.value)
+
+
 def test_ct_and_mask_decisions(make_fingerprint, make_dataset):
     fp = make_fingerprint((1.0, 1.0, 1.0), (36, 50, 35), relative_size=0.5, channels=2)
     ds = make_dataset({"0": "CT", "1": "T1"})

@@ -33,7 +33,7 @@ def _config(tmp_path: Path, dataset: Path) -> dict[str, str]:
 
 
 def test_runs_through_plan_and_writes_the_artifacts(tmp_path, tiny_dataset, snakemake):
-    run = snakemake(tmp_path, config=_config(tmp_path, tiny_dataset))
+    run = snakemake(tmp_path, "preprocessed", config=_config(tmp_path, tiny_dataset))
     assert run.returncode == 0, run.output
     out = tmp_path / "out"
 
@@ -89,10 +89,10 @@ def test_second_run_does_nothing_and_a_changed_case_reruns_only_its_branch(
     tmp_path, tiny_dataset, snakemake
 ):
     config = _config(tmp_path, tiny_dataset)
-    first = snakemake(tmp_path, config=config)
+    first = snakemake(tmp_path, "preprocessed", config=config)
     assert first.returncode == 0, first.output
 
-    again = snakemake(tmp_path, "--dry-run", config=config)
+    again = snakemake(tmp_path, "preprocessed", "--dry-run", config=config)
     assert again.returncode == 0, again.output
     assert "Nothing to be done" in again.output, again.output
 
@@ -100,7 +100,7 @@ def test_second_run_does_nothing_and_a_changed_case_reruns_only_its_branch(
     # (Files over 1 MB, such as large CT volumes, rerun on a touch.)
     future = time.time() + 5
     os.utime(tiny_dataset / "imagesTr" / "demo_002_0000.nii.gz", (future, future))
-    touched = snakemake(tmp_path, "--dry-run", config=config)
+    touched = snakemake(tmp_path, "preprocessed", "--dry-run", config=config)
     assert "Nothing to be done" in touched.output, touched.output
 
     cases_dir = tmp_path / "out" / "fingerprint" / "cases"
@@ -126,7 +126,9 @@ def test_a_job_killed_while_writing_leaves_nothing_a_rerun_accepts(
     tmp_path, tiny_dataset, snakemake
 ):
     config = _config(tmp_path, tiny_dataset)
-    killed = snakemake(tmp_path, config=config, env={"SEGFLOW_TEST_KILL_DURING_WRITE": "seg"})
+    killed = snakemake(
+        tmp_path, "preprocessed", config=config, env={"SEGFLOW_TEST_KILL_DURING_WRITE": "seg"}
+    )
     assert killed.returncode != 0
     out = tmp_path / "out" / "preprocessed"
     # The killed batches wrote no manifest; no case has a final seg file without its props.
@@ -135,14 +137,14 @@ def test_a_job_killed_while_writing_leaves_nothing_a_rerun_accepts(
         for seg in folder.glob("[!.]*.seg.b2nd"):
             assert (folder / seg.name.replace(".seg.b2nd", ".props.json")).exists()
 
-    rerun = snakemake(tmp_path, config=config)
+    rerun = snakemake(tmp_path, "preprocessed", config=config)
     assert rerun.returncode == 0, rerun.output
     assert rerun.job_counts()["preprocess"] == 6
     assert not list(out.rglob(".tmp-*"))
 
     # The same bytes as a run that was never interrupted.
     clean_config = config | {"results": str(tmp_path / "clean")}
-    assert snakemake(tmp_path, config=clean_config).returncode == 0
+    assert snakemake(tmp_path, "preprocessed", config=clean_config).returncode == 0
     clean = tmp_path / "clean" / "preprocessed"
     for configuration in ("2d", "3d_fullres"):
         files = sorted(p.name for p in (clean / configuration).glob("demo_*"))
@@ -177,7 +179,7 @@ def test_demo_config_builds_its_own_dataset(tmp_path, snakemake):
         "results": str(tmp_path / "out"),
         "demo": "{cases: 5, test_cases: 1, seed: 1}",
     }
-    run = snakemake(tmp_path, config=config)
+    run = snakemake(tmp_path, "preprocessed", config=config)
     assert run.returncode == 0, run.output
     assert run.job_counts()["make_demo_dataset"] == 1
     assert (

@@ -12,6 +12,11 @@ checkpoint plan:
             if config["planning"]["gpu_memory_target_gb"]
             else ""
         ),
+        widths=" ".join(
+            f"--{key.replace('_', '-')} {config['planning'][key]}"
+            for key in ("base_features", "max_features")
+            if config["planning"][key] is not None
+        ),
         seed=config["seed"],
     conda:
         "../../envs/segflow.yaml"
@@ -20,4 +25,4 @@ checkpoint plan:
     shell:
         "python -m segflow --log {log} plan --dataset-json {input.dataset_json}"
         " --fingerprint {input.fingerprint} --preset {params.preset} {params.gpu_memory}"
-        " --seed {params.seed} --out {output}"
+        " {params.widths} --seed {params.seed} --out {output}"

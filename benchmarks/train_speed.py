@@ -1,0 +1,208 @@
+"""Seconds per training iteration on the CPU, segflow vs nnU-Net v2, on the Hippocampus plans.
+
+For 3d_fullres and 2d, times a full training iteration (forward, deep-supervision loss,
+backward, gradient clipping, SGD step) of fold 0:
+
+* segflow's :class:`~segflow.training.trainer.FoldTrainer`, built from segflow's plans and
+  preprocessed data, in float32 and with bfloat16 autocast (``training.cpu_bf16``), at 1 and
+  2 torch threads, without data loading (every step on the same batch); and with data loading
+  (the next batch from the background workers each step, ``training.num_workers`` chosen from
+  the threads as in a training job) at the machine's CPUs;
+* nnU-Net v2's ``nnUNetTrainer`` with its own plans and preprocessed data and its CPU defaults
+  (``benchmarks/nnunet_train_step.py``, run in nnU-Net's virtual environment), with and without
+  loading.
+
+Each number is the median of ``--iterations`` after ``--warmup``. The data are those of the
+held-out Hippocampus set of benchmarks/train_vs_nnunet.py: segflow's workflow runs (plans and
+preprocessing of every configuration) into ``--work`` if needed; nnU-Net's preprocessed folder
+is taken from ``--nnunet-work`` (made by ``train_vs_nnunet.py --nnunet``). Prints one JSON
+line per measurement and a summary table.
+
+Example::
+
+    .venv/bin/python benchmarks/train_speed.py --iterations 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGURATIONS = ("3d_fullres", "2d")
+#: (name, cpu_bf16, threads, with data loading)
+SEGFLOW_VARIANTS = (
+    ("float32", False, 2, False),
+    ("bf16", True, 2, False),
+    ("float32", False, 1, False),
+    ("bf16", True, 1, False),
+    ("float32", False, 2, True),
+    ("bf16", True, 2, True),
+)
+
+
+def _timed(step: Callable[[], Any], count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def prepare_segflow(holdout: Path, work: Path) -> Path:
+    """Plans and preprocessing of every configuration of the held-out set; the results folder."""
+    import yaml
+
+    results = work / "results"
+    config = {
+        "dataset": str(holdout),
+        "results": str(results),
+        "seed": 12345,
+        "preprocessing": {"cases_per_job": 100, "threads": 1},
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    config_file = work / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    snakemake = [
+        str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(REPO), "--configfile", str(config_file), "--cores", "2", "--quiet",
+    ]  # fmt: skip
+    subprocess.run([*snakemake, "preprocessed"], check=True)
+    return results
+
+
+def measure_segflow(
+    results: Path, holdout: Path, configuration: str, variant: tuple[str, bool, int, bool],
+    iterations: int, warmup: int,
+) -> dict[str, Any]:  # fmt: skip
+    import torch
+
+    from segflow.io.atomic import read_json
+    from segflow.io.dataset import load_dataset_json
+    from segflow.planning.plans import load_plans
+    from segflow.training.trainer import FoldTrainer, TrainingSettings
+
+    name, bf16, threads, loading = variant
+    plans = load_plans(results / "plans.json")
+    dataset = load_dataset_json(holdout / "dataset.json")
+    fold = read_json(results / "splits.json")["folds"][0]
+    owner = plans.configuration(configuration).data_identifier
+    folder = next(
+        results / "preprocessed" / n
+        for n in plans.configuration_names
+        if plans.configuration(n).data_identifier == owner
+    )
+    settings = TrainingSettings(device="cpu", cpu_bf16=bf16, threads=threads)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = FoldTrainer(plans, configuration, dataset, folder, fold["train"], fold["val"],
+                              0, out, settings)  # fmt: skip
+        trainer.prepare()
+        trainer.network.train()
+        if loading:
+            batches = trainer.batches("train", 0, warmup + iterations)
+            _timed(lambda: trainer.train_step(next(batches)), warmup)
+            times = _timed(lambda: trainer.train_step(next(batches)), iterations)
+        else:
+            batch = next(trainer.batches("train", 0, 1))
+            _timed(lambda: trainer.train_step(batch), warmup)
+            times = _timed(lambda: trainer.train_step(batch), iterations)
+    conf = plans.configuration(configuration)
+    return {
+        "tool": "segflow",
+        "configuration": configuration,
+        "variant": name,
+        "threads": torch.get_num_threads(),
+        "data_loading": loading,
+        "patch_size": list(conf.patch_size),
+        "batch_size": conf.batch_size,
+        "seconds": round(statistics.median(times), 3),
+        "all_seconds": [round(t, 3) for t in times],
+    }
+
+
+def measure_nnunet(
+    python: Path, nnunet_work: Path, dataset_name: str, configuration: str, iterations: int,
+    warmup: int,
+) -> dict[str, Any]:  # fmt: skip
+    env = dict(
+        os.environ,
+        nnUNet_raw=str(nnunet_work / "raw"),
+        nnUNet_preprocessed=str(nnunet_work / "pre"),
+        nnUNet_results=str(nnunet_work / "speed_res"),
+    )
+    cmd = [
+        str(python), str(REPO / "benchmarks" / "nnunet_train_step.py"), "--dataset", dataset_name,
+        "--configuration", configuration, "--iterations", str(iterations),
+        "--warmup", str(warmup),
+    ]  # fmt: skip
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--holdout", type=Path,
+                        default=Path("/tmp/hippo_holdout/Dataset004_Hippocampus"))  # fmt: skip
+    parser.add_argument("--work", type=Path, default=Path("/tmp/segflow_speed"))
+    parser.add_argument("--nnunet-work", type=Path, default=Path("/tmp/nnunet_ho"))
+    parser.add_argument("--nnunet-python", type=Path, default=Path("/tmp/nnunet-venv/bin/python"))
+    parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS))
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--skip-nnunet", action="store_true")
+    args = parser.parse_args()
+
+    holdout = args.holdout.absolute()
+    results = prepare_segflow(holdout, args.work.absolute())
+    rows = []
+    load_before = os.getloadavg()[0]
+    for configuration in args.configurations:
+        if not args.skip_nnunet:
+            row = measure_nnunet(args.nnunet_python, args.nnunet_work.absolute(), holdout.name,
+                                 configuration, args.iterations, args.warmup)  # fmt: skip
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        for variant in SEGFLOW_VARIANTS:
+            row = measure_segflow(results, holdout, configuration, variant, args.iterations,
+                                  args.warmup)  # fmt: skip
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+
+    print(f"\nload average before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}, "
+          f"CPUs: {len(os.sched_getaffinity(0))}")  # fmt: skip
+    print("| configuration | tool | setting | threads | s/iteration without loading | "
+          "s/iteration with loading | vs nnU-Net (with loading) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for configuration in args.configurations:
+        ref = next((r for r in rows if r["tool"] == "nnunet"
+                    and r["configuration"] == configuration), None)  # fmt: skip
+        if ref is not None:
+            print(
+                f"| {configuration} | nnU-Net v2 | float32 | {ref['threads']} | "
+                f"{ref['without_loading_s']:.2f} | {ref['with_loading_s']:.2f} | 1.00 |"
+            )
+        mine = [r for r in rows if r["tool"] == "segflow" and r["configuration"] == configuration]
+        for name, threads in dict.fromkeys((v[0], v[2]) for v in SEGFLOW_VARIANTS):
+            pair = [r for r in mine if r["variant"] == name and r["threads"] == threads]
+            without = next((r["seconds"] for r in pair if not r["data_loading"]), None)
+            with_ = next((r["seconds"] for r in pair if r["data_loading"]), None)
+            if without is None:
+                continue
+            ratio = f"{with_ / ref['with_loading_s']:.2f}" if ref and with_ else "-"
+            with_text = f"{with_:.2f}" if with_ else "-"
+            print(f"| {configuration} | segflow | {name} | {threads} | {without:.2f} | "
+                  f"{with_text} | {ratio} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,7 @@ include: "workflow/rules/plan.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/split.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/crossval.smk"
 
 
 rule all:
@@ -31,6 +32,7 @@ rule all:
         preprocessed_manifests,
         RESULTS / "splits.json",
         trained_models,
+        crossval_summaries,
     default_target: True
 
 

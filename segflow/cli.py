@@ -152,6 +152,39 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_validate_fold(args: argparse.Namespace) -> None:
+    from segflow.evaluation.crossval import validate_fold
+
+    validate_fold(
+        plans_path=args.plans,
+        configuration=args.configuration,
+        fold=args.fold,
+        dataset_json=args.dataset_json,
+        dataset_report=args.dataset_report,
+        splits_path=args.splits,
+        preprocessed_folder=args.preprocessed,
+        checkpoint=args.checkpoint,
+        output_folder=args.out_dir,
+        mirroring=not args.no_mirroring,
+        save_probabilities=args.save_probabilities,
+        device=args.device,
+        threads=args.threads,
+    )
+
+
+def _cmd_crossval(args: argparse.Namespace) -> None:
+    from segflow.evaluation.crossval import merge_folds
+
+    summary = merge_folds(args.fold_metrics, args.configuration, args.out_dir)
+    logger.info(
+        "%s: mean foreground Dice %s over %d cases of folds %s",
+        args.configuration,
+        summary["mean_foreground_dice"],
+        summary["num_cases"],
+        summary["folds"],
+    )
+
+
 def _preprocess_case_specs(args: argparse.Namespace) -> list:
     from segflow.io.atomic import read_json
     from segflow.preprocessing import CaseSpec, cases_from_dataset_report
@@ -387,6 +420,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--num-workers", type=int, default=None, help="augmentation processes (default: auto)"
     )
+
+    p = add(
+        "validate-fold",
+        _cmd_validate_fold,
+        "predict a fold's held-out cases with its final checkpoint and score them "
+        "(predictions/, metrics.csv, summary.json in --out-dir)",
+    )
+    p.add_argument("--plans", type=Path, required=True, help="plans.json")
+    p.add_argument("--configuration", required=True)
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--dataset-report", type=Path, required=True, help="dataset_report.json")
+    p.add_argument("--splits", type=Path, required=True, help="splits.json")
+    p.add_argument("--preprocessed", type=Path, required=True, help="preprocessed folder")
+    p.add_argument("--checkpoint", type=Path, required=True, help="the fold's checkpoint_final.pt")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--no-mirroring", action="store_true", help="no test-time mirroring")
+    p.add_argument(
+        "--save-probabilities", action="store_true", help="also write <case>.npz probabilities"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+
+    p = add(
+        "crossval",
+        _cmd_crossval,
+        "merge the folds' metrics of a configuration (metrics.csv, summary.json in --out-dir)",
+    )
+    p.add_argument("--configuration", required=True)
+    p.add_argument("--fold-metrics", type=Path, nargs="+", required=True, help="metrics.csv files")
+    p.add_argument("--out-dir", type=Path, required=True)
     return parser
 
 

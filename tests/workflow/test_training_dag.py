@@ -5,6 +5,7 @@ of a run that was never interrupted."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -55,7 +56,8 @@ def test_folds_train_as_jobs_and_a_second_run_does_nothing(tmp_path, tiny_datase
     config = _config(tmp_path / "out", tiny_dataset, folds="[0, 1]")
     run = snakemake(tmp_path, config=config)
     assert run.returncode == 0, run.output
-    assert run.job_counts()["train"] == 2
+    counts = run.job_counts()
+    assert counts["train"] == 2 and counts["validate"] == 2 and counts["crossval"] == 1
 
     for fold in (0, 1):
         folder = tmp_path / "out" / "models" / "3d_fullres" / f"fold_{fold}"
@@ -76,6 +78,19 @@ def test_folds_train_as_jobs_and_a_second_run_does_nothing(tmp_path, tiny_datase
     fold_dirs = [tmp_path / "out" / "models" / "3d_fullres" / f"fold_{k}" for k in (0, 1)]
     first, second = (_weights(d / "checkpoint_final.pt") for d in fold_dirs)
     assert any(not torch.equal(first[k], second[k]) for k in first)
+
+    # Each fold predicted and scored the case it held out; crossval merged the two folds.
+    crossval = tmp_path / "out" / "crossval" / "3d_fullres"
+    summary = json.loads((crossval / "summary.json").read_text())
+    assert summary["folds"] == [0, 1] and summary["num_cases"] == 2
+    assert summary["classes"] == ["organ", "lesion"]
+    splits = json.loads((tmp_path / "out" / "splits.json").read_text())
+    for fold in (0, 1):
+        [held_out] = splits["folds"][fold]["val"]
+        assert (crossval / f"fold_{fold}" / "predictions" / f"{held_out}.nii.gz").is_file()
+    with open(crossval / "metrics.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4 and all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
 
     again = snakemake(tmp_path, "--dry-run", config=config)
     assert again.returncode == 0 and "Nothing to be done" in again.output, again.output
@@ -135,7 +150,7 @@ def test_a_training_job_killed_with_sigkill_resumes_to_the_same_weights(
     # The same command again: it resumes and finishes.
     rerun = snakemake(tmp_path, config=_config(tmp_path / "killed", tiny_dataset))
     assert rerun.returncode == 0, rerun.output
-    assert rerun.job_counts() == {"train": 1, "all": 1}
+    assert rerun.job_counts() == {"train": 1, "validate": 1, "crossval": 1, "all": 1}
     log = (fold_dir / "training.log").read_text(encoding="utf-8")
     assert f"resuming from {latest} at epoch {killed_at}" in log
     with open(fold_dir / "progress.csv", encoding="utf-8") as fh:

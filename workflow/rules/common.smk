@@ -207,6 +207,25 @@ def training_options():
     return " ".join(flags)
 
 
+def inference_options():
+    """Command-line options of `segflow validate-fold` from the `inference` section."""
+    i = config["inference"]
+    flags = [f"--device {i['device']}"]
+    if not i["mirroring"]:
+        flags.append("--no-mirroring")
+    if i["save_probabilities"]:
+        flags.append("--save-probabilities")
+    return " ".join(flags)
+
+
+def crossval_summaries(wildcards=None):
+    """The cross-validation summary of every trained configuration."""
+    return expand(
+        RESULTS / "crossval" / "{configuration}" / "summary.json",
+        configuration=trained_configurations(),
+    )
+
+
 def trained_models(wildcards=None):
     """Every fold's final checkpoint of every trained configuration."""
     return expand(

@@ -1,0 +1,179 @@
+"""Cross-validation: each fold predicts the cases it held out, and the folds' metrics are
+merged per configuration.
+
+``validate {configuration}/fold_{k}`` (:func:`validate_fold`) predicts the fold's validation
+cases from their preprocessed data with the fold's final checkpoint (sliding window, Gaussian
+weighting, test-time mirroring over the axes the training mirrored), writes the segmentations
+in the original geometry and, for ensembling, the probabilities, and scores them against the
+raw labels (``metrics.csv``, ``summary.json``).
+
+``crossval {configuration}`` (:func:`merge_folds`) joins the folds' tables into one
+(``metrics.csv``: every training case once) and summarizes it (``summary.json``: means per
+class and the mean foreground Dice).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from segflow.errors import Problem, SegflowError
+from segflow.evaluation.evaluate import evaluate_files, summarize
+from segflow.inference.model import load_trained_fold
+from segflow.inference.predictor import predict_case
+from segflow.io.atomic import atomic_path, read_json, write_json
+from segflow.io.dataset import load_dataset_json
+from segflow.planning.plans import load_plans
+from segflow.preprocessing.storage import open_case
+
+__all__ = ["merge_folds", "read_metrics", "validate_fold", "write_metrics"]
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+PREDICTIONS_FOLDER = "predictions"
+
+
+def write_metrics(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> Path:
+    """The metric rows as CSV (one row per case and class), atomically."""
+    path = Path(path)
+    buffer = io.StringIO()
+    pd.DataFrame(list(rows)).to_csv(buffer, index=False, float_format="%.6g")
+    with atomic_path(path) as tmp:
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    return path
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    table = pd.read_csv(path, dtype={"case_id": str, "class": str})
+    return table.to_dict("records")
+
+
+def _fold_cases(splits_path: Path, fold: int) -> list[str]:
+    splits = read_json(splits_path)
+    folds = splits["folds"] if isinstance(splits, dict) else splits
+    if not 0 <= fold < len(folds):
+        raise SegflowError(
+            f"no fold {fold}", [Problem(str(splits_path), f"holds folds 0 to {len(folds) - 1}")]
+        )
+    return list(folds[fold]["val"])
+
+
+def validate_fold(
+    *,
+    plans_path: str | os.PathLike[str],
+    configuration: str,
+    fold: int,
+    dataset_json: str | os.PathLike[str],
+    dataset_report: str | os.PathLike[str],
+    splits_path: str | os.PathLike[str],
+    preprocessed_folder: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str],
+    output_folder: str | os.PathLike[str],
+    mirroring: bool = True,
+    save_probabilities: bool = False,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Predict and score the fold's held-out cases; returns the fold's summary.
+
+    Writes ``<output_folder>/predictions/<case><ending>`` (and ``<case>.npz`` probabilities
+    with ``save_probabilities``), ``metrics.csv`` and, last, ``summary.json``.
+    """
+    from segflow.training.trainer import choose_device
+
+    output_folder = Path(output_folder)
+    predictions = output_folder / PREDICTIONS_FOLDER
+    predictions.mkdir(parents=True, exist_ok=True)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch_device = choose_device(device)
+    plans = load_plans(plans_path)
+    dataset = load_dataset_json(dataset_json)
+    report = read_json(dataset_report)
+    root = Path(report["dataset"])
+    labels = {c["case_id"]: c["label"] for c in report["training_cases"]}
+    cases = _fold_cases(Path(splits_path), fold)
+    unknown = [Problem(str(splits_path), f"case '{c}' is not a training case") for c in cases
+               if c not in labels]  # fmt: skip
+    if unknown:
+        raise SegflowError(f"fold {fold} holds cases the dataset does not have", unknown)
+    trained = load_trained_fold(checkpoint, plans, torch_device)
+    if trained.configuration != configuration or trained.fold != fold:
+        raise SegflowError(
+            "checkpoint of another fold",
+            [Problem(str(checkpoint), f"holds {trained.configuration} fold {trained.fold}")],
+        )
+    mirror_axes = trained.mirror_axes if mirroring else None
+    start = time.perf_counter()
+    for i, case_id in enumerate(cases, 1):
+        case = open_case(preprocessed_folder, case_id)
+        output_file = predictions / f"{case_id}{dataset.file_ending}"
+        with torch.inference_mode():
+            predict_case(
+                trained.network, case.data, case.properties, plans, configuration, dataset,
+                mirror_axes=mirror_axes, device=torch_device, output_file=output_file,
+                save_probabilities=save_probabilities,
+            )  # fmt: skip
+        logger.info("fold %d: predicted %s (%d/%d)", fold, case_id, i, len(cases))
+    seconds = time.perf_counter() - start
+    rows = evaluate_files(
+        [(c, root / labels[c], predictions / f"{c}{dataset.file_ending}") for c in cases], dataset
+    )
+    for row in rows:
+        row["fold"] = fold
+    write_metrics(output_folder / METRICS_FILE, rows)
+    summary = summarize(rows) | {
+        "configuration": configuration,
+        "fold": fold,
+        "checkpoint": str(checkpoint),
+        "mirroring": mirroring,
+        "seconds_per_case": seconds / max(len(cases), 1),
+    }
+    write_json(output_folder / SUMMARY_FILE, summary)
+    logger.info(
+        "%s fold %d: mean foreground Dice %.4f over %d cases",
+        configuration, fold, summary["mean_foreground_dice"] or float("nan"), len(cases),
+    )  # fmt: skip
+    return summary
+
+
+def merge_folds(
+    fold_metrics: Sequence[str | os.PathLike[str]],
+    configuration: str,
+    output_folder: str | os.PathLike[str],
+) -> dict[str, Any]:
+    """Join the folds' ``metrics.csv`` into one table and summarize it.
+
+    Raises:
+        SegflowError: a case appears in two folds' tables.
+    """
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    problems = []
+    for path in fold_metrics:
+        fold_rows = read_metrics(path)
+        for case_id in dict.fromkeys(r["case_id"] for r in fold_rows):
+            if case_id in seen:
+                problems.append(Problem(str(path), f"case '{case_id}' is also in {seen[case_id]}"))
+            seen[case_id] = str(path)
+        rows += fold_rows
+    if problems:
+        raise SegflowError("the folds' validation cases overlap", problems)
+    output_folder = Path(output_folder)
+    write_metrics(output_folder / METRICS_FILE, rows)
+    summary = summarize(rows) | {
+        "configuration": configuration,
+        "folds": sorted({int(r["fold"]) for r in rows}),
+    }
+    write_json(output_folder / SUMMARY_FILE, summary)
+    return summary

@@ -16,7 +16,18 @@ def test_defaults_are_filled_in_without_touching_the_input():
     checked = check_config(given, SCHEMA)
     assert given == {"dataset": "raw/Dataset001"}
     assert checked["seed"] == 12345
-    assert checked["planning"] == {"preset": "default", "gpu_memory_target_gb": None}
+    assert checked["planning"] == {
+        "preset": "default",
+        "gpu_memory_target_gb": None,
+        "base_features": None,
+        "max_features": None,
+    }
+    assert checked["inference"] == {
+        "mirroring": True,
+        "save_probabilities": False,
+        "device": "auto",
+        "threads": 2,
+    }
     assert checked["fingerprint"] == {"samples_per_case": 10000}
     assert checked["demo"] is None
 

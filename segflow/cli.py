@@ -185,6 +185,38 @@ def _cmd_crossval(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from segflow.inference.images import gather_input_cases, predict_images
+    from segflow.inference.model import load_model
+    from segflow.training.trainer import choose_device
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    device = choose_device(args.device)
+    model = load_model(
+        args.model, configuration=args.configuration, folds=args.folds, device=device
+    )
+    cases = gather_input_cases(args.input, model.dataset)
+    logger.info(
+        "predicting %d case(s) with %s folds %s on %s%s",
+        len(cases),
+        model.configuration,
+        [f.fold for f in model.folds],
+        device,
+        "" if not args.no_mirroring else ", no mirroring",
+    )
+    predict_images(
+        model,
+        cases,
+        args.output,
+        mirroring=not args.no_mirroring,
+        save_probabilities=args.save_probabilities,
+        device=device,
+    )
+
+
 def _preprocess_case_specs(args: argparse.Namespace) -> list:
     from segflow.io.atomic import read_json
     from segflow.preprocessing import CaseSpec, cases_from_dataset_report
@@ -436,6 +468,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocessed", type=Path, required=True, help="preprocessed folder")
     p.add_argument("--checkpoint", type=Path, required=True, help="the fold's checkpoint_final.pt")
     p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--no-mirroring", action="store_true", help="no test-time mirroring")
+    p.add_argument(
+        "--save-probabilities", action="store_true", help="also write <case>.npz probabilities"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+
+    p = add(
+        "predict",
+        _cmd_predict,
+        "segment new images with a trained model: its folds' probabilities averaged, each "
+        "segmentation in its image's geometry",
+    )
+    p.add_argument(
+        "-i", "--input", type=Path, nargs="+", required=True,
+        help="folders of images in the raw layout (<case>_0000<ending>, ...) or image files",
+    )  # fmt: skip
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for <case><ending>")
+    p.add_argument(
+        "-m", "--model", type=Path, required=True,
+        help="model folder: fold_<k>/checkpoint_final.pt of one configuration (e.g. "
+             "<results>/models/3d_fullres), or a folder of configurations with -c",
+    )  # fmt: skip
+    p.add_argument("-c", "--configuration", default=None, help="configuration in --model")
+    p.add_argument("-f", "--folds", type=int, nargs="+", default=None, help="default: all")
     p.add_argument("--no-mirroring", action="store_true", help="no test-time mirroring")
     p.add_argument(
         "--save-probabilities", action="store_true", help="also write <case>.npz probabilities"

@@ -1,14 +1,17 @@
-"""A trained fold as a network ready to predict: built from the plans, weights from the
-fold's checkpoint.
+"""Trained folds as networks ready to predict.
 
-The checkpoint (written by :class:`~segflow.training.trainer.FoldTrainer`) records the
-configuration, the network's input channels and outputs and the axes mirrored in training;
-the plans give the topology. Loading never runs pickled code (``weights_only``).
+A fold's checkpoint (written by :class:`~segflow.training.trainer.FoldTrainer`) is a model on
+its own: besides the weights it records the configuration, the network's input channels and
+outputs, the axes mirrored in training, the plans and dataset.json. A *model folder* holds one
+configuration's folds as ``fold_<k>/checkpoint_final.pt`` (``<results>/models/<configuration>``);
+a folder of such folders (``<results>/models``) names the configuration with
+``configuration``. Loading never runs pickled code (``weights_only``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +19,13 @@ import torch
 from torch import nn
 
 from segflow.errors import Problem, SegflowError
+from segflow.io.dataset import DatasetJson, parse_dataset_json
 from segflow.planning.plans import Plans
 from segflow.training.checkpoint import load_checkpoint
 
-__all__ = ["TrainedFold", "load_trained_fold"]
+__all__ = ["TrainedFold", "TrainedModel", "load_model", "load_trained_fold"]
+
+CHECKPOINT_NAME = "checkpoint_final.pt"
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,11 @@ class TrainedFold:
 
 def load_trained_fold(
     checkpoint: str | os.PathLike[str],
-    plans: Plans,
+    plans: Plans | None = None,
     device: str | torch.device = "cpu",
 ) -> TrainedFold:
-    """Build the fold's network from ``plans`` and load the checkpoint's weights.
+    """Build the fold's network from ``plans`` (default: the plans in the checkpoint) and load
+    the checkpoint's weights.
 
     Raises:
         SegflowError: the checkpoint is unreadable, names a configuration the plans do not
@@ -50,6 +57,8 @@ def load_trained_fold(
 
     path = Path(checkpoint)
     state = load_checkpoint(path)
+    if plans is None:
+        plans = Plans.from_dict(state["plans"], where=str(path))
     name = state["configuration"]
     if name not in plans:
         raise SegflowError(
@@ -84,3 +93,109 @@ def load_trained_fold(
         checkpoint=path,
         epoch=int(state["epoch"]),
     )
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """The folds of one configuration, with the plans and dataset.json they were trained on."""
+
+    configuration: str
+    folds: tuple[TrainedFold, ...]
+    plans: Plans
+    dataset: DatasetJson
+
+    @property
+    def networks(self) -> list[nn.Module]:
+        return [f.network for f in self.folds]
+
+    @property
+    def mirror_axes(self) -> tuple[int, ...]:
+        return self.folds[0].mirror_axes
+
+
+def _has_folds(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.glob(f"fold_*/{CHECKPOINT_NAME}"))
+
+
+def _configuration_folder(model_dir: Path, configuration: str | None) -> Path:
+    if _has_folds(model_dir):
+        if configuration is not None and model_dir.name != configuration:
+            raise SegflowError(
+                "no such configuration",
+                [Problem(str(model_dir), f"holds the folds of '{model_dir.name}', "
+                                         f"not '{configuration}'")],
+            )  # fmt: skip
+        return model_dir
+    children = sorted(model_dir.iterdir()) if model_dir.is_dir() else []
+    available = [p.name for p in children if _has_folds(p)]
+    if not available:
+        raise SegflowError(
+            "not a model folder",
+            [Problem(str(model_dir), f"holds no fold_<k>/{CHECKPOINT_NAME}, directly or in a "
+                                     "configuration's folder")],
+        )  # fmt: skip
+    if configuration is None:
+        if len(available) > 1:
+            raise SegflowError(
+                "choose a configuration",
+                [Problem(str(model_dir), f"holds several: {', '.join(available)}")],
+            )
+        configuration = available[0]
+    if configuration not in available:
+        raise SegflowError(
+            "no such configuration",
+            [Problem(str(model_dir), f"holds {', '.join(available)}, not '{configuration}'")],
+        )
+    return model_dir / configuration
+
+
+def load_model(
+    model_dir: str | os.PathLike[str],
+    *,
+    configuration: str | None = None,
+    folds: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+) -> TrainedModel:
+    """Load the folds (default: all) of a model folder.
+
+    Raises:
+        SegflowError: not a model folder, an unknown configuration or fold, or folds trained
+            with different plans or datasets.
+    """
+    folder = _configuration_folder(Path(model_dir), configuration)
+    present = sorted(
+        int(p.parent.name.removeprefix("fold_")) for p in folder.glob(f"fold_*/{CHECKPOINT_NAME}")
+    )
+    chosen = present if folds is None else list(folds)
+    missing = [k for k in chosen if k not in present]
+    if missing:
+        raise SegflowError(
+            "no such fold",
+            [Problem(str(folder / f"fold_{k}" / CHECKPOINT_NAME), "does not exist; trained "
+                     f"folds: {', '.join(map(str, present))}") for k in missing],
+        )  # fmt: skip
+    states = {k: load_checkpoint(folder / f"fold_{k}" / CHECKPOINT_NAME) for k in chosen}
+    first = states[chosen[0]]
+    problems = [
+        Problem(str(folder / f"fold_{k}" / CHECKPOINT_NAME),
+                f"was trained with other {what} than fold {chosen[0]}")
+        for k, state in states.items()
+        for what, key in (("plans", "plans"), ("labels and channels", "dataset_json"))
+        if state.get(key) != first.get(key)
+    ]  # fmt: skip
+    if problems:
+        raise SegflowError("the folds do not belong together", problems)
+    if first.get("plans") is None or first.get("dataset_json") is None:
+        raise SegflowError(
+            "checkpoint without plans",
+            [Problem(str(folder / f"fold_{chosen[0]}" / CHECKPOINT_NAME),
+                     "was written by an older segflow; retrain or pass the plans")],
+        )  # fmt: skip
+    plans = Plans.from_dict(first["plans"], where=str(folder))
+    dataset, dataset_problems = parse_dataset_json(first["dataset_json"])
+    if dataset is None:
+        raise SegflowError("checkpoint with an invalid dataset.json", dataset_problems)
+    loaded = tuple(
+        load_trained_fold(folder / f"fold_{k}" / CHECKPOINT_NAME, plans, device) for k in chosen
+    )
+    return TrainedModel(loaded[0].configuration, loaded, plans, dataset)

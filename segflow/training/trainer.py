@@ -368,6 +368,9 @@ class FoldTrainer:
             "class_names": list(self.class_names),
             "regions": [list(r) for r in self.regions] if self.regions is not None else None,
             "mirror_axes": list(self.mirror_axes),
+            # What prediction needs besides the weights: the checkpoint alone is a model.
+            "plans": self.plans.to_dict(),
+            "dataset_json": json.loads(json.dumps(self.dataset.raw)),
             "settings": dataclasses.asdict(self.settings),
             "epoch": self.epoch,
             "iteration": self.iteration,

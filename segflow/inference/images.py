@@ -1,0 +1,174 @@
+"""Predict raw images outside the workflow (``segflow predict``): gather the input files into
+cases, check them all before any work, and predict them with a model folder's folds.
+
+Inputs follow the raw layout: channel ``k`` of case ``<case>`` is ``<case>_<kkkk><ending>``
+(``_0000`` first); a single-channel model also takes files without the channel suffix. The
+output for a case is ``<output>/<case><ending>``; an input file is never overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import SimpleITK as sitk
+import torch
+
+from segflow.errors import Problem, SegflowError
+from segflow.inference.export import probabilities_path
+from segflow.inference.model import TrainedModel
+from segflow.inference.predictor import predict_files
+from segflow.io.dataset import DatasetJson
+
+__all__ = ["InputCase", "gather_input_cases", "predict_images"]
+
+logger = logging.getLogger(__name__)
+
+_CHANNEL_STEM = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass(frozen=True)
+class InputCase:
+    """One case to predict: its id and its channel files, channel 0 first."""
+
+    case_id: str
+    files: tuple[Path, ...]
+
+
+def _files_of(inputs: Sequence[Path], ending: str, problems: list[Problem]) -> list[Path]:
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(ending))
+            if not found:
+                problems.append(Problem(str(path), f"holds no {ending} files"))
+            files += found
+        elif path.is_file():
+            if path.name.endswith(ending):
+                files.append(path)
+            else:
+                problems.append(Problem(str(path), f"is not a {ending} file (the model's format)"))
+        else:
+            problems.append(Problem(str(path), "does not exist"))
+    return files
+
+
+def _read_header(path: Path) -> tuple[int, tuple[int, ...]] | str:
+    """``(channels, size)`` of an image file from its header, or why it cannot be read."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        lines = str(err).strip().splitlines()
+        return f"cannot be read as an image: {lines[-1] if lines else 'unreadable'}"
+    return reader.GetNumberOfComponents(), tuple(reader.GetSize())
+
+
+def gather_input_cases(inputs: Sequence[str | Path], dataset: DatasetJson) -> list[InputCase]:
+    """The cases in ``inputs`` (folders and files), checked: every problem is listed at once.
+
+    Raises:
+        SegflowError: missing or unreadable files, files of another format, a case without
+            all of the model's channels or with channels it does not have, two files for
+            one channel.
+    """
+    ending = dataset.file_ending
+    problems: list[Problem] = []
+    files = _files_of([Path(p) for p in inputs], ending, problems)
+    channels: dict[str, dict[int, Path]] = {}
+    for path in files:
+        stem = path.name[: -len(ending)]
+        match = _CHANNEL_STEM.match(stem)
+        if match:
+            case_id, channel = match["case"], int(match["channel"])
+        elif dataset.num_channels == 1:
+            case_id, channel = stem, 0
+        else:
+            problems.append(
+                Problem(str(path), f"has no channel suffix; name the channels {stem}_0000{ending} "
+                                   f"to {stem}_{dataset.num_channels - 1:04d}{ending}")
+            )  # fmt: skip
+            continue
+        seen = channels.setdefault(case_id, {})
+        if channel in seen:
+            problems.append(Problem(str(path), f"is channel {channel} of case '{case_id}', as "
+                                               f"is {seen[channel]}"))  # fmt: skip
+            continue
+        seen[channel] = path
+    names = ", ".join(f"{k} ({v})" for k, v in dataset.channel_names.items())
+    cases = []
+    for case_id, found in sorted(channels.items()):
+        gaps = sorted(set(range(max(found) + 1)) - set(found))
+        if gaps:
+            problems.append(Problem(case_id, f"lacks the file(s) of channel {gaps}"))
+        headers = {k: _read_header(found[k]) for k in sorted(found)}
+        unreadable = {k: h for k, h in headers.items() if isinstance(h, str)}
+        for k, reason in unreadable.items():
+            problems.append(Problem(str(found[k]), reason))
+        if gaps or unreadable:
+            continue
+        # An RGB png is three channels in one file, as nnU-Net reads it.
+        total = sum(h[0] for h in headers.values())
+        if total != dataset.num_channels:
+            problems.append(Problem(case_id, f"has {total} channel(s); the model takes "
+                                             f"{dataset.num_channels}: {names}"))  # fmt: skip
+            continue
+        sizes = {h[1] for h in headers.values()}
+        if len(sizes) > 1:
+            problems.append(Problem(case_id, "its channel files differ in size: " + ", ".join(
+                f"{found[k].name} {list(h[1])}" for k, h in headers.items())))  # fmt: skip
+            continue
+        cases.append(InputCase(case_id, tuple(found[k] for k in sorted(found))))
+    if not channels and not problems:
+        problems.append(Problem(", ".join(map(str, inputs)), f"no {ending} images given"))
+    if problems:
+        raise SegflowError("cannot predict these inputs", problems)
+    return cases
+
+
+def predict_images(
+    model: TrainedModel,
+    cases: Sequence[InputCase],
+    output_dir: str | Path,
+    *,
+    mirroring: bool = True,
+    save_probabilities: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool | None = None,
+) -> list[Path]:
+    """Predict every case with the model's folds (their logits averaged) and write
+    ``<output_dir>/<case><ending>``; returns the written files.
+
+    Raises:
+        SegflowError: an output would overwrite an input file (checked before any work).
+    """
+    from tqdm import tqdm
+
+    output_dir = Path(output_dir)
+    ending = model.dataset.file_ending
+    outputs = [output_dir / f"{case.case_id}{ending}" for case in cases]
+    inputs = {p.resolve() for case in cases for p in case.files}
+    clashes = [
+        Problem(str(path), "would overwrite an input image; choose another output folder")
+        for out in outputs
+        for path in ([out, probabilities_path(out)] if save_probabilities else [out])
+        if path.resolve() in inputs
+    ]
+    if clashes:
+        raise SegflowError("refusing to overwrite inputs", clashes)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    mirror_axes = model.mirror_axes if mirroring else None
+    show = sys.stderr.isatty() if progress is None else progress
+    for case, out in tqdm(list(zip(cases, outputs, strict=True)), disable=not show,
+                          desc="predicting", unit="case"):  # fmt: skip
+        predict_files(
+            model.networks, case.files, out, model.plans, model.configuration, model.dataset,
+            mirror_axes=mirror_axes, device=device, save_probabilities=save_probabilities,
+        )  # fmt: skip
+        logger.info("%s -> %s", case.case_id, out)
+    return outputs

@@ -1,0 +1,5 @@
+"""The training tests' tiny experiment, for prediction tests with a really trained fold."""
+
+from __future__ import annotations
+
+from ..training.conftest import tiny_experiment  # noqa: F401 (a fixture)

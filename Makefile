@@ -24,7 +24,9 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
 	@echo
-	@echo "Demo finished. Outputs are in results/demo/ (dataset_report.json, fingerprint.json, plans.json, preprocessed/)."
+	@echo "Demo finished. Outputs are in results/demo/: plans.json, preprocessed/, models/<configuration>/fold_<k>/"
+	@echo "(checkpoints, progress.csv, progress.png) and crossval/<configuration>/ (metrics.csv, summary.json)."
+	@$(BIN)/python -c "import json, pathlib; [print(f'  cross-validation {p.parent.name}: mean foreground Dice {json.loads(p.read_text())[\"mean_foreground_dice\"]:.3f}') for p in sorted(pathlib.Path('results/demo/crossval').glob('*/summary.json'))]"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -75,9 +75,10 @@ def prepare_segflow(holdout: Path, work: Path) -> Path:
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
     snakemake = [
         str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(REPO), "--configfile", str(config_file), "--cores", "2", "--quiet",
+        "--directory", str(REPO), "--configfile", str(config_file), "--cores", "2",
     ]  # fmt: skip
-    subprocess.run([*snakemake, "preprocessed"], check=True)
+    with open(work / "snakemake.log", "w", encoding="utf-8") as log:
+        subprocess.run([*snakemake, "preprocessed"], check=True, stdout=log, stderr=log)
     return results
 
 

@@ -1,0 +1,168 @@
+"""Prediction speed and memory on the held-out Hippocampus cases: segflow vs nnU-Net v2.
+
+Each tool predicts the 40 held-out test cases (``imagesTs`` of the holdout made by
+benchmarks/train_vs_nnunet.py) with its own fold-0 3d_fullres model trained there (same plans:
+patch 40x56x40, the same 4-stage U-Net), once with test-time mirroring and once without:
+
+* segflow: ``segflow predict -i imagesTs -o OUT -m <segflow results>/models/3d_fullres -f 0``;
+* nnU-Net v2: ``nnUNetv2_predict ... -f 0 -chk checkpoint_final.pth [--disable_tta]``, with
+  ``-npp 1 -nps 1`` (one preprocessing and one export worker, as suits 2 CPUs).
+
+Both run on the CPU with the machine's threads. Reported per run: wall seconds (model loading
+included) and seconds per case, the peak summed RSS of the process tree (sampled each 0.2 s),
+and the mean Dice per class of the predictions against ``labelsTs`` (computed by segflow's
+evaluation for both). Prints one JSON line per run and a Markdown table.
+
+Example::
+
+    .venv/bin/python benchmarks/predict_speed.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINER = "nnUNetTrainer_segflowShort"
+
+
+class PeakRss:
+    """Samples the summed RSS of a process tree."""
+
+    def __init__(self, pid: int, every: float = 0.2) -> None:
+        self.pid, self.every, self.peak = pid, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(self.every):
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            total = 0
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    total += proc.memory_info().rss
+            self.peak = max(self.peak, total)
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    with PeakRss(proc.pid) as rss:
+        _, err = proc.communicate()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    return time.perf_counter() - start, rss.peak
+
+
+def _dice(holdout: Path, predictions: Path) -> dict[str, float]:
+    from segflow.evaluation.evaluate import evaluate_files, summarize
+    from segflow.io.dataset import load_dataset_json
+
+    dataset = load_dataset_json(holdout / "dataset.json")
+    ending = dataset.file_ending
+    cases = sorted(p.name[: -len(ending)] for p in (holdout / "labelsTs").glob(f"*{ending}"))
+    rows = evaluate_files(
+        [(c, holdout / "labelsTs" / f"{c}{ending}", predictions / f"{c}{ending}") for c in cases],
+        dataset,
+    )
+    summary = summarize(rows)
+    return {k: round(v["dice"], 4) for k, v in summary["mean"].items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--holdout", type=Path,
+                        default=Path("/tmp/hippo_holdout/Dataset004_Hippocampus"))  # fmt: skip
+    parser.add_argument("--segflow-model", type=Path,
+                        default=Path("/tmp/segflow_ho/results/models/3d_fullres"))  # fmt: skip
+    parser.add_argument("--nnunet-work", type=Path, default=Path("/tmp/nnunet_ho"))
+    parser.add_argument("--nnunet-bin", type=Path, default=Path("/tmp/nnunet-venv/bin"))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/predict_speed"))
+    parser.add_argument("--skip-nnunet", action="store_true")
+    args = parser.parse_args()
+
+    holdout = args.holdout.absolute()
+    images = holdout / "imagesTs"
+    num_cases = len(list(images.glob("*_0000.nii.gz")))
+    threads = len(os.sched_getaffinity(0))
+    rows: list[dict[str, Any]] = []
+    for mirroring in (True, False):
+        tag = "mirroring" if mirroring else "no_mirroring"
+        runs = [("segflow", [
+            sys.executable, "-m", "segflow", "predict", "-i", str(images),
+            "-o", str(args.out / f"segflow_{tag}"), "-m", str(args.segflow_model), "-f", "0",
+            "--device", "cpu", "--threads", str(threads),
+            *([] if mirroring else ["--no-mirroring"]),
+        ], None)]  # fmt: skip
+        if not args.skip_nnunet:
+            env = dict(
+                os.environ,
+                nnUNet_raw=str(args.nnunet_work / "raw"),
+                nnUNet_preprocessed=str(args.nnunet_work / "pre"),
+                nnUNet_results=str(args.nnunet_work / "res"),
+            )
+            runs.append(("nnunet", [
+                str(args.nnunet_bin / "nnUNetv2_predict"), "-i", str(images),
+                "-o", str(args.out / f"nnunet_{tag}"), "-d", holdout.name, "-c", "3d_fullres",
+                "-f", "0", "-tr", TRAINER, "-chk", "checkpoint_final.pth", "-device", "cpu",
+                "-npp", "1", "-nps", "1", *([] if mirroring else ["--disable_tta"]),
+            ], env))  # fmt: skip
+        for tool, cmd, env in runs:
+            out = args.out / f"{tool}_{tag}"
+            shutil.rmtree(out, ignore_errors=True)
+            wall, peak = _run(cmd, env)
+            row = {
+                "tool": tool,
+                "mirroring": mirroring,
+                "cases": num_cases,
+                "wall_s": round(wall, 1),
+                "seconds_per_case": round(wall / num_cases, 2),
+                "peak_rss_gb": round(peak / 1024**3, 2),
+                "dice": _dice(holdout, out),
+                "threads": threads,
+                "load_avg_after": round(os.getloadavg()[0], 2),
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+
+    print("\n| tool | mirroring | s/case | peak RSS (GB) | Dice per class |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        dice = ", ".join(f"{k} {v:.4f}" for k, v in r["dice"].items())
+        print(f"| {r['tool']} | {'on' if r['mirroring'] else 'off'} | "
+              f"{r['seconds_per_case']:.2f} | {r['peak_rss_gb']:.2f} | {dice} |")  # fmt: skip
+    for mirroring in (True, False):
+        pair = {r["tool"]: r for r in rows if r["mirroring"] == mirroring}
+        if len(pair) == 2:
+            ratio = pair["nnunet"]["seconds_per_case"] / pair["segflow"]["seconds_per_case"]
+            print(f"mirroring {'on' if mirroring else 'off'}: segflow {ratio:.2f}x faster "
+                  "per case")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -53,10 +53,15 @@ def load_trained_fold(
             have, or its weights do not fit the network the plans describe (plans of another
             experiment).
     """
+    path = Path(checkpoint)
+    return _fold_from_state(load_checkpoint(path), path, plans, device)
+
+
+def _fold_from_state(
+    state: dict, path: Path, plans: Plans | None, device: str | torch.device
+) -> TrainedFold:
     from segflow.networks import build_network
 
-    path = Path(checkpoint)
-    state = load_checkpoint(path)
     if plans is None:
         plans = Plans.from_dict(state["plans"], where=str(path))
     name = state["configuration"]
@@ -119,13 +124,7 @@ def _has_folds(folder: Path) -> bool:
 
 def _configuration_folder(model_dir: Path, configuration: str | None) -> Path:
     if _has_folds(model_dir):
-        if configuration is not None and model_dir.name != configuration:
-            raise SegflowError(
-                "no such configuration",
-                [Problem(str(model_dir), f"holds the folds of '{model_dir.name}', "
-                                         f"not '{configuration}'")],
-            )  # fmt: skip
-        return model_dir
+        return model_dir  # its checkpoints say which configuration it is
     children = sorted(model_dir.iterdir()) if model_dir.is_dir() else []
     available = [p.name for p in children if _has_folds(p)]
     if not available:
@@ -196,6 +195,14 @@ def load_model(
     if dataset is None:
         raise SegflowError("checkpoint with an invalid dataset.json", dataset_problems)
     loaded = tuple(
-        load_trained_fold(folder / f"fold_{k}" / CHECKPOINT_NAME, plans, device) for k in chosen
+        _fold_from_state(states[k], folder / f"fold_{k}" / CHECKPOINT_NAME, plans, device)
+        for k in chosen
     )
+    trained = {f.configuration for f in loaded}
+    if configuration is not None and trained != {configuration}:
+        raise SegflowError(
+            "no such configuration",
+            [Problem(str(folder), f"holds folds of {', '.join(sorted(trained))}, not "
+                                  f"'{configuration}'")],
+        )  # fmt: skip
     return TrainedModel(loaded[0].configuration, loaded, plans, dataset)

@@ -148,6 +148,14 @@ class TrainingInterrupted(Interrupted):
         )
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def poly_learning_rate(initial_lr: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
     """nnU-Net's polynomial decay, evaluated at the start of ``epoch``."""
     return initial_lr * (1 - epoch / epochs) ** exponent
@@ -283,6 +291,11 @@ class FoldTrainer:
             torch.backends.cudnn.benchmark = not deterministic
         self.use_amp = self.device.type == "cuda"
         self.use_cpu_bf16 = self.device.type == "cpu" and self.settings.cpu_bf16
+        if self.use_cpu_bf16 and not cpu_has_native_bf16():
+            logger.warning(
+                "cpu_bf16 is on but this CPU has no native bfloat16 instructions (AVX-512 BF16 "
+                "or AMX): bf16 is emulated and trains several times slower than float32"
+            )
         self.memory_format = torch.preserve_format
         if self.settings.channels_last:
             self.memory_format = (

@@ -5,9 +5,10 @@ backward, gradient clipping, SGD step) of fold 0:
 
 * segflow's :class:`~segflow.training.trainer.FoldTrainer`, built from segflow's plans and
   preprocessed data, in float32 and (where the CPU has native bf16, or with ``--bf16``) with
-  bfloat16 autocast (``training.cpu_bf16``), at 1 and 2 torch threads, without data loading (every step on the same batch); and with data loading
-  (the next batch from the background workers each step, ``training.num_workers`` chosen from
-  the threads as in a training job) at the machine's CPUs;
+  bfloat16 autocast (``training.cpu_bf16``), at 1 and 2 torch threads, without data loading
+  (every step on the same batch); and with data loading (the next batch from the background
+  workers each step, ``training.num_workers`` chosen from the threads as in a training job)
+  at the machine's CPUs;
 * nnU-Net v2's ``nnUNetTrainer`` with its own plans and preprocessed data and its CPU defaults
   (``benchmarks/nnunet_train_step.py``, run in nnU-Net's virtual environment), with and without
   loading.

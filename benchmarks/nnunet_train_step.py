@@ -54,6 +54,7 @@ def main():
     folder = os.path.join(os.environ["nnUNet_preprocessed"], args.dataset)  # noqa: SIM112
     plans = load_json(os.path.join(folder, "nnUNetPlans.json"))
     dataset_json = load_json(os.path.join(folder, "dataset.json"))
+    plans["continue_training"] = False  # what nnUNetv2_train's loader adds (2.8.1)
     trainer = nnUNetTrainer(plans, args.configuration, 0, dataset_json, device=torch.device("cpu"))
     trainer.on_train_start()
     trainer.on_train_epoch_start()

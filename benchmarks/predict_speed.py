@@ -21,62 +21,30 @@ Example::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from train_vs_nnunet import TreeMonitor  # a sibling script
+
 REPO = Path(__file__).resolve().parents[1]
 TRAINER = "nnUNetTrainer_segflowShort"
-
-
-class PeakRss:
-    """Samples the summed RSS of a process tree."""
-
-    def __init__(self, pid: int, every: float = 0.2) -> None:
-        self.pid, self.every, self.peak = pid, every, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._stop.wait(self.every):
-            try:
-                root = psutil.Process(self.pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                continue
-            total = 0
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    total += proc.memory_info().rss
-            self.peak = max(self.peak, total)
 
 
 def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
-    with PeakRss(proc.pid) as rss:
+    with TreeMonitor(proc.pid, interval=0.2) as rss:
         _, err = proc.communicate()
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return time.perf_counter() - start, rss.peak
+    return time.perf_counter() - start, rss.peak_rss
 
 
 def _dice(holdout: Path, predictions: Path) -> dict[str, float]:

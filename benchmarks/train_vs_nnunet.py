@@ -54,10 +54,11 @@ CONFIGURATION = "3d_fullres"
 
 
 class TreeMonitor:
-    """Samples a process tree's summed RSS and the load average once a second."""
+    """Samples a process tree's summed RSS and the load average every ``interval`` seconds."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, interval: float = 1.0) -> None:
         self.pid = pid
+        self.interval = interval
         self.peak_rss = 0
         self.loads: list[float] = []
         self._stop = threading.Event()
@@ -74,7 +75,7 @@ class TreeMonitor:
     def _run(self) -> None:
         import psutil
 
-        while not self._stop.wait(1.0):
+        while not self._stop.wait(self.interval):
             try:
                 root = psutil.Process(self.pid)
                 procs = [root, *root.children(recursive=True)]

@@ -297,6 +297,16 @@ def _configure_logging(verbose: bool, log_file: Path | None) -> list[logging.Han
     return handlers
 
 
+def _add_prediction_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that predict (validate-fold, predict)."""
+    p.add_argument("--no-mirroring", action="store_true", help="no test-time mirroring")
+    p.add_argument(
+        "--save-probabilities", action="store_true", help="also write <case>.npz probabilities"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; misspelled flags are errors (no ``parse_known_args``)."""
     parser = argparse.ArgumentParser(
@@ -468,12 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocessed", type=Path, required=True, help="preprocessed folder")
     p.add_argument("--checkpoint", type=Path, required=True, help="the fold's checkpoint_final.pt")
     p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--no-mirroring", action="store_true", help="no test-time mirroring")
-    p.add_argument(
-        "--save-probabilities", action="store_true", help="also write <case>.npz probabilities"
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    _add_prediction_options(p)
 
     p = add(
         "predict",
@@ -493,12 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("-c", "--configuration", default=None, help="configuration in --model")
     p.add_argument("-f", "--folds", type=int, nargs="+", default=None, help="default: all")
-    p.add_argument("--no-mirroring", action="store_true", help="no test-time mirroring")
-    p.add_argument(
-        "--save-probabilities", action="store_true", help="also write <case>.npz probabilities"
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    _add_prediction_options(p)
 
     p = add(
         "crossval",

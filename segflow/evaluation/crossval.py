@@ -33,6 +33,7 @@ from segflow.io.atomic import atomic_path, read_json, write_json
 from segflow.io.dataset import load_dataset_json
 from segflow.planning.plans import load_plans
 from segflow.preprocessing.storage import open_case
+from segflow.training.splits import fold_cases
 
 __all__ = ["merge_folds", "read_metrics", "validate_fold", "write_metrics"]
 
@@ -56,16 +57,6 @@ def write_metrics(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     table = pd.read_csv(path, dtype={"case_id": str, "class": str})
     return table.to_dict("records")
-
-
-def _fold_cases(splits_path: Path, fold: int) -> list[str]:
-    splits = read_json(splits_path)
-    folds = splits["folds"] if isinstance(splits, dict) else splits
-    if not 0 <= fold < len(folds):
-        raise SegflowError(
-            f"no fold {fold}", [Problem(str(splits_path), f"holds folds 0 to {len(folds) - 1}")]
-        )
-    return list(folds[fold]["val"])
 
 
 def validate_fold(
@@ -102,7 +93,7 @@ def validate_fold(
     report = read_json(dataset_report)
     root = Path(report["dataset"])
     labels = {c["case_id"]: c["label"] for c in report["training_cases"]}
-    cases = _fold_cases(Path(splits_path), fold)
+    _, cases = fold_cases(splits_path, fold)
     unknown = [Problem(str(splits_path), f"case '{c}' is not a training case") for c in cases
                if c not in labels]  # fmt: skip
     if unknown:

@@ -17,7 +17,7 @@ import numpy as np
 
 from segflow.errors import Problem, SegflowError
 from segflow.evaluation.metrics import METRICS, class_metrics, region_mask
-from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
+from segflow.io.dataset import DatasetJson
 from segflow.io.image import read_image
 
 __all__ = [
@@ -35,15 +35,7 @@ GEOMETRY_TOLERANCE = 1e-3
 def evaluated_classes(dataset: DatasetJson) -> dict[str, int | tuple[int, ...]]:
     """The classes (or regions) metrics are computed for: every label but the background and
     the ignore label, by name."""
-    classes: dict[str, int | tuple[int, ...]] = {}
-    for name, value in dataset.labels.items():
-        if name == IGNORE_LABEL_NAME:
-            continue
-        values = value if isinstance(value, tuple) else (value,)
-        if set(values) == {0}:
-            continue
-        classes[name] = value
-    return classes
+    return dataset.foreground_classes
 
 
 def _geometry_problems(reference: Any, prediction: Any, where: str) -> list[Problem]:

@@ -69,6 +69,17 @@ class DatasetJson:
         return [v for v in self.label_values if v != 0 and v != ignore]
 
     @property
+    def foreground_classes(self) -> dict[str, int | tuple[int, ...]]:
+        """Name -> value (or a region's values) of every label but the ignore label and
+        those whose values are all background (0), in ``dataset.json`` order."""
+        classes: dict[str, int | tuple[int, ...]] = {}
+        for name, value in self.labels.items():
+            values = value if isinstance(value, tuple) else (value,)
+            if name != IGNORE_LABEL_NAME and set(values) != {0}:
+                classes[name] = value
+        return classes
+
+    @property
     def num_segmentation_heads(self) -> int:
         """Network outputs: one per region, or one per class including background."""
         if self.has_regions:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
+from segflow.io.dataset import DatasetJson
 
 __all__ = [
     "DICE_SMOOTH",
@@ -247,15 +247,7 @@ def foreground_regions(dataset: DatasetJson) -> list[tuple[int, ...]]:
     Every label except the ignore label and those whose values are all background (0).
     An integer label becomes a one-value region.
     """
-    regions = []
-    for name, value in dataset.labels.items():
-        if name == IGNORE_LABEL_NAME:
-            continue
-        values = value if isinstance(value, tuple) else (value,)
-        if set(values) == {0}:
-            continue
-        regions.append(tuple(values))
-    return regions
+    return [v if isinstance(v, tuple) else (v,) for v in dataset.foreground_classes.values()]
 
 
 def label_map_to_regions(

@@ -25,8 +25,8 @@ import numpy as np
 from segflow import __version__
 from segflow.errors import Problem, SegflowError
 
-__all__ = ["check_folds", "grouped_splits", "kfold_splits", "load_groups", "load_manual_splits",
-           "make_splits"]  # fmt: skip
+__all__ = ["check_folds", "fold_cases", "grouped_splits", "kfold_splits", "load_groups",
+           "load_manual_splits", "make_splits"]  # fmt: skip
 
 Fold = dict[str, list[str]]
 
@@ -186,3 +186,22 @@ def make_splits(
         "warnings": warnings,
         "folds": folds,
     }
+
+
+def fold_cases(splits_path: str | Path, fold: int) -> tuple[list[str], list[str]]:
+    """The training and validation cases of ``fold`` in a splits file (segflow's
+    ``splits.json`` or nnU-Net's list form).
+
+    Raises:
+        SegflowError: the file has no such fold.
+    """
+    from segflow.io.atomic import read_json
+
+    splits = read_json(splits_path)
+    folds = splits["folds"] if isinstance(splits, dict) else splits
+    if not 0 <= fold < len(folds):
+        raise SegflowError(
+            f"fold {fold} does not exist",
+            [Problem(str(splits_path), f"holds folds 0 to {len(folds) - 1}")],
+        )
+    return list(folds[fold]["train"]), list(folds[fold]["val"])

@@ -675,22 +675,15 @@ def train_fold(
             cases of the fold missing from the preprocessed folder, ...).
         TrainingInterrupted: see :meth:`FoldTrainer.run`.
     """
-    from segflow.io.atomic import read_json
     from segflow.io.dataset import load_dataset_json
     from segflow.planning.plans import load_plans
     from segflow.preprocessing.storage import is_case_complete
+    from segflow.training.splits import fold_cases
 
     plans = load_plans(plans_path)
     dataset = load_dataset_json(dataset_json)
     plans.configuration(configuration)  # raises, naming the valid ones
-    splits = read_json(splits_path)
-    folds = splits["folds"] if isinstance(splits, dict) else splits
-    if not 0 <= fold < len(folds):
-        raise SegflowError(
-            f"fold {fold} does not exist",
-            [Problem(str(splits_path), f"holds folds 0 to {len(folds) - 1}")],
-        )
-    train_cases, val_cases = list(folds[fold]["train"]), list(folds[fold]["val"])
+    train_cases, val_cases = fold_cases(splits_path, fold)
     missing = [
         Problem(str(Path(preprocessed_folder) / case_id), "not preprocessed (or incomplete)")
         for case_id in train_cases + val_cases

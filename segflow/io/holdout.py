@@ -94,8 +94,12 @@ def make_holdout(
         "segflow_version": __version__,
     }
     if _is_same_holdout(output, record):
-        logger.info("%s already holds this holdout; left as it is", output)
-        return record
+        if (output / "dataset.json").is_file():
+            logger.info("%s already holds this holdout; left as it is", output)
+            return record
+        # Its dataset.json is gone (Snakemake removes a job's output before rerunning it):
+        # rebuild the same holdout.
+        _remove_links_folder(output)
     _check_output_free(output)
     _build(source, output, layout, record)
     logger.info(
@@ -163,6 +167,20 @@ def _check_output_free(output: Path) -> None:
         "the output folder is taken",
         [Problem(str(output), f"holds {what}; give an empty or new folder, or remove this one")],
     )
+
+
+def _remove_links_folder(output: Path) -> None:
+    """Remove a holdout folder made by :func:`make_holdout`: links and its own JSON files only."""
+    own = {"dataset.json", HOLDOUT_FILE}
+    for root, _, files in os.walk(output):
+        for name in files:
+            path = Path(root) / name
+            if not path.is_symlink() and not (Path(root) == output and name in own):
+                raise SegflowError(
+                    "the output folder is taken",
+                    [Problem(str(path), "is not part of a holdout; remove the folder by hand")],
+                )
+    shutil.rmtree(output)
 
 
 def _links(layout: DatasetLayout, test_ids: set[str]) -> list[tuple[str, str]]:

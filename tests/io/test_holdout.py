@@ -175,3 +175,25 @@ def test_cli_holdout(source, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("segflow holdout: error: the output folder is taken")
     assert "Traceback" not in err
+
+
+def test_a_holdout_without_its_dataset_json_is_rebuilt(source, tmp_path):
+    # Snakemake removes a job's output (dataset.json) before rerunning make_holdout.
+    out = tmp_path / "ho"
+    first = make_holdout(source, out, 2, seed=1)
+    (out / "dataset.json").unlink()
+    again = make_holdout(source, out, 2, seed=1)
+    assert again["test_cases"] == first["test_cases"]
+    assert (out / "dataset.json").is_file()
+    held_out = {f"{c}.nii.gz" for c in first["test_cases"]}
+    assert held_out <= {p.name for p in (out / "labelsTs").iterdir()}
+
+
+def test_a_holdout_folder_with_foreign_files_is_not_removed(source, tmp_path):
+    out = tmp_path / "ho"
+    make_holdout(source, out, 2, seed=1)
+    (out / "dataset.json").unlink()
+    (out / "imagesTr" / "mine.txt").write_text("keep me")
+    with pytest.raises(SegflowError, match="not part of a holdout"):
+        make_holdout(source, out, 2, seed=1)
+    assert (out / "imagesTr" / "mine.txt").read_text() == "keep me"

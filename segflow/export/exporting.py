@@ -1,0 +1,299 @@
+"""Exporting the model: the selected configurations' folds, ready to predict anywhere.
+
+The last step of the workflow gathers what prediction needs into one folder (laid out as
+:mod:`segflow.export.bundle` describes) and, on request, a zip of it. Only the selected
+configurations and folds go in, and each checkpoint is an inference-only copy of the fold's
+final checkpoint: the weights and the metadata that :mod:`segflow.inference.model` reads,
+without the optimizer, grad scaler, random states and training history a resumed run needs
+(about half the size).
+
+The folder is built beside its final place and renamed onto it only once complete, so a
+killed job never leaves a half-written model under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import stat
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import segflow
+from segflow.errors import Problem, SegflowError
+from segflow.export.bundle import (
+    BUNDLE_FORMAT,
+    CHECKPOINT_NAME,
+    CROSSVAL_SUMMARY_NAME,
+    MANIFEST_NAME,
+    README_NAME,
+    bundle_files,
+    file_sha256,
+    make_folder_beside,
+    selected_models,
+)
+from segflow.export.readme import render_readme
+from segflow.io.atomic import atomic_path, write_json, write_text
+from segflow.io.dataset import parse_dataset_json
+from segflow.training.checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = ["export_model", "inference_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+#: Checkpoint entries :mod:`segflow.inference.model` reads; an inference copy needs them all.
+INFERENCE_KEYS = (
+    "network",
+    "configuration",
+    "fold",
+    "num_input_channels",
+    "num_outputs",
+    "mirror_axes",
+    "epoch",
+    "plans",
+    "dataset_json",
+)
+#: Small entries kept because they say how the fold was trained.
+DESCRIPTIVE_KEYS = ("segflow_version", "signature", "class_names", "regions", "settings")
+
+JsonSource = str | os.PathLike[str] | Mapping[str, Any]
+
+
+def _read_source(source: JsonSource, what: str, problems: list[Problem]) -> Any:
+    """A JSON input given as a mapping or a file; None (with a problem) when unreadable."""
+    where = what if isinstance(source, Mapping) else str(source)
+    try:
+        if isinstance(source, Mapping):
+            data = json.loads(json.dumps(source))  # a plain copy, and proof it is JSON
+        else:
+            data = json.loads(Path(source).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(Problem(where, f"{what} does not exist"))
+        return None
+    except (OSError, TypeError, ValueError) as err:  # JSON and Unicode errors are ValueErrors
+        problems.append(Problem(where, f"{what} is not readable JSON: {err}"))
+        return None
+    if not isinstance(data, dict):
+        problems.append(Problem(where, f"{what} is not a JSON object"))
+        return None
+    return data
+
+
+def inference_checkpoint(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a training checkpoint that prediction needs.
+
+    Keeps the network weights, the entries :mod:`segflow.inference.model` reads and a few
+    that describe the training run; drops optimizer, grad-scaler, random-number and history
+    state. The result is marked ``inference_only`` and is saved with
+    :func:`~segflow.training.checkpoint.save_checkpoint` like any checkpoint.
+
+    Raises:
+        KeyError: ``state`` lacks an entry inference needs (named in the message).
+    """
+    missing = [key for key in INFERENCE_KEYS if key not in state]
+    if missing:
+        raise KeyError(f"checkpoint lacks {', '.join(missing)}")
+    kept = {key: state[key] for key in (*INFERENCE_KEYS, *DESCRIPTIVE_KEYS) if key in state}
+    return {**kept, "inference_only": True}
+
+
+def _check_inputs(
+    selection: Any,
+    checkpoints: Mapping[str, Mapping[int, str | os.PathLike[str]]],
+    crossval_summaries: Mapping[str, str | os.PathLike[str]],
+    problems: list[Problem],
+) -> dict[str, dict[int, Path]]:
+    """The checkpoint file of every selected configuration and fold; problems for the rest."""
+    names, folds = selected_models(selection, "selection.json", problems)
+    chosen: dict[str, dict[int, Path]] = {}
+    for name in names:
+        given = {int(k): Path(v) for k, v in checkpoints.get(name, {}).items()}
+        if name not in checkpoints:
+            problems.append(
+                Problem(f"configuration {name}", "is selected but no checkpoints were given")
+            )
+        for k in folds:
+            if name in checkpoints and k not in given:
+                problems.append(Problem(f"configuration {name}", f"no checkpoint of fold {k}"))
+            elif k in given and not given[k].is_file():
+                problems.append(
+                    Problem(str(given[k]), f"checkpoint of {name} fold {k} does not exist")
+                )
+        if name not in crossval_summaries:
+            problems.append(Problem(f"configuration {name}", "no cross-validation summary"))
+        elif not Path(crossval_summaries[name]).is_file():
+            problems.append(
+                Problem(str(crossval_summaries[name]), "cross-validation summary does not exist")
+            )
+        chosen[name] = {k: given[k] for k in folds if k in given}
+    return chosen
+
+
+def _copy_checkpoint(
+    source: Path,
+    target: Path,
+    configuration: str,
+    fold: int,
+    dataset_raw: dict[str, Any],
+    problems: list[Problem],
+) -> None:
+    """Write the inference copy of ``source``, or add why it cannot be exported."""
+    try:
+        state = load_checkpoint(source)
+    except SegflowError as err:
+        problems += err.problems or [Problem(str(source), err.summary)]
+        return
+    try:
+        stripped = inference_checkpoint(state)
+    except KeyError as err:
+        problems.append(Problem(str(source), f"{err.args[0]}: written by an older segflow?"))
+        return
+    if state["configuration"] != configuration or int(state["fold"]) != fold:
+        problems.append(
+            Problem(
+                str(source),
+                f"holds {state['configuration']} fold "
+                f"{state['fold']}, not {configuration} fold {fold}",
+            )
+        )
+        return
+    trained = state["dataset_json"] or {}
+    for key in ("labels", "channel_names"):
+        if trained.get(key) != dataset_raw.get(key):
+            problems.append(Problem(str(source), f"was trained with other {key} than dataset.json"))
+            return
+    save_checkpoint(target, stripped)
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Rename the complete folder ``new`` onto ``target``, replacing an old one."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    # A folder cannot be renamed over a non-empty one: move the old aside first.
+    old = make_folder_beside(target, ".old-")
+    os.replace(target, old / target.name)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_zip(folder: Path, files: list[str], zip_path: Path) -> None:
+    """Zip ``files`` of ``folder`` (names relative to it), reproducibly and atomically."""
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        for name in files:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # Unix: the mode below is what external_attr means
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.file_size = (folder / name).stat().st_size  # lets zipfile choose ZIP64
+            with open(folder / name, "rb") as src, archive.open(info, "w") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def export_model(
+    *,
+    dataset_json: JsonSource,
+    plans: JsonSource,
+    fingerprint: JsonSource,
+    selection: JsonSource,
+    postprocessing: JsonSource,
+    checkpoints: Mapping[str, Mapping[int, str | os.PathLike[str]]],
+    crossval_summaries: Mapping[str, str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    zip_path: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Write the self-contained model folder of the selected configurations.
+
+    Args:
+        dataset_json, plans, fingerprint, selection, postprocessing: the experiment's JSON
+            files, as paths or already parsed.
+        checkpoints: configuration -> fold -> its final checkpoint. Every selected
+            configuration needs every selected fold; others are ignored.
+        crossval_summaries: configuration -> its cross-validation ``summary.json``; needed
+            for every selected configuration, others are ignored.
+        output_dir: the model folder; an old one is replaced once the new one is complete.
+        zip_path: also write a zip of the folder's files (no top-level folder) here.
+
+    Returns:
+        ``output_dir``.
+
+    Raises:
+        SegflowError: every problem at once: unreadable inputs, a selected configuration or
+            fold without a checkpoint or summary, checkpoints of another configuration, fold
+            or dataset, or an ``output_dir`` that is not a folder.
+    """
+    output = Path(output_dir)
+    problems: list[Problem] = []
+    if output.exists() and not output.is_dir():
+        problems.append(Problem(str(output), "exists and is not a folder"))
+    if zip_path is not None and Path(zip_path).absolute().is_relative_to(output.absolute()):
+        problems.append(Problem(str(zip_path), "the zip cannot go inside the model folder"))
+    what = ("dataset.json", "plans", "fingerprint", "selection.json", "postprocessing.json")
+    sources = (dataset_json, plans, fingerprint, selection, postprocessing)
+    raw_dataset, raw_plans, raw_fingerprint, raw_selection, raw_postprocessing = (
+        _read_source(source, name, problems) for source, name in zip(sources, what, strict=True)
+    )
+    dataset = None
+    if raw_dataset is not None:
+        dataset, dataset_problems = parse_dataset_json(raw_dataset, "dataset.json")
+        problems += dataset_problems
+    chosen = _check_inputs(raw_selection, checkpoints, crossval_summaries, problems)
+    if problems or dataset is None:
+        raise SegflowError("cannot export the model", problems)
+
+    summaries = {
+        name: _read_source(crossval_summaries[name], "cross-validation summary", problems)
+        for name in chosen
+    }
+    folder = make_folder_beside(output, ".tmp-")
+    try:
+        for name, folds in chosen.items():
+            for k, source in folds.items():
+                target = folder / name / f"fold_{k}" / CHECKPOINT_NAME
+                _copy_checkpoint(source, target, name, k, raw_dataset, problems)
+        if problems:
+            raise SegflowError("cannot export the model", problems)
+        for name, summary in summaries.items():
+            write_json(folder / name / CROSSVAL_SUMMARY_NAME, summary)
+        copies = {
+            "dataset.json": raw_dataset,
+            "plans.json": raw_plans,
+            "fingerprint.json": raw_fingerprint,
+            "selection.json": raw_selection,
+            "postprocessing.json": raw_postprocessing,
+        }
+        for name, content in copies.items():
+            write_json(folder / name, content)
+        configurations = {name: tuple(folds) for name, folds in chosen.items()}
+        dataset_name = dataset.name or str(raw_fingerprint.get("dataset_name", ""))
+        readme = render_readme(
+            dataset, dataset_name, raw_selection, raw_postprocessing, configurations, output.name
+        )
+        write_text(folder / README_NAME, readme)
+        files = bundle_files(configurations)
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "segflow_version": segflow.__version__,
+            "dataset": dataset_name,
+            "configurations": {name: list(folds) for name, folds in configurations.items()},
+            "files": {name: file_sha256(folder / name) for name in sorted(files)},
+        }
+        write_json(folder / MANIFEST_NAME, manifest)
+        if zip_path is not None:
+            _write_zip(folder, [MANIFEST_NAME, *sorted(files)], Path(zip_path))
+        _replace_folder(folder, output)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    logger.info(
+        "exported %s: %s to %s%s",
+        dataset_name or "the model",
+        ", ".join(f"{n} folds {list(f)}" for n, f in configurations.items()),
+        output,
+        f" and {zip_path}" if zip_path is not None else "",
+    )
+    return output

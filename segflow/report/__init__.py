@@ -1,0 +1,31 @@
+"""The content of the Snakemake report: HTML tables and PNG figures of each stage's results.
+
+:func:`write_report_pages` writes them all; each page or figure also has its own function.
+Pages are self-contained HTML (inline CSS, no JavaScript), figures PNG drawn off-screen.
+"""
+
+from __future__ import annotations
+
+from segflow.report.evaluation_pages import (
+    crossval_page,
+    describe_rule,
+    selection_page,
+    test_page,
+)
+from segflow.report.pages import REPORT_FILES, TEST_REPORT_FILES, write_report_pages
+from segflow.report.planning_pages import dataset_page, plans_page
+from segflow.report.plots import crossval_boxplot, test_boxplot
+
+__all__ = [
+    "REPORT_FILES",
+    "TEST_REPORT_FILES",
+    "crossval_boxplot",
+    "crossval_page",
+    "dataset_page",
+    "describe_rule",
+    "plans_page",
+    "selection_page",
+    "test_boxplot",
+    "test_page",
+    "write_report_pages",
+]

@@ -23,10 +23,8 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
-	@echo
-	@echo "Demo finished. Outputs are in results/demo/: plans.json, preprocessed/, models/<configuration>/fold_<k>/"
-	@echo "(checkpoints, progress.csv, progress.png) and crossval/<configuration>/ (metrics.csv, summary.json)."
-	@$(BIN)/python -c "import json, pathlib; [print(f'  cross-validation {p.parent.name}: mean foreground Dice {json.loads(p.read_text())[\"mean_foreground_dice\"]:.3f}') for p in sorted(pathlib.Path('results/demo/crossval').glob('*/summary.json'))]"
+	$(BIN)/snakemake --report results/demo/report.html --configfile config/config.yaml
+	@$(BIN)/python scripts/demo_summary.py results/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

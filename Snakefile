@@ -17,6 +17,7 @@ if not config:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/holdout.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/fingerprint.smk"
 include: "workflow/rules/plan.smk"
@@ -24,6 +25,13 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/split.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/crossval.smk"
+include: "workflow/rules/select.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:
@@ -33,6 +41,7 @@ rule all:
         RESULTS / "splits.json",
         trained_models,
         crossval_summaries,
+        final_targets,
     default_target: True
 
 

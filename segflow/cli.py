@@ -186,8 +186,8 @@ def _cmd_crossval(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
+    from segflow.inference.ensemble import load_predictor
     from segflow.inference.images import gather_input_cases, predict_images
-    from segflow.inference.model import load_model
     from segflow.training.trainer import choose_device
 
     if args.threads is not None:
@@ -195,26 +195,129 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     device = choose_device(args.device)
-    model = load_model(
-        args.model, configuration=args.configuration, folds=args.folds, device=device
+    predictor = load_predictor(
+        args.model,
+        configurations=args.configuration,
+        folds=args.folds,
+        selection=args.selection,
+        postprocessing=args.postprocessing,
+        use_postprocessing=not args.no_postprocessing,
+        device=device,
     )
-    cases = gather_input_cases(args.input, model.dataset)
+    cases = gather_input_cases(args.input, predictor.dataset)
     logger.info(
-        "predicting %d case(s) with %s folds %s on %s%s",
+        "predicting %d case(s) with %s on %s%s",
         len(cases),
-        model.configuration,
-        [f.fold for f in model.folds],
+        predictor.describe(),
         device,
         "" if not args.no_mirroring else ", no mirroring",
     )
     predict_images(
-        model,
+        predictor,
         cases,
         args.output,
         mirroring=not args.no_mirroring,
         save_probabilities=args.save_probabilities,
         device=device,
     )
+
+
+def _cmd_select(args: argparse.Namespace) -> None:
+    from segflow.ensembling import select_model
+
+    select_model(
+        crossval_folders={Path(p).name: p for p in args.crossval},
+        dataset_json=args.dataset_json,
+        dataset_report=args.dataset_report,
+        output_json=args.out,
+        predictions_folder=args.predictions_out,
+        ensembles=not args.no_ensembles,
+    )
+
+
+def _cmd_postprocess(args: argparse.Namespace) -> None:
+    from segflow.postprocessing import run_decide
+
+    run_decide(
+        args.predictions, args.references, args.dataset_json, args.out,
+        try_rules=not args.no_largest_component,
+    )  # fmt: skip
+
+
+def _cmd_apply_postprocessing(args: argparse.Namespace) -> None:
+    from segflow.postprocessing import run_apply
+
+    written = run_apply(args.postprocessing, args.input, args.output, args.dataset_json)
+    logger.info("postprocessed %d segmentation(s) into %s", len(written), args.output)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from segflow.evaluation.crossval import write_metrics
+    from segflow.evaluation.evaluate import evaluate_folders, summarize
+    from segflow.io.atomic import write_json
+    from segflow.io.dataset import load_dataset_json
+
+    dataset = load_dataset_json(args.dataset_json)
+    rows = evaluate_folders(args.references, args.predictions, dataset)
+    write_metrics(args.metrics_out, rows)
+    summary = summarize(rows)
+    write_json(args.summary_out, summary)
+    logger.info("%d case(s): mean foreground Dice %s", summary["num_cases"],
+                summary["mean_foreground_dice"])  # fmt: skip
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from segflow.export import export_model
+
+    checkpoints: dict[str, dict[int, Path]] = {}
+    for path in sorted(args.models.glob("*/fold_*/checkpoint_final.pt")):
+        fold = int(path.parent.name.removeprefix("fold_"))
+        checkpoints.setdefault(path.parent.parent.name, {})[fold] = path
+    summaries = {p.parent.name: p for p in sorted(args.crossval.glob("*/summary.json"))}
+    export_model(
+        dataset_json=args.dataset_json, plans=args.plans, fingerprint=args.fingerprint,
+        selection=args.selection, postprocessing=args.postprocessing, checkpoints=checkpoints,
+        crossval_summaries=summaries, output_dir=args.out, zip_path=args.zip,
+    )  # fmt: skip
+    logger.info("exported the model to %s%s", args.out, f" and {args.zip}" if args.zip else "")
+
+
+def _cmd_import_model(args: argparse.Namespace) -> None:
+    from segflow.export import run_import
+
+    run_import(args.zip, args.output)
+
+
+def _cmd_report_pages(args: argparse.Namespace) -> None:
+    from segflow.report import TEST_REPORT_FILES, test_boxplot, test_page, write_report_pages
+
+    if args.part == "test":
+        if args.test_metrics is None:
+            raise SegflowError("report-pages --part test needs --test-metrics")
+        written = {
+            "test": test_page(args.test_metrics, args.out_dir / TEST_REPORT_FILES["test"]),
+            "test_dice": test_boxplot(
+                args.test_metrics, args.out_dir / TEST_REPORT_FILES["test_dice"]
+            ),
+        }
+    else:
+        missing = [
+            f"--{name.replace('_', '-')}"
+            for name in ("dataset_json", "dataset_report", "fingerprint", "plans",
+                         "crossval_metrics", "selection", "postprocessing")
+            if getattr(args, name) is None
+        ]  # fmt: skip
+        if missing:
+            raise SegflowError(f"report-pages --part {args.part} needs {', '.join(missing)}")
+        written = write_report_pages(
+            dataset_json=args.dataset_json, dataset_report=args.dataset_report,
+            fingerprint=args.fingerprint, plans=args.plans,
+            crossval_metrics={Path(p).parent.name: p for p in args.crossval_metrics},
+            selection=args.selection, postprocessing=args.postprocessing,
+            test_metrics=args.test_metrics if args.part == "all" else None,
+            out_dir=args.out_dir,
+        )  # fmt: skip
+    logger.info("report pages: %s", ", ".join(str(p) for p in written.values()))
 
 
 def _preprocess_case_specs(args: argparse.Namespace) -> list:
@@ -493,12 +596,129 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for <case><ending>")
     p.add_argument(
         "-m", "--model", type=Path, required=True,
-        help="model folder: fold_<k>/checkpoint_final.pt of one configuration (e.g. "
-             "<results>/models/3d_fullres), or a folder of configurations with -c",
+        help="an exported model (segflow export: <results>/model), a configuration's "
+             "fold_<k>/checkpoint_final.pt folder (<results>/models/3d_fullres), or a folder "
+             "of configurations (<results>/models) with -c or --selection",
     )  # fmt: skip
-    p.add_argument("-c", "--configuration", default=None, help="configuration in --model")
+    p.add_argument(
+        "-c", "--configuration", nargs="+", default=None,
+        help="configuration(s) in --model; several are ensembled",
+    )  # fmt: skip
     p.add_argument("-f", "--folds", type=int, nargs="+", default=None, help="default: all")
+    p.add_argument(
+        "--selection", type=Path, default=None,
+        help="selection.json: predict with its selected configurations (ensembled) and folds",
+    )  # fmt: skip
+    p.add_argument(
+        "--postprocessing", type=Path, default=None,
+        help="postprocessing.json whose rules to apply (an exported model brings its own)",
+    )  # fmt: skip
+    p.add_argument("--no-postprocessing", action="store_true", help="apply no postprocessing rule")
     _add_prediction_options(p)
+
+    p = add(
+        "select",
+        _cmd_select,
+        "compare the configurations and their pairs by cross-validation Dice "
+        "(selection.json) and write the winner's cross-validation segmentations",
+    )
+    p.add_argument(
+        "--crossval", type=Path, nargs="+", required=True,
+        help="crossval/<configuration> folders (the name is the configuration), in the order "
+             "ties are broken by",
+    )  # fmt: skip
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--dataset-report", type=Path, required=True, help="dataset_report.json")
+    p.add_argument("--out", type=Path, required=True, help="selection.json")
+    p.add_argument(
+        "--predictions-out", type=Path, required=True,
+        help="folder for the selected model's cross-validation segmentations",
+    )  # fmt: skip
+    p.add_argument("--no-ensembles", action="store_true", help="compare single configurations")
+
+    p = add(
+        "postprocess",
+        _cmd_postprocess,
+        "decide the connected-component postprocessing on cross-validation predictions "
+        "(postprocessing.json)",
+    )
+    p.add_argument("--predictions", type=Path, required=True, help="folder of <case><ending>")
+    p.add_argument("--references", type=Path, required=True, help="folder of the labels")
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="postprocessing.json")
+    p.add_argument(
+        "--no-largest-component", action="store_true",
+        help="try no rule: record the scores, apply nothing",
+    )  # fmt: skip
+
+    p = add(
+        "apply-postprocessing",
+        _cmd_apply_postprocessing,
+        "apply postprocessing.json's rules to segmentations (same geometry, new folder)",
+    )
+    p.add_argument("--postprocessing", type=Path, required=True, help="postprocessing.json")
+    p.add_argument("-i", "--input", type=Path, nargs="+", required=True, help="files or folders")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--dataset-json", type=Path, required=True)
+
+    p = add(
+        "evaluate",
+        _cmd_evaluate,
+        "score predicted segmentations against reference labels (metrics per case and class)",
+    )
+    p.add_argument("--references", type=Path, required=True, help="folder of <case><ending>")
+    p.add_argument(
+        "--predictions", type=Path, nargs="+", required=True,
+        help="prediction files or folders; each <case><ending> is scored",
+    )  # fmt: skip
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--metrics-out", type=Path, required=True, help="metrics CSV")
+    p.add_argument("--summary-out", type=Path, required=True, help="summary JSON")
+
+    p = add(
+        "export",
+        _cmd_export,
+        "write the selected model as a self-contained folder (and zip) for `segflow predict -m`",
+    )
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--plans", type=Path, required=True)
+    p.add_argument("--fingerprint", type=Path, required=True)
+    p.add_argument("--selection", type=Path, required=True)
+    p.add_argument("--postprocessing", type=Path, required=True)
+    p.add_argument("--models", type=Path, required=True, help="<results>/models")
+    p.add_argument("--crossval", type=Path, required=True, help="<results>/crossval")
+    p.add_argument("--out", type=Path, required=True, help="the model folder to write")
+    p.add_argument("--zip", type=Path, default=None, help="also write this zip")
+
+    p = add(
+        "import-model",
+        _cmd_import_model,
+        "unpack an exported model zip safely (no absolute paths, '..' or links; hashes checked)",
+    )
+    p.add_argument("zip", type=Path, help="the model zip (segflow export)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="new or empty folder")
+
+    p = add(
+        "report-pages",
+        _cmd_report_pages,
+        "write the report's pages and figures (dataset, plans, cross-validation, selection, test)",
+    )
+    p.add_argument(
+        "--part", choices=["main", "test", "all"], default="all",
+        help="main: every page but the test set's; test: only the test set's (needs only "
+             "--test-metrics); all: both",
+    )  # fmt: skip
+    p.add_argument("--dataset-json", type=Path)
+    p.add_argument("--dataset-report", type=Path)
+    p.add_argument("--fingerprint", type=Path)
+    p.add_argument("--plans", type=Path)
+    p.add_argument(
+        "--crossval-metrics", type=Path, nargs="+", help="crossval/<configuration>/metrics.csv"
+    )
+    p.add_argument("--selection", type=Path)
+    p.add_argument("--postprocessing", type=Path)
+    p.add_argument("--test-metrics", type=Path, default=None)
+    p.add_argument("--out-dir", type=Path, required=True)
 
     p = add(
         "crossval",

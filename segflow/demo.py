@@ -63,7 +63,7 @@ def synthesize_case(
     organ_center = center + rng.uniform(-0.04, 0.04, 3) * extent
     organ = _ellipsoid(grid, organ_center, organ_radii) & body
 
-    lesion_radii = organ_radii * rng.uniform(0.4, 0.55, 3)
+    lesion_radii = organ_radii * rng.uniform(0.6, 0.75, 3)
     lesion_radii[0] = max(lesion_radii[0], 1.6 * spacing_arr[0])  # at least ~3 slices thick
     offset = rng.uniform(-0.3, 0.3, 3) * (organ_radii - lesion_radii)
     lesion = _ellipsoid(grid, organ_center + offset, lesion_radii) & organ

@@ -35,13 +35,23 @@ from segflow.planning.plans import load_plans
 from segflow.preprocessing.storage import open_case
 from segflow.training.splits import fold_cases
 
-__all__ = ["merge_folds", "read_metrics", "validate_fold", "write_metrics"]
+__all__ = [
+    "METRICS_FILE",
+    "PREDICTIONS_FOLDER",
+    "PROBABILITIES_FOLDER",
+    "SUMMARY_FILE",
+    "merge_folds",
+    "read_metrics",
+    "validate_fold",
+    "write_metrics",
+]
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 PREDICTIONS_FOLDER = "predictions"
+PROBABILITIES_FOLDER = "probabilities"
 
 
 def write_metrics(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> Path:
@@ -55,7 +65,10 @@ def write_metrics(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) 
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    table = pd.read_csv(path, dtype={"case_id": str, "class": str})
+    # Only empty cells are missing: a case or class named "NA" stays a name.
+    table = pd.read_csv(
+        path, dtype={"case_id": str, "class": str}, keep_default_na=False, na_values=[""]
+    )
     return table.to_dict("records")
 
 
@@ -77,14 +90,17 @@ def validate_fold(
 ) -> dict[str, Any]:
     """Predict and score the fold's held-out cases; returns the fold's summary.
 
-    Writes ``<output_folder>/predictions/<case><ending>`` (and ``<case>.npz`` probabilities
-    with ``save_probabilities``), ``metrics.csv`` and, last, ``summary.json``.
+    Writes ``<output_folder>/predictions/<case><ending>``, with ``save_probabilities`` the
+    class probabilities ``<output_folder>/probabilities/<case>.npz`` (for ensembles),
+    ``metrics.csv`` and, last, ``summary.json``.
     """
     from segflow.training.trainer import choose_device
 
     output_folder = Path(output_folder)
     predictions = output_folder / PREDICTIONS_FOLDER
     predictions.mkdir(parents=True, exist_ok=True)
+    probabilities = output_folder / PROBABILITIES_FOLDER
+    probabilities.mkdir(exist_ok=True)  # empty without save_probabilities
     if threads is not None:
         torch.set_num_threads(threads)
     torch_device = choose_device(device)
@@ -114,6 +130,7 @@ def validate_fold(
                 trained.network, case.data, case.properties, plans, configuration, dataset,
                 mirror_axes=mirror_axes, device=torch_device, output_file=output_file,
                 save_probabilities=save_probabilities,
+                probabilities_file=probabilities / f"{case_id}.npz",
             )  # fmt: skip
         logger.info("fold %d: predicted %s (%d/%d)", fold, case_id, i, len(cases))
     seconds = time.perf_counter() - start

@@ -18,11 +18,13 @@ import numpy as np
 from segflow.errors import Problem, SegflowError
 from segflow.evaluation.metrics import METRICS, class_metrics, region_mask
 from segflow.io.dataset import DatasetJson
-from segflow.io.image import read_image
+from segflow.io.image import ImageData, read_image
 
 __all__ = [
     "evaluate_case",
     "evaluate_files",
+    "evaluate_folders",
+    "evaluate_labels",
     "evaluated_classes",
     "summarize",
 ]
@@ -85,7 +87,20 @@ def evaluate_case(
     problems = _geometry_problems(reference, prediction, str(prediction_file))
     if problems:
         raise SegflowError("prediction does not match its reference", problems)
-    ref, pred = reference.array[0], prediction.array[0]
+    return evaluate_labels(reference, prediction.array[0], classes, ignore_label)
+
+
+def evaluate_labels(
+    reference: ImageData,
+    prediction: np.ndarray,
+    classes: Mapping[str, int | Sequence[int]],
+    ignore_label: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """Metrics of every class of a predicted label map ``(z, y, x)`` (``z == 1`` for 2D)
+    against a reference image read with :func:`~segflow.io.image.read_image`."""
+    ref, pred = reference.array[0], prediction
+    if ref.shape != pred.shape:
+        raise ValueError(f"prediction of shape {pred.shape}; the reference has {ref.shape}")
     spacing: tuple[float, ...] = reference.spacing
     if reference.is_2d:
         ref, pred, spacing = ref[0], pred[0], spacing[1:]
@@ -122,6 +137,33 @@ def evaluate_files(
         for name, values in per_class.items():
             rows.append({"case_id": case_id, "class": name, **values})
     return rows
+
+
+def evaluate_folders(
+    references: str | os.PathLike[str],
+    predictions: Sequence[str | os.PathLike[str]],
+    dataset: DatasetJson,
+) -> list[dict[str, Any]]:
+    """Rows of :func:`evaluate_files` for every ``<case><ending>`` prediction (files, or
+    folders of them) against ``references/<case><ending>``, cases sorted.
+
+    Raises:
+        SegflowError: no prediction, or missing files (all listed at once).
+    """
+    ending = dataset.file_ending
+    files: list[Path] = []
+    for path in map(Path, predictions):
+        if path.is_dir():
+            files += [p for p in path.iterdir() if p.name.endswith(ending) and p.name[0] != "."]
+        else:
+            files.append(path)
+    if not files:
+        raise SegflowError("cannot evaluate", [Problem(", ".join(map(str, predictions)),
+                                                       f"no *{ending} prediction")])  # fmt: skip
+    cases = sorted((p.name[: -len(ending)], p) for p in files)
+    return evaluate_files(
+        [(case_id, Path(references) / f"{case_id}{ending}", p) for case_id, p in cases], dataset
+    )
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -19,9 +19,9 @@ import SimpleITK as sitk
 import torch
 
 from segflow.errors import Problem, SegflowError
+from segflow.inference.ensemble import Predictor
 from segflow.inference.export import probabilities_path
 from segflow.inference.model import TrainedModel
-from segflow.inference.predictor import predict_files
 from segflow.io.dataset import DatasetJson
 
 __all__ = ["InputCase", "gather_input_cases", "predict_images"]
@@ -132,7 +132,7 @@ def gather_input_cases(inputs: Sequence[str | Path], dataset: DatasetJson) -> li
 
 
 def predict_images(
-    model: TrainedModel,
+    model: Predictor | TrainedModel,
     cases: Sequence[InputCase],
     output_dir: str | Path,
     *,
@@ -141,16 +141,18 @@ def predict_images(
     device: str | torch.device = "cpu",
     progress: bool | None = None,
 ) -> list[Path]:
-    """Predict every case with the model's folds (their logits averaged) and write
-    ``<output_dir>/<case><ending>``; returns the written files.
+    """Predict every case with the model (a configuration's folds, their logits averaged, or
+    a :class:`~segflow.inference.ensemble.Predictor`: configurations ensembled, postprocessing
+    applied) and write ``<output_dir>/<case><ending>``; returns the written files.
 
     Raises:
         SegflowError: an output would overwrite an input file (checked before any work).
     """
     from tqdm import tqdm
 
+    predictor = model if isinstance(model, Predictor) else Predictor((model,))
     output_dir = Path(output_dir)
-    ending = model.dataset.file_ending
+    ending = predictor.dataset.file_ending
     outputs = [output_dir / f"{case.case_id}{ending}" for case in cases]
     inputs = {p.resolve() for case in cases for p in case.files}
     clashes = [
@@ -162,13 +164,12 @@ def predict_images(
     if clashes:
         raise SegflowError("refusing to overwrite inputs", clashes)
     output_dir.mkdir(parents=True, exist_ok=True)
-    mirror_axes = model.mirror_axes if mirroring else None
     show = sys.stderr.isatty() if progress is None else progress
     for case, out in tqdm(list(zip(cases, outputs, strict=True)), disable=not show,
                           desc="predicting", unit="case"):  # fmt: skip
-        predict_files(
-            model.networks, case.files, out, model.plans, model.configuration, model.dataset,
-            mirror_axes=mirror_axes, device=device, save_probabilities=save_probabilities,
+        predictor.predict_files(
+            case.files, out, mirroring=mirroring, device=device,
+            save_probabilities=save_probabilities,
         )  # fmt: skip
         logger.info("%s -> %s", case.case_id, out)
     return outputs

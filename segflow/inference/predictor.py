@@ -120,6 +120,7 @@ def predict_case(
     accumulate_on: DeviceLike | Literal["auto"] = "auto",
     output_file: str | os.PathLike[str] | None = None,
     save_probabilities: bool = False,
+    probabilities_file: str | os.PathLike[str] | None = None,
 ) -> np.ndarray:
     """Predict a preprocessed case and return its segmentation in the input's geometry.
 
@@ -139,6 +140,7 @@ def predict_case(
         output_file: also write the segmentation here (the ending picks the format).
         save_probabilities: with ``output_file``, also save the probabilities beside it
             (``<case>.npz``).
+        probabilities_file: where to save them instead.
 
     Returns:
         the label map ``original_shape`` (``(z, y, x)``; ``z == 1`` for a 2D input).
@@ -166,7 +168,9 @@ def predict_case(
     if output_file is not None:
         # The segmentation last: once it exists, the case is done.
         if want_probabilities:
-            write_probabilities(result[1], properties, probabilities_path(output_file))
+            write_probabilities(
+                result[1], properties, probabilities_file or probabilities_path(output_file)
+            )
         write_segmentation(segmentation, properties, output_file)
     logger.debug(
         "%s: predicted in %.2f s, exported in %.2f s",

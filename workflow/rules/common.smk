@@ -20,6 +20,12 @@ DATASET = Path(config["dataset"])
 RESULTS = Path(config.get("results") or Path("results") / DATASET.name)
 LOGS = RESULTS / "logs"
 DEMO = config["demo"] is not None
+HOLDOUT = config["holdout"]
+# The dataset folder is built by the workflow (demo or holdout): only its dataset.json,
+# written last, is an input of validate_dataset.
+BUILT_DATASET = DEMO or HOLDOUT is not None
+if DEMO and HOLDOUT is not None:
+    raise WorkflowError("config: set 'demo' or 'holdout', not both")
 
 # Jobs run `python -m segflow`. Without conda or containers, that is the interpreter running
 # Snakemake (which has segflow, since this file imports it), even when its virtualenv is not
@@ -34,16 +40,19 @@ wildcard_constraints:
     fold=r"\d+",
 
 
-if not DEMO and not DATASET.is_dir():
+if not BUILT_DATASET and not DATASET.is_dir():
     raise WorkflowError(
         f"config 'dataset': {DATASET} is not a folder. Point it at a raw dataset in nnU-Net v2 "
-        "layout (dataset.json, imagesTr/, labelsTr/), or set 'demo' to build the synthetic one."
+        "layout (dataset.json, imagesTr/, labelsTr/), set 'demo' to build the synthetic one, "
+        "or 'holdout' to build it from another dataset."
     )
+if HOLDOUT is not None and not Path(HOLDOUT["source"]).is_dir():
+    raise WorkflowError(f"config 'holdout.source': {HOLDOUT['source']} is not a folder")
 
 
 def dataset_files(wildcards):
     """validate_dataset's input: every file of the raw dataset, so any change revalidates."""
-    if DEMO:
+    if BUILT_DATASET:
         return [DATASET / "dataset.json"]
     files = [DATASET / "dataset.json"] if (DATASET / "dataset.json").is_file() else []
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
@@ -213,9 +222,15 @@ def inference_options():
     flags = [f"--device {i['device']}"]
     if not i["mirroring"]:
         flags.append("--no-mirroring")
-    if i["save_probabilities"]:
+    if SAVE_CV_PROBABILITIES:
         flags.append("--save-probabilities")
     return " ".join(flags)
+
+
+def prediction_options():
+    """Command-line options of `segflow predict` (test images) from the `inference` section."""
+    i = config["inference"]
+    return f"--device {i['device']}" + ("" if i["mirroring"] else " --no-mirroring")
 
 
 def crossval_summaries(wildcards=None):
@@ -233,3 +248,102 @@ def trained_models(wildcards=None):
         configuration=trained_configurations(),
         fold=training_folds(),
     )
+
+
+def _has_files(folder):
+    return folder.is_dir() and any(e.is_file() for e in os.scandir(folder))
+
+
+# Whether the dataset has test images (imagesTs) and labels for them (labelsTs). Known before
+# the run: the report's test pages are outputs only when there is something to score.
+if DEMO:
+    HAS_TEST_IMAGES = HAS_TEST_LABELS = config["demo"]["test_cases"] > 0
+elif HOLDOUT is not None:
+    HAS_TEST_IMAGES = HAS_TEST_LABELS = True
+else:
+    HAS_TEST_IMAGES = _has_files(DATASET / "imagesTs")
+    HAS_TEST_LABELS = HAS_TEST_IMAGES and _has_files(DATASET / "labelsTs")
+
+# The validate jobs write each case's class probabilities when selection compares ensembles
+# (or the user keeps them); they are temporary unless inference.save_probabilities is set.
+SAVE_CV_PROBABILITIES = config["selection"]["ensembles"] or config["inference"]["save_probabilities"]
+
+
+
+def cv_probabilities_output():
+    path = directory(RESULTS / "crossval" / "{configuration}" / "fold_{fold}" / "probabilities")
+    return path if config["inference"]["save_probabilities"] else temp(path)
+
+
+wildcard_constraints:
+    ending=r"\.nii\.gz|\.nii|\.nrrd|\.nhdr|\.mha|\.mhd|\.png|\.bmp|\.tif|\.tiff",
+
+
+def file_ending():
+    return dataset_report()["file_ending"]
+
+
+def test_cases():
+    """Test case id -> its entry in the dataset report (images, label or None)."""
+    return {case["case_id"]: case for case in dataset_report()["test_cases"]}
+
+
+def test_case_images(wildcards):
+    case = test_cases().get(wildcards.case)
+    if case is None:
+        raise WorkflowError(f"no test case '{wildcards.case}' in {DATASET}/imagesTs")
+    return [DATASET / p for p in case["images"]]
+
+
+def raw_test_predictions(wildcards=None):
+    """Every test case's segmentation before postprocessing."""
+    return [RESULTS / "predictions_raw" / f"{c}{file_ending()}" for c in test_cases()]
+
+
+def labelled_test_predictions(wildcards=None):
+    """The final segmentations of the test cases that have a label (labelsTs)."""
+    return [
+        RESULTS / "predictions" / f"{c}{file_ending()}"
+        for c, case in test_cases().items()
+        if case["label"] is not None
+    ]
+
+
+def test_labels(wildcards=None):
+    return [DATASET / case["label"] for case in test_cases().values() if case["label"]]
+
+
+def crossval_folders(wildcards=None):
+    return [RESULTS / "crossval" / c for c in trained_configurations()]
+
+
+def fold_outputs(name):
+    """A validate output folder (`predictions` or `probabilities`) of every fold trained."""
+    return expand(
+        RESULTS / "crossval" / "{configuration}" / "fold_{fold}" / name,
+        configuration=trained_configurations(),
+        fold=training_folds(),
+    )
+
+
+def selection_inputs(wildcards):
+    inputs = {"summaries": crossval_summaries(), "predictions": fold_outputs("predictions")}
+    if config["selection"]["ensembles"] and len(trained_configurations()) > 1:
+        inputs["probabilities"] = fold_outputs("probabilities")
+    return inputs
+
+
+def final_targets(wildcards=None):
+    """What `rule all` asks for beyond training and cross-validation."""
+    targets = [RESULTS / "selection.json", RESULTS / "postprocessing.json", RESULTS / "model"]
+    targets += [RESULTS / "report" / name for name in REPORT_PAGES]
+    if test_cases():
+        targets.append(RESULTS / "predictions")
+    if any(case["label"] for case in test_cases().values()):
+        targets += [RESULTS / "test_metrics.csv", RESULTS / "test_summary.json"]
+        targets += [RESULTS / "report" / name for name in TEST_REPORT_PAGES]
+    return targets
+
+
+REPORT_PAGES = ["dataset.html", "plans.html", "crossval.html", "crossval_dice.png", "selection.html"]
+TEST_REPORT_PAGES = ["test.html", "test_dice.png"]

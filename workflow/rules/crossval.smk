@@ -14,6 +14,9 @@ rule validate:
         predictions=directory(
             RESULTS / "crossval" / "{configuration}" / "fold_{fold}" / "predictions"
         ),
+        # Class probabilities for ensembles: empty unless SAVE_CV_PROBABILITIES; deleted once
+        # `select` has read them unless inference.save_probabilities keeps them.
+        probabilities=cv_probabilities_output(),
     params:
         preprocessed=lambda wc: RESULTS / "preprocessed" / preprocessed_configuration(wc.configuration),
         out_dir=lambda wc: RESULTS / "crossval" / wc.configuration / f"fold_{wc.fold}",

@@ -7,7 +7,14 @@ rule train:
         splits=RESULTS / "splits.json",
         dataset_json=DATASET / "dataset.json",
     output:
-        RESULTS / "models" / "{configuration}" / "fold_{fold}" / "checkpoint_final.pt",
+        checkpoint=RESULTS / "models" / "{configuration}" / "fold_{fold}" / "checkpoint_final.pt",
+        progress=report(
+            RESULTS / "models" / "{configuration}" / "fold_{fold}" / "progress.png",
+            caption="../report/learning_curves.rst",
+            category="3. Training",
+            subcategory="{configuration}",
+            labels={"configuration": "{configuration}", "fold": "{fold}"},
+        ),
     params:
         preprocessed=lambda wc: RESULTS / "preprocessed" / preprocessed_configuration(wc.configuration),
         out_dir=lambda wc: RESULTS / "models" / wc.configuration / f"fold_{wc.fold}",

@@ -1,0 +1,207 @@
+"""The model that predicts: one configuration's folds, or the selected ensemble of
+configurations, with its postprocessing.
+
+Within a configuration the folds' logits are averaged on the preprocessed grid
+(:func:`~segflow.inference.predictor.predict_case_logits`). Configurations preprocess the case
+differently (spacing, 2D or 3D), so an ensemble of configurations averages their class
+probabilities in the input's geometry, as model selection scored it
+(:mod:`segflow.ensembling.selection`). Postprocessing (connected-component rules of
+``postprocessing.json``) applies to the final label map; saved probabilities are those before
+postprocessing.
+
+:func:`load_predictor` reads what ``segflow predict -m`` is given: an exported model folder
+(``segflow export``: the selected configurations, folds and postprocessing), or a folder of
+trained folds (``<results>/models`` or one configuration's folder), optionally with a
+``selection.json`` and a ``postprocessing.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segflow.errors import Problem, SegflowError
+from segflow.inference.export import (
+    logits_to_segmentation,
+    probabilities_path,
+    probabilities_to_segmentation,
+    write_probabilities,
+    write_segmentation,
+)
+from segflow.inference.model import TrainedModel, load_model
+from segflow.inference.predictor import predict_case_logits, preprocess_for_prediction
+from segflow.io.dataset import DatasetJson
+
+__all__ = ["Predictor", "load_predictor"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """Configurations (each with its folds) whose predictions are ensembled, and the
+    postprocessing rules applied to the result."""
+
+    models: tuple[TrainedModel, ...]
+    postprocessing: tuple[Mapping[str, Any], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("a predictor needs at least one model")
+        first = self.models[0].dataset
+        for model in self.models[1:]:
+            if (model.dataset.labels, model.dataset.num_channels, model.dataset.file_ending) != (
+                first.labels, first.num_channels, first.file_ending,
+            ):  # fmt: skip
+                raise SegflowError(
+                    "the configurations do not belong together",
+                    [Problem(model.configuration, "was trained with other labels or channels "
+                             f"than {self.models[0].configuration}")],
+                )  # fmt: skip
+
+    @property
+    def dataset(self) -> DatasetJson:
+        return self.models[0].dataset
+
+    @property
+    def name(self) -> str:
+        return "+".join(m.configuration for m in self.models)
+
+    def describe(self) -> str:
+        parts = [f"{m.configuration} folds {[f.fold for f in m.folds]}" for m in self.models]
+        rules = f", postprocessing {list(self.postprocessing)}" if self.postprocessing else ""
+        return " + ".join(parts) + rules
+
+    def predict_files(
+        self,
+        images: Sequence[str | os.PathLike[str]],
+        output_file: str | os.PathLike[str],
+        *,
+        mirroring: bool = True,
+        device: str | torch.device = "cpu",
+        save_probabilities: bool = False,
+    ) -> np.ndarray:
+        """Preprocess the channel files for each configuration, predict, ensemble,
+        postprocess and write the segmentation (and the probabilities beside it).
+
+        Returns:
+            the written label map ``original_shape``.
+
+        Raises:
+            ValueError: ``output_file`` is one of the inputs.
+        """
+        from segflow.postprocessing import apply_postprocessing
+
+        target = Path(output_file).resolve()
+        if any(Path(p).resolve() == target for p in images):
+            raise ValueError(f"{output_file}: the output would overwrite an input image")
+        need_probabilities = save_probabilities or len(self.models) > 1
+        total = None
+        properties = None
+        segmentation = None
+        for model in self.models:
+            data, case_properties = preprocess_for_prediction(
+                images, model.plans, model.configuration, model.dataset
+            )
+            properties = properties or case_properties
+            with torch.inference_mode():
+                logits = predict_case_logits(
+                    model.networks, data, model.plans, model.configuration,
+                    mirror_axes=model.mirror_axes if mirroring else None, device=device,
+                )  # fmt: skip
+            del data
+            result = logits_to_segmentation(
+                logits, case_properties, model.plans, model.configuration, model.dataset,
+                return_probabilities=need_probabilities,
+            )  # fmt: skip
+            del logits
+            if not need_probabilities:
+                segmentation = result
+                continue
+            total = result[1] if total is None else np.add(total, result[1], out=total)
+        if total is not None:
+            total /= len(self.models)
+            segmentation = probabilities_to_segmentation(total, self.dataset)
+        segmentation = apply_postprocessing(segmentation, self.postprocessing)
+        if save_probabilities:
+            write_probabilities(total, properties, probabilities_path(output_file))
+        write_segmentation(segmentation, properties, output_file)
+        return segmentation
+
+
+def _rules(postprocessing: str | os.PathLike[str] | Mapping[str, Any] | None) -> tuple:
+    from segflow.postprocessing import load_postprocessing
+
+    if postprocessing is None:
+        return ()
+    if not isinstance(postprocessing, Mapping):
+        postprocessing = load_postprocessing(postprocessing)
+    return tuple(postprocessing["rules"])
+
+
+def load_predictor(
+    model_dir: str | os.PathLike[str],
+    *,
+    configurations: Sequence[str] | None = None,
+    folds: Sequence[int] | None = None,
+    selection: str | os.PathLike[str] | None = None,
+    postprocessing: str | os.PathLike[str] | None = None,
+    use_postprocessing: bool = True,
+    device: str | torch.device = "cpu",
+) -> Predictor:
+    """The predictor a model folder describes.
+
+    Args:
+        model_dir: an exported model (``manifest.json``), ``<results>/models`` or one
+            configuration's folder of ``fold_<k>/checkpoint_final.pt``.
+        configurations: use these configurations (default: an exported model's selected
+            ones, the selection's, or the folder's only one).
+        folds: use these folds of each configuration (default: all there are, or the
+            selection's).
+        selection: a ``selection.json`` naming the configurations and folds.
+        postprocessing: a ``postprocessing.json`` (an exported model brings its own).
+        use_postprocessing: False ignores every postprocessing rule.
+        device: where the networks go.
+
+    Raises:
+        SegflowError: not a model folder, unknown configurations or folds, or configurations
+            trained on different labels.
+    """
+    from segflow.ensembling import load_selection
+    from segflow.export import is_bundle, load_bundle
+
+    model_dir = Path(model_dir)
+    rules: tuple = ()
+    if is_bundle(model_dir):
+        bundle = load_bundle(model_dir)
+        available = list(bundle.configurations)
+        chosen = list(configurations) if configurations else available
+        unknown = [c for c in chosen if c not in available]
+        if unknown:
+            raise SegflowError(
+                "no such configuration",
+                [Problem(str(model_dir), f"the exported model holds {', '.join(available)}, "
+                                         f"not {', '.join(unknown)}")],
+            )  # fmt: skip
+        rules = _rules(bundle.postprocessing)
+    elif selection is not None:
+        selected = load_selection(selection)["selected"]
+        chosen = list(configurations) if configurations else selected["configurations"]
+        folds = folds if folds is not None else selected["folds"]
+    else:
+        chosen = list(configurations) if configurations else [None]
+    if postprocessing is not None:
+        rules = _rules(postprocessing)
+    if len(set(chosen)) != len(chosen):
+        raise SegflowError(f"configuration named twice: {chosen}")
+    models = tuple(
+        load_model(model_dir, configuration=c, folds=folds, device=device) for c in chosen
+    )
+    return Predictor(models, rules if use_postprocessing else ())

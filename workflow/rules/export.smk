@@ -1,0 +1,27 @@
+# The exportable model: the selected configurations' final checkpoints (inference-only),
+# plans, fingerprint, selection, postprocessing and a README, as a folder and a zip that
+# `segflow predict -m` and `segflow import-model` take on another machine.
+rule export:
+    input:
+        dataset_json=DATASET / "dataset.json",
+        plans=RESULTS / "plans.json",
+        fingerprint=RESULTS / "fingerprint.json",
+        selection=RESULTS / "selection.json",
+        postprocessing=RESULTS / "postprocessing.json",
+        models=trained_models,
+        crossval=crossval_summaries,
+    output:
+        model=directory(RESULTS / "model"),
+        zip=RESULTS / "model.zip",
+    params:
+        models=RESULTS / "models",
+        crossval=RESULTS / "crossval",
+    conda:
+        "../../envs/segflow.yaml"
+    log:
+        LOGS / "export.log",
+    shell:
+        "python -m segflow --log {log} export --dataset-json {input.dataset_json}"
+        " --plans {input.plans} --fingerprint {input.fingerprint} --selection {input.selection}"
+        " --postprocessing {input.postprocessing} --models {params.models}"
+        " --crossval {params.crossval} --out {output.model} --zip {output.zip}"

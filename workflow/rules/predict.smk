@@ -1,0 +1,61 @@
+# Test images (imagesTs): the selected model predicts each case (its configurations' folds
+# ensembled), postprocessing is applied to all of them, and cases with a label are scored.
+rule predict:
+    input:
+        images=test_case_images,
+        selection=RESULTS / "selection.json",
+        models=trained_models,
+    output:
+        RESULTS / "predictions_raw" / "{case}{ending}",
+    params:
+        models=RESULTS / "models",
+        out_dir=RESULTS / "predictions_raw",
+        options=prediction_options(),
+    threads: config["inference"]["threads"]
+    resources:
+        gpu=0 if config["inference"]["device"] == "cpu" else 1,
+    conda:
+        "../../envs/segflow.yaml"
+    log:
+        LOGS / "predict" / "{case}{ending}.log",
+    shell:
+        "python -m segflow --log {log} predict -i {input.images} -o {params.out_dir}"
+        " -m {params.models} --selection {input.selection} --no-postprocessing"
+        " --threads {threads} {params.options}"
+
+
+rule apply_postprocessing:
+    input:
+        raw=raw_test_predictions,
+        postprocessing=RESULTS / "postprocessing.json",
+        dataset_json=DATASET / "dataset.json",
+    output:
+        directory(RESULTS / "predictions"),
+    conda:
+        "../../envs/segflow.yaml"
+    log:
+        LOGS / "apply_postprocessing.log",
+    shell:
+        "python -m segflow --log {log} apply-postprocessing --postprocessing {input.postprocessing}"
+        " -i {input.raw} -o {output} --dataset-json {input.dataset_json}"
+
+
+rule evaluate:
+    input:
+        predictions=RESULTS / "predictions",
+        labels=test_labels,
+        dataset_json=DATASET / "dataset.json",
+    output:
+        metrics=RESULTS / "test_metrics.csv",
+        summary=RESULTS / "test_summary.json",
+    params:
+        cases=labelled_test_predictions,
+        references=DATASET / "labelsTs",
+    conda:
+        "../../envs/segflow.yaml"
+    log:
+        LOGS / "evaluate.log",
+    shell:
+        "python -m segflow --log {log} evaluate --references {params.references}"
+        " --predictions {params.cases} --dataset-json {input.dataset_json}"
+        " --metrics-out {output.metrics} --summary-out {output.summary}"

@@ -1,0 +1,64 @@
+# The pages and figures of `snakemake --report report.html` (captions in workflow/report/).
+# The learning curves are the train jobs' progress.png.
+rule report_pages:
+    input:
+        dataset_json=DATASET / "dataset.json",
+        dataset_report=RESULTS / "dataset_report.json",
+        fingerprint=RESULTS / "fingerprint.json",
+        plans=RESULTS / "plans.json",
+        crossval=lambda wc: [p.parent / "metrics.csv" for p in map(Path, crossval_summaries())],
+        selection=RESULTS / "selection.json",
+        postprocessing=RESULTS / "postprocessing.json",
+    output:
+        report(RESULTS / "report" / "dataset.html", caption="../report/dataset.rst", category="1. Dataset"),
+        report(RESULTS / "report" / "plans.html", caption="../report/plans.rst", category="2. Plans"),
+        report(
+            RESULTS / "report" / "crossval.html",
+            caption="../report/crossval.rst",
+            category="4. Cross-validation",
+        ),
+        report(
+            RESULTS / "report" / "crossval_dice.png",
+            caption="../report/crossval_dice.rst",
+            category="4. Cross-validation",
+        ),
+        report(
+            RESULTS / "report" / "selection.html",
+            caption="../report/selection.rst",
+            category="5. Selection and postprocessing",
+        ),
+    params:
+        out_dir=RESULTS / "report",
+    conda:
+        "../../envs/segflow.yaml"
+    log:
+        LOGS / "report_pages.log",
+    shell:
+        "python -m segflow --log {log} report-pages --part main"
+        " --dataset-json {input.dataset_json} --dataset-report {input.dataset_report}"
+        " --fingerprint {input.fingerprint} --plans {input.plans}"
+        " --crossval-metrics {input.crossval} --selection {input.selection}"
+        " --postprocessing {input.postprocessing} --out-dir {params.out_dir}"
+
+
+if HAS_TEST_LABELS:
+
+    rule report_test_pages:
+        input:
+            metrics=RESULTS / "test_metrics.csv",
+        output:
+            report(RESULTS / "report" / "test.html", caption="../report/test.rst", category="6. Test set"),
+            report(
+                RESULTS / "report" / "test_dice.png",
+                caption="../report/test_dice.rst",
+                category="6. Test set",
+            ),
+        params:
+            out_dir=RESULTS / "report",
+        conda:
+            "../../envs/segflow.yaml"
+        log:
+            LOGS / "report_test_pages.log",
+        shell:
+            "python -m segflow --log {log} report-pages --part test"
+            " --test-metrics {input.metrics} --out-dir {params.out_dir}"

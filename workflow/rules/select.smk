@@ -1,0 +1,39 @@
+# Model selection and postprocessing, both decided on the cross-validation predictions.
+rule select:
+    input:
+        unpack(selection_inputs),
+        dataset_json=DATASET / "dataset.json",
+        dataset_report=RESULTS / "dataset_report.json",
+    output:
+        selection=RESULTS / "selection.json",
+        predictions=directory(RESULTS / "selection" / "crossval_predictions"),
+    params:
+        crossval=crossval_folders,
+        options="" if config["selection"]["ensembles"] else "--no-ensembles",
+    conda:
+        "../../envs/segflow.yaml"
+    log:
+        LOGS / "select.log",
+    shell:
+        "python -m segflow --log {log} select --crossval {params.crossval}"
+        " --dataset-json {input.dataset_json} --dataset-report {input.dataset_report}"
+        " --out {output.selection} --predictions-out {output.predictions} {params.options}"
+
+
+rule postprocess:
+    input:
+        predictions=RESULTS / "selection" / "crossval_predictions",
+        dataset_json=DATASET / "dataset.json",
+    output:
+        RESULTS / "postprocessing.json",
+    params:
+        references=DATASET / "labelsTr",
+        options="" if config["postprocessing"]["largest_component"] else "--no-largest-component",
+    conda:
+        "../../envs/segflow.yaml"
+    log:
+        LOGS / "postprocess.log",
+    shell:
+        "python -m segflow --log {log} postprocess --predictions {input.predictions}"
+        " --references {params.references} --dataset-json {input.dataset_json}"
+        " --out {output} {params.options}"

@@ -84,6 +84,13 @@ def _check_inputs(
                         f"covers other cases than {names[0]}'s cross-validation; "
                         "configurations are compared on the same cases")
             )  # fmt: skip
+        elif folds[name] != folds[names[0]]:
+            # Ensembles and the winner's segmentations read each case from its fold folder.
+            problems.append(
+                Problem(str(crossval_folders[name] / METRICS_FILE),
+                        f"holds cases out in other folds than {names[0]}'s cross-validation; "
+                        "configurations are compared on the same splits")
+            )  # fmt: skip
     if ensembles and len(names) > 1:
         for name in names:
             missing = [

@@ -236,6 +236,10 @@ def select_model(
     return selection
 
 
+def _is_fold(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def load_selection(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read ``selection.json``, checking the part prediction uses.
 
@@ -255,7 +259,7 @@ def load_selection(path: str | os.PathLike[str]) -> dict[str, Any]:
         if not (isinstance(confs, list) and confs and all(isinstance(c, str) for c in confs)):
             problems.append(Problem(str(path), "'selected.configurations' must be a non-empty "
                                                "list of configuration names"))  # fmt: skip
-        if not (isinstance(folds, list) and folds and all(isinstance(k, int) for k in folds)):
+        if not (isinstance(folds, list) and folds and all(_is_fold(k) for k in folds)):
             problems.append(Problem(str(path), "'selected.folds' must be a non-empty list of "
                                                "fold numbers"))  # fmt: skip
     if problems:

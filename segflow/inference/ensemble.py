@@ -180,6 +180,11 @@ def load_predictor(
     model_dir = Path(model_dir)
     rules: tuple = ()
     if is_bundle(model_dir):
+        if selection is not None:
+            raise SegflowError(
+                "an exported model brings its own selection",
+                [Problem(str(model_dir), "choose its configurations with -c, not --selection")],
+            )
         bundle = load_bundle(model_dir)
         available = list(bundle.configurations)
         chosen = list(configurations) if configurations else available

@@ -228,6 +228,9 @@ def test_load_selection_reads_a_valid_file(tmp_path):
             ["'selected.configurations' must be a non-empty list"],
         ),
         (json.dumps(_selection(configurations=["2d"])), ["'selected.folds' must be"]),
+        # JSON true is not fold 1, and folds are not negative.
+        (json.dumps(_selection(configurations=["2d"], folds=[True])), ["'selected.folds'"]),
+        (json.dumps(_selection(configurations=["2d"], folds=[-1])), ["'selected.folds'"]),
     ],
 )
 def test_load_selection_refuses_bad_files(tmp_path, content, messages):

@@ -268,3 +268,10 @@ def test_an_exported_model_refuses_an_unknown_configuration(bundle):
     [problem] = err.value.problems
     assert problem.where == str(bundle)
     assert problem.message == "the exported model holds 2d, 3d_fullres, not 3d_lowres"
+
+
+def test_an_exported_model_refuses_a_selection_of_its_own(bundle, tmp_path):
+    selection = tmp_path / "selection.json"
+    selection.write_text("{}")
+    with pytest.raises(SegflowError, match="brings its own selection"):
+        load_predictor(bundle, selection=selection)

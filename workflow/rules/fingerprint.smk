@@ -8,8 +8,10 @@ rule fingerprint_case:
     params:
         seed=config["seed"],
         samples=config["fingerprint"]["samples_per_case"],
+    resources:
+        mem_mb=fingerprint_case_mem_mb,
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/cpu.yaml"
     log:
         LOGS / "fingerprint" / "{case}.log",
     shell:
@@ -28,8 +30,10 @@ rule fingerprint:
         RESULTS / "fingerprint.json",
     params:
         seed=config["seed"],
+    resources:
+        mem_mb=fingerprint_mem_mb,
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/cpu.yaml"
     log:
         LOGS / "fingerprint.log",
     shell:

@@ -14,8 +14,10 @@ rule preprocess:
         case_ids=lambda wc: " ".join(preprocess_batches()[wc.batch]),
         out_dir=lambda wc: RESULTS / "preprocessed" / wc.configuration,
     threads: config["preprocessing"]["threads"]
+    resources:
+        mem_mb=preprocess_mem_mb,
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/cpu.yaml"
     log:
         LOGS / "preprocess" / "{configuration}" / "{batch}.log",
     shell:

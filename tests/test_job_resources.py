@@ -1,0 +1,77 @@
+"""Memory requests sized from the images (segflow.job_resources), as the rules use them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segflow.io.image import read_image, write_image
+from segflow.job_resources import (
+    BASE_MB,
+    fingerprint_case_mem_mb,
+    fingerprint_mem_mb,
+    image_geometry,
+    input_size_mem_mb,
+    preprocess_mem_mb,
+    resampled_voxels,
+)
+
+PLANS = {
+    "transpose_forward": [0, 1, 2],
+    "configurations": {
+        "3d_fullres": {"spacing": [1.0, 1.0, 1.0]},
+        "2d": {"spacing": [0.5, 0.5]},
+    },
+}
+
+
+def _case(tmp_path, name, shape, spacing=(1.0, 1.0, 1.0)):
+    image, label = tmp_path / f"{name}_0000.nii.gz", tmp_path / f"{name}.nii.gz"
+    write_image(image, np.zeros(shape, np.int16), spacing)
+    write_image(label, np.zeros(shape, np.uint8), spacing)
+    return [image], label
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".nrrd", ".png"])
+def test_image_geometry_reads_what_read_image_reads(tmp_path, ending):
+    path = tmp_path / f"a{ending}"
+    shape = (7, 9) if ending == ".png" else (5, 7, 9)
+    write_image(path, np.ones(shape, np.uint8), (3.0, 0.5, 0.75)[-len(shape):])
+    image = read_image(path)
+    assert image_geometry(path) == (image.shape, pytest.approx(image.spacing), 1)
+
+
+def test_resampling_counts_in_the_plans_axis_order_and_2d_keeps_the_slices():
+    # 10 slices of 3 mm (z) resampled to 1 mm: 30 slices; 20 x 20 in-plane at 1 mm stay.
+    assert resampled_voxels((10, 20, 20), (3.0, 1.0, 1.0), PLANS, "3d_fullres") == 30 * 20 * 20
+    transposed = {**PLANS, "transpose_forward": [2, 0, 1]}
+    assert resampled_voxels((10, 20, 20), (3.0, 1.0, 1.0), transposed, "3d_fullres") == 12000
+    # 2d: in-plane to 0.5 mm (axes 1 and 2 after transposition), the slices as they are.
+    assert resampled_voxels((10, 20, 20), (3.0, 1.0, 1.0), PLANS, "2d") == 10 * 40 * 40
+
+
+def test_memory_grows_with_the_images_the_workers_and_the_attempt(tmp_path):
+    small = _case(tmp_path, "small", (8, 16, 16))
+    large = _case(tmp_path, "large", (64, 256, 256))
+    anisotropic = _case(tmp_path, "aniso", (16, 256, 256), spacing=(5.0, 1.0, 1.0))
+
+    assert BASE_MB <= fingerprint_case_mem_mb(*small) < fingerprint_case_mem_mb(*large)
+    one = preprocess_mem_mb([small], PLANS, "3d_fullres")
+    assert one >= BASE_MB and one % 100 == 0
+    assert preprocess_mem_mb([small, large], PLANS, "3d_fullres") > one
+    # The upsampled case (5 mm slices to 1 mm) counts five times its slices.
+    before = 16 * 256 * 256
+    assert preprocess_mem_mb([anisotropic], PLANS, "3d_fullres") > preprocess_mem_mb(
+        [_case(tmp_path, "same", (16, 256, 256))], PLANS, "3d_fullres"
+    )
+    assert resampled_voxels((16, 256, 256), (5.0, 1.0, 1.0), PLANS, "3d_fullres") == 5 * before
+    # Two workers hold the two largest cases at once; a retry asks for more.
+    cases = [small, large, anisotropic]
+    assert preprocess_mem_mb(cases, PLANS, "3d_fullres", workers=2) > preprocess_mem_mb(
+        cases, PLANS, "3d_fullres", workers=1
+    )
+    assert preprocess_mem_mb(cases, PLANS, "3d_fullres", attempt=2) == 2 * preprocess_mem_mb(
+        cases, PLANS, "3d_fullres"
+    )
+    assert fingerprint_mem_mb(0.0) == BASE_MB < fingerprint_mem_mb(100.0, attempt=1)
+    assert input_size_mem_mb(0.0) == BASE_MB < input_size_mem_mb(30.0)

@@ -16,6 +16,14 @@ if not config:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/resources.smk"
+
+
+# With --use-singularity (--sdm apptainer) every job runs in the CPU image (config
+# `containers`); train, validate and predict say `container:` themselves: the GPU image.
+container: config["containers"]["cpu"]
+
+
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/holdout.smk"
 include: "workflow/rules/validate.smk"

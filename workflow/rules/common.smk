@@ -5,8 +5,10 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from segflow.config import ConfigError, check_config, load_config_schema
+from segflow.containers import apptainer_args
 from segflow.io.atomic import read_json
 
 try:
@@ -29,8 +31,31 @@ if DEMO and HOLDOUT is not None:
 
 # Jobs run `python -m segflow`. Without conda or containers, that is the interpreter running
 # Snakemake (which has segflow, since this file imports it), even when its virtualenv is not
-# activated; with them, it is the one of the job's environment.
-if not workflow.deployment_settings.deployment_method:
+# activated. In a container (--use-singularity) it is the image's, which has segflow
+# installed. In a conda environment (--use-conda: envs/, the pinned dependencies only) it is
+# the environment's, running the segflow of this repository.
+DEPLOYMENT = workflow.deployment_settings.deployment_method
+if DeploymentMethod.APPTAINER in DEPLOYMENT:
+    # Each job sees the working directory and, bound here, every folder it reads or writes
+    # outside it; --nv gives it the host's GPUs when a device may be CUDA.
+    job_paths = [
+        DATASET,
+        RESULTS,
+        HOLDOUT["source"] if HOLDOUT is not None else None,
+        config["splits"]["manual"],
+        config["splits"]["groups"],
+    ]
+    workflow.deployment_settings.apptainer_args = apptainer_args(
+        workflow.deployment_settings.apptainer_args,
+        [path for path in job_paths if path],
+        cwd=Path.cwd(),
+        gpu=any(config[s]["device"] not in ("cpu", "mps") for s in ("training", "inference")),
+    )
+elif DeploymentMethod.CONDA in DEPLOYMENT:
+    # shell.prefix formats its argument: the doubled braces are the shell's.
+    then_others = "${{PYTHONPATH:+:$PYTHONPATH}}"
+    shell.prefix(f'export PYTHONPATH="{workflow.basedir}{then_others}"; ')
+else:
     shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH"; ')
 
 wildcard_constraints:

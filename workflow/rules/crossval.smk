@@ -25,7 +25,9 @@ rule validate:
     resources:
         gpu=0 if config["inference"]["device"] == "cpu" else 1,
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/gpu.yaml"
+    container:
+        config["containers"]["gpu"]
     log:
         LOGS / "validate" / "{configuration}" / "fold_{fold}.log",
     shell:
@@ -50,7 +52,7 @@ rule crossval:
     params:
         out_dir=lambda wc: RESULTS / "crossval" / wc.configuration,
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/cpu.yaml"
     log:
         LOGS / "crossval" / "{configuration}.log",
     shell:

@@ -10,7 +10,7 @@ if DEMO:
             test_cases=config["demo"]["test_cases"],
             seed=config["demo"]["seed"],
         conda:
-            "../../envs/segflow.yaml"
+            "../../envs/cpu.yaml"
         log:
             LOGS / "make_demo_dataset.log",
         shell:

@@ -17,7 +17,7 @@ rule export:
         models=RESULTS / "models",
         crossval=RESULTS / "crossval",
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/cpu.yaml"
     log:
         LOGS / "export.log",
     shell:

@@ -12,7 +12,7 @@ if HOLDOUT is not None:
             test_cases=HOLDOUT["test_cases"],
             seed=HOLDOUT["seed"],
         conda:
-            "../../envs/segflow.yaml"
+            "../../envs/cpu.yaml"
         log:
             LOGS / "make_holdout.log",
         shell:

@@ -19,7 +19,7 @@ checkpoint plan:
         ),
         seed=config["seed"],
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/cpu.yaml"
     log:
         LOGS / "plan.log",
     shell:

@@ -15,7 +15,9 @@ rule predict:
     resources:
         gpu=0 if config["inference"]["device"] == "cpu" else 1,
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/gpu.yaml"
+    container:
+        config["containers"]["gpu"]
     log:
         LOGS / "predict" / "{case}{ending}.log",
     shell:
@@ -32,7 +34,7 @@ rule apply_postprocessing:
     output:
         directory(RESULTS / "predictions"),
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/cpu.yaml"
     log:
         LOGS / "apply_postprocessing.log",
     shell:
@@ -52,7 +54,7 @@ rule evaluate:
         cases=labelled_test_predictions,
         references=DATASET / "labelsTs",
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/cpu.yaml"
     log:
         LOGS / "evaluate.log",
     shell:

@@ -30,7 +30,7 @@ rule report_pages:
     params:
         out_dir=RESULTS / "report",
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/cpu.yaml"
     log:
         LOGS / "report_pages.log",
     shell:
@@ -56,7 +56,7 @@ if HAS_TEST_LABELS:
         params:
             out_dir=RESULTS / "report",
         conda:
-            "../../envs/segflow.yaml"
+            "../../envs/cpu.yaml"
         log:
             LOGS / "report_test_pages.log",
         shell:

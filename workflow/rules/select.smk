@@ -11,7 +11,7 @@ rule select:
         crossval=crossval_folders,
         options="" if config["selection"]["ensembles"] else "--no-ensembles",
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/cpu.yaml"
     log:
         LOGS / "select.log",
     shell:
@@ -30,7 +30,7 @@ rule postprocess:
         references=DATASET / "labelsTr",
         options="" if config["postprocessing"]["largest_component"] else "--no-largest-component",
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/cpu.yaml"
     log:
         LOGS / "postprocess.log",
     shell:

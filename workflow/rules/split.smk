@@ -12,7 +12,7 @@ rule split:
             f"--{k} {config['splits'][k]}" for k in ("manual", "groups") if config["splits"][k]
         ),
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/cpu.yaml"
     log:
         LOGS / "split.log",
     shell:

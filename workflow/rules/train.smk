@@ -23,7 +23,9 @@ rule train:
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/gpu.yaml"
+    container:
+        config["containers"]["gpu"]
     log:
         LOGS / "train" / "{configuration}" / "fold_{fold}.log",
     shell:

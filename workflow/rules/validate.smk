@@ -8,7 +8,7 @@ checkpoint validate_dataset:
         dataset=DATASET,
     threads: config["validation"]["threads"]
     conda:
-        "../../envs/segflow.yaml"
+        "../../envs/cpu.yaml"
     log:
         LOGS / "validate_dataset.log",
     shell:

@@ -75,7 +75,7 @@ def test_validate_fold_predicts_and_scores_the_held_out_cases(tiny_experiment, t
         prediction = read_image(tmp_path / "predictions" / f"{case_id}.nii.gz")
         reference = read_image(tiny_experiment.root / "raw" / f"{case_id}.nii.gz")
         assert prediction.shape == reference.shape and prediction.spacing == reference.spacing
-        assert (tmp_path / "predictions" / f"{case_id}.npz").is_file()
+        assert (tmp_path / "probabilities" / f"{case_id}.npz").is_file()
         # The table's Dice is the Dice of the written file.
         pred, ref = prediction.array[0] == 1, reference.array[0] == 1
         dice = 2 * (pred & ref).sum() / (pred.sum() + ref.sum())
@@ -92,6 +92,7 @@ def test_mirroring_off_is_recorded_and_probabilities_are_opt_in(tiny_experiment,
     summary = _validate(tiny_experiment, trained, tmp_path, mirroring=False)
     assert summary["mirroring"] is False
     assert not list((tmp_path / "predictions").glob("*.npz"))
+    assert not list((tmp_path / "probabilities").iterdir())  # the folder exists, empty
 
 
 def test_a_checkpoint_of_another_fold_is_refused(tiny_experiment, trained, tmp_path):

@@ -265,7 +265,8 @@ def _candidate_rows(selection: Mapping[str, Any]) -> tuple[list[list[Any]], list
 
 
 def _change(before: Any, after: Any) -> Html:
-    text = f"{format_number(before)} → {format_number(after)}"
+    # Four decimals: a rule is kept for any gain, often below 1e-3.
+    text = f"{format_number(before, 4)} → {format_number(after, 4)}"
     return Html(escape(text))
 
 
@@ -382,8 +383,9 @@ def selection_page(
         heading("Candidates"),
         table(header, rows, highlight=highlight),
         paragraph(
-            "Each candidate is scored on the cross-validation predictions of all training "
-            "cases; ensembles average the configurations' probabilities.",
+            "Each candidate is scored on the cross-validation predictions: every training "
+            "case held out by one of the trained folds, predicted by that fold; ensembles "
+            "average the configurations' probabilities.",
             note=True,
         ),
         *_postprocessing_parts(post, post_where),

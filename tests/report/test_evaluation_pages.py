@@ -84,11 +84,11 @@ def test_selection_page_shows_each_step_before_and_after(tmp_path, selection, po
     text = selection_page(selection, postprocessing, tmp_path / "s.html").read_text()
     steps = text[text.index("<h2>Postprocessing</h2>") :]
     first, second, third = (_row_of(steps, str(n)) for n in (1, 2, 3))
-    assert "<td>0.875 → 0.900</td>" in first and "<td>kept</td>" in first
+    assert "<td>0.8750 → 0.9000</td>" in first and "<td>kept</td>" in first
     # Step 1 was kept: step 2 starts from its result.
-    assert "<td>0.900 → 0.890</td>" in second and "<td>0.960 → 0.940</td>" in second
+    assert "<td>0.9000 → 0.8900</td>" in second and "<td>0.9600 → 0.9400</td>" in second
     assert "<td>rejected</td>" in second and "<td>&lt;b&gt;</td>" in second
-    assert "<td>0.900 → 0.925</td>" in third and "<td>0.840 → 0.890</td>" in third
+    assert "<td>0.9000 → 0.9250</td>" in third and "<td>0.8400 → 0.8900</td>" in third
     assert len(re.findall(r'<tr class="highlight">', steps)) == 2
     assert re.findall(r">([\d.]+)</td>", _row_of(steps, "after postprocessing")) == [
         "0.925",

@@ -34,7 +34,11 @@ from segflow.evaluation.crossval import (
     read_metrics,
 )
 from segflow.evaluation.evaluate import evaluate_labels, evaluated_classes, summarize
-from segflow.inference.export import probabilities_to_segmentation, write_segmentation
+from segflow.inference.export import (
+    load_probabilities,
+    probabilities_to_segmentation,
+    write_segmentation,
+)
 from segflow.io.atomic import atomic_path, read_json, write_json
 from segflow.io.dataset import DatasetJson, load_dataset_json
 from segflow.io.image import read_image
@@ -107,33 +111,52 @@ def _check_inputs(
     return problems
 
 
-def _ensemble_rows(
-    configurations: Sequence[str],
+def _score_ensembles(
+    pairs: Sequence[tuple[str, ...]],
     crossval_folders: Mapping[str, Path],
     folds: Mapping[str, int],
     references: Mapping[str, Path],
     dataset: DatasetJson,
-    write_to: Path | None = None,
-) -> list[dict[str, Any]]:
-    """Metric rows of the ensemble of ``configurations`` over the cross-validation cases (and,
-    with ``write_to``, its segmentations written there)."""
+) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """Metric rows of each ensemble over the cross-validation cases. Each case's reference and
+    each configuration's probabilities are read once, whatever the number of pairs."""
     classes = evaluated_classes(dataset)
-    rows = []
+    rows: dict[tuple[str, ...], list[dict[str, Any]]] = {pair: [] for pair in pairs}
+    needed = sorted({c for pair in pairs for c in pair})
+    for case_id, fold in sorted(folds.items()):
+        reference = read_image(references[case_id])
+        loaded = {
+            c: load_probabilities(_probability_file(crossval_folders[c], fold, case_id))[0]
+            for c in needed
+        }
+        shapes = {c: list(a.shape) for c, a in loaded.items()}
+        if len({str(v) for v in shapes.values()}) > 1:
+            raise SegflowError(
+                "probabilities of different cases",
+                [Problem(case_id, f"shapes differ between configurations: {shapes}")],
+            )
+        for pair in pairs:
+            mean = sum(loaded[c] for c in pair) / len(pair)
+            segmentation = probabilities_to_segmentation(mean, dataset)
+            for name, values in evaluate_labels(
+                reference, segmentation, classes, dataset.ignore_label
+            ).items():
+                rows[pair].append({"case_id": case_id, "class": name, "fold": fold, **values})
+    return rows
+
+
+def _write_ensemble_predictions(
+    configurations: Sequence[str],
+    crossval_folders: Mapping[str, Path],
+    folds: Mapping[str, int],
+    dataset: DatasetJson,
+    target: Path,
+) -> None:
     for case_id, fold in sorted(folds.items()):
         files = [_probability_file(crossval_folders[c], fold, case_id) for c in configurations]
         probabilities, properties = average_probabilities(files)
         segmentation = probabilities_to_segmentation(probabilities, dataset)
-        del probabilities
-        reference = read_image(references[case_id])
-        for name, values in evaluate_labels(
-            reference, segmentation, classes, dataset.ignore_label
-        ).items():
-            rows.append({"case_id": case_id, "class": name, "fold": fold, **values})
-        if write_to is not None:
-            write_segmentation(
-                segmentation, properties, write_to / f"{case_id}{dataset.file_ending}"
-            )
-    return rows
+        write_segmentation(segmentation, properties, target / f"{case_id}{dataset.file_ending}")
 
 
 def _write_single_predictions(
@@ -193,8 +216,9 @@ def select_model(
 
     candidates = [_single_candidate(name, folders[name], classes) for name in names]
     pairs = list(itertools.combinations(names, 2)) if ensembles else []
+    ensemble_rows = _score_ensembles(pairs, folders, case_folds, references, dataset)
     for pair in pairs:
-        summary = summarize(_ensemble_rows(pair, folders, case_folds, references, dataset))
+        summary = summarize(ensemble_rows[pair])
         candidates.append(
             {
                 "name": candidate_name(pair),
@@ -217,7 +241,7 @@ def select_model(
     if len(winner["configurations"]) == 1:
         _write_single_predictions(folders[winner["name"]], case_folds, dataset.file_ending, target)
     else:
-        _ensemble_rows(winner["configurations"], folders, case_folds, references, dataset, target)
+        _write_ensemble_predictions(winner["configurations"], folders, case_folds, dataset, target)
 
     selection = {
         "metric": "mean_foreground_dice",

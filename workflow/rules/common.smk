@@ -370,5 +370,7 @@ def final_targets(wildcards=None):
     return targets
 
 
+# The names of segflow.report's REPORT_FILES and TEST_REPORT_FILES, written out: importing
+# segflow.report (pandas, matplotlib) would add most of a second to every Snakemake start.
 REPORT_PAGES = ["dataset.html", "plans.html", "crossval.html", "crossval_dice.png", "selection.html"]
 TEST_REPORT_PAGES = ["test.html", "test_dice.png"]

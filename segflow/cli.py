@@ -134,7 +134,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         deterministic=args.deterministic,
         cpu_bf16=args.cpu_bf16,
-        channels_last=args.channels_last,
+        channels_last={"true": True, "false": False}.get(args.channels_last, "auto"),
         checkpoint_every=args.checkpoint_every,
         device=args.device,
         threads=args.threads,
@@ -559,7 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=50, help="epochs between checkpoints")
     p.add_argument("--deterministic", action="store_true", help="bit-reproducible training")
     p.add_argument("--cpu-bf16", action="store_true", help="bfloat16 autocast on CPU")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    p.add_argument(
+        "--channels-last",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="channels-last memory format (auto: 3D networks on the CPU)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument(

@@ -34,6 +34,8 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from segflow.networks import memory_format_for
+
 __all__ = [
     "GAUSSIAN_SIGMA_SCALE",
     "gaussian_importance_map",
@@ -187,20 +189,30 @@ def _windows(
 def _predict_mirrored(
     network: nn.Module, batch: torch.Tensor, combinations: list[tuple[int, ...]]
 ) -> torch.Tensor:
-    """The network's prediction averaged over the flips (float32)."""
+    """The network's prediction averaged over the flips (float32).
+
+    On the CPU a batch of one window runs its flips two at a time (one network call on a
+    batch of two): at batch size one PyTorch computes the convolutions of small inputs with
+    its slower reference kernels instead of oneDNN's. The result is the same up to float
+    rounding.
+    """
+    n = batch.shape[0]
+    per_call = 2 if n == 1 and batch.device.type == "cpu" and len(combinations) > 1 else 1
     total = None
-    for axes in combinations:
-        dims = [a + 2 for a in axes]
-        x = torch.flip(batch, dims) if dims else batch
-        out = network(x)
+    for first in range(0, len(combinations), per_call):
+        group = combinations[first : first + per_call]
+        flipped = [torch.flip(batch, [a + 2 for a in axes]) if axes else batch for axes in group]
+        out = network(flipped[0] if len(flipped) == 1 else torch.cat(flipped))
         if not isinstance(out, torch.Tensor):
             raise TypeError(
                 f"the network returned {type(out).__name__}, expected one tensor; "
                 "turn deep supervision off for inference"
             )
-        out = (torch.flip(out, dims) if dims else out).float()
-        # The first output may be the input itself (or share its memory): sum into a copy.
-        total = out.clone() if total is None else total.add_(out)
+        for i, axes in enumerate(group):
+            part = out[i * n : (i + 1) * n]
+            part = (torch.flip(part, [a + 2 for a in axes]) if axes else part).float()
+            # The first output may be the input itself (or share its memory): sum into a copy.
+            total = part.clone() if total is None else total.add_(part)
     return total.div_(len(combinations))
 
 
@@ -238,6 +250,7 @@ def _sum_windows(
     batch_windows: int,
     device: torch.device,
     accumulate: torch.device,
+    memory_format: torch.memory_format,
 ) -> torch.Tensor:
     """Weighted mean of the windows' predictions over the padded image, on ``accumulate``."""
     data = data.to(accumulate)
@@ -258,6 +271,7 @@ def _sum_windows(
         for first in range(0, len(windows), batch_windows):
             chunk = windows[first : first + batch_windows]
             batch = torch.stack([data[w.where] for w in chunk]).to(device, non_blocking=True)
+            batch = batch.contiguous(memory_format=memory_format)
             predicted = _predict_mirrored(network, batch, combinations).to(accumulate)
             if predicted.shape[2:] != patch:
                 raise ValueError(
@@ -300,6 +314,9 @@ def predict_logits(
         step_size: distance between windows as a fraction of the patch.
         batch_windows: windows per forward pass.
         device: where the network runs; None: where its parameters are (CPU without any).
+            The network and its windows take the memory format
+            :func:`~segflow.networks.memory_format_for` gives (channels-last for a 3D
+            network on the CPU); the network keeps it after the call.
         accumulate_on: where the summed predictions live; ``"auto"``: on ``device``, falling
             back to host memory when that runs out of memory.
 
@@ -345,14 +362,23 @@ def predict_logits(
 
     combinations = mirror_combinations(axes)
     was_training = network.training
-    network.to(device)
+    memory_format = memory_format_for(len(patch), device)
+    network.to(device, memory_format=memory_format)
     network.eval()
     try:
         candidates = _accumulation_devices(accumulate_on, device)
         for attempt, accumulate in enumerate(candidates):
             try:
                 logits = _sum_windows(
-                    network, data, patch, combinations, step_size, batch_windows, device, accumulate
+                    network,
+                    data,
+                    patch,
+                    combinations,
+                    step_size,
+                    batch_windows,
+                    device,
+                    accumulate,
+                    memory_format,
                 )
                 break
             except Exception as err:

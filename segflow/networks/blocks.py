@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segflow.errors import Problem
@@ -22,6 +23,8 @@ from segflow.planning.plans import NetworkPlan
 __all__ = [
     "HE_NEGATIVE_SLOPE",
     "ConvNormAct",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
     "LayerOps",
     "ResidualBlock",
     "conv_stack",
@@ -33,10 +36,53 @@ __all__ = [
 HE_NEGATIVE_SLOPE = 1e-2
 """Negative slope nnU-Net's He initialisation assumes (that of its LeakyReLU)."""
 
+
+
+class _InstanceNormAsGroupNorm:
+    """Instance normalization computed as a group normalization with one channel per group.
+
+    The two are the same function (statistics over the spatial axes of each sample and
+    channel, one affine pair per channel), but on the CPU PyTorch's group normalization is
+    about twice as fast, forward and backward, and keeps a channels-last tensor channels-last,
+    where instance normalization converts it to channels-first and back (two copies of every
+    activation). Elsewhere (CUDA, MPS), with running statistics or an unbatched input, the
+    layer is PyTorch's instance normalization unchanged. Parameters and state-dict keys are
+    those of ``nn.InstanceNorm{2,3}d``.
+    """
+
+    _batched_dims: int
+    num_features: int
+    eps: float
+    weight: Tensor | None
+    bias: Tensor | None
+    track_running_stats: bool
+
+    def forward(self, input: Tensor) -> Tensor:
+        if (
+            input.device.type == "cpu"
+            and not self.track_running_stats
+            and input.dim() == self._batched_dims
+        ):
+            return F.group_norm(input, self.num_features, self.weight, self.bias, self.eps)
+        return super().forward(input)  # type: ignore[misc]
+
+
+class InstanceNorm2d(_InstanceNormAsGroupNorm, nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d``, faster on the CPU (see :class:`_InstanceNormAsGroupNorm`)."""
+
+    _batched_dims = 4
+
+
+class InstanceNorm3d(_InstanceNormAsGroupNorm, nn.InstanceNorm3d):
+    """``nn.InstanceNorm3d``, faster on the CPU (see :class:`_InstanceNormAsGroupNorm`)."""
+
+    _batched_dims = 5
+
+
 _CONV_DIMS = {"Conv2d": 2, "Conv3d": 3}
 _NORMS: dict[str, tuple[type[nn.Module], int]] = {
-    "InstanceNorm2d": (nn.InstanceNorm2d, 2),
-    "InstanceNorm3d": (nn.InstanceNorm3d, 3),
+    "InstanceNorm2d": (InstanceNorm2d, 2),
+    "InstanceNorm3d": (InstanceNorm3d, 3),
     "BatchNorm2d": (nn.BatchNorm2d, 2),
     "BatchNorm3d": (nn.BatchNorm3d, 3),
 }

@@ -25,6 +25,8 @@ What makes a run reproducible and resumable:
 
 Mixed precision (float16 autocast with a gradient scaler) is used on CUDA only. On CPU,
 ``cpu_bf16`` enables bfloat16 autocast, which is faster on CPUs with bf16 instructions.
+``channels_last`` (default ``"auto"``: 3D networks on the CPU) runs the network and its
+batches in the channels-last memory format (see :func:`segflow.networks.memory_format_for`).
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class TrainingSettings:
     seed: int = 12345
     deterministic: bool = False
     cpu_bf16: bool = False
-    channels_last: bool = False
+    channels_last: bool | str = "auto"
     checkpoint_every: int = 50
     device: str = "auto"
     threads: int | None = None
@@ -126,6 +128,10 @@ class TrainingSettings:
             problems.append(Problem("oversample_foreground_percent", "must lie in [0, 1]"))
         if self.threads is not None and self.threads < 1:
             problems.append(Problem("threads", f"must be at least 1, got {self.threads}"))
+        if self.channels_last not in (True, False, "auto"):
+            problems.append(
+                Problem("channels_last", f"must be true, false or auto, got {self.channels_last!r}")
+            )
         if self.num_workers is not None and self.num_workers < 0:
             problems.append(Problem("num_workers", f"must be 0 or more, got {self.num_workers}"))
         if problems:
@@ -296,11 +302,11 @@ class FoldTrainer:
                 "cpu_bf16 is on but this CPU has no native bfloat16 instructions (AVX-512 BF16 "
                 "or AMX): bf16 is emulated and trains several times slower than float32"
             )
-        self.memory_format = torch.preserve_format
-        if self.settings.channels_last:
-            self.memory_format = (
-                torch.channels_last_3d if self.configuration.ndim == 3 else torch.channels_last
-            )
+        from segflow.networks import memory_format_for
+
+        self.memory_format = memory_format_for(
+            self.configuration.ndim, self.device, self.settings.channels_last
+        )
 
     def _build(self) -> None:
         from segflow.networks import build_network

@@ -227,6 +227,32 @@ def test_mirroring_averages_all_flips_of_a_single_window():
     torch.testing.assert_close(predict_logits(net, data, (4, 6, 8), mirror_axes=None), plain)
 
 
+def test_single_windows_run_their_flips_in_pairs_on_the_cpu():
+    calls = []
+
+    class Recording(Shifted):
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return super().forward(x)
+
+    net = Recording(3)
+    data = torch.randn(1, 4, 6, 8)  # one window
+    out = predict_logits(net, data, (4, 6, 8), mirror_axes=(0, 1, 2))
+    assert calls == [2, 2, 2, 2]  # 8 flips, two per call
+    calls.clear()
+    with torch.no_grad():
+        x = data[None]
+        flips = [tuple(a + 2 for a in c) for c in mirror_combinations((0, 1, 2))]
+        expected = sum(torch.flip(net(torch.flip(x, f)), f) for f in flips)[0] / 8
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    calls.clear()
+    predict_logits(net, torch.randn(1, 8, 6, 8), (4, 6, 8), mirror_axes=(1,), batch_windows=3)
+    assert calls == [3, 3]  # batches of several windows: one call per flip
+    calls.clear()
+    predict_logits(net, data, (4, 6, 8), mirror_axes=None)
+    assert calls == [1]
+
+
 def test_mirroring_every_axis_makes_the_prediction_flip_equivariant():
     net = Shifted(3)
     # Odd patches centre the importance map, and these sizes place the windows
@@ -317,12 +343,12 @@ def test_accumulation_falls_back_to_host_memory_when_the_device_is_full(monkeypa
     calls = []
     real = sliding_window._sum_windows
 
-    def fake(network, data, patch, combinations, step, batch, device, accumulate):
+    def fake(network, data, patch, combinations, step, batch, device, accumulate, fmt):
         calls.append(accumulate.type)
         if accumulate.type != "cpu":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         return real(
-            network, data, patch, combinations, step, batch, torch.device("cpu"), accumulate
+            network, data, patch, combinations, step, batch, torch.device("cpu"), accumulate, fmt
         )
 
     monkeypatch.setattr(sliding_window, "_sum_windows", fake)

@@ -280,3 +280,34 @@ def test_the_train_command(tiny_experiment, tmp_path, capsys):
     bad = [a if a != "2d" else "4d" for a in args]
     assert main(bad) == 1
     assert "configuration '4d' does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("configuration", "setting", "channels_last"),
+    [("3d_fullres", "auto", True), ("2d", "auto", False), ("3d_fullres", False, False),
+     ("2d", True, True)],  # fmt: skip
+)
+def test_memory_format_of_network_and_batches(
+    tiny_experiment, tmp_path, configuration, setting, channels_last
+):
+    settings = dataclasses.replace(TINY, channels_last=setting, epochs=1)
+    trainer = _trainer(tiny_experiment, tmp_path, configuration, settings)
+    trainer.prepare()
+    ndim = 3 if configuration == "3d_fullres" else 2
+    fmt = torch.channels_last_3d if ndim == 3 else torch.channels_last
+    weights = [p for p in trainer.network.parameters() if p.dim() == ndim + 2]
+    if channels_last:
+        assert all(p.is_contiguous(memory_format=fmt) for p in weights)
+        assert not all(p.is_contiguous() for p in weights)
+    else:
+        assert all(p.is_contiguous() for p in weights)
+        assert not all(p.is_contiguous(memory_format=fmt) for p in weights)
+    data, _ = trainer._to_device(next(trainer.batches("train", 0, 1)))
+    assert data.is_contiguous(memory_format=fmt if channels_last else torch.contiguous_format)
+    trainer.run()
+    assert (tmp_path / CHECKPOINT_FINAL).is_file()
+
+
+def test_channels_last_setting_is_checked():
+    with pytest.raises(SegflowError, match="channels_last: must be true, false or auto"):
+        TrainingSettings(channels_last="yes")

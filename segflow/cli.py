@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from segflow import __version__
-from segflow.errors import Interrupted, SegflowError
+from segflow.errors import Interrupted, Problem, SegflowError
 
 __all__ = ["build_parser", "main"]
 
@@ -186,32 +186,63 @@ def _cmd_crossval(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
+    import functools
+
+    import torch
+
     from segflow.inference.ensemble import load_predictor
-    from segflow.inference.images import gather_input_cases, predict_images
+    from segflow.inference.images import (
+        gather_input_cases,
+        predict_images,
+        predict_images_in_processes,
+    )
     from segflow.training.trainer import choose_device
 
+    if args.jobs < 1:
+        raise SegflowError(
+            "invalid option", [Problem("--jobs", f"must be at least 1, got {args.jobs}")]
+        )
     if args.threads is not None:
-        import torch
-
         torch.set_num_threads(args.threads)
     device = choose_device(args.device)
-    predictor = load_predictor(
-        args.model,
+    if args.jobs > 1 and device.type != "cpu":
+        raise SegflowError(
+            "invalid option",
+            [Problem("--jobs", f"predicts with several processes on the CPU only, not {device}; "
+                               "use --device cpu or --jobs 1")],
+        )  # fmt: skip
+    options = dict(
         configurations=args.configuration,
         folds=args.folds,
         selection=args.selection,
         postprocessing=args.postprocessing,
         use_postprocessing=not args.no_postprocessing,
-        device=device,
     )
+    predictor = load_predictor(args.model, **options, device=device)
     cases = gather_input_cases(args.input, predictor.dataset)
+    jobs = min(args.jobs, len(cases))
     logger.info(
-        "predicting %d case(s) with %s on %s%s",
+        "predicting %d case(s) with %s on %s%s%s",
         len(cases),
         predictor.describe(),
         device,
         "" if not args.no_mirroring else ", no mirroring",
+        f", {jobs} processes" if jobs > 1 else "",
     )
+    if jobs > 1:
+        dataset = predictor.dataset
+        del predictor  # every process loads its own
+        predict_images_in_processes(
+            functools.partial(load_predictor, args.model, **options, device="cpu"),
+            dataset,
+            cases,
+            args.output,
+            jobs=jobs,
+            threads=torch.get_num_threads(),
+            mirroring=not args.no_mirroring,
+            save_probabilities=args.save_probabilities,
+        )
+        return
     predict_images(
         predictor,
         cases,
@@ -619,6 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="postprocessing.json whose rules to apply (an exported model brings its own)",
     )  # fmt: skip
     p.add_argument("--no-postprocessing", action="store_true", help="apply no postprocessing rule")
+    p.add_argument(
+        "-j", "--jobs", type=int, default=1,
+        help="CPU only: predict this many cases at a time in separate processes, sharing "
+             "--threads between them (faster for many cases: PyTorch uses many threads poorly "
+             "on one case; each process holds its own copy of the model)",
+    )  # fmt: skip
     _add_prediction_options(p)
 
     p = add(

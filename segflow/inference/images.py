@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from segflow.inference.export import probabilities_path
 from segflow.inference.model import TrainedModel
 from segflow.io.dataset import DatasetJson
 
-__all__ = ["InputCase", "gather_input_cases", "predict_images"]
+__all__ = ["InputCase", "gather_input_cases", "predict_images", "predict_images_in_processes"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,30 @@ def gather_input_cases(inputs: Sequence[str | Path], dataset: DatasetJson) -> li
     return cases
 
 
+def _outputs_for(
+    dataset: DatasetJson, cases: Sequence[InputCase], output_dir: Path, save_probabilities: bool
+) -> list[Path]:
+    """``<output_dir>/<case><ending>`` of every case, after checking that none of them (nor
+    their probabilities) would overwrite an input; creates ``output_dir``.
+
+    Raises:
+        SegflowError: an output would overwrite an input file.
+    """
+    ending = dataset.file_ending
+    outputs = [output_dir / f"{case.case_id}{ending}" for case in cases]
+    inputs = {p.resolve() for case in cases for p in case.files}
+    clashes = [
+        Problem(str(path), "would overwrite an input image; choose another output folder")
+        for out in outputs
+        for path in ([out, probabilities_path(out)] if save_probabilities else [out])
+        if path.resolve() in inputs
+    ]
+    if clashes:
+        raise SegflowError("refusing to overwrite inputs", clashes)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return outputs
+
+
 def predict_images(
     model: Predictor | TrainedModel,
     cases: Sequence[InputCase],
@@ -151,19 +175,7 @@ def predict_images(
     from tqdm import tqdm
 
     predictor = model if isinstance(model, Predictor) else Predictor((model,))
-    output_dir = Path(output_dir)
-    ending = predictor.dataset.file_ending
-    outputs = [output_dir / f"{case.case_id}{ending}" for case in cases]
-    inputs = {p.resolve() for case in cases for p in case.files}
-    clashes = [
-        Problem(str(path), "would overwrite an input image; choose another output folder")
-        for out in outputs
-        for path in ([out, probabilities_path(out)] if save_probabilities else [out])
-        if path.resolve() in inputs
-    ]
-    if clashes:
-        raise SegflowError("refusing to overwrite inputs", clashes)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    outputs = _outputs_for(predictor.dataset, cases, Path(output_dir), save_probabilities)
     show = sys.stderr.isatty() if progress is None else progress
     for case, out in tqdm(list(zip(cases, outputs, strict=True)), disable=not show,
                           desc="predicting", unit="case"):  # fmt: skip
@@ -172,4 +184,93 @@ def predict_images(
             save_probabilities=save_probabilities,
         )  # fmt: skip
         logger.info("%s -> %s", case.case_id, out)
+    return outputs
+
+
+# The predictor of a worker process of predict_images_in_processes.
+_worker_predictor: Predictor | None = None
+
+
+def _start_worker(load: Callable[[], Predictor], threads: int) -> None:
+    global _worker_predictor
+    torch.set_num_threads(threads)
+    _worker_predictor = load()
+
+
+def _predict_in_worker(
+    files: tuple[Path, ...], output: Path, mirroring: bool, save_probabilities: bool
+) -> None:
+    assert _worker_predictor is not None, "worker not started"
+    _worker_predictor.predict_files(
+        files, output, mirroring=mirroring, device="cpu", save_probabilities=save_probabilities
+    )
+
+
+def predict_images_in_processes(
+    load: Callable[[], Predictor],
+    dataset: DatasetJson,
+    cases: Sequence[InputCase],
+    output_dir: str | Path,
+    *,
+    jobs: int,
+    threads: int,
+    mirroring: bool = True,
+    save_probabilities: bool = False,
+    progress: bool | None = None,
+) -> list[Path]:
+    """:func:`predict_images` on the CPU with ``jobs`` processes, each predicting whole cases
+    with ``threads // jobs`` torch threads (at least one).
+
+    For nnU-Net's patch sizes PyTorch's CPU kernels use many threads poorly, so several cases
+    at a time, each with fewer threads, predict more cases per second than one case at a time
+    with every thread (on 2 CPUs, 2 processes of one thread do about an eighth more). Each
+    process holds its own copy of the model, and of a case's arrays while it predicts it.
+
+    Args:
+        load: returns the predictor on the CPU; called once in each process (so it must be
+            picklable: a module-level function or a ``functools.partial`` of one, such as
+            ``partial(load_predictor, model_dir, folds=[0])``).
+        dataset: the model's dataset.json (output file names and input checks).
+        cases, output_dir, mirroring, save_probabilities, progress: as for
+            :func:`predict_images`.
+        jobs: processes, at least 1 (never more than there are cases).
+        threads: torch threads to share among them.
+
+    Raises:
+        SegflowError: an output would overwrite an input file (checked before any work); the
+            first case that fails stops the rest.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm import tqdm
+
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    outputs = _outputs_for(dataset, cases, Path(output_dir), save_probabilities)
+    jobs = min(jobs, len(cases))
+    if jobs == 0:
+        return outputs
+    per_job = max(1, threads // jobs)
+    show = sys.stderr.isatty() if progress is None else progress
+    # spawn, not fork: a forked child of a process that has run OpenMP threads may hang.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                             initargs=(load, per_job)) as pool:  # fmt: skip
+        futures = {
+            pool.submit(_predict_in_worker, case.files, out, mirroring, save_probabilities): (
+                case,
+                out,
+            )
+            for case, out in zip(cases, outputs, strict=True)
+        }
+        try:
+            for future in tqdm(as_completed(futures), total=len(futures), disable=not show,
+                               desc="predicting", unit="case"):  # fmt: skip
+                future.result()
+                case, out = futures[future]
+                logger.info("%s -> %s", case.case_id, out)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return outputs

@@ -37,7 +37,6 @@ HE_NEGATIVE_SLOPE = 1e-2
 """Negative slope nnU-Net's He initialisation assumes (that of its LeakyReLU)."""
 
 
-
 class _InstanceNormAsGroupNorm:
     """Instance normalization computed as a group normalization with one channel per group.
 

@@ -3,14 +3,22 @@ raw images into their own geometry, and the command line's errors."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
+from segflow.cli import main
 from segflow.errors import SegflowError
-from segflow.inference.images import gather_input_cases, predict_images
+from segflow.inference.ensemble import load_predictor
+from segflow.inference.images import (
+    gather_input_cases,
+    predict_images,
+    predict_images_in_processes,
+)
 from segflow.inference.model import load_model
 from segflow.io.dataset import parse_dataset_json
 from segflow.io.image import read_image, write_image
@@ -131,6 +139,32 @@ def test_an_input_is_never_overwritten(tiny_experiment, model_dir, tmp_path):
     with pytest.raises(SegflowError, match="refusing to overwrite inputs"):
         predict_images(model, gather_input_cases([image], model.dataset), tmp_path)
     assert image.read_bytes() == before
+
+
+def test_several_processes_predict_what_one_does(tiny_experiment, model_dir, tmp_path):
+    raw = tiny_experiment.root / "raw"
+    model = load_model(model_dir)
+    cases = gather_input_cases([raw / f"tiny_{i:02d}_0000.nii.gz" for i in range(3)], model.dataset)
+    one = predict_images(model, cases, tmp_path / "one")
+    load = functools.partial(load_predictor, model_dir, folds=[0, 1], device="cpu")
+    several = predict_images_in_processes(
+        load, model.dataset, cases, tmp_path / "several", jobs=2, threads=2
+    )
+    assert [p.name for p in several] == [p.name for p in one]
+    for a, b in zip(one, several, strict=True):
+        np.testing.assert_array_equal(read_image(a).array, read_image(b).array)
+
+
+def test_jobs_option_is_checked(model_dir, tmp_path, monkeypatch, capsys):
+    common = ["predict", "-i", str(tmp_path), "-o", str(tmp_path / "o"), "-m", str(model_dir)]
+    assert main([*common, "--jobs", "0"]) == 1
+    assert "--jobs: must be at least 1, got 0" in capsys.readouterr().err
+    monkeypatch.setattr(
+        "segflow.training.trainer.choose_device", lambda requested: torch.device("cuda")
+    )
+    assert main([*common, "--jobs", "2", "--device", "cuda"]) == 1
+    assert "--jobs: predicts with several processes on the CPU only" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def _segflow(*args: str) -> subprocess.CompletedProcess:

@@ -46,7 +46,10 @@ def test_same_values_and_gradients_as_instance_norm(
     )
     torch.testing.assert_close(normalized.mean(dims), torch.zeros(shape[:2], dtype=x.dtype))
     torch.testing.assert_close(
-        normalized.var(dims, unbiased=False), torch.ones(shape[:2], dtype=x.dtype), rtol=1e-4, atol=0
+        normalized.var(dims, unbiased=False),
+        torch.ones(shape[:2], dtype=x.dtype),
+        rtol=1e-4,
+        atol=0,
     )
     upstream = torch.randn_like(y1)
     y1.backward(upstream)

@@ -284,8 +284,12 @@ def test_the_train_command(tiny_experiment, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("configuration", "setting", "channels_last"),
-    [("3d_fullres", "auto", True), ("2d", "auto", False), ("3d_fullres", False, False),
-     ("2d", True, True)],  # fmt: skip
+    [
+        ("3d_fullres", "auto", True),
+        ("2d", "auto", False),
+        ("3d_fullres", False, False),
+        ("2d", True, True),
+    ],
 )
 def test_memory_format_of_network_and_batches(
     tiny_experiment, tmp_path, configuration, setting, channels_last

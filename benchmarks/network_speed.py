@@ -7,6 +7,8 @@ Hippocampus, at the planned patch and batch size, for each setting:
 * ``float32``: the default;
 * ``bf16``: ``torch.autocast("cpu", dtype=torch.bfloat16)`` around the forward and the loss;
 * ``channels_last`` (``channels_last_3d`` in 3D), in float32 and with bf16 autocast;
+* ``*_torch_instance_norm``: with PyTorch's ``nn.InstanceNorm{2,3}d`` in place of segflow's
+  (which computes the same function as a group normalization on the CPU), to measure that;
 * each at ``torch.set_num_threads(1)`` and ``(2)``.
 
 Each setting runs ``--warmup`` untimed iterations and reports the median of ``--iterations``
@@ -38,11 +40,14 @@ from segflow.planning import ConfigurationPlan, Plans, load_plans, plan_experime
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PLANS = REPO / "results" / "Dataset004_Hippocampus" / "plans.json"
 NUM_OUTPUTS = 3  # background, anterior, posterior
+#: name: (bf16 autocast, channels-last, PyTorch's own InstanceNorm layers)
 SETTINGS = {
-    "float32": (False, False),
-    "bf16": (True, False),
-    "channels_last_float32": (False, True),
-    "channels_last_bf16": (True, True),
+    "float32": (False, False, False),
+    "bf16": (True, False, False),
+    "channels_last_float32": (False, True, False),
+    "channels_last_bf16": (True, True, False),
+    "float32_torch_instance_norm": (False, False, True),
+    "channels_last_float32_torch_instance_norm": (False, True, True),
 }
 
 
@@ -63,6 +68,7 @@ def time_setting(
     batch_size: int,
     bf16: bool,
     channels_last: bool,
+    torch_norm: bool,
     threads: int,
     warmup: int,
     iterations: int,
@@ -70,6 +76,8 @@ def time_setting(
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = build_network(conf, 1, NUM_OUTPUTS, deep_supervision=True)
+    if torch_norm:
+        _use_torch_instance_norm(net)
     x = torch.randn(batch_size, 1, *conf.patch_size)
     if channels_last:
         fmt = torch.channels_last if conf.ndim == 2 else torch.channels_last_3d
@@ -86,6 +94,22 @@ def time_setting(
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _use_torch_instance_norm(module: torch.nn.Module) -> None:
+    """Replace segflow's instance normalization layers by PyTorch's (same parameters)."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.modules.instancenorm._InstanceNorm):
+            kind = (
+                torch.nn.InstanceNorm3d
+                if isinstance(child, torch.nn.InstanceNorm3d)
+                else torch.nn.InstanceNorm2d
+            )
+            plain = kind(child.num_features, eps=child.eps, affine=child.affine)
+            plain.load_state_dict(child.state_dict())
+            setattr(module, name, plain)
+        else:
+            _use_torch_instance_norm(child)
 
 
 def _cpu_name() -> str:
@@ -117,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         row = {"patch_size": list(conf.patch_size), "batch_size": batch, "seconds": {}}
         for threads in args.threads:
             for setting in args.settings:
-                bf16, channels_last = SETTINGS[setting]
+                bf16, channels_last, torch_norm = SETTINGS[setting]
                 seconds = time_setting(
-                    conf, batch, bf16, channels_last, threads, args.warmup, args.iterations
-                )
+                    conf, batch, bf16, channels_last, torch_norm, threads, args.warmup,
+                    args.iterations,
+                )  # fmt: skip
                 row["seconds"][f"{setting}_threads{threads}"] = round(seconds, 3)
                 print(f"{name} {setting} threads={threads}: {seconds:.3f} s", file=sys.stderr)
         results[name] = row

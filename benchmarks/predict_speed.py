@@ -4,7 +4,9 @@ Each tool predicts the 40 held-out test cases (``imagesTs`` of the holdout made 
 benchmarks/train_vs_nnunet.py) with its own fold-0 3d_fullres model trained there (same plans:
 patch 40x56x40, the same 4-stage U-Net), once with test-time mirroring and once without:
 
-* segflow: ``segflow predict -i imagesTs -o OUT -m <segflow results>/models/3d_fullres -f 0``;
+* segflow: ``segflow predict -i imagesTs -o OUT -m <segflow results>/models/3d_fullres -f 0``,
+  one case at a time with every thread (``--jobs 1``) and, for each other value of
+  ``--segflow-jobs``, that many cases at a time in processes sharing the threads;
 * nnU-Net v2: ``nnUNetv2_predict ... -f 0 -chk checkpoint_final.pth [--disable_tta]``, with
   ``-npp 1 -nps 1`` (one preprocessing and one export worker, as suits 2 CPUs).
 
@@ -72,6 +74,8 @@ def main() -> None:
     parser.add_argument("--nnunet-bin", type=Path, default=Path("/tmp/nnunet-venv/bin"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/predict_speed"))
     parser.add_argument("--skip-nnunet", action="store_true")
+    parser.add_argument("--segflow-jobs", type=int, nargs="+", default=[1, 2],
+                        help="segflow predict --jobs values to measure")  # fmt: skip
     args = parser.parse_args()
 
     holdout = args.holdout.absolute()
@@ -81,12 +85,16 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for mirroring in (True, False):
         tag = "mirroring" if mirroring else "no_mirroring"
-        runs = [("segflow", [
-            sys.executable, "-m", "segflow", "predict", "-i", str(images),
-            "-o", str(args.out / f"segflow_{tag}"), "-m", str(args.segflow_model), "-f", "0",
-            "--device", "cpu", "--threads", str(threads),
-            *([] if mirroring else ["--no-mirroring"]),
-        ], None)]  # fmt: skip
+        runs = [(
+            "segflow" if jobs == 1 else f"segflow --jobs {jobs}",
+            [
+                sys.executable, "-m", "segflow", "predict", "-i", str(images),
+                "-o", str(args.out / f"segflow_{jobs}_{tag}"), "-m", str(args.segflow_model),
+                "-f", "0", "--device", "cpu", "--threads", str(threads), "--jobs", str(jobs),
+                *([] if mirroring else ["--no-mirroring"]),
+            ],
+            None,
+        ) for jobs in args.segflow_jobs]  # fmt: skip
         if not args.skip_nnunet:
             env = dict(
                 os.environ,
@@ -101,7 +109,7 @@ def main() -> None:
                 "-npp", "1", "-nps", "1", *([] if mirroring else ["--disable_tta"]),
             ], env))  # fmt: skip
         for tool, cmd, env in runs:
-            out = args.out / f"{tool}_{tag}"
+            out = Path(cmd[cmd.index("-o") + 1])
             shutil.rmtree(out, ignore_errors=True)
             wall, peak = _run(cmd, env)
             row = {
@@ -125,11 +133,15 @@ def main() -> None:
         print(f"| {r['tool']} | {'on' if r['mirroring'] else 'off'} | "
               f"{r['seconds_per_case']:.2f} | {r['peak_rss_gb']:.2f} | {dice} |")  # fmt: skip
     for mirroring in (True, False):
-        pair = {r["tool"]: r for r in rows if r["mirroring"] == mirroring}
-        if len(pair) == 2:
-            ratio = pair["nnunet"]["seconds_per_case"] / pair["segflow"]["seconds_per_case"]
-            print(f"mirroring {'on' if mirroring else 'off'}: segflow {ratio:.2f}x faster "
-                  "per case")  # fmt: skip
+        by_tool = {r["tool"]: r for r in rows if r["mirroring"] == mirroring}
+        reference = by_tool.pop("nnunet", None)
+        if reference is None:
+            continue
+        for tool, row in by_tool.items():
+            ratio = reference["seconds_per_case"] / row["seconds_per_case"]
+            memory = row["peak_rss_gb"] / reference["peak_rss_gb"]
+            print(f"mirroring {'on' if mirroring else 'off'}: {tool} {ratio:.2f}x faster per "
+                  f"case than nnU-Net, at {memory:.2f}x its peak RSS")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -166,6 +166,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--skip-nnunet", action="store_true")
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="measure every tool this many times, alternating, and compare within each round "
+             "(the machine's speed drifts between minutes)",
+    )  # fmt: skip
     parser.add_argument("--bf16", action="store_true", help="measure bf16 even if emulated")
     args = parser.parse_args()
 
@@ -179,42 +184,67 @@ def main() -> None:
     results = prepare_segflow(holdout, args.work.absolute())
     rows = []
     load_before = os.getloadavg()[0]
-    for configuration in args.configurations:
-        if not args.skip_nnunet:
-            row = measure_nnunet(args.nnunet_python, args.nnunet_work.absolute(), holdout.name,
-                                 configuration, args.iterations, args.warmup)  # fmt: skip
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-        for variant in variants:
-            row = measure_segflow(results, holdout, configuration, variant, args.iterations,
-                                  args.warmup)  # fmt: skip
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-
+    for round_ in range(args.rounds):
+        for configuration in args.configurations:
+            if not args.skip_nnunet:
+                row = measure_nnunet(args.nnunet_python, args.nnunet_work.absolute(),
+                                     holdout.name, configuration, args.iterations,
+                                     args.warmup)  # fmt: skip
+                row["round"] = round_
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+            for variant in variants:
+                row = measure_segflow(results, holdout, configuration, variant, args.iterations,
+                                      args.warmup)  # fmt: skip
+                row["round"] = round_
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    _print_table(rows, args.configurations, variants, args.rounds)
     print(f"\nload average before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}, "
           f"CPUs: {len(os.sched_getaffinity(0))}")  # fmt: skip
-    print("| configuration | tool | setting | threads | s/iteration without loading | "
-          "s/iteration with loading | vs nnU-Net (with loading) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
-    for configuration in args.configurations:
-        ref = next((r for r in rows if r["tool"] == "nnunet"
-                    and r["configuration"] == configuration), None)  # fmt: skip
-        if ref is not None:
-            print(
-                f"| {configuration} | nnU-Net v2 | float32 | {ref['threads']} | "
-                f"{ref['without_loading_s']:.2f} | {ref['with_loading_s']:.2f} | 1.00 |"
-            )
-        mine = [r for r in rows if r["tool"] == "segflow" and r["configuration"] == configuration]
-        for name, threads in dict.fromkeys((v[0], v[2]) for v in variants):
-            pair = [r for r in mine if r["variant"] == name and r["threads"] == threads]
-            without = next((r["seconds"] for r in pair if not r["data_loading"]), None)
-            with_ = next((r["seconds"] for r in pair if r["data_loading"]), None)
-            if without is None:
-                continue
-            ratio = f"{with_ / ref['with_loading_s']:.2f}" if ref and with_ else "-"
-            with_text = f"{with_:.2f}" if with_ else "-"
-            print(f"| {configuration} | segflow | {name} | {threads} | {without:.2f} | "
-                  f"{with_text} | {ratio} |")  # fmt: skip
+
+
+def _print_table(
+    rows: list[dict[str, Any]], configurations: list[str], variants: tuple, rounds: int
+) -> None:
+    """One Markdown row per configuration, tool, setting and round; with several rounds, also
+    the median over rounds of segflow's ratio to nnU-Net within a round."""
+    print("| configuration | round | tool | setting | threads | s/iteration without loading | "
+          "s/iteration with loading | vs nnU-Net, same round (without / with loading) "
+          "|")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    ratios: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    for configuration in configurations:
+        for round_ in range(rounds):
+            in_round = [r for r in rows if r["configuration"] == configuration
+                        and r["round"] == round_]  # fmt: skip
+            ref = next((r for r in in_round if r["tool"] == "nnunet"), None)
+            if ref is not None:
+                print(f"| {configuration} | {round_} | nnU-Net v2 | float32 | "
+                      f"{ref['threads']} | {ref['without_loading_s']:.2f} | "
+                      f"{ref['with_loading_s']:.2f} | 1.00 |")  # fmt: skip
+            mine = [r for r in in_round if r["tool"] == "segflow"]
+            for name, threads in dict.fromkeys((v[0], v[2]) for v in variants):
+                pair = [r for r in mine if r["variant"] == name and r["threads"] == threads]
+                without = next((r["seconds"] for r in pair if not r["data_loading"]), None)
+                with_ = next((r["seconds"] for r in pair if r["data_loading"]), None)
+                if without is None:
+                    continue
+                ratio = "-"
+                if ref is not None and with_ is not None:
+                    a = without / ref["without_loading_s"]
+                    b = with_ / ref["with_loading_s"]
+                    ratio = f"{a:.2f} / {b:.2f}"
+                    ratios.setdefault((configuration, name, threads), []).append((a, b))
+                with_text = f"{with_:.2f}" if with_ else "-"
+                print(f"| {configuration} | {round_} | segflow | {name} | {threads} | "
+                      f"{without:.2f} | {with_text} | {ratio} |")  # fmt: skip
+    if rounds > 1:
+        for (configuration, name, threads), values in ratios.items():
+            a = statistics.median(v[0] for v in values)
+            b = statistics.median(v[1] for v in values)
+            print(f"{configuration} segflow {name} ({threads} threads): median over {len(values)} "
+                  f"rounds {a:.2f}x nnU-Net without loading, {b:.2f}x with loading")  # fmt: skip
 
 
 if __name__ == "__main__":

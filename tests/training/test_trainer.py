@@ -275,8 +275,9 @@ def test_the_train_command(tiny_experiment, tmp_path, capsys):
         *("--epochs", "1", "--iterations-per-epoch", "2", "--val-iterations-per-epoch", "1"),
         *("--threads", "1", "--num-workers", "0", "--deterministic"),
     ]
-    assert main(args) == 0
-    assert load_checkpoint(tmp_path / "fold_1" / CHECKPOINT_FINAL)["fold"] == 1
+    assert main([*args, "--channels-last", "true"]) == 0
+    state = load_checkpoint(tmp_path / "fold_1" / CHECKPOINT_FINAL)
+    assert state["fold"] == 1 and state["settings"]["channels_last"] is True
     bad = [a if a != "2d" else "4d" for a in args]
     assert main(bad) == 1
     assert "configuration '4d' does not exist" in capsys.readouterr().err

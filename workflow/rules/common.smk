@@ -238,7 +238,8 @@ def training_options():
     if t["num_workers"] is not None:
         flags.append(f"--num-workers {t['num_workers']}")
     flags += [f"--{k.replace('_', '-')}" for k in ("deterministic", "cpu_bf16") if t[k]]
-    flags.append(f"--channels-last {str(t['channels_last']).lower()}")
+    if t["channels_last"] != "auto":
+        flags.append(f"--channels-last {str(t['channels_last']).lower()}")
     return " ".join(flags)
 
 

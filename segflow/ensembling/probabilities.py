@@ -4,7 +4,7 @@ configurations, and folds, by the mean of their softmax or sigmoid outputs)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,32 @@ import numpy as np
 from segflow.errors import Problem, SegflowError
 from segflow.inference.export import load_probabilities
 
-__all__ = ["average_probabilities"]
+__all__ = ["average_probabilities", "mean_probabilities"]
+
+
+def mean_probabilities(probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The float32 mean of predictions of one case, keyed by where each comes from.
+
+    Raises:
+        SegflowError: none given, or shapes that differ (not the same case), naming each source.
+    """
+    if not probabilities:
+        raise SegflowError("no probabilities to average")
+    shapes = {name: list(array.shape) for name, array in probabilities.items()}
+    first, *others = probabilities
+    differing = [name for name in others if shapes[name] != shapes[first]]
+    if differing:
+        raise SegflowError(
+            "probabilities of different cases",
+            [Problem(name, f"shape {shapes[name]}; {first} has {shapes[first]}")
+             for name in differing],
+        )  # fmt: skip
+    total = probabilities[first].astype(np.float32)  # a copy: the inputs stay as they are
+    for name in others:
+        total += probabilities[name]
+    if others:
+        total /= len(probabilities)
+    return total
 
 
 def average_probabilities(
@@ -26,18 +51,6 @@ def average_probabilities(
     """
     if not files:
         raise SegflowError("no probabilities to average")
-    total, properties = load_probabilities(files[0])
-    total = total.astype(np.float32, copy=False)
-    for path in files[1:]:
-        probabilities, _ = load_probabilities(path)
-        if probabilities.shape != total.shape:
-            raise SegflowError(
-                "probabilities of different cases",
-                [Problem(str(path), f"shape {list(probabilities.shape)}; {files[0]} has "
-                                    f"{list(total.shape)}")],
-            )  # fmt: skip
-        total += probabilities
-        del probabilities
-    if len(files) > 1:
-        total /= len(files)
-    return total, properties
+    loaded = {str(path): load_probabilities(path) for path in files}
+    properties = loaded[str(files[0])][1]
+    return mean_probabilities({name: array for name, (array, _) in loaded.items()}), properties

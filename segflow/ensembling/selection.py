@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from segflow.ensembling.probabilities import average_probabilities
+from segflow.ensembling.probabilities import average_probabilities, mean_probabilities
 from segflow.errors import Problem, SegflowError
 from segflow.evaluation.crossval import (
     METRICS_FILE,
@@ -125,18 +125,10 @@ def _score_ensembles(
     needed = sorted({c for pair in pairs for c in pair})
     for case_id, fold in sorted(folds.items()):
         reference = read_image(references[case_id])
-        loaded = {
-            c: load_probabilities(_probability_file(crossval_folders[c], fold, case_id))[0]
-            for c in needed
-        }
-        shapes = {c: list(a.shape) for c, a in loaded.items()}
-        if len({str(v) for v in shapes.values()}) > 1:
-            raise SegflowError(
-                "probabilities of different cases",
-                [Problem(case_id, f"shapes differ between configurations: {shapes}")],
-            )
+        files = {c: str(_probability_file(crossval_folders[c], fold, case_id)) for c in needed}
+        loaded = {files[c]: load_probabilities(files[c])[0] for c in needed}
         for pair in pairs:
-            mean = sum(loaded[c] for c in pair) / len(pair)
+            mean = mean_probabilities({files[c]: loaded[files[c]] for c in pair})
             segmentation = probabilities_to_segmentation(mean, dataset)
             for name, values in evaluate_labels(
                 reference, segmentation, classes, dataset.ignore_label

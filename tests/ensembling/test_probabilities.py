@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segflow.ensembling import average_probabilities
+from segflow.ensembling import average_probabilities, mean_probabilities
 from segflow.errors import SegflowError
 from segflow.inference.export import write_probabilities
 
@@ -58,3 +58,14 @@ def test_files_of_different_shapes_are_refused(tmp_path):
 def test_no_file_is_refused():
     with pytest.raises(SegflowError, match="no probabilities to average"):
         average_probabilities([])
+
+
+def test_the_mean_of_arrays_leaves_them_as_they_are():
+    a = np.full((2, 1, 2, 2), 0.25, dtype=np.float32)
+    b = np.full((2, 1, 2, 2), 0.75, dtype=np.float32)
+    mean = mean_probabilities({"a": a, "b": b})
+    np.testing.assert_array_equal(mean, np.full_like(a, 0.5))
+    assert a[0, 0, 0, 0] == 0.25 and b[0, 0, 0, 0] == 0.75
+    with pytest.raises(SegflowError, match="probabilities of different cases") as err:
+        mean_probabilities({"a": a, "b": b, "c": np.zeros((2, 1, 2, 3))})
+    assert [p.where for p in err.value.problems] == ["c"]

@@ -11,7 +11,13 @@ backward, gradient clipping, SGD step) of fold 0:
   at the machine's CPUs;
 * nnU-Net v2's ``nnUNetTrainer`` with its own plans and preprocessed data and its CPU defaults
   (``benchmarks/nnunet_train_step.py``, run in nnU-Net's virtual environment), with and without
-  loading.
+  loading; with ``--nnunet-reuse-freed-memory`` a second time with glibc's malloc set as
+  :func:`segflow.compute.reuse_freed_memory` sets it for segflow (through ``GLIBC_TUNABLES``),
+  to show how much of the difference that setting is.
+
+segflow's trainer applies :func:`segflow.compute.reuse_freed_memory` on the CPU; run the
+benchmark with ``SEGFLOW_REUSE_FREED_MEMORY=0`` to measure segflow without it (the JSON lines
+say which: ``reuse_freed_memory``).
 
 Each number is the median of ``--iterations`` after ``--warmup``. The data are those of the
 held-out Hippocampus set of benchmarks/train_vs_nnunet.py: segflow's workflow runs (plans and
@@ -93,6 +99,7 @@ def measure_segflow(
 ) -> dict[str, Any]:  # fmt: skip
     import torch
 
+    from segflow import compute
     from segflow.io.atomic import read_json
     from segflow.io.dataset import load_dataset_json
     from segflow.planning.plans import load_plans
@@ -133,12 +140,17 @@ def measure_segflow(
         "batch_size": conf.batch_size,
         "seconds": round(statistics.median(times), 3),
         "all_seconds": [round(t, 3) for t in times],
+        "reuse_freed_memory": compute._applied,
     }
+
+
+#: glibc's malloc as segflow.compute.reuse_freed_memory sets it, for nnU-Net's process.
+GLIBC_REUSE_FREED_MEMORY = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
 
 
 def measure_nnunet(
     python: Path, nnunet_work: Path, dataset_name: str, configuration: str, iterations: int,
-    warmup: int,
+    warmup: int, reuse_freed_memory: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     env = dict(
         os.environ,
@@ -146,13 +158,17 @@ def measure_nnunet(
         nnUNet_preprocessed=str(nnunet_work / "pre"),
         nnUNet_results=str(nnunet_work / "speed_res"),
     )
+    if reuse_freed_memory:
+        env["GLIBC_TUNABLES"] = GLIBC_REUSE_FREED_MEMORY
     cmd = [
         str(python), str(REPO / "benchmarks" / "nnunet_train_step.py"), "--dataset", dataset_name,
         "--configuration", configuration, "--iterations", str(iterations),
         "--warmup", str(warmup),
     ]  # fmt: skip
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    row = json.loads(out.strip().splitlines()[-1])
+    row["reuse_freed_memory"] = reuse_freed_memory
+    return row
 
 
 def main() -> None:
@@ -172,6 +188,10 @@ def main() -> None:
              "(the machine's speed drifts between minutes)",
     )  # fmt: skip
     parser.add_argument("--bf16", action="store_true", help="measure bf16 even if emulated")
+    parser.add_argument(
+        "--nnunet-reuse-freed-memory", action="store_true",
+        help="also measure nnU-Net with glibc's malloc set as segflow sets it on the CPU",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from segflow.training.trainer import cpu_has_native_bf16
@@ -186,10 +206,12 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     for round_ in range(args.rounds):
         for configuration in args.configurations:
-            if not args.skip_nnunet:
+            for heap in (False, True) if args.nnunet_reuse_freed_memory else (False,):
+                if args.skip_nnunet:
+                    break
                 row = measure_nnunet(args.nnunet_python, args.nnunet_work.absolute(),
                                      holdout.name, configuration, args.iterations,
-                                     args.warmup)  # fmt: skip
+                                     args.warmup, heap)  # fmt: skip
                 row["round"] = round_
                 print(json.dumps(row), flush=True)
                 rows.append(row)
@@ -218,11 +240,17 @@ def _print_table(
         for round_ in range(rounds):
             in_round = [r for r in rows if r["configuration"] == configuration
                         and r["round"] == round_]  # fmt: skip
-            ref = next((r for r in in_round if r["tool"] == "nnunet"), None)
-            if ref is not None:
-                print(f"| {configuration} | {round_} | nnU-Net v2 | float32 | "
-                      f"{ref['threads']} | {ref['without_loading_s']:.2f} | "
-                      f"{ref['with_loading_s']:.2f} | 1.00 |")  # fmt: skip
+            nnunet = [r for r in in_round if r["tool"] == "nnunet"]
+            ref = next((r for r in nnunet if not r["reuse_freed_memory"]), None)
+            for row in nnunet:
+                setting = "float32, freed memory reused" if row["reuse_freed_memory"] else "float32"
+                ratio = "1.00"
+                if row is not ref and ref is not None:
+                    ratio = (f"{row['without_loading_s'] / ref['without_loading_s']:.2f} / "
+                             f"{row['with_loading_s'] / ref['with_loading_s']:.2f}")  # fmt: skip
+                print(f"| {configuration} | {round_} | nnU-Net v2 | {setting} | "
+                      f"{row['threads']} | {row['without_loading_s']:.2f} | "
+                      f"{row['with_loading_s']:.2f} | {ratio} |")  # fmt: skip
             mine = [r for r in in_round if r["tool"] == "segflow"]
             for name, threads in dict.fromkeys((v[0], v[2]) for v in variants):
                 pair = [r for r in mine if r["variant"] == name and r["threads"] == threads]

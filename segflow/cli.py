@@ -190,21 +190,19 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     import torch
 
+    from segflow.compute import set_up_compute
     from segflow.inference.ensemble import load_predictor
     from segflow.inference.images import (
         gather_input_cases,
         predict_images,
         predict_images_in_processes,
     )
-    from segflow.training.trainer import choose_device
 
     if args.jobs < 1:
         raise SegflowError(
             "invalid option", [Problem("--jobs", f"must be at least 1, got {args.jobs}")]
         )
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = choose_device(args.device)
+    device = set_up_compute(args.device, args.threads)
     if args.jobs > 1 and device.type != "cpu":
         raise SegflowError(
             "invalid option",

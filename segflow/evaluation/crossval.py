@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from segflow.compute import set_up_compute
 from segflow.errors import Problem, SegflowError
 from segflow.evaluation.evaluate import evaluate_files, summarize
 from segflow.inference.model import load_trained_fold
@@ -94,16 +95,12 @@ def validate_fold(
     class probabilities ``<output_folder>/probabilities/<case>.npz`` (for ensembles),
     ``metrics.csv`` and, last, ``summary.json``.
     """
-    from segflow.training.trainer import choose_device
-
+    torch_device = set_up_compute(device, threads)
     output_folder = Path(output_folder)
     predictions = output_folder / PREDICTIONS_FOLDER
     predictions.mkdir(parents=True, exist_ok=True)
     probabilities = output_folder / PROBABILITIES_FOLDER
     probabilities.mkdir(exist_ok=True)  # empty without save_probabilities
-    if threads is not None:
-        torch.set_num_threads(threads)
-    torch_device = choose_device(device)
     plans = load_plans(plans_path)
     dataset = load_dataset_json(dataset_json)
     report = read_json(dataset_report)

@@ -18,6 +18,7 @@ from pathlib import Path
 import SimpleITK as sitk
 import torch
 
+from segflow.compute import set_up_compute
 from segflow.errors import Problem, SegflowError
 from segflow.inference.ensemble import Predictor
 from segflow.inference.export import probabilities_path
@@ -193,7 +194,7 @@ _worker_predictor: Predictor | None = None
 
 def _start_worker(load: Callable[[], Predictor], threads: int) -> None:
     global _worker_predictor
-    torch.set_num_threads(threads)
+    set_up_compute("cpu", threads)
     _worker_predictor = load()
 
 

@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from segflow import __version__
+from segflow.compute import set_up_compute
 from segflow.errors import Interrupted, Problem, SegflowError
 from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
 from segflow.planning.plans import ConfigurationPlan, Plans
@@ -74,7 +75,6 @@ __all__ = [
     "FoldTrainer",
     "TrainingInterrupted",
     "TrainingSettings",
-    "choose_device",
     "poly_learning_rate",
 ]
 
@@ -167,34 +167,6 @@ def poly_learning_rate(initial_lr: float, epoch: int, epochs: int, exponent: flo
     return initial_lr * (1 - epoch / epochs) ** exponent
 
 
-def choose_device(requested: str = "auto") -> torch.device:
-    """The device to train on: ``auto`` picks CUDA, then MPS, then CPU.
-
-    Raises:
-        SegflowError: a device was requested that this machine does not have.
-    """
-    requested = requested.lower()
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    kind = requested.split(":")[0]
-    if kind not in available:
-        raise SegflowError(f"unknown device '{requested}': use auto, cpu, cuda, cuda:N or mps")
-    if not available[kind]:
-        raise SegflowError(
-            f"device '{requested}' was requested but this machine has none; use device: auto or cpu"
-        )
-    return torch.device(requested)
-
-
 def _signature(data: Mapping[str, Any]) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -284,9 +256,7 @@ class FoldTrainer:
         return [by_value[v] for v in sorted(by_value)]
 
     def _set_up_torch(self) -> None:
-        self.device = choose_device(self.settings.device)
-        if self.settings.threads is not None:
-            torch.set_num_threads(self.settings.threads)
+        self.device = set_up_compute(self.settings.device, self.settings.threads)
         deterministic = self.settings.deterministic
         torch.use_deterministic_algorithms(deterministic)
         if self.device.type == "cuda":

@@ -160,7 +160,7 @@ def test_jobs_option_is_checked(model_dir, tmp_path, monkeypatch, capsys):
     assert main([*common, "--jobs", "0"]) == 1
     assert "--jobs: must be at least 1, got 0" in capsys.readouterr().err
     monkeypatch.setattr(
-        "segflow.training.trainer.choose_device", lambda requested: torch.device("cuda")
+        "segflow.compute.choose_device", lambda requested: torch.device("cuda")
     )
     assert main([*common, "--jobs", "2", "--device", "cuda"]) == 1
     assert "--jobs: predicts with several processes on the CPU only" in capsys.readouterr().err

@@ -21,7 +21,6 @@ from segflow.training.trainer import (
     FoldTrainer,
     TrainingInterrupted,
     TrainingSettings,
-    choose_device,
     poly_learning_rate,
     train_fold,
 )
@@ -68,16 +67,6 @@ def test_poly_learning_rate():
     assert poly_learning_rate(0.01, 0, 1000) == 0.01
     assert poly_learning_rate(0.01, 500, 1000) == pytest.approx(0.01 * 0.5**0.9)
     assert poly_learning_rate(0.01, 999, 1000) == pytest.approx(0.01 * 0.001**0.9)
-
-
-def test_choose_device():
-    assert choose_device("cpu") == torch.device("cpu")
-    assert choose_device("auto").type in {"cpu", "cuda", "mps"}
-    with pytest.raises(SegflowError, match="unknown device 'tpu'"):
-        choose_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(SegflowError, match="this machine has none"):
-            choose_device("cuda")
 
 
 def test_invalid_settings_are_listed_together():

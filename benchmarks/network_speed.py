@@ -11,6 +11,11 @@ Hippocampus, at the planned patch and batch size, for each setting:
   (which computes the same function as a group normalization on the CPU), to measure that;
 * each at ``torch.set_num_threads(1)`` and ``(2)``.
 
+With ``--reuse-freed-memory`` the whole run has glibc's malloc keep freed memory for reuse, as
+segflow's training and prediction set it on the CPU (:func:`segflow.compute.reuse_freed_memory`);
+without it the allocator is glibc's default, as in nnU-Net. Run the benchmark both ways to
+measure that setting (it is process-wide and cannot be undone within one run).
+
 Each setting runs ``--warmup`` untimed iterations and reports the median of ``--iterations``
 timed ones. The plans come from ``--plans`` (default: results/Dataset004_Hippocampus/plans.json)
 or, if that file is missing, are planned from the shared Hippocampus dataset. One JSON line.
@@ -131,7 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--batch-size", type=int, help="override the planned batch size")
+    parser.add_argument(
+        "--reuse-freed-memory", action="store_true",
+        help="keep freed memory for reuse, as segflow's stages do on the CPU",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    reused = False
+    if args.reuse_freed_memory:
+        from segflow.compute import reuse_freed_memory
+
+        reused = reuse_freed_memory()
+        if not reused:
+            parser.error("--reuse-freed-memory: not available here (glibc only) or turned off")
 
     plans = hippocampus_plans(args.plans)
     results = {}
@@ -158,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu": _cpu_name(),
                 "warmup": args.warmup,
                 "iterations": args.iterations,
+                "reuse_freed_memory": reused,
                 # Other jobs share the cores: the 1-minute load average at the end says how much.
                 "load_average_1min": round(os.getloadavg()[0], 2),
                 "results": results,

@@ -14,7 +14,7 @@ backward pass spent about 15 % (3d_fullres) and 30 % (2d) of its time in those p
 (``benchmarks/train_speed.py``, README). :func:`reuse_freed_memory` turns glibc's mmap off for
 large blocks and raises its trim threshold, so freed blocks stay in the process's heap and the
 next iteration reuses them, already mapped. The price is that a process keeps its peak heap
-until it ends (the training job's resident memory grew by 0.25-0.35 GB with these plans).
+until it ends (the peak resident memory of those passes grew by 0.24-0.42 GB).
 
 It is a process-wide setting of the C library, applied only on Linux with glibc (elsewhere the
 allocator is left alone) and only for stages that compute on the CPU; the environment variable

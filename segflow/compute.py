@@ -9,11 +9,12 @@ serves blocks above its mmap threshold (32 MiB at most) with a fresh ``mmap`` an
 on ``free``, so every large activation of every training iteration is new memory, whose pages
 the kernel faults in and zeroes one by one when the first operation writes them. With the
 Hippocampus plans an activation of the 3d_fullres network (batch 5, 32 channels of 40x56x40)
-is 57 MB, one of the 2d network (batch 219, 32 channels of 56x40) 63 MB: a forward and
-backward pass spent about 15 % (3d_fullres) and 30 % (2d) of its time in those page faults
-(``benchmarks/train_speed.py``, README). :func:`reuse_freed_memory` turns glibc's mmap off for
-large blocks and raises its trim threshold, so freed blocks stay in the process's heap and the
-next iteration reuses them, already mapped. The price is that a process keeps its peak heap
+is 57 MB, one of the 2d network (batch 219, 32 channels of 56x40) 63 MB.
+:func:`reuse_freed_memory` turns glibc's mmap off for large blocks and raises its trim
+threshold, so freed blocks stay in the process's heap and the next iteration reuses them,
+already mapped: the networks' forward and backward passes took 11-20 % (3d_fullres) and
+14-26 % (2d) less time on a 2-vCPU AVX2 machine (``benchmarks/network_speed.py`` with and
+without ``--reuse-freed-memory``, README). The price is that a process keeps its peak heap
 until it ends (the peak resident memory of those passes grew by 0.24-0.42 GB).
 
 It is a process-wide setting of the C library, applied only on Linux with glibc (elsewhere the

@@ -159,9 +159,7 @@ def test_jobs_option_is_checked(model_dir, tmp_path, monkeypatch, capsys):
     common = ["predict", "-i", str(tmp_path), "-o", str(tmp_path / "o"), "-m", str(model_dir)]
     assert main([*common, "--jobs", "0"]) == 1
     assert "--jobs: must be at least 1, got 0" in capsys.readouterr().err
-    monkeypatch.setattr(
-        "segflow.compute.choose_device", lambda requested: torch.device("cuda")
-    )
+    monkeypatch.setattr("segflow.compute.choose_device", lambda requested: torch.device("cuda"))
     assert main([*common, "--jobs", "2", "--device", "cuda"]) == 1
     assert "--jobs: predicts with several processes on the CPU only" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

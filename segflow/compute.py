@@ -15,7 +15,9 @@ threshold, so freed blocks stay in the process's heap and the next iteration reu
 already mapped: the networks' forward and backward passes took 11-20 % (3d_fullres) and
 14-26 % (2d) less time on a 2-vCPU AVX2 machine (``benchmarks/network_speed.py`` with and
 without ``--reuse-freed-memory``, README). The price is that a process keeps its peak heap
-until it ends (the peak resident memory of those passes grew by 0.24-0.42 GB).
+until it ends, and the heap fragments: the peak resident memory of those passes grew by
+0.24-0.42 GB, that of a whole Hippocampus 3d_fullres training job (trainer, augmentation
+worker, Snakemake) from 2.7 to 3.6 GB.
 
 It is a process-wide setting of the C library, applied only on Linux with glibc (elsewhere the
 allocator is left alone) and only for stages that compute on the CPU; the environment variable

@@ -140,12 +140,8 @@ def measure_segflow(
         "batch_size": conf.batch_size,
         "seconds": round(statistics.median(times), 3),
         "all_seconds": [round(t, 3) for t in times],
-        "reuse_freed_memory": compute._applied,
+        "reuse_freed_memory": compute.reusing_freed_memory(),
     }
-
-
-#: glibc's malloc as segflow.compute.reuse_freed_memory sets it, for nnU-Net's process.
-GLIBC_REUSE_FREED_MEMORY = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
 
 
 def measure_nnunet(
@@ -159,7 +155,9 @@ def measure_nnunet(
         nnUNet_results=str(nnunet_work / "speed_res"),
     )
     if reuse_freed_memory:
-        env["GLIBC_TUNABLES"] = GLIBC_REUSE_FREED_MEMORY
+        from segflow.compute import GLIBC_TUNABLES_REUSE_FREED_MEMORY
+
+        env["GLIBC_TUNABLES"] = GLIBC_TUNABLES_REUSE_FREED_MEMORY
     cmd = [
         str(python), str(REPO / "benchmarks" / "nnunet_train_step.py"), "--dataset", dataset_name,
         "--configuration", configuration, "--iterations", str(iterations),

@@ -35,9 +35,11 @@ import torch
 from segflow.errors import SegflowError
 
 __all__ = [
+    "GLIBC_TUNABLES_REUSE_FREED_MEMORY",
     "REUSE_FREED_MEMORY_ENV",
     "choose_device",
     "reuse_freed_memory",
+    "reusing_freed_memory",
     "set_up_compute",
 ]
 
@@ -52,6 +54,11 @@ _M_MMAP_MAX = -4
 # The largest trim threshold mallopt takes (an int): freed memory at the top of the heap is
 # returned to the system only beyond 2 GiB.
 _TRIM_THRESHOLD = 2**31 - 1
+#: The same setting for a process started with it (``GLIBC_TUNABLES=...``), e.g. another tool's
+#: process that a benchmark compares with.
+GLIBC_TUNABLES_REUSE_FREED_MEMORY = (
+    f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={_TRIM_THRESHOLD}"
+)
 
 _applied = False
 
@@ -119,6 +126,11 @@ def reuse_freed_memory() -> bool:
     _applied = True
     logger.debug("glibc malloc: large blocks from the heap, freed memory kept for reuse")
     return True
+
+
+def reusing_freed_memory() -> bool:
+    """Whether :func:`reuse_freed_memory` is in effect in this process."""
+    return _applied
 
 
 def set_up_compute(device: str = "auto", threads: int | None = None) -> torch.device:

@@ -10,7 +10,12 @@ import textwrap
 import pytest
 import torch
 
-from segflow.compute import REUSE_FREED_MEMORY_ENV, choose_device, set_up_compute
+from segflow.compute import (
+    GLIBC_TUNABLES_REUSE_FREED_MEMORY,
+    REUSE_FREED_MEMORY_ENV,
+    choose_device,
+    set_up_compute,
+)
 from segflow.errors import SegflowError
 
 
@@ -51,12 +56,12 @@ _PROBE = textwrap.dedent(
 
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = MallInfo2
-    from segflow import compute
+    from segflow.compute import reusing_freed_memory
     set_up_compute(sys.argv[1], 1)
     before = libc.mallinfo2().hblkhd
     tensor = torch.empty(64 * 2**20, dtype=torch.uint8)
     tensor.fill_(1)
-    print(compute._applied, torch.get_num_threads(), libc.mallinfo2().hblkhd - before)
+    print(reusing_freed_memory(), torch.get_num_threads(), libc.mallinfo2().hblkhd - before)
     """
 )
 
@@ -101,3 +106,11 @@ def test_set_up_compute_checks_the_device_first(monkeypatch):
     calls.clear()
     set_up_compute("cuda")
     assert calls == []  # the accelerator's host memory is left alone
+
+
+@pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="needs glibc 2.33 or newer")
+def test_the_tunables_give_another_process_the_same_setting():
+    env = {REUSE_FREED_MEMORY_ENV: "0", "GLIBC_TUNABLES": GLIBC_TUNABLES_REUSE_FREED_MEMORY}
+    applied, _, mapped = _probe("cpu", **env)
+    assert not applied  # segflow left the allocator alone; glibc took the setting at start-up
+    assert mapped < 2**20

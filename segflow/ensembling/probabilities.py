@@ -4,7 +4,7 @@ configurations, and folds, by the mean of their softmax or sigmoid outputs)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,28 +15,37 @@ from segflow.inference.export import load_probabilities
 __all__ = ["average_probabilities", "mean_probabilities"]
 
 
-def mean_probabilities(probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
+def mean_probabilities(
+    probabilities: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
+) -> np.ndarray:
     """The float32 mean of predictions of one case, keyed by where each comes from.
+
+    ``probabilities`` is a mapping or an iterable of ``(source, array)`` pairs, consumed one at a
+    time: a generator that loads each array when asked holds only the sum and one array.
 
     Raises:
         SegflowError: none given, or shapes that differ (not the same case), naming each source.
     """
-    if not probabilities:
+    pairs = probabilities.items() if isinstance(probabilities, Mapping) else probabilities
+    total: np.ndarray | None = None
+    first, count, problems = "", 0, []
+    for name, array in pairs:
+        count += 1
+        if total is None:
+            total, first = array.astype(np.float32), name  # a copy: the inputs stay as they are
+        elif array.shape != total.shape:
+            problems.append(
+                Problem(name, f"shape {list(array.shape)}; {first} has {list(total.shape)}")
+            )
+        else:
+            total += array
+        del array  # a generator's next array is read without this one held here
+    if total is None:
         raise SegflowError("no probabilities to average")
-    shapes = {name: list(array.shape) for name, array in probabilities.items()}
-    first, *others = probabilities
-    differing = [name for name in others if shapes[name] != shapes[first]]
-    if differing:
-        raise SegflowError(
-            "probabilities of different cases",
-            [Problem(name, f"shape {shapes[name]}; {first} has {shapes[first]}")
-             for name in differing],
-        )  # fmt: skip
-    total = probabilities[first].astype(np.float32)  # a copy: the inputs stay as they are
-    for name in others:
-        total += probabilities[name]
-    if others:
-        total /= len(probabilities)
+    if problems:
+        raise SegflowError("probabilities of different cases", problems)
+    if count > 1:
+        total /= count
     return total
 
 
@@ -51,6 +60,14 @@ def average_probabilities(
     """
     if not files:
         raise SegflowError("no probabilities to average")
-    loaded = {str(path): load_probabilities(path) for path in files}
-    properties = loaded[str(files[0])][1]
-    return mean_probabilities({name: array for name, (array, _) in loaded.items()}), properties
+    properties: list[dict[str, Any]] = []
+
+    def one_at_a_time() -> Iterator[tuple[str, np.ndarray]]:
+        for path in files:
+            array, props = load_probabilities(path)
+            if not properties:
+                properties.append(props)
+            yield str(path), array
+            del array  # before the next file is read
+
+    return mean_probabilities(one_at_a_time()), properties[0]

@@ -69,3 +69,11 @@ def test_the_mean_of_arrays_leaves_them_as_they_are():
     with pytest.raises(SegflowError, match="probabilities of different cases") as err:
         mean_probabilities({"a": a, "b": b, "c": np.zeros((2, 1, 2, 3))})
     assert [p.where for p in err.value.problems] == ["c"]
+
+
+def test_the_mean_of_pairs_from_a_generator():
+    arrays = [np.full((2, 1, 2, 2), v, dtype=np.float32) for v in (0.1, 0.2, 0.6)]
+    mean = mean_probabilities((f"s{i}", a) for i, a in enumerate(arrays))
+    np.testing.assert_allclose(mean, np.full((2, 1, 2, 2), 0.3), rtol=1e-6)
+    with pytest.raises(SegflowError, match="no probabilities to average"):
+        mean_probabilities(iter(()))

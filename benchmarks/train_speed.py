@@ -192,7 +192,7 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
 
-    from segflow.training.trainer import cpu_has_native_bf16
+    from segflow.compute import cpu_has_native_bf16
 
     native_bf16 = cpu_has_native_bf16()
     variants = SEGFLOW_VARIANTS + (BF16_VARIANTS if native_bf16 or args.bf16 else ())

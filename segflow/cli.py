@@ -169,6 +169,7 @@ def _cmd_validate_fold(args: argparse.Namespace) -> None:
         save_probabilities=args.save_probabilities,
         device=args.device,
         threads=args.threads,
+        cpu_bf16=args.cpu_bf16,
     )
 
 
@@ -190,7 +191,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     import torch
 
-    from segflow.compute import set_up_compute
+    from segflow.compute import set_up_compute, use_cpu_bf16
     from segflow.inference.ensemble import load_predictor
     from segflow.inference.images import (
         gather_input_cases,
@@ -219,12 +220,14 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     predictor = load_predictor(args.model, **options, device=device)
     cases = gather_input_cases(args.input, predictor.dataset)
     jobs = min(args.jobs, len(cases))
+    cpu_bf16 = use_cpu_bf16(device, args.cpu_bf16, "predicts hundreds of times slower than float32")
     logger.info(
-        "predicting %d case(s) with %s on %s%s%s",
+        "predicting %d case(s) with %s on %s%s%s%s",
         len(cases),
         predictor.describe(),
         device,
         "" if not args.no_mirroring else ", no mirroring",
+        ", bfloat16 autocast" if cpu_bf16 else "",
         f", {jobs} processes" if jobs > 1 else "",
     )
     if jobs > 1:
@@ -239,6 +242,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             threads=torch.get_num_threads(),
             mirroring=not args.no_mirroring,
             save_probabilities=args.save_probabilities,
+            cpu_bf16=cpu_bf16,
         )
         return
     predict_images(
@@ -248,6 +252,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         mirroring=not args.no_mirroring,
         save_probabilities=args.save_probabilities,
         device=device,
+        cpu_bf16=cpu_bf16,
     )
 
 
@@ -437,6 +442,12 @@ def _add_prediction_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument(
+        "--cpu-bf16",
+        action="store_true",
+        help="on the CPU, run the networks in bfloat16 autocast: fast on CPUs with native bf16 "
+        "(AVX-512 BF16, AMX), emulated and very slow elsewhere (CUDA always uses float16)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

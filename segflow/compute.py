@@ -27,6 +27,7 @@ allocator is left alone) and only for stages that compute on the CPU; the enviro
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 
@@ -38,9 +39,11 @@ __all__ = [
     "GLIBC_TUNABLES_REUSE_FREED_MEMORY",
     "REUSE_FREED_MEMORY_ENV",
     "choose_device",
+    "cpu_has_native_bf16",
     "reuse_freed_memory",
     "reusing_freed_memory",
     "set_up_compute",
+    "use_cpu_bf16",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,6 +92,36 @@ def choose_device(requested: str = "auto") -> torch.device:
             f"device '{requested}' was requested but this machine has none; use device: auto or cpu"
         )
     return torch.device(requested)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@functools.cache
+def _warn_emulated_bf16(what: str) -> None:
+    logger.warning(
+        "cpu_bf16 is on but this CPU has no native bfloat16 instructions (AVX-512 BF16 or "
+        "AMX): bf16 is emulated and %s",
+        what,
+    )
+
+
+def use_cpu_bf16(device: torch.device, requested: bool, what: str) -> bool:
+    """Whether to compute in bfloat16 autocast: ``requested`` and ``device`` is the CPU.
+
+    Warns once per process (and per ``what``, the consequence to name, e.g. "trains several
+    times slower than float32") when this CPU only emulates bfloat16.
+    """
+    if not requested or device.type != "cpu":
+        return False
+    if not cpu_has_native_bf16():
+        _warn_emulated_bf16(what)
+    return True
 
 
 def _glibc() -> ctypes.CDLL | None:

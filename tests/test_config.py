@@ -27,6 +27,7 @@ def test_defaults_are_filled_in_without_touching_the_input():
         "save_probabilities": False,
         "device": "auto",
         "threads": 2,
+        "cpu_bf16": False,
     }
     assert checked["fingerprint"] == {"samples_per_case": 10000}
     assert checked["demo"] is None

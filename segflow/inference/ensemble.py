@@ -87,9 +87,13 @@ class Predictor:
         mirroring: bool = True,
         device: str | torch.device = "cpu",
         save_probabilities: bool = False,
+        cpu_bf16: bool = False,
     ) -> np.ndarray:
         """Preprocess the channel files for each configuration, predict, ensemble,
         postprocess and write the segmentation (and the probabilities beside it).
+
+        ``cpu_bf16``: on the CPU, run the networks in bfloat16 autocast
+        (:func:`~segflow.inference.sliding_window.predict_logits`).
 
         Returns:
             the written label map ``original_shape``.
@@ -115,6 +119,7 @@ class Predictor:
                 logits = predict_case_logits(
                     model.networks, data, model.plans, model.configuration,
                     mirror_axes=model.mirror_axes if mirroring else None, device=device,
+                    cpu_bf16=cpu_bf16,
                 )  # fmt: skip
             del data
             result = logits_to_segmentation(

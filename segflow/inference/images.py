@@ -164,11 +164,13 @@ def predict_images(
     mirroring: bool = True,
     save_probabilities: bool = False,
     device: str | torch.device = "cpu",
+    cpu_bf16: bool = False,
     progress: bool | None = None,
 ) -> list[Path]:
     """Predict every case with the model (a configuration's folds, their logits averaged, or
     a :class:`~segflow.inference.ensemble.Predictor`: configurations ensembled, postprocessing
     applied) and write ``<output_dir>/<case><ending>``; returns the written files.
+    ``cpu_bf16``: on the CPU, run the networks in bfloat16 autocast.
 
     Raises:
         SegflowError: an output would overwrite an input file (checked before any work).
@@ -182,7 +184,7 @@ def predict_images(
                           desc="predicting", unit="case"):  # fmt: skip
         predictor.predict_files(
             case.files, out, mirroring=mirroring, device=device,
-            save_probabilities=save_probabilities,
+            save_probabilities=save_probabilities, cpu_bf16=cpu_bf16,
         )  # fmt: skip
         logger.info("%s -> %s", case.case_id, out)
     return outputs
@@ -199,12 +201,17 @@ def _start_worker(load: Callable[[], Predictor], threads: int) -> None:
 
 
 def _predict_in_worker(
-    files: tuple[Path, ...], output: Path, mirroring: bool, save_probabilities: bool
+    files: tuple[Path, ...],
+    output: Path,
+    mirroring: bool,
+    save_probabilities: bool,
+    cpu_bf16: bool,
 ) -> None:
     assert _worker_predictor is not None, "worker not started"
     _worker_predictor.predict_files(
-        files, output, mirroring=mirroring, device="cpu", save_probabilities=save_probabilities
-    )
+        files, output, mirroring=mirroring, device="cpu", save_probabilities=save_probabilities,
+        cpu_bf16=cpu_bf16,
+    )  # fmt: skip
 
 
 def predict_images_in_processes(
@@ -217,6 +224,7 @@ def predict_images_in_processes(
     threads: int,
     mirroring: bool = True,
     save_probabilities: bool = False,
+    cpu_bf16: bool = False,
     progress: bool | None = None,
 ) -> list[Path]:
     """:func:`predict_images` on the CPU with ``jobs`` processes, each predicting whole cases
@@ -232,7 +240,7 @@ def predict_images_in_processes(
             picklable: a module-level function or a ``functools.partial`` of one, such as
             ``partial(load_predictor, model_dir, folds=[0])``).
         dataset: the model's dataset.json (output file names and input checks).
-        cases, output_dir, mirroring, save_probabilities, progress: as for
+        cases, output_dir, mirroring, save_probabilities, cpu_bf16, progress: as for
             :func:`predict_images`.
         jobs: processes, at least 1 (never more than there are cases).
         threads: torch threads to share among them.
@@ -259,10 +267,9 @@ def predict_images_in_processes(
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
                              initargs=(load, per_job)) as pool:  # fmt: skip
         futures = {
-            pool.submit(_predict_in_worker, case.files, out, mirroring, save_probabilities): (
-                case,
-                out,
-            )
+            pool.submit(
+                _predict_in_worker, case.files, out, mirroring, save_probabilities, cpu_bf16
+            ): (case, out)
             for case, out in zip(cases, outputs, strict=True)
         }
         try:

@@ -68,6 +68,7 @@ def predict_case_logits(
     batch_windows: int = 1,
     device: DeviceLike | None = None,
     accumulate_on: DeviceLike | Literal["auto"] = "auto",
+    cpu_bf16: bool = False,
 ) -> torch.Tensor:
     """The logits of a preprocessed case, averaged over ``network`` (one or several).
 
@@ -77,7 +78,7 @@ def predict_case_logits(
             ``[...]`` gives an array (a stored case's ``data``).
         plans: the plans.
         configuration: the configuration's name (its patch size is the window).
-        mirror_axes, step_size, batch_windows, device, accumulate_on: as for
+        mirror_axes, step_size, batch_windows, device, accumulate_on, cpu_bf16: as for
             :func:`~segflow.inference.sliding_window.predict_logits`.
 
     Returns:
@@ -98,6 +99,7 @@ def predict_case_logits(
             batch_windows=batch_windows,
             device=device,
             accumulate_on=accumulate_on,
+            cpu_bf16=cpu_bf16,
         )
         total = logits if total is None else total.add_(logits)
     if len(networks) > 1:
@@ -118,6 +120,7 @@ def predict_case(
     batch_windows: int = 1,
     device: DeviceLike | None = None,
     accumulate_on: DeviceLike | Literal["auto"] = "auto",
+    cpu_bf16: bool = False,
     output_file: str | os.PathLike[str] | None = None,
     save_probabilities: bool = False,
     probabilities_file: str | os.PathLike[str] | None = None,
@@ -135,7 +138,7 @@ def predict_case(
         dataset: the labels (classes or regions).
         mirror_axes: axes of the patch to mirror (e.g. :func:`default_mirror_axes`); None
             for no test-time mirroring.
-        step_size, batch_windows, device, accumulate_on: see
+        step_size, batch_windows, device, accumulate_on, cpu_bf16: see
             :func:`~segflow.inference.sliding_window.predict_logits`.
         output_file: also write the segmentation here (the ending picks the format).
         save_probabilities: with ``output_file``, also save the probabilities beside it
@@ -156,6 +159,7 @@ def predict_case(
         batch_windows=batch_windows,
         device=device,
         accumulate_on=accumulate_on,
+        cpu_bf16=cpu_bf16,
     )
     predicted = time.perf_counter()
     want_probabilities = output_file is not None and save_probabilities
@@ -216,6 +220,7 @@ def predict_files(
     batch_windows: int = 1,
     device: DeviceLike | None = None,
     accumulate_on: DeviceLike | Literal["auto"] = "auto",
+    cpu_bf16: bool = False,
     save_probabilities: bool = False,
 ) -> np.ndarray:
     """Preprocess raw channel files, predict them and write the segmentation.
@@ -244,6 +249,7 @@ def predict_files(
         batch_windows=batch_windows,
         device=device,
         accumulate_on=accumulate_on,
+        cpu_bf16=cpu_bf16,
         output_file=output_file,
         save_probabilities=save_probabilities,
     )

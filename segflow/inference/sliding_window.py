@@ -14,8 +14,10 @@ content centred, and the padding removed from the result. A 2D patch on a 3D ima
 
 Windows are predicted in batches of ``batch_windows``. On a GPU the summed predictions stay
 on the device when they fit; when the device runs out of memory they are kept in host memory
-instead (``accumulate_on="auto"``). Mixed precision (autocast) is used on CUDA only: CPU
-autocast is slow on processors without bfloat16 support, and MPS does not support it well.
+instead (``accumulate_on="auto"``). Mixed precision (autocast) is used on CUDA always
+(float16), on the CPU only when asked (``cpu_bf16``: bfloat16, for processors with native bf16,
+AVX-512 BF16 or AMX; elsewhere it is emulated and hundreds of times slower), and never on MPS,
+which does not support it well. The predictions are summed in float32 either way.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from segflow.compute import use_cpu_bf16
 from segflow.networks import memory_format_for
 
 __all__ = [
@@ -241,6 +244,15 @@ def _empty_cache(device: torch.device) -> None:
         torch.mps.empty_cache()
 
 
+def _autocast(device: torch.device, cpu_bf16: bool) -> contextlib.AbstractContextManager:
+    """float16 autocast on CUDA, bfloat16 on the CPU when asked, none otherwise."""
+    if device.type == "cuda":
+        return torch.autocast("cuda")
+    if device.type == "cpu" and cpu_bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _sum_windows(
     network: nn.Module,
     data: torch.Tensor,
@@ -251,6 +263,7 @@ def _sum_windows(
     device: torch.device,
     accumulate: torch.device,
     memory_format: torch.memory_format,
+    cpu_bf16: bool,
 ) -> torch.Tensor:
     """Weighted mean of the windows' predictions over the padded image, on ``accumulate``."""
     data = data.to(accumulate)
@@ -266,8 +279,7 @@ def _sum_windows(
     for box in grid:
         weights[box] += gaussian
     logits = None
-    autocast = torch.autocast(device.type) if device.type == "cuda" else contextlib.nullcontext()
-    with autocast:
+    with _autocast(device, cpu_bf16):
         for first in range(0, len(windows), batch_windows):
             chunk = windows[first : first + batch_windows]
             batch = torch.stack([data[w.where] for w in chunk]).to(device, non_blocking=True)
@@ -298,6 +310,7 @@ def predict_logits(
     batch_windows: int = 1,
     device: DeviceLike | None = None,
     accumulate_on: DeviceLike | Literal["auto"] = "auto",
+    cpu_bf16: bool = False,
 ) -> torch.Tensor:
     """Predict a whole preprocessed image window by window.
 
@@ -319,6 +332,8 @@ def predict_logits(
             network on the CPU); the network keeps it after the call.
         accumulate_on: where the summed predictions live; ``"auto"``: on ``device``, falling
             back to host memory when that runs out of memory.
+        cpu_bf16: on the CPU, run the network in bfloat16 autocast (fast only on CPUs with
+            native bf16; a warning says so once otherwise). CUDA always uses float16 autocast.
 
     Returns:
         float32 logits ``(C_out, *spatial)`` on the CPU, averaged over windows and flips; an
@@ -361,6 +376,7 @@ def predict_logits(
     )
 
     combinations = mirror_combinations(axes)
+    cpu_bf16 = use_cpu_bf16(device, cpu_bf16, "predicts hundreds of times slower than float32")
     was_training = network.training
     memory_format = memory_format_for(len(patch), device)
     network.to(device, memory_format=memory_format)
@@ -379,6 +395,7 @@ def predict_logits(
                     device,
                     accumulate,
                     memory_format,
+                    cpu_bf16,
                 )
                 break
             except Exception as err:

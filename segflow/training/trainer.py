@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from segflow import __version__
-from segflow.compute import set_up_compute
+from segflow.compute import set_up_compute, use_cpu_bf16
 from segflow.errors import Interrupted, Problem, SegflowError
 from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
 from segflow.planning.plans import ConfigurationPlan, Plans
@@ -152,14 +152,6 @@ class TrainingInterrupted(Interrupted):
             "resumes from it",
             signum,
         )
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def poly_learning_rate(initial_lr: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
@@ -266,12 +258,9 @@ class FoldTrainer:
             torch.backends.cudnn.deterministic = deterministic
             torch.backends.cudnn.benchmark = not deterministic
         self.use_amp = self.device.type == "cuda"
-        self.use_cpu_bf16 = self.device.type == "cpu" and self.settings.cpu_bf16
-        if self.use_cpu_bf16 and not cpu_has_native_bf16():
-            logger.warning(
-                "cpu_bf16 is on but this CPU has no native bfloat16 instructions (AVX-512 BF16 "
-                "or AMX): bf16 is emulated and trains several times slower than float32"
-            )
+        self.use_cpu_bf16 = use_cpu_bf16(
+            self.device, self.settings.cpu_bf16, "trains several times slower than float32"
+        )
         from segflow.networks import memory_format_for
 
         self.memory_format = memory_format_for(

@@ -86,6 +86,23 @@ def test_validate_fold_predicts_and_scores_the_held_out_cases(tiny_experiment, t
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["mean_foreground_dice"] == pytest.approx(summary["mean_foreground_dice"])
     assert saved["mirroring"] is True
+    assert saved["cpu_bf16"] is False
+
+
+def test_cpu_bf16_is_recorded_and_changes_the_probabilities_only_slightly(
+    tiny_experiment, trained, tmp_path
+):
+    from segflow.inference.export import load_probabilities
+
+    _validate(tiny_experiment, trained, tmp_path / "fp32", mirroring=False, save_probabilities=True)
+    summary = _validate(tiny_experiment, trained, tmp_path / "bf16", mirroring=False,
+                        save_probabilities=True, cpu_bf16=True)  # fmt: skip
+    assert summary["cpu_bf16"] is True
+    for case_id in tiny_experiment.fold(0)["val"]:
+        fp32, bf16 = (load_probabilities(tmp_path / n / "probabilities" / f"{case_id}.npz")[0]
+                      for n in ("fp32", "bf16"))  # fmt: skip
+        assert not np.array_equal(fp32, bf16)
+        np.testing.assert_allclose(bf16, fp32, atol=0.05)
 
 
 def test_mirroring_off_is_recorded_and_probabilities_are_opt_in(tiny_experiment, trained, tmp_path):

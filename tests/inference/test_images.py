@@ -155,6 +155,27 @@ def test_several_processes_predict_what_one_does(tiny_experiment, model_dir, tmp
         np.testing.assert_array_equal(read_image(a).array, read_image(b).array)
 
 
+def test_cpu_bf16_reaches_the_network_in_one_process_and_in_several(
+    tiny_experiment, model_dir, tmp_path
+):
+    """--cpu-bf16 predicts in bfloat16 autocast (probabilities close to, not equal to, float32),
+    the same with --jobs 2; without it, float32."""
+    from segflow.inference.export import load_probabilities
+
+    images = [str(tiny_experiment.root / "raw" / f"tiny_{i:02d}_0000.nii.gz") for i in (0, 1)]
+    common = ["predict", "-i", *images, "-m", str(model_dir), "-f", "0", "--no-mirroring",
+              "--device", "cpu", "--save-probabilities"]  # fmt: skip
+    for name, extra in [("float32", []), ("bf16", ["--cpu-bf16"]),
+                        ("bf16_jobs", ["--cpu-bf16", "--jobs", "2"])]:  # fmt: skip
+        assert main([*common, "-o", str(tmp_path / name), *extra]) == 0
+    for case in ("tiny_00", "tiny_01"):
+        fp32, bf16, jobs = (load_probabilities(tmp_path / n / f"{case}.npz")[0]
+                            for n in ("float32", "bf16", "bf16_jobs"))  # fmt: skip
+        np.testing.assert_array_equal(bf16, jobs)
+        assert not np.array_equal(bf16, fp32)
+        np.testing.assert_allclose(bf16, fp32, atol=0.05)
+
+
 def test_jobs_option_is_checked(model_dir, tmp_path, monkeypatch, capsys):
     common = ["predict", "-i", str(tmp_path), "-o", str(tmp_path / "o"), "-m", str(model_dir)]
     assert main([*common, "--jobs", "0"]) == 1

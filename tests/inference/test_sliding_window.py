@@ -343,13 +343,12 @@ def test_accumulation_falls_back_to_host_memory_when_the_device_is_full(monkeypa
     calls = []
     real = sliding_window._sum_windows
 
-    def fake(network, data, patch, combinations, step, batch, device, accumulate, fmt):
+    def fake(network, data, patch, combinations, step, batch, device, accumulate, fmt, bf16):
         calls.append(accumulate.type)
         if accumulate.type != "cpu":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
-        return real(
-            network, data, patch, combinations, step, batch, torch.device("cpu"), accumulate, fmt
-        )
+        cpu = torch.device("cpu")
+        return real(network, data, patch, combinations, step, batch, cpu, accumulate, fmt, bf16)
 
     monkeypatch.setattr(sliding_window, "_sum_windows", fake)
     monkeypatch.setattr(sliding_window, "_empty_cache", lambda device: None)
@@ -375,6 +374,71 @@ def test_other_errors_are_not_taken_for_a_full_device(monkeypatch):
         predict_logits(
             nn.Identity(), torch.zeros(1, 4, 4, 4), (4, 4, 4), mirror_axes=None, device="meta"
         )
+
+
+class DtypeRecording(Shifted):
+    """Records the dtype its convolution computes in."""
+
+    def __init__(self) -> None:
+        super().__init__(3)
+        self.dtypes: list[torch.dtype] = []
+
+    def forward(self, x):
+        out = super().forward(x)
+        self.dtypes.append(out.dtype)
+        return out
+
+
+def test_cpu_bf16_runs_the_network_in_bfloat16_and_sums_in_float32():
+    net = DtypeRecording()
+    data = torch.randn(1, 9, 10, 11)
+    plain = predict_logits(net, data, (4, 5, 6), mirror_axes=(0, 1, 2))
+    assert set(net.dtypes) == {torch.float32}
+    net.dtypes.clear()
+    bf16 = predict_logits(net, data, (4, 5, 6), mirror_axes=(0, 1, 2), cpu_bf16=True)
+    assert set(net.dtypes) == {torch.bfloat16}
+    assert bf16.dtype == torch.float32
+    # bfloat16 keeps 8 significant bits: close to float32, but not equal.
+    assert not torch.equal(bf16, plain)
+    torch.testing.assert_close(bf16, plain, rtol=0.02, atol=0.02)
+
+
+def test_cpu_bf16_warns_once_where_the_cpu_emulates_it(monkeypatch, caplog):
+    from segflow import compute
+
+    compute._warn_emulated_bf16.cache_clear()
+    monkeypatch.setattr(compute, "cpu_has_native_bf16", lambda: False)
+    net = DtypeRecording()
+    with caplog.at_level("WARNING", logger="segflow.compute"):
+        for _ in range(2):
+            predict_logits(net, torch.randn(1, 4, 5, 6), (4, 5, 6), mirror_axes=None, cpu_bf16=True)
+    warnings = [r.getMessage() for r in caplog.records if "bfloat16" in r.getMessage()]
+    assert len(warnings) == 1 and "emulated" in warnings[0], warnings
+    assert net.dtypes == [torch.bfloat16, torch.bfloat16]
+
+    compute._warn_emulated_bf16.cache_clear()
+    caplog.clear()
+    monkeypatch.setattr(compute, "cpu_has_native_bf16", lambda: True)
+    with caplog.at_level("WARNING", logger="segflow.compute"):
+        predict_logits(net, torch.randn(1, 4, 5, 6), (4, 5, 6), mirror_axes=None, cpu_bf16=True)
+    assert not caplog.records
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")  # a CUDA autocast made without one
+def test_cpu_bf16_leaves_other_devices_alone():
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    assert sliding_window._autocast(cpu, False).__class__.__name__ == "nullcontext"
+    bf16 = sliding_window._autocast(cpu, True)
+    assert isinstance(bf16, torch.autocast) and bf16.fast_dtype == torch.bfloat16
+    assert bf16.device == "cpu"
+    for requested in (False, True):
+        # CUDA always predicts in float16 autocast, MPS never in autocast.
+        assert sliding_window._autocast(cuda, requested).device == "cuda"
+        assert sliding_window._autocast(mps, requested).__class__.__name__ == "nullcontext"
+    from segflow.compute import use_cpu_bf16
+
+    assert use_cpu_bf16(cpu, True, "x") and not use_cpu_bf16(cpu, False, "x")
+    assert not use_cpu_bf16(cuda, True, "x") and not use_cpu_bf16(mps, True, "x")
 
 
 def test_accumulation_devices():

@@ -249,6 +249,8 @@ def inference_options():
     flags = [f"--device {i['device']}"]
     if not i["mirroring"]:
         flags.append("--no-mirroring")
+    if i["cpu_bf16"]:
+        flags.append("--cpu-bf16")
     if SAVE_CV_PROBABILITIES:
         flags.append("--save-probabilities")
     return " ".join(flags)
@@ -257,7 +259,12 @@ def inference_options():
 def prediction_options():
     """Command-line options of `segflow predict` (test images) from the `inference` section."""
     i = config["inference"]
-    return f"--device {i['device']}" + ("" if i["mirroring"] else " --no-mirroring")
+    flags = [f"--device {i['device']}"]
+    if not i["mirroring"]:
+        flags.append("--no-mirroring")
+    if i["cpu_bf16"]:
+        flags.append("--cpu-bf16")
+    return " ".join(flags)
 
 
 def crossval_summaries(wildcards=None):

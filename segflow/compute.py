@@ -2,7 +2,9 @@
 
 Training, cross-validation and ``segflow predict`` start with :func:`set_up_compute`, which
 chooses the device (:func:`choose_device`), sets torch's thread count and, when the device is
-the CPU, calls :func:`reuse_freed_memory`.
+the CPU, calls :func:`reuse_freed_memory`. :func:`use_cpu_bf16` decides whether they compute in
+bfloat16 autocast on the CPU (asked for with ``cpu_bf16``), and warns where the CPU only
+emulates bf16 (:func:`cpu_has_native_bf16`).
 
 Why the allocator matters on the CPU: PyTorch allocates every CPU tensor with ``malloc``. glibc
 serves blocks above its mmap threshold (32 MiB at most) with a fresh ``mmap`` and unmaps them
@@ -17,7 +19,9 @@ already mapped: the networks' forward and backward passes took 11-20 % (3d_fullr
 without ``--reuse-freed-memory``, README). The price is that a process keeps its peak heap
 until it ends, and the heap fragments: the peak resident memory of those passes grew by
 0.24-0.42 GB, that of a whole Hippocampus 3d_fullres training job (trainer, augmentation
-worker, Snakemake) from 2.7 to 3.6 GB.
+worker, Snakemake) from 2.7 to 3.6 GB. Prediction of three large volumes (100x400x400 voxels,
+resampled, 140 windows each) in one process took 13-14 % less time at the same peak memory
+(``benchmarks/predict_large_volumes.py``).
 
 It is a process-wide setting of the C library, applied only on Linux with glibc (elsewhere the
 allocator is left alone) and only for stages that compute on the CPU; the environment variable

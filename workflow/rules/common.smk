@@ -243,19 +243,6 @@ def training_options():
     return " ".join(flags)
 
 
-def inference_options():
-    """Command-line options of `segflow validate-fold` from the `inference` section."""
-    i = config["inference"]
-    flags = [f"--device {i['device']}"]
-    if not i["mirroring"]:
-        flags.append("--no-mirroring")
-    if i["cpu_bf16"]:
-        flags.append("--cpu-bf16")
-    if SAVE_CV_PROBABILITIES:
-        flags.append("--save-probabilities")
-    return " ".join(flags)
-
-
 def prediction_options():
     """Command-line options of `segflow predict` (test images) from the `inference` section."""
     i = config["inference"]
@@ -265,6 +252,14 @@ def prediction_options():
     if i["cpu_bf16"]:
         flags.append("--cpu-bf16")
     return " ".join(flags)
+
+
+def inference_options():
+    """Command-line options of `segflow validate-fold`: those of `segflow predict`, and the
+    probabilities the ensembles need."""
+    if SAVE_CV_PROBABILITIES:
+        return prediction_options() + " --save-probabilities"
+    return prediction_options()
 
 
 def crossval_summaries(wildcards=None):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -30,23 +29,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+from predict_speed import HOLDOUT, SEGFLOW_MODEL  # sibling scripts
+from prediction_bound import windows_of
 
 from segflow.inference.export import load_probabilities
-from segflow.inference.sliding_window import padding_for_patch, window_starts
 from segflow.io.image import read_image
 
 PATCH = (40, 56, 40)  # the Hippocampus 3d_fullres patch
-
-
-def _windows(path: Path) -> int:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    size = tuple(reversed(reader.GetSize()))
-    pads = padding_for_patch(size, PATCH)
-    padded = [s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True)]
-    return math.prod(len(s) for s in window_starts(padded, PATCH))
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,10 +45,8 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--holdout", type=Path,
-                        default=Path("/tmp/hippo_holdout/Dataset004_Hippocampus"))  # fmt: skip
-    parser.add_argument("--segflow-model", type=Path,
-                        default=Path("/tmp/segflow_ho/results/models/3d_fullres"))  # fmt: skip
+    parser.add_argument("--holdout", type=Path, default=HOLDOUT)
+    parser.add_argument("--segflow-model", type=Path, default=SEGFLOW_MODEL)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bf16_prediction"))
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--mirroring", action="store_true")
@@ -67,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
 
     images = sorted((args.holdout / "imagesTs").glob("*_0000.nii.gz"))
-    chosen = [p for p in images if _windows(p) == 1][: args.cases]
+    chosen = [p for p in images if windows_of(p, PATCH) == 1][: args.cases]
     inputs = args.out / "images"
     shutil.rmtree(args.out, ignore_errors=True)
     inputs.mkdir(parents=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from predict_speed import _run  # a sibling script
+from predict_speed import HOLDOUT, SEGFLOW_MODEL, _run  # a sibling script
 
 
 def write_volumes(source: Path, folder: Path, cases: int, size: list[int], spacing: list[float]):
@@ -48,10 +48,8 @@ def write_volumes(source: Path, folder: Path, cases: int, size: list[int], spaci
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--holdout", type=Path,
-                        default=Path("/tmp/hippo_holdout/Dataset004_Hippocampus"))  # fmt: skip
-    parser.add_argument("--segflow-model", type=Path,
-                        default=Path("/tmp/segflow_ho/results/models/3d_fullres"))  # fmt: skip
+    parser.add_argument("--holdout", type=Path, default=HOLDOUT)
+    parser.add_argument("--segflow-model", type=Path, default=SEGFLOW_MODEL)
     parser.add_argument("--out", type=Path, default=Path("/tmp/predict_large_volumes"))
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--size", type=int, nargs=3, default=[100, 400, 400], help="z y x")

@@ -38,6 +38,9 @@ from train_vs_nnunet import TreeMonitor  # a sibling script
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINER = "nnUNetTrainer_segflowShort"
+#: Where benchmarks/train_vs_nnunet.py leaves the held-out dataset and segflow's fold-0 model.
+HOLDOUT = Path("/tmp/hippo_holdout/Dataset004_Hippocampus")
+SEGFLOW_MODEL = Path("/tmp/segflow_ho/results/models/3d_fullres")
 
 
 def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
@@ -68,10 +71,8 @@ def _dice(holdout: Path, predictions: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--holdout", type=Path,
-                        default=Path("/tmp/hippo_holdout/Dataset004_Hippocampus"))  # fmt: skip
-    parser.add_argument("--segflow-model", type=Path,
-                        default=Path("/tmp/segflow_ho/results/models/3d_fullres"))  # fmt: skip
+    parser.add_argument("--holdout", type=Path, default=HOLDOUT)
+    parser.add_argument("--segflow-model", type=Path, default=SEGFLOW_MODEL)
     parser.add_argument("--nnunet-work", type=Path, default=Path("/tmp/nnunet_ho"))
     parser.add_argument("--nnunet-bin", type=Path, default=Path("/tmp/nnunet-venv/bin"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/predict_speed"))

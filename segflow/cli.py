@@ -191,13 +191,14 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     import torch
 
-    from segflow.compute import set_up_compute, use_cpu_bf16
+    from segflow.compute import set_up_compute
     from segflow.inference.ensemble import load_predictor
     from segflow.inference.images import (
         gather_input_cases,
         predict_images,
         predict_images_in_processes,
     )
+    from segflow.inference.sliding_window import predicts_in_cpu_bf16
 
     if args.jobs < 1:
         raise SegflowError(
@@ -220,7 +221,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     predictor = load_predictor(args.model, **options, device=device)
     cases = gather_input_cases(args.input, predictor.dataset)
     jobs = min(args.jobs, len(cases))
-    cpu_bf16 = use_cpu_bf16(device, args.cpu_bf16, "predicts hundreds of times slower than float32")
+    cpu_bf16 = predicts_in_cpu_bf16(device, args.cpu_bf16)
     logger.info(
         "predicting %d case(s) with %s on %s%s%s%s",
         len(cases),

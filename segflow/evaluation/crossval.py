@@ -25,11 +25,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from segflow.compute import set_up_compute, use_cpu_bf16
+from segflow.compute import set_up_compute
 from segflow.errors import Problem, SegflowError
 from segflow.evaluation.evaluate import evaluate_files, summarize
 from segflow.inference.model import load_trained_fold
 from segflow.inference.predictor import predict_case
+from segflow.inference.sliding_window import predicts_in_cpu_bf16
 from segflow.io.atomic import atomic_path, read_json, write_json
 from segflow.io.dataset import load_dataset_json
 from segflow.planning.plans import load_plans
@@ -120,7 +121,7 @@ def validate_fold(
             [Problem(str(checkpoint), f"holds {trained.configuration} fold {trained.fold}")],
         )
     mirror_axes = trained.mirror_axes if mirroring else None
-    bf16 = use_cpu_bf16(torch_device, cpu_bf16, "predicts hundreds of times slower than float32")
+    bf16 = predicts_in_cpu_bf16(torch_device, cpu_bf16)
     start = time.perf_counter()
     for i, case_id in enumerate(cases, 1):
         case = open_case(preprocessed_folder, case_id)

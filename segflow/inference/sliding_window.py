@@ -45,6 +45,7 @@ __all__ = [
     "mirror_combinations",
     "padding_for_patch",
     "predict_logits",
+    "predicts_in_cpu_bf16",
     "window_starts",
 ]
 
@@ -244,6 +245,14 @@ def _empty_cache(device: torch.device) -> None:
         torch.mps.empty_cache()
 
 
+def predicts_in_cpu_bf16(device: DeviceLike, cpu_bf16: bool) -> bool:
+    """Whether :func:`predict_logits` with ``cpu_bf16`` runs the network in bfloat16 autocast
+    on ``device`` (only on the CPU); warns once per process where the CPU emulates bf16."""
+    return use_cpu_bf16(
+        torch.device(device), cpu_bf16, "predicts hundreds of times slower than float32"
+    )
+
+
 def _autocast(device: torch.device, cpu_bf16: bool) -> contextlib.AbstractContextManager:
     """float16 autocast on CUDA, bfloat16 on the CPU when asked, none otherwise."""
     if device.type == "cuda":
@@ -376,7 +385,7 @@ def predict_logits(
     )
 
     combinations = mirror_combinations(axes)
-    cpu_bf16 = use_cpu_bf16(device, cpu_bf16, "predicts hundreds of times slower than float32")
+    cpu_bf16 = predicts_in_cpu_bf16(device, cpu_bf16)
     was_training = network.training
     memory_format = memory_format_for(len(patch), device)
     network.to(device, memory_format=memory_format)

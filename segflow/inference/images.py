@@ -24,6 +24,7 @@ from segflow.inference.ensemble import Predictor
 from segflow.inference.export import probabilities_path
 from segflow.inference.model import TrainedModel
 from segflow.io.dataset import DatasetJson
+from segflow.progress_bar import ProgressBar
 
 __all__ = ["InputCase", "gather_input_cases", "predict_images", "predict_images_in_processes"]
 
@@ -175,12 +176,10 @@ def predict_images(
     Raises:
         SegflowError: an output would overwrite an input file (checked before any work).
     """
-    from tqdm import tqdm
-
     predictor = model if isinstance(model, Predictor) else Predictor((model,))
     outputs = _outputs_for(predictor.dataset, cases, Path(output_dir), save_probabilities)
     show = sys.stderr.isatty() if progress is None else progress
-    for case, out in tqdm(list(zip(cases, outputs, strict=True)), disable=not show,
+    for case, out in ProgressBar(list(zip(cases, outputs, strict=True)), disable=not show,
                           desc="predicting", unit="case"):  # fmt: skip
         predictor.predict_files(
             case.files, out, mirroring=mirroring, device=device,
@@ -252,8 +251,6 @@ def predict_images_in_processes(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from tqdm import tqdm
-
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     outputs = _outputs_for(dataset, cases, Path(output_dir), save_probabilities)
@@ -273,7 +270,7 @@ def predict_images_in_processes(
             for case, out in zip(cases, outputs, strict=True)
         }
         try:
-            for future in tqdm(as_completed(futures), total=len(futures), disable=not show,
+            for future in ProgressBar(as_completed(futures), total=len(futures), disable=not show,
                                desc="predicting", unit="case"):  # fmt: skip
                 future.result()
                 case, out = futures[future]

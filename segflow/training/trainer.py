@@ -53,6 +53,7 @@ from segflow.compute import set_up_compute, use_cpu_bf16
 from segflow.errors import Interrupted, Problem, SegflowError
 from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
 from segflow.planning.plans import ConfigurationPlan, Plans
+from segflow.progress_bar import ProgressBar
 from segflow.training.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -549,8 +550,6 @@ class FoldTrainer:
         )
 
     def _run_epoch(self) -> None:
-        from tqdm import tqdm
-
         settings = self.settings
         started = time.perf_counter()
         lr = self._learning_rate()
@@ -561,7 +560,7 @@ class FoldTrainer:
         batches = self.batches(
             "train", first + self.iteration, first + settings.iterations_per_epoch
         )
-        bar = tqdm(
+        bar = ProgressBar(
             total=settings.iterations_per_epoch,
             initial=self.iteration,
             desc=f"epoch {self.epoch}",

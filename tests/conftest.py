@@ -44,12 +44,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     The suite runs torch, oneDNN, OpenMP, two OpenBLAS builds, numexpr and ITK in this one
     process, and their native threads and static destructors are still there when the
     interpreter shuts down. Once (CI of 2026-12-02: 958 passed, then ``make: *** [test]
-    Segmentation fault``; 11 runs here since did not repeat it) the process crashed after
-    pytest had finished, and the crash turned a passing suite into a failed run. What the
-    tests check is unaffected: segflow's own commands and Snakemake jobs, which the
-    workflow tests run as processes, still end through the normal shutdown, so a crash of
-    theirs still fails a test. ``SEGFLOW_TESTS_FULL_SHUTDOWN=1`` restores the normal end of
-    this process too (to look for the crash, e.g. under ``python -X faulthandler``).
+    Segmentation fault``; two full runs and four without tests/workflow here did not repeat
+    it) the process crashed after pytest had finished, which turned a passing suite into a
+    failed run. What the tests check is unaffected: segflow's own commands and Snakemake
+    jobs, which the workflow tests run as processes, still end through the normal shutdown,
+    so a crash of theirs still fails a test. ``SEGFLOW_TESTS_FULL_SHUTDOWN=1`` restores the
+    normal end of this process too (to look for the crash, e.g. under
+    ``python -X faulthandler``).
     """
     if _exit_status is None or os.environ.get(FULL_SHUTDOWN_ENV) == "1":
         return

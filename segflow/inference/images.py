@@ -179,8 +179,9 @@ def predict_images(
     predictor = model if isinstance(model, Predictor) else Predictor((model,))
     outputs = _outputs_for(predictor.dataset, cases, Path(output_dir), save_probabilities)
     show = sys.stderr.isatty() if progress is None else progress
-    for case, out in ProgressBar(list(zip(cases, outputs, strict=True)), disable=not show,
-                          desc="predicting", unit="case"):  # fmt: skip
+    for case, out in ProgressBar(
+        list(zip(cases, outputs, strict=True)), disable=not show, desc="predicting", unit="case"
+    ):
         predictor.predict_files(
             case.files, out, mirroring=mirroring, device=device,
             save_probabilities=save_probabilities, cpu_bf16=cpu_bf16,
@@ -270,8 +271,13 @@ def predict_images_in_processes(
             for case, out in zip(cases, outputs, strict=True)
         }
         try:
-            for future in ProgressBar(as_completed(futures), total=len(futures), disable=not show,
-                               desc="predicting", unit="case"):  # fmt: skip
+            for future in ProgressBar(
+                as_completed(futures),
+                total=len(futures),
+                disable=not show,
+                desc="predicting",
+                unit="case",
+            ):
                 future.result()
                 case, out = futures[future]
                 logger.info("%s -> %s", case.case_id, out)

@@ -23,6 +23,7 @@ from segflow.errors import Problem, SegflowError
 from segflow.inference.ensemble import Predictor
 from segflow.inference.export import probabilities_path
 from segflow.inference.model import TrainedModel
+from segflow.inference.sliding_window import predicts_in_cpu_bf16
 from segflow.io.dataset import DatasetJson
 from segflow.progress_bar import ProgressBar
 
@@ -196,6 +197,9 @@ _worker_predictor: Predictor | None = None
 
 def _start_worker(load: Callable[[], Predictor], threads: int) -> None:
     global _worker_predictor
+    # The parent process has already warned where bfloat16 is emulated; its workers would
+    # each say it again (segflow.compute warns of nothing else).
+    logging.getLogger("segflow.compute").setLevel(logging.ERROR)
     set_up_compute("cpu", threads)
     _worker_predictor = load()
 
@@ -259,6 +263,7 @@ def predict_images_in_processes(
     if jobs == 0:
         return outputs
     per_job = max(1, threads // jobs)
+    predicts_in_cpu_bf16("cpu", cpu_bf16)  # warns here, once, where bf16 is emulated
     show = sys.stderr.isatty() if progress is None else progress
     # spawn, not fork: a forked child of a process that has run OpenMP threads may hang.
     context = multiprocessing.get_context("spawn")

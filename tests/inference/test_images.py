@@ -156,11 +156,15 @@ def test_several_processes_predict_what_one_does(tiny_experiment, model_dir, tmp
 
 
 def test_cpu_bf16_reaches_the_network_in_one_process_and_in_several(
-    tiny_experiment, model_dir, tmp_path
+    tiny_experiment, model_dir, tmp_path, capfd
 ):
     """--cpu-bf16 predicts in bfloat16 autocast (probabilities close to, not equal to, float32),
-    the same with --jobs 2; without it, float32."""
+    the same with --jobs 2; without it, float32. Where the CPU emulates bf16 the warning comes
+    once, from the first process, not again from the workers."""
+    from segflow import compute
     from segflow.inference.export import load_probabilities
+
+    compute._warn_emulated_bf16.cache_clear()
 
     images = [str(tiny_experiment.root / "raw" / f"tiny_{i:02d}_0000.nii.gz") for i in (0, 1)]
     common = ["predict", "-i", *images, "-m", str(model_dir), "-f", "0", "--no-mirroring",
@@ -168,6 +172,8 @@ def test_cpu_bf16_reaches_the_network_in_one_process_and_in_several(
     for name, extra in [("float32", []), ("bf16", ["--cpu-bf16"]),
                         ("bf16_jobs", ["--cpu-bf16", "--jobs", "2"])]:  # fmt: skip
         assert main([*common, "-o", str(tmp_path / name), *extra]) == 0
+    warnings = capfd.readouterr().err.count("bf16 is emulated")
+    assert warnings == (0 if compute.cpu_has_native_bf16() else 1)
     for case in ("tiny_00", "tiny_01"):
         fp32, bf16, jobs = (load_probabilities(tmp_path / n / f"{case}.npz")[0]
                             for n in ("float32", "bf16", "bf16_jobs"))  # fmt: skip

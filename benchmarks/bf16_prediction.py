@@ -32,15 +32,13 @@ import numpy as np
 from predict_speed import HOLDOUT, SEGFLOW_MODEL  # sibling scripts
 from prediction_bound import windows_of
 
+from segflow.evaluation.evaluate import evaluate_labels
 from segflow.inference.export import load_probabilities
 from segflow.io.image import read_image
 
 PATCH = (40, 56, 40)  # the Hippocampus 3d_fullres patch
+CLASSES = {"Anterior": 1, "Posterior": 2}
 
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
 
 
 def main() -> None:
@@ -75,17 +73,18 @@ def main() -> None:
     rows = []
     for path in chosen:
         case = path.name[: -len("_0000.nii.gz")]
-        ref = read_image(args.holdout / "labelsTs" / f"{case}.nii.gz").array
+        reference = read_image(args.holdout / "labelsTs" / f"{case}.nii.gz")
         seg = {n: read_image(args.out / n / f"{case}.nii.gz").array for n in seconds}
         prob = {n: load_probabilities(args.out / n / f"{case}.npz")[0] for n in seconds}
         rows.append({
             "case": case,
-            "voxels": int(ref.size),
+            "voxels": int(reference.array.size),
             "differing_voxels": int((seg["float32"] != seg["bf16"]).sum()),
             "max_probability_difference": round(
                 float(np.abs(prob["float32"] - prob["bf16"]).max()), 4
             ),
-            **{f"dice_{n}": [round(_dice(seg[n] == k, ref == k), 4) for k in (1, 2)]
+            **{f"dice_{n}": [round(m["dice"], 4)
+                             for m in evaluate_labels(reference, seg[n][0], CLASSES).values()]
                for n in seconds},
         })  # fmt: skip
     summary = {

@@ -39,6 +39,7 @@ from network_speed import DEFAULT_PLANS, NUM_OUTPUTS, hippocampus_plans  # a sib
 
 from segflow.compute import set_up_compute
 from segflow.inference.sliding_window import mirror_combinations, padding_for_patch, window_starts
+from segflow.job_resources import image_geometry
 from segflow.networks import build_network, memory_format_for
 from segflow.training.augmentation import default_mirror_axes
 
@@ -103,12 +104,7 @@ def windows_of(path: Path, patch: tuple[int, ...]) -> int:
     image has the raw image's size (cropping to nonzero aside, which only shrinks it), in
     numpy's (z, y, x) order.
     """
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    size = tuple(reversed(reader.GetSize()))
+    size = image_geometry(path)[0]
     pads = padding_for_patch(size, patch)
     padded = [s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True)]
     return math.prod(len(s) for s in window_starts(padded, patch))

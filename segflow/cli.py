@@ -117,7 +117,7 @@ def _cmd_split(args: argparse.Namespace) -> None:
 
 
 def _cmd_holdout(args: argparse.Namespace) -> None:
-    from segflow.io.holdout import make_holdout
+    from segflow.holdout import make_holdout
 
     make_holdout(args.dataset, args.output, args.num_test, args.seed)
 
@@ -153,7 +153,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_validate_fold(args: argparse.Namespace) -> None:
-    from segflow.evaluation.crossval import validate_fold
+    from segflow.crossval.validate import validate_fold
 
     validate_fold(
         plans_path=args.plans,
@@ -174,7 +174,7 @@ def _cmd_validate_fold(args: argparse.Namespace) -> None:
 
 
 def _cmd_crossval(args: argparse.Namespace) -> None:
-    from segflow.evaluation.crossval import merge_folds
+    from segflow.crossval.merge import merge_folds
 
     summary = merge_folds(args.fold_metrics, args.configuration, args.out_dir)
     logger.info(
@@ -287,8 +287,8 @@ def _cmd_apply_postprocessing(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from segflow.evaluation.crossval import write_metrics
     from segflow.evaluation.evaluate import evaluate_folders, summarize
+    from segflow.evaluation.tables import write_metrics
     from segflow.io.atomic import write_json
     from segflow.io.dataset import load_dataset_json
 

@@ -26,14 +26,8 @@ from typing import Any
 
 from segflow.ensembling.probabilities import average_probabilities, mean_probabilities
 from segflow.errors import Problem, SegflowError
-from segflow.evaluation.crossval import (
-    METRICS_FILE,
-    PREDICTIONS_FOLDER,
-    PROBABILITIES_FOLDER,
-    SUMMARY_FILE,
-    read_metrics,
-)
 from segflow.evaluation.evaluate import evaluate_labels, evaluated_classes, summarize
+from segflow.evaluation.tables import read_metrics
 from segflow.inference.export import (
     load_probabilities,
     probabilities_to_segmentation,
@@ -42,6 +36,7 @@ from segflow.inference.export import (
 from segflow.io.atomic import atomic_path, read_json, write_json
 from segflow.io.dataset import DatasetJson, load_dataset_json
 from segflow.io.image import read_image
+from segflow.layout import METRICS_FILE, PREDICTIONS_FOLDER, PROBABILITIES_FOLDER, SUMMARY_FILE
 
 __all__ = ["ENSEMBLE_SEPARATOR", "candidate_name", "load_selection", "select_model"]
 

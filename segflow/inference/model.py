@@ -20,12 +20,13 @@ from torch import nn
 
 from segflow.errors import Problem, SegflowError
 from segflow.io.dataset import DatasetJson, parse_dataset_json
+from segflow.layout import CHECKPOINT_FINAL, fold_of_folder
 from segflow.planning.plans import Plans
 from segflow.training.checkpoint import load_checkpoint
 
 __all__ = ["TrainedFold", "TrainedModel", "load_model", "load_trained_fold"]
 
-CHECKPOINT_NAME = "checkpoint_final.pt"
+CHECKPOINT_NAME = CHECKPOINT_FINAL
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,17 @@ class TrainedModel:
         return self.folds[0].mirror_axes
 
 
+def _trained_folds(folder: Path) -> list[int]:
+    """The folds with a final checkpoint in a configuration's folder (``fold_<k>``; a folder
+    like ``fold_old`` is not a fold)."""
+    if not folder.is_dir():
+        return []
+    folds = (fold_of_folder(p.parent.name) for p in folder.glob(f"fold_*/{CHECKPOINT_NAME}"))
+    return sorted(k for k in folds if k is not None)
+
+
 def _has_folds(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.glob(f"fold_*/{CHECKPOINT_NAME}"))
+    return bool(_trained_folds(folder))
 
 
 def _configuration_folder(model_dir: Path, configuration: str | None) -> Path:
@@ -162,9 +172,7 @@ def load_model(
             with different plans or datasets.
     """
     folder = _configuration_folder(Path(model_dir), configuration)
-    present = sorted(
-        int(p.parent.name.removeprefix("fold_")) for p in folder.glob(f"fold_*/{CHECKPOINT_NAME}")
-    )
+    present = _trained_folds(folder)
     chosen = present if folds is None else list(folds)
     missing = [k for k in chosen if k not in present]
     if missing:

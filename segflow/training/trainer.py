@@ -52,6 +52,7 @@ from segflow import __version__
 from segflow.compute import set_up_compute, use_cpu_bf16
 from segflow.errors import Interrupted, Problem, SegflowError
 from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
+from segflow.layout import CHECKPOINT_FINAL
 from segflow.planning.plans import ConfigurationPlan, Plans
 from segflow.progress_bar import ProgressBar
 from segflow.training.checkpoint import (
@@ -83,7 +84,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
-CHECKPOINT_FINAL = "checkpoint_final.pt"
 #: Signals that make the trainer write a checkpoint and stop (SLURM sends them before a kill).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 

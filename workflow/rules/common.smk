@@ -9,7 +9,10 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from segflow.config import ConfigError, check_config, load_config_schema
 from segflow.containers import apptainer_args
+from segflow.errors import SegflowError
 from segflow.io.atomic import read_json
+from segflow.layout import PREDICTIONS_FOLDER, PROBABILITIES_FOLDER, Results
+from segflow.training.splits import load_manual_splits
 
 try:
     config.update(
@@ -20,7 +23,9 @@ except ConfigError as err:
 
 DATASET = Path(config["dataset"])
 RESULTS = Path(config.get("results") or Path("results") / DATASET.name)
-LOGS = RESULTS / "logs"
+# Every artifact's path under RESULTS (segflow/layout.py); wildcards pass through as patterns.
+LAYOUT = Results(RESULTS)
+LOGS = LAYOUT.logs
 DEMO = config["demo"] is not None
 HOLDOUT = config["holdout"]
 # The dataset folder is built by the workflow (demo or holdout): only its dataset.json,
@@ -73,6 +78,15 @@ if not BUILT_DATASET and not DATASET.is_dir():
     )
 if HOLDOUT is not None and not Path(HOLDOUT["source"]).is_dir():
     raise WorkflowError(f"config 'holdout.source': {HOLDOUT['source']} is not a folder")
+
+# The manual splits file, read by the split stage's own checked reader when the workflow is
+# parsed: a malformed file is one clear error naming it, before any job runs.
+MANUAL_FOLDS = None
+if config["splits"]["manual"]:
+    try:
+        MANUAL_FOLDS = load_manual_splits(config["splits"]["manual"])
+    except SegflowError as err:
+        raise WorkflowError(f"config 'splits.manual': {err.render()}") from None
 
 
 def dataset_files(wildcards):
@@ -158,7 +172,7 @@ def preprocess_batch_inputs(wildcards):
 def preprocessed_manifests(wildcards=None):
     """Every batch manifest of every configuration: the whole preprocessed dataset."""
     return expand(
-        RESULTS / "preprocessed" / "{configuration}" / "batches" / "{batch}.json",
+        LAYOUT.preprocess_manifest("{configuration}", "{batch}"),
         configuration=planned_configurations(),
         batch=list(preprocess_batches()),
     )
@@ -204,10 +218,8 @@ def training_folds():
     """`training.folds`, or every fold the split makes."""
     if config["training"]["folds"] is not None:
         return list(config["training"]["folds"])
-    manual = config["splits"]["manual"]
-    if manual:
-        content = read_json(manual)
-        return list(range(len(content["folds"] if isinstance(content, dict) else content)))
+    if MANUAL_FOLDS is not None:
+        return list(range(len(MANUAL_FOLDS)))
     return list(range(config["splits"]["num_folds"]))
 
 
@@ -215,7 +227,7 @@ def train_inputs(wildcards):
     """The preprocessed batches a configuration trains on."""
     return {
         "manifests": expand(
-            RESULTS / "preprocessed" / "{owner}" / "batches" / "{batch}.json",
+            LAYOUT.preprocess_manifest("{owner}", "{batch}"),
             owner=preprocessed_configuration(wildcards.configuration),
             batch=list(preprocess_batches()),
         )
@@ -265,7 +277,7 @@ def inference_options():
 def crossval_summaries(wildcards=None):
     """The cross-validation summary of every trained configuration."""
     return expand(
-        RESULTS / "crossval" / "{configuration}" / "summary.json",
+        LAYOUT.crossval_summary("{configuration}"),
         configuration=trained_configurations(),
     )
 
@@ -273,7 +285,7 @@ def crossval_summaries(wildcards=None):
 def trained_models(wildcards=None):
     """Every fold's final checkpoint of every trained configuration."""
     return expand(
-        RESULTS / "models" / "{configuration}" / "fold_{fold}" / "checkpoint_final.pt",
+        LAYOUT.checkpoint("{configuration}", "{fold}"),
         configuration=trained_configurations(),
         fold=training_folds(),
     )
@@ -300,7 +312,7 @@ SAVE_CV_PROBABILITIES = config["selection"]["ensembles"] or config["inference"][
 
 
 def cv_probabilities_output():
-    path = directory(RESULTS / "crossval" / "{configuration}" / "fold_{fold}" / "probabilities")
+    path = directory(LAYOUT.fold_probabilities("{configuration}", "{fold}"))
     return path if config["inference"]["save_probabilities"] else temp(path)
 
 
@@ -326,13 +338,13 @@ def test_case_images(wildcards):
 
 def raw_test_predictions(wildcards=None):
     """Every test case's segmentation before postprocessing."""
-    return [RESULTS / "predictions_raw" / f"{c}{file_ending()}" for c in test_cases()]
+    return [LAYOUT.raw_prediction(c, file_ending()) for c in test_cases()]
 
 
 def labelled_test_predictions(wildcards=None):
     """The final segmentations of the test cases that have a label (labelsTs)."""
     return [
-        RESULTS / "predictions" / f"{c}{file_ending()}"
+        LAYOUT.prediction(c, file_ending())
         for c, case in test_cases().items()
         if case["label"] is not None
     ]
@@ -343,34 +355,35 @@ def test_labels(wildcards=None):
 
 
 def crossval_folders(wildcards=None):
-    return [RESULTS / "crossval" / c for c in trained_configurations()]
+    return [LAYOUT.crossval_folder(c) for c in trained_configurations()]
 
 
 def fold_outputs(name):
-    """A validate output folder (`predictions` or `probabilities`) of every fold trained."""
+    """A validate output folder (PREDICTIONS_FOLDER or PROBABILITIES_FOLDER) of every fold
+    trained."""
     return expand(
-        RESULTS / "crossval" / "{configuration}" / "fold_{fold}" / name,
+        LAYOUT.validation_folder("{configuration}", "{fold}") / name,
         configuration=trained_configurations(),
         fold=training_folds(),
     )
 
 
 def selection_inputs(wildcards):
-    inputs = {"summaries": crossval_summaries(), "predictions": fold_outputs("predictions")}
+    inputs = {"summaries": crossval_summaries(), "predictions": fold_outputs(PREDICTIONS_FOLDER)}
     if config["selection"]["ensembles"] and len(trained_configurations()) > 1:
-        inputs["probabilities"] = fold_outputs("probabilities")
+        inputs["probabilities"] = fold_outputs(PROBABILITIES_FOLDER)
     return inputs
 
 
 def final_targets(wildcards=None):
     """What `rule all` asks for beyond training and cross-validation."""
-    targets = [RESULTS / "selection.json", RESULTS / "postprocessing.json", RESULTS / "model"]
-    targets += [RESULTS / "report" / name for name in REPORT_PAGES]
+    targets = [LAYOUT.selection, LAYOUT.postprocessing, LAYOUT.model]
+    targets += [LAYOUT.report / name for name in REPORT_PAGES]
     if test_cases():
-        targets.append(RESULTS / "predictions")
+        targets.append(LAYOUT.predictions)
     if any(case["label"] for case in test_cases().values()):
-        targets += [RESULTS / "test_metrics.csv", RESULTS / "test_summary.json"]
-        targets += [RESULTS / "report" / name for name in TEST_REPORT_PAGES]
+        targets += [LAYOUT.test_metrics, LAYOUT.test_summary]
+        targets += [LAYOUT.report / name for name in TEST_REPORT_PAGES]
     return targets
 
 

@@ -4,18 +4,18 @@
 rule export:
     input:
         dataset_json=DATASET / "dataset.json",
-        plans=RESULTS / "plans.json",
-        fingerprint=RESULTS / "fingerprint.json",
-        selection=RESULTS / "selection.json",
-        postprocessing=RESULTS / "postprocessing.json",
+        plans=LAYOUT.plans,
+        fingerprint=LAYOUT.fingerprint,
+        selection=LAYOUT.selection,
+        postprocessing=LAYOUT.postprocessing,
         models=trained_models,
         crossval=crossval_summaries,
     output:
-        model=directory(RESULTS / "model"),
-        zip=RESULTS / "model.zip",
+        model=directory(LAYOUT.model),
+        zip=LAYOUT.model_zip,
     params:
-        models=RESULTS / "models",
-        crossval=RESULTS / "crossval",
+        models=LAYOUT.models,
+        crossval=LAYOUT.crossval,
     conda:
         "../../envs/cpu.yaml"
     log:

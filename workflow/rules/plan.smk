@@ -2,9 +2,9 @@
 checkpoint plan:
     input:
         dataset_json=DATASET / "dataset.json",
-        fingerprint=RESULTS / "fingerprint.json",
+        fingerprint=LAYOUT.fingerprint,
     output:
-        RESULTS / "plans.json",
+        LAYOUT.plans,
     params:
         preset=config["planning"]["preset"],
         gpu_memory=(

@@ -3,13 +3,13 @@
 rule predict:
     input:
         images=test_case_images,
-        selection=RESULTS / "selection.json",
+        selection=LAYOUT.selection,
         models=trained_models,
     output:
-        RESULTS / "predictions_raw" / "{case}{ending}",
+        LAYOUT.raw_prediction("{case}", "{ending}"),
     params:
-        models=RESULTS / "models",
-        out_dir=RESULTS / "predictions_raw",
+        models=LAYOUT.models,
+        out_dir=LAYOUT.raw_predictions,
         options=prediction_options(),
     threads: config["inference"]["threads"]
     resources:
@@ -29,10 +29,10 @@ rule predict:
 rule apply_postprocessing:
     input:
         raw=raw_test_predictions,
-        postprocessing=RESULTS / "postprocessing.json",
+        postprocessing=LAYOUT.postprocessing,
         dataset_json=DATASET / "dataset.json",
     output:
-        directory(RESULTS / "predictions"),
+        directory(LAYOUT.predictions),
     conda:
         "../../envs/cpu.yaml"
     log:
@@ -44,12 +44,12 @@ rule apply_postprocessing:
 
 rule evaluate:
     input:
-        predictions=RESULTS / "predictions",
+        predictions=LAYOUT.predictions,
         labels=test_labels,
         dataset_json=DATASET / "dataset.json",
     output:
-        metrics=RESULTS / "test_metrics.csv",
-        summary=RESULTS / "test_summary.json",
+        metrics=LAYOUT.test_metrics,
+        summary=LAYOUT.test_summary,
     params:
         cases=labelled_test_predictions,
         references=DATASET / "labelsTs",

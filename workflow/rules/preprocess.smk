@@ -5,14 +5,14 @@
 rule preprocess:
     input:
         unpack(preprocess_batch_inputs),
-        plans=RESULTS / "plans.json",
+        plans=LAYOUT.plans,
         dataset_json=DATASET / "dataset.json",
     output:
-        RESULTS / "preprocessed" / "{configuration}" / "batches" / "{batch}.json",
+        LAYOUT.preprocess_manifest("{configuration}", "{batch}"),
     params:
-        report=RESULTS / "dataset_report.json",
+        report=LAYOUT.dataset_report,
         case_ids=lambda wc: " ".join(preprocess_batches()[wc.batch]),
-        out_dir=lambda wc: RESULTS / "preprocessed" / wc.configuration,
+        out_dir=lambda wc: LAYOUT.preprocessed(wc.configuration),
     threads: config["preprocessing"]["threads"]
     resources:
         mem_mb=preprocess_mem_mb,

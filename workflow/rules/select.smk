@@ -3,10 +3,10 @@ rule select:
     input:
         unpack(selection_inputs),
         dataset_json=DATASET / "dataset.json",
-        dataset_report=RESULTS / "dataset_report.json",
+        dataset_report=LAYOUT.dataset_report,
     output:
-        selection=RESULTS / "selection.json",
-        predictions=directory(RESULTS / "selection" / "crossval_predictions"),
+        selection=LAYOUT.selection,
+        predictions=directory(LAYOUT.selection_predictions),
     params:
         crossval=crossval_folders,
         options="" if config["selection"]["ensembles"] else "--no-ensembles",
@@ -22,10 +22,10 @@ rule select:
 
 rule postprocess:
     input:
-        predictions=RESULTS / "selection" / "crossval_predictions",
+        predictions=LAYOUT.selection_predictions,
         dataset_json=DATASET / "dataset.json",
     output:
-        RESULTS / "postprocessing.json",
+        LAYOUT.postprocessing,
     params:
         references=DATASET / "labelsTr",
         options="" if config["postprocessing"]["largest_component"] else "--no-largest-component",

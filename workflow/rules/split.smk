@@ -1,10 +1,10 @@
 # Cross-validation folds: written once, before any fold trains.
 rule split:
     input:
-        report=RESULTS / "dataset_report.json",
+        report=LAYOUT.dataset_report,
         extra=[config["splits"][k] for k in ("manual", "groups") if config["splits"][k]],
     output:
-        RESULTS / "splits.json",
+        LAYOUT.splits,
     params:
         num_folds=config["splits"]["num_folds"],
         seed=config["seed"],

@@ -3,7 +3,7 @@ checkpoint validate_dataset:
     input:
         dataset_files,
     output:
-        RESULTS / "dataset_report.json",
+        LAYOUT.dataset_report,
     params:
         dataset=DATASET,
     threads: config["validation"]["threads"]

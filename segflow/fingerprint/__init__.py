@@ -8,15 +8,20 @@ The cropping helpers in :mod:`segflow.fingerprint.cropping` are shared with prep
 
 from __future__ import annotations
 
-from segflow.fingerprint.case import fingerprint_case, write_case_fingerprint
-from segflow.fingerprint.cropping import (
-    bounding_box,
-    crop_to_bounding_box,
-    crop_to_nonzero,
-    nonzero_bounding_box,
-    nonzero_mask,
-)
-from segflow.fingerprint.gather import gather_fingerprint, pooled_intensity_statistics
+from typing import TYPE_CHECKING
+
+from segflow.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from segflow.fingerprint.case import fingerprint_case, write_case_fingerprint
+    from segflow.fingerprint.cropping import (
+        bounding_box,
+        crop_to_bounding_box,
+        crop_to_nonzero,
+        nonzero_bounding_box,
+        nonzero_mask,
+    )
+    from segflow.fingerprint.gather import gather_fingerprint, pooled_intensity_statistics
 
 __all__ = [
     "bounding_box",
@@ -29,3 +34,25 @@ __all__ = [
     "pooled_intensity_statistics",
     "write_case_fingerprint",
 ]
+
+# Imported when first used (segflow.lazy): importing the package loads none of them.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "case": (
+            "fingerprint_case",
+            "write_case_fingerprint",
+        ),
+        "cropping": (
+            "bounding_box",
+            "crop_to_bounding_box",
+            "crop_to_nonzero",
+            "nonzero_bounding_box",
+            "nonzero_mask",
+        ),
+        "gather": (
+            "gather_fingerprint",
+            "pooled_intensity_statistics",
+        ),
+    },
+)

@@ -8,8 +8,24 @@ The losses are imported when first asked for: the workflow's rules read manual s
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+from segflow.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from segflow.training.loss import (
+        DICE_SMOOTH,
+        DeepSupervisionLoss,
+        DiceCELoss,
+        RegionDiceBCELoss,
+        build_loss,
+        deep_supervision_scales,
+        deep_supervision_weights,
+        downsample_for_deep_supervision,
+        foreground_regions,
+        label_map_to_regions,
+        soft_dice,
+    )
 
 __all__ = [
     "DICE_SMOOTH",
@@ -26,7 +42,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("segflow.training.loss"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Imported when first used (segflow.lazy): importing the package loads none of them.
+__getattr__, __dir__ = lazy_exports(__name__, {"loss": tuple(__all__)})

@@ -17,13 +17,16 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "segflow"
 
-# What every part may use: the version (``segflow``) and the error types.
-BASE = frozenset({"segflow", "errors"})
+# What every part may use: the version (``segflow``), the error types, lazy package exports
+# and the shape of a stage's command.
+BASE = frozenset({"segflow", "errors", "lazy", "command"})
 
 #: Part -> the other parts it may import. Lowest layers first; nothing imports upwards.
 ALLOWED: dict[str, frozenset[str]] = {
     "segflow": frozenset(),
     "errors": frozenset(),
+    "lazy": frozenset(),
+    "command": frozenset(),
     "layout": frozenset(),
     "progress_bar": frozenset(),
     "io": BASE,
@@ -34,6 +37,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "demo": BASE | {"io"},
     "validation": BASE | {"io"},
     "holdout": BASE | {"io", "validation"},
+    "dataset_commands": BASE | {"demo", "holdout"},
     "fingerprint": BASE | {"io"},
     "planning": BASE | {"io"},
     # Metrics only: no network, no torch (checked below), usable by any stage.
@@ -202,3 +206,17 @@ def test_evaluation_does_not_load_torch():
 def test_workflow_imports_stay_light(module):
     loaded = _loaded_after(f"import {module}")
     assert sorted(loaded & {"torch", "pandas", "matplotlib", "scipy"}) == []
+
+
+def test_the_command_line_loads_no_stage_to_show_its_help():
+    # Building the parser imports every stage's commands module (and so its package).
+    statement = (
+        "import runpy; sys.argv = ['segflow', 'validate-dataset', '--help']\n"
+        "try: runpy.run_module('segflow', run_name='__main__')\nexcept SystemExit: pass"
+    )
+    code = f"import sys; {statement}\nprint(' '.join(sorted(sys.modules)), file=sys.stderr)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    loaded = {name.split(".")[0] for name in result.stderr.split()}
+    heavy = {"torch", "numpy", "scipy", "pandas", "matplotlib", "SimpleITK", "jsonschema"}
+    assert sorted(loaded & heavy) == []

@@ -89,7 +89,9 @@ def test_garbage_file(tmp_path):
     with pytest.raises(ImageReadError) as info:
         read_image(tmp_path / "a.nii.gz")
     assert info.value.path == tmp_path / "a.nii.gz"
-    assert info.value.problems[0].message.startswith("unreadable or truncated file (")
+    assert info.value.problems[0].message == (
+        "cannot be read as an image: the file is not recognized as a NIFTI file"
+    )
 
 
 def test_4d_image_is_refused(tmp_path):

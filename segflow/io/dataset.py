@@ -40,6 +40,7 @@ MAX_LABEL_VALUE = 32767
 MAX_DATASET_JSON_BYTES = 64 * 1024 * 1024
 #: Deepest nesting of objects and arrays accepted in dataset.json.
 MAX_NESTING = 32
+_MAX_PROBLEMS = 20
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,9 @@ def _plain(value: Any) -> str:
 
 
 # A channel key is a channel index written plainly: "0", "1", ..., no sign, no leading zero.
-_CHANNEL_KEY = re.compile(r"0|[1-9][0-9]{0,5}")
+_CHANNEL_KEY = re.compile(r"0|[1-9][0-9]{0,3}")
+#: Channel files are numbered _0000 to _9999.
+MAX_CHANNELS = 10_000
 
 
 def _parse_channel_names(cn: Any, where: str, problems: list[Problem]) -> dict[int, str]:
@@ -164,7 +167,7 @@ def _parse_channel_names(cn: Any, where: str, problems: list[Problem]) -> dict[i
                 Problem(
                     where,
                     f"'channel_names' entry {_show(key)}: {_show(name)} must map a channel "
-                    'index "0", "1", ... (plain digits) to a name',
+                    f'index "0", "1", ... "{MAX_CHANNELS - 1}" (plain digits) to a name',
                 )
             )
     expected = list(range(len(channel_names)))
@@ -316,6 +319,7 @@ def parse_dataset_json(
         problems.append(Problem(where, f"'name' must be a string, found {_show(name)}"))
         name = ""
 
+    problems = _capped(problems, where)
     if not channel_names or file_ending is None or (problems and not partial):
         return None, problems
     unusable = {
@@ -340,6 +344,15 @@ def parse_dataset_json(
         ),
         problems,
     )
+
+
+def _capped(problems: list[Problem], where: str) -> list[Problem]:
+    """At most :data:`_MAX_PROBLEMS` problems, and a count of the rest: a file of a million
+    bad entries gets a report of a few lines."""
+    if len(problems) <= _MAX_PROBLEMS:
+        return problems
+    rest = len(problems) - _MAX_PROBLEMS
+    return [*problems[:_MAX_PROBLEMS], Problem(where, f"... and {rest} more problems like these")]
 
 
 def read_dataset_json_file(path: str | Path, where: str | None = None) -> tuple[Any, list[Problem]]:

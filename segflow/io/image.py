@@ -11,10 +11,13 @@ geometry of their input.
 from __future__ import annotations
 
 import errno
+import gzip
 import math
 import os
 import re
 import stat
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,32 +256,52 @@ def read_image_header(path: str | Path) -> ImageHeader:
             ending, unreadable, or its header declares something segflow cannot use.
     """
     path = Path(path)
+    ending = _supported_ending(path)
+    check_image_file(path)
+    header = _read_information(_reader(path, ending), path)
+    _check_header(path, ending, header)
+    _check_size(path, ending, header.voxel_bytes, header.size)
+    return header
+
+
+def _supported_ending(path: Path) -> str:
     ending = ending_of(path)
     if ending is None:
         raise ImageReadError(
             path, f"unsupported file ending; expected one of {', '.join(SUPPORTED_ENDINGS)}"
         )
-    check_image_file(path)
-    reader = _reader(path, ending)
+    return ending
+
+
+def _read_information(reader: sitk.ImageFileReader, path: Path) -> ImageHeader:
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
         raise _cannot_read(err, path) from None
-    pixel_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    return _header(
+        reader.GetSize(),
+        reader.GetSpacing(),
+        reader.GetNumberOfComponents(),
+        sitk.GetPixelIDValueAsString(reader.GetPixelID()),
+    )
+
+
+def _header(
+    size: tuple[int, ...], spacing: tuple[float, ...], components: int, pixel_type: str
+) -> ImageHeader:
     bits = re.search(r"(\d+)-bit", pixel_type)
     width = int(bits[1]) // 8 if bits else 8
-    header = ImageHeader(
-        size=tuple(int(s) for s in reader.GetSize()),
-        spacing=tuple(float(s) for s in reader.GetSpacing()),
-        components=int(reader.GetNumberOfComponents()),
+    return ImageHeader(
+        size=tuple(int(s) for s in size),
+        spacing=tuple(float(s) for s in spacing),
+        components=int(components),
         pixel_type=pixel_type,
         bytes_per_component=width * (2 if pixel_type.startswith("complex") else 1),
     )
-    _check_header(path, ending, header)
-    return header
 
 
 def _check_header(path: Path, ending: str, header: ImageHeader) -> None:
+    """Dimension, voxel count and pixel type of a header (or of a read image)."""
     size = header.size
     natural_volume = ending in NATURAL_2D_ENDINGS and header.dimension == 3 and size[2] != 1
     if ending in NATURAL_2D_ENDINGS and (header.dimension > 3 or natural_volume):
@@ -296,15 +319,46 @@ def _check_header(path: Path, ending: str, header: ImageHeader) -> None:
         raise ImageReadError(path, f"the header declares no voxels (shape {size})")
     if header.pixel_type.startswith("complex"):
         raise ImageReadError(path, f"{header.pixel_type} voxels; expected real numbers")
+
+
+def _check_size(path: Path, ending: str, voxel_bytes: int, size: tuple[int, ...]) -> None:
+    """Refuse a header that declares more voxel bytes than the data on disk can hold."""
     on_disk = _data_bytes(path, ending)
-    if on_disk is not None and header.voxel_bytes > on_disk * MAX_COMPRESSION_RATIO + _SLACK:
+    if on_disk is not None and voxel_bytes > on_disk * MAX_COMPRESSION_RATIO + _SLACK:
         raise ImageReadError(
             path,
-            f"the header declares {header.voxel_bytes:,} bytes of voxels (shape {size}, "
-            f"{header.components} x {header.pixel_type}) but the data on disk is "
-            f"{on_disk:,} bytes, more than {MAX_COMPRESSION_RATIO}:1 compression can hold: "
-            "a corrupt header or a decompression bomb",
+            f"the header declares {voxel_bytes:,} bytes of voxels (shape {size}) but the "
+            f"data on disk is {on_disk:,} bytes, more than {MAX_COMPRESSION_RATIO}:1 "
+            "compression can hold: a corrupt header or a decompression bomb",
         )
+
+
+def _nifti_extent(path: Path, ending: str) -> tuple[int, tuple[int, ...]] | None:
+    """Voxel bytes and shape a NIfTI-1/2 header declares, parsed directly (much cheaper
+    than SimpleITK's header reading); None for other formats and unparsable headers."""
+    if ending not in (".nii", ".nii.gz"):
+        return None
+    try:
+        opener = gzip.open if ending == ".nii.gz" else open
+        with opener(path, "rb") as fh:
+            head = fh.read(540)
+    except (OSError, EOFError, zlib.error):
+        return None
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(f"{order}i", head[:4])[0] == 348:
+            ndim, *dims = struct.unpack(f"{order}8h", head[40:56])
+            bitpix = struct.unpack(f"{order}h", head[72:74])[0]
+            break
+        if len(head) >= 540 and struct.unpack(f"{order}i", head[:4])[0] == 540:
+            bitpix = struct.unpack(f"{order}h", head[14:16])[0]
+            ndim, *dims = struct.unpack(f"{order}8q", head[16:80])
+            break
+    else:
+        return None
+    if not 1 <= ndim <= 7 or bitpix <= 0:
+        return None
+    shape = tuple(max(int(d), 1) for d in dims[:ndim])
+    return math.prod(shape) * bitpix // 8, shape
 
 
 _DATA_FILE_KEY = {
@@ -356,16 +410,34 @@ def read_image(path: str | Path) -> ImageData:
             unknown kind.
     """
     path = Path(path)
-    read_image_header(path)
-    reader = _reader(path, ending_of(path) or "")
+    ending = _supported_ending(path)
+    check_image_file(path)
+    reader = _reader(path, ending)
+    extent = _nifti_extent(path, ending)
+    if extent is None:
+        _check_header(path, ending, header := _read_information(reader, path))
+        _check_size(path, ending, header.voxel_bytes, header.size)
+    else:  # NIfTI: bound the allocation from the raw header, check the rest once read
+        _check_size(path, ending, *extent)
     try:
         image = reader.Execute()
-        array = sitk.GetArrayFromImage(image)
     except RuntimeError as err:
         raise _cannot_read(err, path) from None
+    if extent is not None:
+        _check_header(
+            path,
+            ending,
+            _header(
+                image.GetSize(),
+                image.GetSpacing(),
+                image.GetNumberOfComponentsPerPixel(),
+                image.GetPixelIDTypeAsString(),
+            ),
+        )
+    try:
+        array = sitk.GetArrayFromImage(image)
     except MemoryError:
         raise ImageReadError(path, "not enough memory to read the file") from None
-    ending = ending_of(path)
 
     dim = image.GetDimension()
     components = image.GetNumberOfComponentsPerPixel()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segflow.errors import Problem
-from segflow.io.dataset import DatasetJson
+from segflow.io.dataset import DatasetJson, listing
 from segflow.io.image import NATURAL_2D_ENDINGS, ending_of
 
 __all__ = [
@@ -334,7 +334,7 @@ def _bad_channel_name(stem: str, ending: str) -> str:
 
 
 def _declared_channels(dataset: DatasetJson) -> str:
-    names = ", ".join(f"{i}: {n}" for i, n in sorted(dataset.channel_names.items()))
+    names = listing([f"{i}: {n}" for i, n in sorted(dataset.channel_names.items())])
     return f"dataset.json declares {dataset.num_channels} channel(s) ({names})"
 
 
@@ -412,10 +412,21 @@ def _check_channels(
         expected |= set(range(dataset.num_channels))
     missing = sorted(expected - set(found))
     undeclared = [i for i in found if i >= dataset.num_channels]
-    present = ", ".join(f"_{i:04d}" for i in found)
+    present = listing([f"_{i:04d}" for i in found])
+    complete = not missing and not undeclared
+    # A gap before an undeclared channel is not listed: that one is reported below.
+    missing = [i for i in missing if i < dataset.num_channels]
+    if len(missing) > _MAX_LISTED:  # one line per case, not one per declared channel
+        layout.problems.append(
+            Problem(
+                f"{folder}/{case_id}_XXXX{ending}",
+                f"{len(missing)} channel files missing (_"
+                f"{listing([f'{i:04d}' for i in missing]).replace(', ', ', _')}): "
+                f"{_declared_channels(dataset)}; case '{case_id}' has {present}",
+            )
+        )
+        missing = []
     for index in missing:
-        if index >= dataset.num_channels:
-            continue  # a gap before an undeclared channel: that one is reported below
         layout.problems.append(
             Problem(
                 f"{folder}/{case_id}_{index:04d}{ending}",
@@ -431,7 +442,7 @@ def _check_channels(
                 f"(channels 0..{dataset.num_channels - 1})",
             )
         )
-    return not missing and not undeclared
+    return complete
 
 
 def _check_num_training(

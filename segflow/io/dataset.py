@@ -41,6 +41,7 @@ MAX_DATASET_JSON_BYTES = 64 * 1024 * 1024
 #: Deepest nesting of objects and arrays accepted in dataset.json.
 MAX_NESTING = 32
 _MAX_PROBLEMS = 20
+_MAX_ENTRY_PROBLEMS = 8
 
 
 @dataclass(frozen=True)
@@ -163,13 +164,17 @@ def _parse_channel_names(cn: Any, where: str, problems: list[Problem]) -> dict[i
             channel_names[int(key)] = name
         else:
             bad += 1
-            problems.append(
-                Problem(
-                    where,
-                    f"'channel_names' entry {_show(key)}: {_show(name)} must map a channel "
-                    f'index "0", "1", ... "{MAX_CHANNELS - 1}" (plain digits) to a name',
+            if bad <= _MAX_ENTRY_PROBLEMS:  # the rest are counted, not described
+                problems.append(
+                    Problem(
+                        where,
+                        f"'channel_names' entry {_show(key)}: {_show(name)} must map a channel "
+                        f'index "0", "1", ... "{MAX_CHANNELS - 1}" (plain digits) to a name',
+                    )
                 )
-            )
+    if bad > _MAX_ENTRY_PROBLEMS:
+        more = bad - _MAX_ENTRY_PROBLEMS
+        problems.append(Problem(where, f"... and {more} more such 'channel_names' entries"))
     expected = list(range(len(channel_names)))
     if channel_names and sorted(channel_names) != expected:
         problems.append(
@@ -205,24 +210,29 @@ def _parse_labels(lb: Any, where: str, problems: list[Problem]) -> dict[str, int
         )
         return {}
     labels: dict[str, int | tuple[int, ...]] = {}
+    entries: list[Problem] = []  # one per bad label; only the first few are described
     usable = True
     for name, value in lb.items():
         if _is_int(value):
-            usable &= _parse_label_value(name, value, where, problems)
+            usable &= _parse_label_value(name, value, where, entries)
             labels[name] = value
         elif isinstance(value, list) and value and all(_is_int(i) for i in value):
-            usable &= all(_parse_label_value(name, i, where, problems) for i in value)
+            usable &= all(_parse_label_value(name, i, where, entries) for i in value)
             # A one-value list is a plain label; a region needs at least two (as in nnU-Net).
             labels[name] = value[0] if len(value) == 1 else tuple(value)
         else:
             usable = False
-            problems.append(
+            entries.append(
                 Problem(
                     where,
                     f"label {_show(name)} must be an integer (or a list of integers for a "
                     f"region), found {_show(value)}",
                 )
             )
+    problems += entries[:_MAX_ENTRY_PROBLEMS]
+    if len(entries) > _MAX_ENTRY_PROBLEMS:
+        more = len(entries) - _MAX_ENTRY_PROBLEMS
+        problems.append(Problem(where, f"... and {more} more such 'labels' entries"))
     if labels and labels.get("background") != 0:
         usable = False
         problems.append(Problem(where, "'labels' must contain \"background\": 0"))
@@ -449,13 +459,12 @@ def _decode_json(data: bytes, where: str) -> tuple[Any, list[Problem]]:
         )
         for key in dict.fromkeys(duplicates)
     ]
-    depth = _nesting(raw)
-    if depth > MAX_NESTING:
+    if _nesting(raw) > MAX_NESTING:
         return None, [
             *problems,
             Problem(
                 where,
-                f"nested {depth} levels deep; a dataset.json needs a few (at most {MAX_NESTING})",
+                f"nested more than {MAX_NESTING} levels deep; a dataset.json needs a few",
             ),
         ]
     return raw, problems

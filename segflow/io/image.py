@@ -261,6 +261,9 @@ def read_image_header(path: str | Path) -> ImageHeader:
     header = _read_information(_reader(path, ending), path)
     _check_header(path, ending, header)
     _check_size(path, ending, header.voxel_bytes, header.size)
+    extent = _nifti_extent(path, ending)
+    if extent is not None:
+        _check_nifti_spacing(path, *extent[1:])
     return header
 
 
@@ -333,9 +336,10 @@ def _check_size(path: Path, ending: str, voxel_bytes: int, size: tuple[int, ...]
         )
 
 
-def _nifti_extent(path: Path, ending: str) -> tuple[int, tuple[int, ...]] | None:
-    """Voxel bytes and shape a NIfTI-1/2 header declares, parsed directly (much cheaper
-    than SimpleITK's header reading); None for other formats and unparsable headers."""
+def _nifti_extent(path: Path, ending: str) -> tuple[int, tuple[int, ...], tuple[float, ...]] | None:
+    """Voxel bytes, shape and voxel sizes (``pixdim``) a NIfTI-1/2 header declares, parsed
+    directly (much cheaper than SimpleITK's header reading); None for other formats and
+    unparsable headers."""
     if ending not in (".nii", ".nii.gz"):
         return None
     try:
@@ -348,17 +352,35 @@ def _nifti_extent(path: Path, ending: str) -> tuple[int, tuple[int, ...]] | None
         if len(head) >= 348 and struct.unpack(f"{order}i", head[:4])[0] == 348:
             ndim, *dims = struct.unpack(f"{order}8h", head[40:56])
             bitpix = struct.unpack(f"{order}h", head[72:74])[0]
+            pixdim = struct.unpack(f"{order}8f", head[76:108])[1:]
             break
         if len(head) >= 540 and struct.unpack(f"{order}i", head[:4])[0] == 540:
             bitpix = struct.unpack(f"{order}h", head[14:16])[0]
             ndim, *dims = struct.unpack(f"{order}8q", head[16:80])
+            pixdim = struct.unpack(f"{order}8d", head[104:168])[1:]
             break
     else:
         return None
     if not 1 <= ndim <= 7 or bitpix <= 0:
         return None
     shape = tuple(max(int(d), 1) for d in dims[:ndim])
-    return math.prod(shape) * bitpix // 8, shape
+    return math.prod(shape) * bitpix // 8, shape, tuple(float(v) for v in pixdim[:ndim])
+
+
+def _check_nifti_spacing(path: Path, shape: tuple[int, ...], pixdim: tuple[float, ...]) -> None:
+    """SimpleITK reads a voxel size of 0, NaN or infinity as 1 mm without a word; refuse it
+    on every spatial axis longer than one voxel."""
+    bad = [
+        v
+        for v, n in zip(pixdim[:3], shape[:3], strict=False)
+        if n > 1 and not (math.isfinite(v) and v != 0)
+    ]
+    if bad:
+        raise ImageReadError(
+            path,
+            f"voxel size (pixdim) {pixdim[:3]} in the header: 0, NaN and infinite sizes are "
+            "read as 1 mm by SimpleITK; fix the header",
+        )
 
 
 _DATA_FILE_KEY = {
@@ -418,7 +440,8 @@ def read_image(path: str | Path) -> ImageData:
         _check_header(path, ending, header := _read_information(reader, path))
         _check_size(path, ending, header.voxel_bytes, header.size)
     else:  # NIfTI: bound the allocation from the raw header, check the rest once read
-        _check_size(path, ending, *extent)
+        _check_size(path, ending, *extent[:2])
+        _check_nifti_spacing(path, *extent[1:])
     try:
         image = reader.Execute()
     except RuntimeError as err:

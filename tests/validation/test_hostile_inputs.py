@@ -359,6 +359,24 @@ def test_odd_geometry_in_a_header(make_dataset, problems_of, old, new, reason):
     assert problem.startswith(f"imagesTr/case_002_0000.mha: cannot be read as an image: {reason}")
 
 
+@pytest.mark.parametrize("value", [0.0, float("nan"), float("inf")])
+def test_nifti_voxel_size_that_simpleitk_would_read_as_1mm(tiny, problems_of, value):
+    path = tiny.label("case_002")
+    volume = sitk.ReadImage(str(path))
+    sitk.WriteImage(volume, str(path).replace(".nii.gz", ".nii"))
+    raw = bytearray(Path(str(path).replace(".nii.gz", ".nii")).read_bytes())
+    Path(str(path).replace(".nii.gz", ".nii")).unlink()
+    struct.pack_into("<f", raw, 80, value)  # pixdim[1], the x voxel size
+    path.write_bytes(gzip.compress(bytes(raw)))
+    assert sitk.ReadImage(str(path)).GetSpacing()[0] == 1.0  # what SimpleITK makes of it
+    assert problems_of(tiny) == [
+        f"labelsTr/case_002.nii.gz: voxel size (pixdim) ({value}, 1.0, 2.0) in the header: 0, "
+        "NaN and infinite sizes are read as 1 mm by SimpleITK; fix the header"
+    ]
+    with pytest.raises(ImageReadError, match="voxel size"):
+        read_image_header(path)
+
+
 @pytest.mark.parametrize(
     ("make", "expected"),
     [

@@ -100,13 +100,21 @@ def check_folders(dataset_dir: Path) -> list[Problem]:
     for name, what in ((IMAGES_TRAINING, "training images"), (LABELS_TRAINING, "training labels")):
         path = dataset_dir / name
         if not path.is_dir():
-            state = "is not a folder" if path.exists() else "folder is missing"
-            problems.append(Problem(name, f"{state}; the {what} belong in {name}/"))
+            problems.append(Problem(name, f"{_not_a_folder(path)}; the {what} belong in {name}/"))
     if (dataset_dir / LABELS_TEST).is_dir() and not (dataset_dir / IMAGES_TEST).is_dir():
         problems.append(
             Problem(LABELS_TEST, f"test labels but no {IMAGES_TEST}/ folder with their images")
         )
     return problems
+
+
+def _not_a_folder(path: Path) -> str:
+    """Why ``path``, which is no folder, is not one."""
+    if path.exists():
+        return "is not a folder"
+    if path.is_symlink():
+        return f"is a broken symbolic link or a link loop (to {os.readlink(path)})"
+    return "folder is missing"
 
 
 def discover_cases(dataset_dir: Path, dataset: DatasetJson) -> DatasetLayout:

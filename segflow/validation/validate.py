@@ -61,7 +61,13 @@ def validate_dataset(dataset_dir: str | Path, workers: int = 1) -> dict[str, Any
     except ImageReadError as err:
         raise DatasetError(f"no usable raw dataset at {root}", err.problems) from None
     if not root.is_dir():
-        state = "is a file, not a folder" if root.exists() else "folder does not exist"
+        state = (
+            "is a file, not a folder"
+            if root.exists()
+            else "is a broken symbolic link or a link loop"
+            if root.is_symlink()
+            else "folder does not exist"
+        )
         raise DatasetError(
             f"no raw dataset at {root}",
             [

@@ -150,6 +150,16 @@ def test_symbolic_link_loop(tiny, problems_of):
     ]
 
 
+def test_images_folder_that_is_a_link_loop(tiny, problems_of):
+    images = tiny.root / "imagesTr"
+    images.rename(tiny.root / "moved")
+    os.symlink("imagesTr", images)
+    assert problems_of(tiny)[0] == (
+        "imagesTr: is a broken symbolic link or a link loop (to imagesTr); the training "
+        "images belong in imagesTr/"
+    )
+
+
 def test_self_loop_as_dataset_json(tiny, problems_of):
     (tiny.root / "dataset.json").unlink()
     os.symlink("dataset.json", tiny.root / "dataset.json")

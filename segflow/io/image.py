@@ -383,9 +383,14 @@ def _check_nifti_spacing(path: Path, shape: tuple[int, ...], pixdim: tuple[float
         )
 
 
+_META_DATA_FILE = re.compile(r"^\s*ElementDataFile\s*=\s*(.*?)\s*$", re.MULTILINE)
+_NRRD_DATA_FILE = re.compile(r"^\s*data ?file\s*:\s*(.*?)\s*$", re.MULTILINE | re.IGNORECASE)
+# The formats whose header may name a separate data file (.mha and .nrrd usually do not).
 _DATA_FILE_KEY = {
-    ".mhd": re.compile(r"^\s*ElementDataFile\s*=\s*(.*?)\s*$", re.MULTILINE),
-    ".nhdr": re.compile(r"^\s*data ?file\s*:\s*(.*?)\s*$", re.MULTILINE | re.IGNORECASE),
+    ".mhd": _META_DATA_FILE,
+    ".mha": _META_DATA_FILE,
+    ".nhdr": _NRRD_DATA_FILE,
+    ".nrrd": _NRRD_DATA_FILE,
 }
 
 
@@ -401,11 +406,13 @@ def _data_bytes(path: Path, ending: str) -> int | None:
         return size
     with open(path, "rb") as fh:
         head = fh.read(_HEADER_TEXT_BYTES).decode("latin-1")
+    if key is _NRRD_DATA_FILE:
+        head = head.split("\n\n", 1)[0]  # a blank line ends a NRRD header
     found = key.search(head)
     if found is None or found[1] in ("", "LOCAL"):
         return size
     name = found[1]
-    if name.upper().startswith("LIST") or "%" in name or " " in name:
+    if name.upper().startswith("LIST") or "%" in name:
         return None
     data = path.parent / name
     try:

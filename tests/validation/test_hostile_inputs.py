@@ -340,6 +340,21 @@ def test_detached_header_with_a_missing_data_file(tmp_path):
     assert info.value.problems[0].message == "its data file a.raw: file does not exist"
 
 
+def test_detached_nrrd_header_bounded_by_its_data_file(tmp_path):
+    array = np.zeros((2, 3, 4), np.int16)
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / "a.nhdr"))
+    assert read_image(tmp_path / "a.nhdr").shape == (2, 3, 4)
+    header = (tmp_path / "a.nhdr").read_text()
+    (tmp_path / "a.nhdr").write_text(header.replace("sizes: 4 3 2", "sizes: 4000 3000 2000"))
+    with pytest.raises(ImageReadError) as info:
+        read_image(tmp_path / "a.nhdr")
+    assert info.value.problems[0].message == (
+        "the header declares 48,000,000,000 bytes of voxels (shape (4000, 3000, 2000)) but the "
+        "data on disk is 48 bytes, more than 1100:1 compression can hold: a corrupt header or "
+        "a decompression bomb"
+    )
+
+
 @pytest.mark.parametrize(
     ("old", "new", "reason"),
     [

@@ -2,8 +2,9 @@
 
 A training case ``<case>`` is ``imagesTr/<case>_<XXXX><ending>`` (one file per channel, ``XXXX``
 the 4-digit channel index) plus ``labelsTr/<case><ending>``; test cases live in ``imagesTs/``
-and, optionally, ``labelsTs/``. Only names are looked at here; what the files hold is checked
-by :mod:`segflow.validation.checks`. Every problem is collected, none stops the scan.
+and, optionally, ``labelsTs/``. Only names and the kind of each entry (file, folder, link,
+pipe) are looked at here; what the files hold is checked by :mod:`segflow.validation.checks`.
+Every problem is collected, none stops the scan.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ geometry of their input.
 from __future__ import annotations
 
 import errno
-import gzip
 import math
 import os
 import re
@@ -343,10 +342,11 @@ def _nifti_extent(path: Path, ending: str) -> tuple[int, tuple[int, ...], tuple[
     if ending not in (".nii", ".nii.gz"):
         return None
     try:
-        opener = gzip.open if ending == ".nii.gz" else open
-        with opener(path, "rb") as fh:
-            head = fh.read(540)
-    except (OSError, EOFError, zlib.error):
+        with open(path, "rb") as fh:
+            head = fh.read(4096 if ending == ".nii.gz" else 540)
+        if ending == ".nii.gz":
+            head = zlib.decompressobj(wbits=31).decompress(head, 540)
+    except (OSError, zlib.error):
         return None
     for order in "<>":
         if len(head) >= 348 and struct.unpack(f"{order}i", head[:4])[0] == 348:

@@ -505,3 +505,37 @@ def test_num_training_of_the_wrong_type(tiny, problems_of, value, shown):
 def test_name_must_be_a_string(tiny, problems_of):
     tiny.write_json(name={"a": 1})
     assert problems_of(tiny) == ["dataset.json: 'name' must be a string, found {'a': 1}"]
+
+
+def test_the_whole_corpus_in_one_dataset_is_one_report(tiny, problems_of, tmp_path):
+    """Every hostile entry at once, with a broken dataset.json key: one report lists all."""
+    tiny.add_case("case_003")
+    tiny.add_case("case_004")
+    tiny.write_json(labels={"background": 0, "anterior": 1, "posterior": 2**40}, numTraining=5)
+    images = tiny.root / "imagesTr"
+    with open(os.fsencode(images) + b"/x\xff_0000.nii.gz", "wb") as fh:
+        fh.write(b"\0")
+    os.symlink("loop_0000.nii.gz", images / "loop_0000.nii.gz")
+    tiny.image("case_000").write_bytes(b"")
+    tiny.image("case_001").unlink()
+    tiny.image("case_001").mkdir()
+    tiny.image("case_002").rename(images / "case_002_0000.NII.GZ")
+    os.mkfifo(tiny.label("case_003").with_name("case_003.nii.gz.tmp"))
+    tiny.label("case_003").unlink()
+    os.rename(tiny.label("case_003").with_name("case_003.nii.gz.tmp"), tiny.label("case_003"))
+    assert problems_of(tiny, workers=2) == [
+        "dataset.json: label 'posterior' has the value 1099511627776; label values must be 0 "
+        "to 32767 (segmentations are stored as 16-bit integers)",
+        "imagesTr/case_001_0000.nii.gz: is a folder, not a file; expected an image file by "
+        "this name",
+        "imagesTr/loop_0000.nii.gz: symbolic link loop (a symbolic link to loop_0000.nii.gz); "
+        "expected an image file",
+        "imagesTr/x\\xff_0000.nii.gz: the file name is not valid UTF-8 (undecodable bytes "
+        "shown as \\xNN); rename it: SimpleITK and the workflow need UTF-8 names",
+        "imagesTr/case_002_0000.NII.GZ: file ending '.NII.GZ' differs in letter case from "
+        "dataset.json file_ending '.nii.gz'; rename it to case_002_0000.nii.gz",
+        "labelsTr/case_003.nii.gz: is not a regular file (a pipe, socket or device); expected "
+        "an image file",
+        "dataset.json: numTraining is 5 but imagesTr/ and labelsTr/ hold 7 training case(s)",
+        "imagesTr/case_000_0000.nii.gz: the file is empty (0 bytes)",
+    ]

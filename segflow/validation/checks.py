@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from segflow.errors import Problem
-from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson, listing
+from segflow.io.dataset import IGNORE_LABEL_NAME, MAX_LABEL_VALUE, DatasetJson, listing
 from segflow.io.image import NATURAL_2D_ENDINGS, ImageData, ImageReadError, read_image
 from segflow.validation.layout import CaseFiles
 from segflow.validation.nifti import scan_nifti
@@ -54,6 +54,8 @@ _MAX_LISTED = 8
 # no sort); wider ranges fall back to np.unique.
 _BINCOUNT_MAX_RANGE = 1 << 16
 _CHUNK_VOXELS = 1 << 24
+# Floats hold every integer exactly up to 2**53.
+_LARGEST_EXACT_FLOAT_INT = 2.0**53
 
 
 @dataclass
@@ -291,7 +293,17 @@ def _check_label_values(
                     f"{_list_values(distinct[~whole].tolist())}",
                 )
             )
-        values = distinct[whole].astype(np.int64).tolist()
+        # Whole floats beyond any integer type (1e30) would wrap around when converted.
+        huge = whole & (np.abs(distinct) > _LARGEST_EXACT_FLOAT_INT)
+        if huge.any():
+            problems.append(
+                Problem(
+                    rel,
+                    f"label values {_list_values(distinct[huge].tolist())} are far beyond any "
+                    f"label value (0 to {MAX_LABEL_VALUE})",
+                )
+            )
+        values = distinct[whole & ~huge].astype(np.int64).tolist()
     else:
         problems.append(Problem(rel, f"label data type {array.dtype} is not a number type"))
         return None

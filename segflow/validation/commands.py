@@ -20,9 +20,10 @@ def _validate_dataset_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _validate_dataset(args: argparse.Namespace) -> None:
-    from segflow.io.atomic import write_json
+    from segflow.io.atomic import check_output_file, write_json
     from segflow.validation import validate_dataset
 
+    check_output_file(args.out)  # before the work, not after it
     report = validate_dataset(args.dataset, workers=args.workers)
     write_json(args.out, report)
     logger.info(

@@ -17,9 +17,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "segflow"
 
-# What every part may use: the version (``segflow``), the error types, lazy package exports
-# and the shape of a stage's command.
-BASE = frozenset({"segflow", "errors", "lazy", "command"})
+# What every part may use: the version (``segflow``), the error types, lazy package exports,
+# the shape of a stage's command and of its settings.
+BASE = frozenset({"segflow", "errors", "lazy", "command", "settings"})
 
 #: Part -> the other parts it may import. Lowest layers first; nothing imports upwards.
 ALLOWED: dict[str, frozenset[str]] = {
@@ -27,6 +27,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
     "lazy": frozenset(),
     "command": frozenset(),
+    "settings": frozenset(),
     "layout": frozenset(),
     "progress_bar": frozenset(),
     "io": BASE,
@@ -95,7 +96,7 @@ DELIBERATE: dict[tuple[str, str], str] = {
 }
 
 #: Parts that must not import torch: they neither build nor run networks.
-NO_TORCH = ("segflow", "errors", "layout", "io", "config", "containers", "validation",
+NO_TORCH = ("segflow", "errors", "settings", "layout", "io", "config", "containers", "validation",
             "holdout", "fingerprint", "planning", "evaluation", "preprocessing",
             "postprocessing", "report")  # fmt: skip
 #: What the workflow's rules import at every Snakemake start: no torch, pandas, matplotlib or
@@ -106,6 +107,9 @@ WORKFLOW_IMPORTS = (
     "segflow.io.atomic",
     "segflow.layout",
     "segflow.training.splits",
+    "segflow.training.settings",
+    "segflow.inference.settings",
+    "segflow.settings",
     "segflow.job_resources",
 )
 

@@ -4,11 +4,14 @@ crossval`` (a configuration's folds merged)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
 from segflow.command import Command
 from segflow.inference.commands import add_prediction_options
+from segflow.inference.settings import InferenceSettings
+from segflow.settings import from_arguments
 
 __all__ = ["COMMANDS"]
 
@@ -41,11 +44,7 @@ def _validate_fold(args: argparse.Namespace) -> None:
         preprocessed_folder=args.preprocessed,
         checkpoint=args.checkpoint,
         output_folder=args.out_dir,
-        mirroring=not args.no_mirroring,
-        save_probabilities=args.save_probabilities,
-        device=args.device,
-        threads=args.threads,
-        cpu_bf16=args.cpu_bf16,
+        **dataclasses.asdict(from_arguments(InferenceSettings, args)),
     )
 
 

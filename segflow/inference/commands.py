@@ -9,6 +9,8 @@ from pathlib import Path
 
 from segflow.command import Command
 from segflow.errors import Problem, SegflowError
+from segflow.inference.settings import InferenceSettings
+from segflow.settings import add_arguments, from_arguments
 
 __all__ = ["COMMANDS", "add_prediction_options"]
 
@@ -16,19 +18,9 @@ logger = logging.getLogger(__name__)
 
 
 def add_prediction_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by the commands that predict (validate-fold, predict)."""
-    p.add_argument("--no-mirroring", action="store_true", help="no test-time mirroring")
-    p.add_argument(
-        "--save-probabilities", action="store_true", help="also write <case>.npz probabilities"
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument(
-        "--cpu-bf16",
-        action="store_true",
-        help="on the CPU, run the networks in bfloat16 autocast: fast on CPUs with native bf16 "
-        "(AVX-512 BF16, AMX), emulated and very slow elsewhere (CUDA always uses float16)",
-    )
+    """Options shared by the commands that predict (validate-fold, predict): the fields of
+    :class:`~segflow.inference.settings.InferenceSettings`."""
+    add_arguments(p, InferenceSettings)
 
 
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,7 +76,8 @@ def _predict(args: argparse.Namespace) -> None:
         raise SegflowError(
             "invalid option", [Problem("--jobs", f"must be at least 1, got {args.jobs}")]
         )
-    device = set_up_compute(args.device, args.threads)
+    settings = from_arguments(InferenceSettings, args)
+    device = set_up_compute(settings.device, settings.threads)
     if args.jobs > 1 and device.type != "cpu":
         raise SegflowError(
             "invalid option",
@@ -101,13 +94,13 @@ def _predict(args: argparse.Namespace) -> None:
     predictor = load_predictor(args.model, **options, device=device)
     cases = gather_input_cases(args.input, predictor.dataset)
     jobs = min(args.jobs, len(cases))
-    cpu_bf16 = predicts_in_cpu_bf16(device, args.cpu_bf16)
+    cpu_bf16 = predicts_in_cpu_bf16(device, settings.cpu_bf16)
     logger.info(
         "predicting %d case(s) with %s on %s%s%s%s",
         len(cases),
         predictor.describe(),
         device,
-        "" if not args.no_mirroring else ", no mirroring",
+        "" if settings.mirroring else ", no mirroring",
         ", bfloat16 autocast" if cpu_bf16 else "",
         f", {jobs} processes" if jobs > 1 else "",
     )
@@ -121,8 +114,8 @@ def _predict(args: argparse.Namespace) -> None:
             args.output,
             jobs=jobs,
             threads=torch.get_num_threads(),
-            mirroring=not args.no_mirroring,
-            save_probabilities=args.save_probabilities,
+            mirroring=settings.mirroring,
+            save_probabilities=settings.save_probabilities,
             cpu_bf16=cpu_bf16,
         )
         return
@@ -130,8 +123,8 @@ def _predict(args: argparse.Namespace) -> None:
         predictor,
         cases,
         args.output,
-        mirroring=not args.no_mirroring,
-        save_probabilities=args.save_probabilities,
+        mirroring=settings.mirroring,
+        save_probabilities=settings.save_probabilities,
         device=device,
         cpu_bf16=cpu_bf16,
     )

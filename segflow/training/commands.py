@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 
 from segflow.command import Command
+from segflow.settings import add_arguments, from_arguments
+from segflow.training.settings import TrainingSettings
 
 __all__ = ["COMMANDS"]
 
@@ -42,46 +44,13 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--splits", type=Path, required=True, help="splits.json")
     p.add_argument("--preprocessed", type=Path, required=True, help="preprocessed folder")
     p.add_argument("--out-dir", type=Path, required=True, help="the fold's model folder")
-    p.add_argument("--epochs", type=int, default=1000)
-    p.add_argument("--iterations-per-epoch", type=int, default=250)
-    p.add_argument("--val-iterations-per-epoch", type=int, default=50)
-    p.add_argument("--initial-lr", type=float, default=1e-2)
-    p.add_argument("--oversample-foreground-percent", type=float, default=0.33)
-    p.add_argument("--seed", type=int, default=12345)
-    p.add_argument("--checkpoint-every", type=int, default=50, help="epochs between checkpoints")
-    p.add_argument("--deterministic", action="store_true", help="bit-reproducible training")
-    p.add_argument("--cpu-bf16", action="store_true", help="bfloat16 autocast on CPU")
-    p.add_argument(
-        "--channels-last",
-        choices=("auto", "true", "false"),
-        default="auto",
-        help="channels-last memory format (auto: 3D networks on the CPU)",
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument(
-        "--num-workers", type=int, default=None, help="augmentation processes (default: auto)"
-    )
+    add_arguments(p, TrainingSettings)
 
 
 def _train(args: argparse.Namespace) -> None:
-    from segflow.training.trainer import TrainingSettings, train_fold
+    from segflow.training.trainer import train_fold
 
-    settings = TrainingSettings(
-        epochs=args.epochs,
-        iterations_per_epoch=args.iterations_per_epoch,
-        val_iterations_per_epoch=args.val_iterations_per_epoch,
-        initial_lr=args.initial_lr,
-        oversample_foreground_percent=args.oversample_foreground_percent,
-        seed=args.seed,
-        deterministic=args.deterministic,
-        cpu_bf16=args.cpu_bf16,
-        channels_last={"true": True, "false": False}.get(args.channels_last, "auto"),
-        checkpoint_every=args.checkpoint_every,
-        device=args.device,
-        threads=args.threads,
-        num_workers=args.num_workers,
-    )
+    settings = from_arguments(TrainingSettings, args)
     train_fold(
         plans_path=args.plans,
         configuration=args.configuration,

@@ -69,6 +69,7 @@ from segflow.training.loss import (
     label_map_to_regions,
 )
 from segflow.training.progress import TrainingHistory, pseudo_dice
+from segflow.training.settings import TrainingSettings
 
 __all__ = [
     "CHECKPOINT_BEST",
@@ -86,61 +87,6 @@ CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 #: Signals that make the trainer write a checkpoint and stop (SLURM sends them before a kill).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingSettings:
-    """How to train; nnU-Net's defaults.
-
-    The fields listed in :attr:`RUNTIME_ONLY` change how fast a run goes, never its result,
-    and may differ between a run and its resumption.
-    """
-
-    epochs: int = 1000
-    iterations_per_epoch: int = 250
-    val_iterations_per_epoch: int = 50
-    initial_lr: float = 1e-2
-    lr_exponent: float = 0.9
-    weight_decay: float = 3e-5
-    momentum: float = 0.99
-    grad_clip_norm: float = 12.0
-    oversample_foreground_percent: float = 0.33
-    seed: int = 12345
-    deterministic: bool = False
-    cpu_bf16: bool = False
-    channels_last: bool | str = "auto"
-    checkpoint_every: int = 50
-    device: str = "auto"
-    threads: int | None = None
-    num_workers: int | None = None
-
-    RUNTIME_ONLY = ("checkpoint_every", "device", "threads", "num_workers")
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch",
-                     "checkpoint_every"):  # fmt: skip
-            if getattr(self, name) < 1:
-                problems.append(Problem(name, f"must be at least 1, got {getattr(self, name)}"))
-        for name in ("initial_lr", "grad_clip_norm"):
-            if not getattr(self, name) > 0:
-                problems.append(Problem(name, f"must be positive, got {getattr(self, name)}"))
-        if not 0 <= self.oversample_foreground_percent <= 1:
-            problems.append(Problem("oversample_foreground_percent", "must lie in [0, 1]"))
-        if self.threads is not None and self.threads < 1:
-            problems.append(Problem("threads", f"must be at least 1, got {self.threads}"))
-        if self.channels_last not in (True, False, "auto"):
-            problems.append(
-                Problem("channels_last", f"must be true, false or auto, got {self.channels_last!r}")
-            )
-        if self.num_workers is not None and self.num_workers < 0:
-            problems.append(Problem("num_workers", f"must be 0 or more, got {self.num_workers}"))
-        if problems:
-            raise SegflowError("invalid training settings", problems)
-
-    def result_fields(self) -> dict[str, Any]:
-        """The settings that decide the trained weights."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_ONLY}
 
 
 class TrainingInterrupted(Interrupted):

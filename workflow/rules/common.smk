@@ -10,7 +10,10 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from segflow.config import ConfigError, check_config, load_config_schema
 from segflow.containers import apptainer_args
 from segflow.errors import SegflowError
+from segflow.inference.settings import InferenceSettings
 from segflow.io.atomic import read_json
+from segflow.settings import to_arguments
+from segflow.training.settings import TrainingSettings
 from segflow.layout import PREDICTIONS_FOLDER, PROBABILITIES_FOLDER, Results
 from segflow.training.splits import load_manual_splits
 
@@ -235,43 +238,24 @@ def train_inputs(wildcards):
 
 
 def training_options():
-    """Command-line options of `segflow train` from the `training` section."""
-    t = config["training"]
-    flags = [
-        f"--epochs {t['epochs']}",
-        f"--iterations-per-epoch {t['iterations_per_epoch']}",
-        f"--val-iterations-per-epoch {t['val_iterations_per_epoch']}",
-        f"--initial-lr {t['initial_lr']}",
-        f"--oversample-foreground-percent {t['oversample_foreground_percent']}",
-        f"--checkpoint-every {t['checkpoint_every']}",
-        f"--device {t['device']}",
-        f"--seed {config['seed']}",
-    ]
-    if t["num_workers"] is not None:
-        flags.append(f"--num-workers {t['num_workers']}")
-    flags += [f"--{k.replace('_', '-')}" for k in ("deterministic", "cpu_bf16") if t[k]]
-    if t["channels_last"] != "auto":
-        flags.append(f"--channels-last {str(t['channels_last']).lower()}")
-    return " ".join(flags)
+    """Options of `segflow train` from the `training` section (TrainingSettings' fields; the
+    rule passes --threads itself), one argument each."""
+    values = {**config["training"], "seed": config["seed"]}
+    return to_arguments(TrainingSettings, values, exclude=("threads",))
 
 
 def prediction_options():
-    """Command-line options of `segflow predict` (test images) from the `inference` section."""
-    i = config["inference"]
-    flags = [f"--device {i['device']}"]
-    if not i["mirroring"]:
-        flags.append("--no-mirroring")
-    if i["cpu_bf16"]:
-        flags.append("--cpu-bf16")
-    return " ".join(flags)
+    """Options of `segflow predict` (test images) from the `inference` section
+    (InferenceSettings' fields), one argument each."""
+    values = {**config["inference"], "save_probabilities": False}
+    return to_arguments(InferenceSettings, values, exclude=("threads",))
 
 
 def inference_options():
-    """Command-line options of `segflow validate-fold`: those of `segflow predict`, and the
-    probabilities the ensembles need."""
-    if SAVE_CV_PROBABILITIES:
-        return prediction_options() + " --save-probabilities"
-    return prediction_options()
+    """Options of `segflow validate-fold`: those of `segflow predict`, and the probabilities
+    the ensembles need."""
+    values = {**config["inference"], "save_probabilities": SAVE_CV_PROBABILITIES}
+    return to_arguments(InferenceSettings, values, exclude=("threads",))
 
 
 def crossval_summaries(wildcards=None):

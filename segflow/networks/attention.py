@@ -33,6 +33,8 @@ class AxialAttention(nn.Module):
     ``y = x + project_out(attend_last(... attend_first(project_in(x))))``: a 1x1 convolution
     maps the channels to ``heads * head_size`` (only when the two differ), one multi-head
     attention per spatial axis runs in order of the axes, and a 1x1 convolution maps back.
+    No positional encoding is added: the convolutions' zero padding already tells positions
+    near the border apart.
 
     Args:
         ndim: spatial dimensions, 2 or 3.

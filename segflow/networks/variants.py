@@ -55,8 +55,8 @@ class NetworkVariant:
         encoder_max_features: the cap of the scaled encoder ("up to 512" in the paper).
         norm: ``"instance"``, ``"group"`` or ``"batch"`` normalization in every block, or
             ``None`` for the planned one. The eps and affine of the plan carry over.
-        groups: channel groups of group normalization (the paper does not state its count;
-            16 here); it must divide every width of the network.
+        groups: channel groups of group normalization; it must divide every width of the
+            network. 16: the paper's count could not be checked when this was written.
         axial_attention: add :class:`~segflow.networks.attention.AxialAttention` to the
             output of the transposed convolution of the ``attention_stages`` coarsest decoder
             stages.
@@ -111,7 +111,7 @@ class NetworkVariant:
 
     @property
     def is_default(self) -> bool:
-        """Whether the variant builds the planned network unchanged."""
+        """Whether every setting is its default (then any plan's network is built unchanged)."""
         return self == NetworkVariant()
 
     def encoder_features(self, planned: Sequence[int]) -> tuple[int, ...]:
@@ -198,7 +198,7 @@ def _value_problems(values: Mapping[str, Any], where: str) -> list[Problem]:
                     Problem(f"{where}.{key}", f"must be a positive integer, got {value!r}")
                 )
     norm = values.get("norm")
-    if norm is not None and norm not in NORMS:
+    if norm is not None and (not isinstance(norm, str) or norm not in NORMS):
         problems.append(
             Problem(f"{where}.norm", _unknown("norm", norm, NORMS, "; null: the planned one"))
         )
@@ -210,7 +210,9 @@ def _value_problems(values: Mapping[str, Any], where: str) -> list[Problem]:
             )
         )
     architecture = values.get("architecture")
-    if architecture is not None and architecture not in NETWORKS:
+    if architecture is not None and (
+        not isinstance(architecture, str) or architecture not in NETWORKS
+    ):
         problems.append(Problem(f"{where}.architecture", unknown_network(architecture)))
     return problems
 

@@ -418,6 +418,8 @@ def test_variant_validation_names_every_key_and_the_closest_valid_one():
         f"{where}.architecture: architecture 'PlainConvUnet' is not supported; "
         "did you mean 'PlainConvUNet'?"
     ) in message
+    with pytest.raises(SegflowError, match=r"\.architecture: architecture '\['a'\]' is not"):
+        NetworkVariant.from_dict({"architecture": ["a"]})
     with pytest.raises(SegflowError, match="network variant: must be a mapping"):
         NetworkVariant.from_dict(["group"])
     with pytest.raises(SegflowError, match=r"network variant\.encoder_scale: must be a positive"):

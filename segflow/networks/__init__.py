@@ -1,11 +1,15 @@
-"""The U-Nets of nnU-Net v2, built from a configuration of the plans.
+"""The U-Nets of nnU-Net v2, built from a configuration of the plans, and their variants.
 
-:func:`build_network` reads ``configuration.network`` and builds a
-:class:`~segflow.networks.unet.PlainConvUNet` or a
-:class:`~segflow.networks.resenc.ResidualEncoderUNet` with the structure, parameter count and
-initialization of nnU-Net's ``dynamic_network_architectures`` networks. Parameters are
+:func:`build_network` reads ``configuration.network`` and builds the network its
+``architecture`` names in :data:`NETWORKS` (a :class:`~segflow.networks.unet.PlainConvUNet` or
+a :class:`~segflow.networks.resenc.ResidualEncoderUNet`) with the structure, parameter count
+and initialization of nnU-Net's ``dynamic_network_architectures`` networks. Parameters are
 registered in the reference's order, so ``zip(ours.parameters(), theirs.parameters())`` pairs
 equal tensors.
+
+A :class:`~segflow.networks.variants.NetworkVariant` changes the planned network without
+changing the plans: another architecture, a wider encoder, group or batch normalization, axial
+attention in the decoder (the extensions of the BraTS 2021 winner, :data:`BRATS2021_VARIANTS`).
 """
 
 from __future__ import annotations
@@ -15,15 +19,22 @@ from typing import Any
 import torch
 
 from segflow.errors import Problem, SegflowError
+from segflow.networks.attention import AxialAttention
 from segflow.networks.blocks import LayerOps, resolve_layer_ops
+from segflow.networks.registry import NETWORKS, NetworkBuilder, unknown_network
 from segflow.networks.resenc import ResidualEncoderUNet
 from segflow.networks.unet import PlainConvUNet, UNet
+from segflow.networks.variants import BRATS2021_VARIANTS, NetworkVariant
 from segflow.planning.plans import ConfigurationPlan, NetworkPlan
-from segflow.planning.presets import PLAIN_UNET, RESIDUAL_ENCODER_UNET
 
 __all__ = [
     "ARCHITECTURES",
+    "BRATS2021_VARIANTS",
+    "NETWORKS",
+    "AxialAttention",
     "LayerOps",
+    "NetworkBuilder",
+    "NetworkVariant",
     "PlainConvUNet",
     "ResidualEncoderUNet",
     "UNet",
@@ -31,11 +42,8 @@ __all__ = [
     "memory_format_for",
 ]
 
-ARCHITECTURES: dict[str, type[UNet]] = {
-    PLAIN_UNET: PlainConvUNet,
-    RESIDUAL_ENCODER_UNET: ResidualEncoderUNet,
-}
-"""The architectures a plan may name, by the name nnU-Net gives them."""
+ARCHITECTURES = NETWORKS
+"""The former name of :data:`NETWORKS`."""
 
 _STAGE_KEYS = ("features_per_stage", "kernel_sizes", "strides", "blocks_per_stage_encoder")
 
@@ -106,6 +114,7 @@ def build_network(
     num_input_channels: int,
     num_outputs: int,
     deep_supervision: bool = True,
+    variant: NetworkVariant | None = None,
 ) -> UNet:
     """The U-Net a configuration plans, freshly initialized as nnU-Net initializes it.
 
@@ -116,32 +125,38 @@ def build_network(
         num_outputs: output channels: classes including background, or regions.
         deep_supervision: return one output per decoder stage, finest first (training), or only
             the finest (inference). Switch later with ``network.set_deep_supervision(flag)``.
+        variant: changes to the planned network (architecture, encoder width, normalization,
+            axial attention); ``None`` or the default variant: the network as planned.
 
     Returns:
         A :class:`~segflow.networks.unet.UNet` on the default device, in float32.
 
     Raises:
-        SegflowError: every problem with the network plan at once: an unknown architecture or
-            layer name, lists whose lengths do not match ``n_stages``, kernel sizes or strides
-            of the wrong dimensionality, or channel counts below one.
+        SegflowError: every problem with the network plan and the variant at once: an unknown
+            architecture or layer name, lists whose lengths do not match ``n_stages``, kernel
+            sizes or strides of the wrong dimensionality, channel counts below one, or group
+            normalization whose groups do not divide a width.
     """
     where = f"configuration '{configuration.name}': network"
     problems: list[Problem] = []
+    if variant is None:
+        variant = NetworkVariant()
+    elif not isinstance(variant, NetworkVariant):
+        problems.append(
+            Problem("variant", f"must be a NetworkVariant, got {type(variant).__name__}")
+        )
+        variant = NetworkVariant()
     for name, value in (("num_input_channels", num_input_channels), ("num_outputs", num_outputs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             problems.append(Problem(name, f"must be a positive integer, got {value!r}"))
     values = _read(configuration.network, where, problems)
     if values is None:
         raise SegflowError("the network cannot be built", problems)
-    architecture = ARCHITECTURES.get(values["architecture"])
-    if architecture is None:
-        valid = ", ".join(ARCHITECTURES)
-        problems.append(
-            Problem(
-                f"{where}.architecture",
-                f"architecture '{values['architecture']}' is not supported (valid: {valid})",
-            )
-        )
+    name = variant.architecture or values["architecture"]
+    builder = NETWORKS.get(name)
+    if builder is None:
+        key = "network variant.architecture" if variant.architecture else f"{where}.architecture"
+        problems.append(Problem(key, unknown_network(name)))
     ops, op_problems = resolve_layer_ops(configuration.network, where)
     problems += op_problems
     ndim = ops.ndim if ops is not None else None
@@ -154,18 +169,27 @@ def build_network(
                 f"'{values['conv_op']}' is {ndim}D but the patch size has {patch_ndim} axes",
             )
         )
-    if problems or architecture is None or ops is None:
+    if problems or builder is None or ops is None:
         raise SegflowError("the network cannot be built", problems)
-    return architecture(
-        ops,
+    decoder_features = values["features_per_stage"]
+    encoder_features = variant.encoder_features(decoder_features)
+    problems += variant.width_problems(
+        (*encoder_features, *decoder_features[:-1]), "network variant"
+    )
+    if problems:
+        raise SegflowError("the network cannot be built", problems)
+    return builder(
+        variant.layer_ops(ops),
         num_input_channels,
         num_outputs,
-        values["features_per_stage"],
+        encoder_features,
         values["kernel_sizes"],
         values["strides"],
         values["blocks_per_stage_encoder"],
         values["n_conv_per_stage_decoder"],
         deep_supervision=deep_supervision,
+        decoder_features=decoder_features,
+        attention=variant.attention_per_stage(values["n_stages"] - 1),
     )
 
 

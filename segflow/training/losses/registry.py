@@ -110,7 +110,10 @@ def _dice_ce(
     weight_ce: float = 1.0,
     smooth: float = DICE_SMOOTH,
 ) -> nn.Module:
-    """nnU-Net v2's loss: Dice + CE 1:1 for classes, Dice + BCE for regions."""
+    """nnU-Net v2's loss: Dice + CE 1:1 for classes, Dice + BCE for regions.
+
+    ``weight_ce`` weights the binary cross-entropy for regions (one name for both forms).
+    """
     if regions:
         return RegionDiceBCELoss(
             batch_dice=batch_dice,

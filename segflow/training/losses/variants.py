@@ -172,11 +172,12 @@ class ExpLogLoss(_SegmentationLoss):
     with ``Dice_i = (2 sum(p_i t_i) + smooth) / (sum(p_i) + sum(t_i) + smooth)`` and label
     weights ``w_l = (sum_k f_k / f_l)**0.5``.
 
-    Defaults and their sources: ``weight_dice=0.8``, ``weight_ce=0.2`` are the weights Wong et
-    al. train with; ``gamma_dice=gamma_ce=0.3`` is the KiTS19 seed's choice (Zhao et al. 2019,
-    MSS U-Net, which adopts this loss), where Wong et al. compare several exponents;
-    ``smooth=1`` is the paper's pseudocount for labels missing from a sample (the default
-    loss's 1e-5 would make ``-ln Dice`` of an absent, unpredicted label blow up).
+    Defaults and their sources: ``weight_dice=0.8``, ``weight_ce=0.2``: Wong et al.'s
+    weights, kept by the KiTS19 seed (Zhao et al. 2019, MSS U-Net), which this project follows;
+    ``gamma_dice=gamma_ce=0.3``: the KiTS19 seed's exponents (the paper's exponents are free
+    parameters; 1 for both gives ``-ln Dice`` plus weighted cross-entropy); ``smooth=1``: the
+    paper's pseudocount for labels missing from a sample (with the default loss's 1e-5, a
+    label absent from the target but given a summed probability of 1 has ``-ln Dice`` = 11.5).
 
     Choices of this implementation:
 
@@ -185,8 +186,9 @@ class ExpLogLoss(_SegmentationLoss):
       instead of 0; it weights no voxel then, so this only avoids a division by zero. Regions:
       each region is a two-label problem, inside and outside weighted by their own counts.
     * ``E_i`` is over the foreground classes (background left out unless
-      ``include_background``, as in the default loss; the paper averages over all labels) or
-      every region, and over the samples without ``batch_dice``.
+      ``include_background``, as in the default loss; the paper's mean over labels does not
+      single out the background) or every region, and over the samples without
+      ``batch_dice``.
     * ``Dice_i`` is clamped to at least :data:`DICE_FLOOR` before the logarithm, and both
       ``-ln`` terms to at least :data:`LOG_FLOOR` before the power (whose slope at 0 is
       infinite for an exponent below 1).
@@ -230,10 +232,10 @@ class ExpLogLoss(_SegmentationLoss):
         dice = self.dice(o, self.smooth).clamp(DICE_FLOOR, 1.0)
         dice_term = (-torch.log(dice)).clamp_min(LOG_FLOOR).pow(self.gamma_dice).mean()
         ce = (-o.log_p).clamp_min(LOG_FLOOR).pow(self.gamma_ce)
-        ce_term = _masked_mean(self.label_weights(o) * ce, o.mask)
+        ce_term = _masked_mean(self._label_weights(o) * ce, o.mask)
         return self.weight_dice * dice_term + self.weight_ce * ce_term
 
-    def label_weights(self, o: _Outcomes) -> Tensor:
+    def _label_weights(self, o: _Outcomes) -> Tensor:
         """``(sum_k f_k / f_l)**0.5`` of each element's label, from the batch's counts."""
         with torch.no_grad():
             mask = o.mask.float() if o.mask is not None else torch.ones_like(o.target[:, :1])
@@ -252,7 +254,7 @@ class ExpLogLoss(_SegmentationLoss):
 
 
 class FocalLoss(_SegmentationLoss):
-    """Focal loss (Lin et al., ICCV 2017): ``-alpha_t (1 - p_t)**gamma ln p_t``, mean per voxel.
+    """Focal loss (Lin et al., ICCV 2017): ``-alpha_t (1 - p_t)**gamma ln p_t``, as a mean.
 
     ``p_t`` is the probability of the voxel's label (softmax) or, for regions, of its side of
     each region (sigmoid, the paper's own form). ``gamma=2`` is the paper's default; with

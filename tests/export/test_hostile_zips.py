@@ -219,3 +219,22 @@ def test_the_command_line_refuses_without_a_traceback(exported, tmp_path):
     assert "run_me.sh: is listed in manifest.json but is no file of an exported model" in run.stderr
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_export_refuses_outputs_and_zips_that_cannot_be(experiment, tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder.zip").mkdir()
+    for overrides, expected in [
+        ({"output_dir": tmp_path / "file"}, f"{tmp_path / 'file'}: exists and is not a folder"),
+        ({"output_dir": tmp_path / "file" / "model"},
+         f"{tmp_path / 'file' / 'model'}: cannot be created: {tmp_path / 'file'} is not a folder"),
+        ({"output_dir": tmp_path / "model", "zip_path": tmp_path / "folder.zip"},
+         f"{tmp_path / 'folder.zip'}: is a folder; name the zip file to write"),
+        ({"output_dir": tmp_path / "model", "zip_path": tmp_path / "file" / "model.zip"},
+         f"{tmp_path / 'file' / 'model.zip'}: cannot be written: {tmp_path / 'file'} exists "
+         "and is not a folder"),
+    ]:  # fmt: skip
+        with pytest.raises(SegflowError, match="cannot export the model") as err:
+            export_model(**experiment.export_arguments(**overrides))
+        assert expected in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.zip"]

@@ -341,10 +341,15 @@ def _predict_in_worker(
     cpu_bf16: bool,
 ) -> None:
     assert _worker_predictor is not None, "worker not started"
-    _worker_predictor.predict_files(
-        files, output, mirroring=mirroring, device="cpu", save_probabilities=save_probabilities,
-        cpu_bf16=cpu_bf16,
-    )  # fmt: skip
+    try:
+        _worker_predictor.predict_files(
+            files, output, mirroring=mirroring, device="cpu",
+            save_probabilities=save_probabilities, cpu_bf16=cpu_bf16,
+        )  # fmt: skip
+    except SegflowError as err:
+        # It goes back to the parent pickled: a subclass whose __init__ takes other
+        # arguments (ImageReadError) would not unpickle and would break the pool.
+        raise SegflowError(err.summary, err.problems) from None
 
 
 def predict_images_in_processes(

@@ -289,3 +289,25 @@ def test_predict_images_refuses_an_output_that_is_a_file(model_dir, tiny_experim
     (tmp_path / "taken").write_text("x")
     with pytest.raises(SegflowError, match="cannot write the predictions"):
         predict_images(model, cases, tmp_path / "taken")
+
+
+
+def test_an_error_in_a_worker_process_travels_back_whole(monkeypatch):
+    """With --jobs, a case that fails in a worker (an image unreadable past its header)
+    comes back to the parent pickled; ImageReadError's own arguments cannot be unpickled,
+    which broke the process pool instead of printing the problem."""
+    import pickle
+
+    from segflow.inference import images
+    from segflow.io.image import ImageReadError
+
+    class Failing:
+        def predict_files(self, files, output, **options):
+            raise ImageReadError(files[0], "unreadable or truncated file")
+
+    monkeypatch.setattr(images, "_worker_predictor", Failing())
+    with pytest.raises(SegflowError) as err:
+        images._predict_in_worker((Path("a_0000.nii.gz"),), Path("a.nii.gz"), True, False, False)
+    back = pickle.loads(pickle.dumps(err.value))
+    assert isinstance(back, SegflowError)
+    assert "a_0000.nii.gz: unreadable or truncated file" in str(back)

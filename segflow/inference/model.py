@@ -11,6 +11,7 @@ a folder of such folders (``<results>/models``) names the configuration with
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,8 +141,21 @@ class TrainedModel:
         return self.folds[0].mirror_axes
 
 
+_FOLD_FOLDER = re.compile(r"fold_(\d+)")
+
+
+def _trained_folds(folder: Path) -> list[int]:
+    """The folds ``k`` of ``folder/fold_<k>/checkpoint_final.pt`` (other folders are not
+    folds: ``fold_x`` is not one)."""
+    return sorted(
+        int(match[1])
+        for p in folder.glob(f"fold_*/{CHECKPOINT_NAME}")
+        if (match := _FOLD_FOLDER.fullmatch(p.parent.name))
+    )
+
+
 def _has_folds(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.glob(f"fold_*/{CHECKPOINT_NAME}"))
+    return folder.is_dir() and bool(_trained_folds(folder))
 
 
 #: What ``segflow predict -m`` takes, for messages.
@@ -210,9 +224,7 @@ def load_model(
             with different plans or datasets.
     """
     folder = _configuration_folder(Path(model_dir), configuration)
-    present = sorted(
-        int(p.parent.name.removeprefix("fold_")) for p in folder.glob(f"fold_*/{CHECKPOINT_NAME}")
-    )
+    present = _trained_folds(folder)
     chosen = present if folds is None else list(folds)
     missing = [k for k in chosen if k not in present]
     if missing:

@@ -243,6 +243,16 @@ def test_malformed_selection_and_postprocessing_files(model_dir, tmp_path):
         load_predictor(model_dir, postprocessing=tmp_path / "postprocessing.json")
 
 
+def test_a_folder_named_like_a_fold_is_not_one(model_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(model_dir / "3d_fullres", tmp_path / "3d_fullres")
+    (tmp_path / "3d_fullres" / "fold_x").mkdir()
+    (tmp_path / "3d_fullres" / "fold_x" / "checkpoint_final.pt").write_bytes(b"")
+    model = load_model(tmp_path / "3d_fullres")  # was int('x'): ValueError
+    assert [f.fold for f in model.folds] == [0]
+
+
 def test_checkpoints_that_are_not_what_they_claim(tmp_path):
     fold = tmp_path / "models" / "fold_0"
     fold.mkdir(parents=True)

@@ -253,6 +253,7 @@ def test_a_folder_named_like_a_fold_is_not_one(model_dir, tmp_path):
     assert [f.fold for f in model.folds] == [0]
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoints_that_are_not_what_they_claim(tmp_path):
     fold = tmp_path / "models" / "fold_0"
     fold.mkdir(parents=True)

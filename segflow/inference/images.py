@@ -114,6 +114,7 @@ MAX_DECODED_RATIO = 1100
 _DECODED_SLACK = 1 << 20
 
 _BITS = re.compile(r"(\d+)-bit")
+_DETACHED_HEADERS = (".mhd", ".nhdr")
 
 
 def _bytes_per_component(reader: sitk.ImageFileReader) -> int:
@@ -123,8 +124,9 @@ def _bytes_per_component(reader: sitk.ImageFileReader) -> int:
     return 2 * size if "complex" in name else size
 
 
-def _geometry_reason(reader: sitk.ImageFileReader, file_size: int) -> str | None:
-    """Why a header's geometry cannot be an image to predict, or None."""
+def _geometry_reason(reader: sitk.ImageFileReader, file_size: int | None) -> str | None:
+    """Why a header's geometry cannot be an image to predict, or None. ``file_size``: the
+    bytes that hold the voxels, None where not known here."""
     size = tuple(reader.GetSize())
     spacing = tuple(reader.GetSpacing())
     if not all(math.isfinite(s) and s > 0 for s in spacing):
@@ -138,7 +140,7 @@ def _geometry_reason(reader: sitk.ImageFileReader, file_size: int) -> str | None
     if min(size) < 1:
         return f"its header declares an empty image of size {list(size)}"
     declared = math.prod(size) * reader.GetNumberOfComponents() * _bytes_per_component(reader)
-    if declared > file_size * MAX_DECODED_RATIO + _DECODED_SLACK:
+    if file_size is not None and declared > file_size * MAX_DECODED_RATIO + _DECODED_SLACK:
         return (
             f"its header declares {list(size)} voxels ({declared:,} bytes) but the file has "
             f"{file_size:,} bytes, more than {MAX_DECODED_RATIO}:1 compression can hold: a "
@@ -161,7 +163,9 @@ def _read_header(path: Path) -> tuple[int, tuple[int, ...]] | str:
     except RuntimeError as err:
         lines = str(err).strip().splitlines()
         return f"cannot be read as an image: {lines[-1] if lines else 'unreadable'}"
-    reason = _geometry_reason(reader, path.stat().st_size)
+    # A detached header (.mhd, .nhdr) names its data file; reading the image bounds that.
+    detached = path.name.lower().endswith(_DETACHED_HEADERS)
+    reason = _geometry_reason(reader, None if detached else path.stat().st_size)
     if reason is not None:
         return reason
     return reader.GetNumberOfComponents(), tuple(reader.GetSize())

@@ -158,6 +158,14 @@ def test_a_real_gzip_image_of_zeros_is_within_the_ratio(tmp_path):
     assert case.case_id == "zeros"
 
 
+def test_a_detached_header_is_not_bounded_by_its_own_size(tmp_path):
+    """An .mhd names its .raw data file: the header alone is a few hundred bytes."""
+    path = _image(tmp_path / "scan_0000.mhd", shape=(128, 128, 128))
+    assert path.stat().st_size * MAX_DECODED_RATIO < 128**3 * 4 - (1 << 20)
+    [case] = gather_input_cases([path], _dataset(ending=".mhd"))
+    assert case.files == (path,)
+
+
 # ------------------------------------------------------------------ the output folder
 
 

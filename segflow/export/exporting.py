@@ -191,7 +191,7 @@ def _zip_path_problems(zip_path: Path, output: Path) -> list[Problem]:
         return [Problem(where, "is a folder; name the zip file to write")]
     return [
         Problem(where, f"cannot be written: {p.where} {p.message}")
-        for p in output_folder_problems(zip_path.parent, "the zip's folder")
+        for p in output_folder_problems(zip_path.parent, "the zip's folder", for_images=False)
     ]
 
 
@@ -241,7 +241,7 @@ def export_model(
             or dataset, or an ``output_dir`` that is not a folder.
     """
     output = Path(output_dir)
-    problems: list[Problem] = output_folder_problems(output, "the model")
+    problems: list[Problem] = output_folder_problems(output, "the model", for_images=False)
     if zip_path is not None:
         problems += _zip_path_problems(Path(zip_path), output)
     what = ("dataset.json", "plans", "fingerprint", "selection.json", "postprocessing.json")

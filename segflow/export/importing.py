@@ -200,7 +200,7 @@ def _check_output(output: Path) -> list[Problem]:
     where = readable_path(output)
     if output.is_symlink():  # it would be replaced, not filled
         return [Problem(where, "is a symbolic link; import into a new or empty folder itself")]
-    problems = output_folder_problems(output, "the model")
+    problems = output_folder_problems(output, "the model", for_images=False)
     if not problems and output.is_dir() and any(output.iterdir()):
         problems.append(Problem(where, "is not empty; import into a new or empty folder"))
     return problems

@@ -57,14 +57,17 @@ def _nearest_existing(path: Path) -> Path:
     return next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
 
 
-def output_folder_problems(output: Path, what: str = "the output folder") -> list[Problem]:
+def output_folder_problems(
+    output: Path, what: str = "the output folder", *, for_images: bool = True
+) -> list[Problem]:
     """Why ``output`` cannot be (or become) a folder to write into: every problem.
 
     An existing folder, or a link to one, is fine; so is a new path whose nearest existing
-    parent is a writable folder.
+    parent is a writable folder. ``for_images``: the image writers will write there, so its
+    name must be UTF-8.
     """
     where = readable_path(output)
-    reason = name_reason(output)
+    reason = name_reason(output) if for_images else None
     if reason is not None:
         return [Problem(where, reason)]
     absolute = output.absolute()

@@ -75,7 +75,7 @@ def _read_source(source: JsonSource, what: str, problems: list[Problem]) -> Any:
     except FileNotFoundError:
         problems.append(Problem(where, f"{what} does not exist"))
         return None
-    except (OSError, TypeError, ValueError) as err:  # JSON and Unicode errors are ValueErrors
+    except (OSError, TypeError, ValueError, RecursionError) as err:  # JSON errors: ValueError
         problems.append(Problem(where, f"{what} is not readable JSON: {err}"))
         return None
     if not isinstance(data, dict):

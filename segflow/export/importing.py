@@ -132,7 +132,7 @@ def _read_manifest(
     try:
         with archive.open(info) as fh:
             manifest = json.loads(fh.read(MAX_MANIFEST_BYTES + 1).decode("utf-8"))
-    except _READ_ERRORS as err:
+    except (*_READ_ERRORS, RecursionError) as err:
         problems.append(Problem(where, f"is not readable JSON: {err}"))
         return None
     found = manifest_problems(manifest, where)

@@ -178,6 +178,16 @@ def test_names_that_collide_or_are_not_utf8(exported, tmp_path):
         assert expected in _refused(bad, tmp_path / "model")
 
 
+def test_a_manifest_nested_too_deep_is_refused(exported, tmp_path):
+    entries = {**_entries(exported), "manifest.json": b"[" * 100_000}
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    text = _refused(bad, tmp_path / "model")
+    assert "manifest.json: is not readable JSON: maximum recursion depth" in text
+
+
 def test_other_compressions_are_refused(exported, tmp_path):
     bad = _rezip(exported, tmp_path / "bad.zip", compression=zipfile.ZIP_BZIP2)
     text = _refused(bad, tmp_path / "model")

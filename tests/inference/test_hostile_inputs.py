@@ -249,6 +249,12 @@ def test_malformed_selection_and_postprocessing_files(model_dir, tmp_path):
     (tmp_path / "postprocessing.json").write_text(json.dumps({"format": 1, "rules": [{}]}))
     with pytest.raises(SegflowError, match=r"not a valid postprocessing\.json"):
         load_predictor(model_dir, postprocessing=tmp_path / "postprocessing.json")
+    # nested deeper than the JSON parser recurses: RecursionError tracebacks before
+    for name, option in (("selection.json", "selection"), ("postprocessing.json",
+                                                            "postprocessing")):  # fmt: skip
+        (tmp_path / name).write_text("[" * 100_000)
+        with pytest.raises(SegflowError, match="maximum recursion depth"):
+            load_predictor(model_dir, **{option: tmp_path / name})
 
 
 def test_a_folder_named_like_a_fold_is_not_one(model_dir, tmp_path):

@@ -16,9 +16,13 @@ from segflow.errors import Problem
 __all__ = ["access_reason", "name_reason", "output_folder_problems", "readable_path"]
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+
+
 def readable_path(path: str | os.PathLike[str]) -> str:
-    """``path`` as text for a message: bytes that are not UTF-8 appear as ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """``path`` as text for a message, on one line: bytes that are not UTF-8 and control
+    characters (a newline in a name) appear as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace").translate(_CONTROL)
 
 
 def name_reason(path: str | os.PathLike[str]) -> str | None:

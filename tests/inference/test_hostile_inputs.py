@@ -99,6 +99,7 @@ def test_links_folders_and_pipes_named_like_images_are_problems(tmp_path):
     os.mkfifo(folder / "pipe_0000.nii.gz")  # reading it would block forever
     (folder / "shout_0000.NII.GZ").write_bytes((folder / "good_0000.nii.gz").read_bytes())
     (folder / "notes.txt").write_text("not an image: ignored")
+    (folder / "two\nlines_0000.nii.gz").write_bytes(b"garbage")
     text = _problems([folder], _dataset())
     for expected in (
         "loop_0000.nii.gz: is a symbolic link loop",
@@ -108,6 +109,7 @@ def test_links_folders_and_pipes_named_like_images_are_problems(tmp_path):
         "folder_0000.nii.gz: is a folder (or a link to one), not an image file",
         "pipe_0000.nii.gz: is not a regular file (a device, pipe or socket)",
         "shout_0000.NII.GZ: ends in '.NII.GZ'; the model reads '.nii.gz' files: rename it",
+        "two\\x0alines_0000.nii.gz: cannot be read as an image",  # one line per problem
     ):
         assert expected in text, text
     assert "notes.txt" not in text and "good_0000" not in text

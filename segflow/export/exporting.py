@@ -37,9 +37,9 @@ from segflow.export.bundle import (
     selected_models,
 )
 from segflow.export.readme import render_readme
-from segflow.inference.paths import output_folder_problems, readable_path
 from segflow.io.atomic import atomic_path, write_json, write_text
 from segflow.io.dataset import parse_dataset_json
+from segflow.io.paths import output_folder_problems, readable_path
 from segflow.training.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["export_model", "inference_checkpoint"]

@@ -50,7 +50,7 @@ from segflow.export.bundle import (
     manifest_problems,
     unsafe_name_reason,
 )
-from segflow.inference.paths import access_reason, output_folder_problems, readable_path
+from segflow.io.paths import access_reason, output_folder_problems, readable_path
 
 __all__ = ["MAX_COMPRESSION_RATIO", "MAX_UNPACKED_BYTES", "import_model"]
 

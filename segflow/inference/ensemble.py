@@ -36,9 +36,9 @@ from segflow.inference.export import (
     write_segmentation,
 )
 from segflow.inference.model import TrainedModel, load_model, model_path_problems
-from segflow.inference.paths import access_reason, readable_path
 from segflow.inference.predictor import predict_case_logits, preprocess_for_prediction
 from segflow.io.dataset import DatasetJson
+from segflow.io.paths import access_reason, readable_path
 
 __all__ = ["Predictor", "load_predictor"]
 

@@ -26,14 +26,14 @@ from segflow.errors import Problem, SegflowError
 from segflow.inference.ensemble import Predictor
 from segflow.inference.export import probabilities_path
 from segflow.inference.model import TrainedModel
-from segflow.inference.paths import (
+from segflow.inference.sliding_window import predicts_in_cpu_bf16
+from segflow.io.dataset import DatasetJson
+from segflow.io.paths import (
     access_reason,
     name_reason,
     output_folder_problems,
     readable_path,
 )
-from segflow.inference.sliding_window import predicts_in_cpu_bf16
-from segflow.io.dataset import DatasetJson
 from segflow.progress_bar import ProgressBar
 
 __all__ = ["InputCase", "gather_input_cases", "predict_images", "predict_images_in_processes"]

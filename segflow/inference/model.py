@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from segflow.errors import Problem, SegflowError
-from segflow.inference.paths import access_reason, readable_path
 from segflow.io.dataset import DatasetJson, parse_dataset_json
+from segflow.io.paths import access_reason, readable_path
 from segflow.planning.plans import Plans
 from segflow.training.checkpoint import load_checkpoint
 

@@ -1,4 +1,5 @@
-"""Checks of the paths a user gives to ``segflow predict`` and ``segflow import-model``.
+"""Checks of the paths a user gives to ``segflow predict``, ``segflow export`` and
+``segflow import-model``.
 
 Each returns why a path cannot serve (a short phrase for a
 :class:`~segflow.errors.Problem`), so that callers list every bad path at once before any

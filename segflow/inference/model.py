@@ -158,7 +158,7 @@ def _has_folds(folder: Path) -> bool:
     return folder.is_dir() and bool(_trained_folds(folder))
 
 
-#: What ``segflow predict -m`` takes, for messages.
+#: What a model folder is (``segflow predict -m``), for messages.
 MODEL_FOLDER_KINDS = (
     f"a configuration's folder of fold_<k>/{CHECKPOINT_NAME}, a folder of such configuration "
     "folders (<results>/models), or an exported model (segflow export) with its manifest.json"
@@ -171,14 +171,14 @@ def model_path_problems(model_dir: Path) -> list[Problem]:
     where = readable_path(model_dir)
     reason = access_reason(model_dir)
     if reason is not None:
-        return [Problem(where, f"{reason}; -m takes {MODEL_FOLDER_KINDS}")]
+        return [Problem(where, f"{reason}; expected {MODEL_FOLDER_KINDS}")]
     if not model_dir.is_dir():
         hint = (
             "an exported model's zip: unpack it first with segflow import-model"
             if model_dir.suffix.lower() == ".zip"
             else "a file, not a folder"
         )
-        return [Problem(where, f"is {hint}; -m takes {MODEL_FOLDER_KINDS}")]
+        return [Problem(where, f"is {hint}; expected {MODEL_FOLDER_KINDS}")]
     return []
 
 

@@ -223,7 +223,7 @@ def test_model_paths_say_what_is_missing_and_what_was_expected(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "model.zip").write_bytes(b"PK")
     for model, start in [
-        (tmp_path / "missing", "missing: does not exist; -m takes"),
+        (tmp_path / "missing", "missing: does not exist; expected a configuration's folder"),
         (tmp_path / "empty", "empty: holds no model: expected"),
         (tmp_path / "model.zip", "model.zip: is an exported model's zip: unpack it first"),
     ]:
@@ -306,7 +306,7 @@ def test_the_command_line_reports_them_without_a_traceback(tiny_experiment, mode
     run = _segflow("predict", "-i", str(image), "-o", str(tmp_path / "o"), "-m",
                    str(tmp_path / "no_model"))  # fmt: skip
     assert run.returncode == 1 and "Traceback" not in run.stderr
-    assert f"{tmp_path / 'no_model'}: does not exist; -m takes" in run.stderr
+    assert f"{tmp_path / 'no_model'}: does not exist; expected a configuration" in run.stderr
 
 
 def test_predict_images_refuses_an_output_that_is_a_file(model_dir, tiny_experiment, tmp_path):

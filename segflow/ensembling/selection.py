@@ -265,7 +265,7 @@ def load_selection(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     try:
         selection = read_json(path)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise SegflowError("cannot read the selection", [Problem(str(path), str(err))]) from None
     selected = selection.get("selected") if isinstance(selection, dict) else None
     problems = []

@@ -229,7 +229,7 @@ def _configurations(manifest: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 def _read_json_file(path: Path, problems: list[Problem]) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         problems.append(Problem(str(path), f"is not readable JSON: {err}"))
         return None
 

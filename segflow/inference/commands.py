@@ -92,7 +92,7 @@ def _predict(args: argparse.Namespace) -> None:
         use_postprocessing=not args.no_postprocessing,
     )
     predictor = load_predictor(args.model, **options, device=device)
-    cases = gather_input_cases(args.input, predictor.dataset)
+    cases = gather_input_cases(args.input, predictor.dataset, output=args.output)
     jobs = min(args.jobs, len(cases))
     cpu_bf16 = predicts_in_cpu_bf16(device, settings.cpu_bf16)
     logger.info(

@@ -88,9 +88,12 @@ def choose_device(requested: str = "auto") -> torch.device:
         "cuda": torch.cuda.is_available(),
         "mps": torch.backends.mps.is_available(),
     }
+    from segflow.config import device_problem  # the names the workflow config checks too
+
+    problem = device_problem(requested)
+    if problem:
+        raise SegflowError(problem)
     kind = requested.split(":")[0]
-    if kind not in available:
-        raise SegflowError(f"unknown device '{requested}': use auto, cpu, cuda, cuda:N or mps")
     if not available[kind]:
         raise SegflowError(
             f"device '{requested}' was requested but this machine has none; use device: auto or cpu"

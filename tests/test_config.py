@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,91 @@ def test_list_items_booleans_and_null_given_as_strings_are_converted():
     assert training["configurations"] == ["2d"] and training["device"] == "cpu"
     with pytest.raises(ConfigError, match=r"training\.deterministic: 'maybe' is not of type"):
         check_config({"dataset": "d", "training": {"deterministic": "maybe"}}, SCHEMA)
+
+
+def _problems(config, base=None):
+    with pytest.raises(ConfigError) as info:
+        check_config(config, SCHEMA, base=base)
+    return [str(p) for p in info.value.problems]
+
+
+def test_values_that_would_fail_at_training_are_refused_at_parse_time_all_at_once():
+    bad = {
+        "dataset": "d",
+        "seed": 2**40,
+        "planning": {"base_features": 32, "max_features": 16},
+        "splits": {"num_folds": 3},
+        "training": {
+            "device": "gpu",
+            "folds": [7, 1, 1],
+            "configurations": ["3d_fulres", "3d_cascade_fullres"],
+        },
+        "inference": {"device": "cuda:x"},
+    }
+    problems = _problems(bad)
+    assert problems == [
+        "seed: 1099511627776 is greater than the maximum of 4294967295",
+        "planning.max_features: 16 is below planning.base_features (32): the cap must allow "
+        "the first stage's width",
+        "training.device: unknown device 'gpu'; did you mean 'cuda'? (valid: auto, cpu, cuda, "
+        "cuda:N, mps)",
+        "inference.device: unknown device 'cuda:x'; did you mean 'cuda:0'? (valid: auto, cpu, "
+        "cuda, cuda:N, mps)",
+        "training.folds: fold 7 does not exist: splits.num_folds is 3 (valid: 0 to 2)",
+        "training.folds: fold(s) [1] listed twice",
+        "training.configurations: unknown configuration '3d_fulres'; did you mean "
+        "'3d_fullres'? (segflow plans: 2d, 3d_fullres, 3d_lowres)",
+        "training.configurations: '3d_cascade_fullres': the cascade's second stage is not "
+        "trained by segflow (it needs the 3d_lowres predictions as input); train 3d_lowres "
+        "and 3d_fullres instead",
+    ]
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:3", "mps", "CUDA"])
+def test_every_device_segflow_takes_passes(device):
+    checked = check_config({"dataset": "d", "training": {"device": device}}, SCHEMA)
+    assert checked["training"]["device"] == device
+
+
+def test_folds_are_checked_against_a_manual_splits_file(tmp_path):
+    (tmp_path / "raw").mkdir()
+    manual = [{"train": ["a", "b"], "val": ["c"]}, {"train": ["a", "c"], "val": ["b"]}]
+    (tmp_path / "splits.json").write_text(json.dumps(manual))
+    config = {"dataset": "raw", "splits": {"manual": "splits.json"}, "training": {"folds": [1]}}
+    assert check_config(config, SCHEMA, base=tmp_path)["training"]["folds"] == [1]
+    config["training"]["folds"] = [2]
+    assert _problems(config, base=tmp_path) == [
+        "training.folds: fold 2 does not exist: the splits file splits.json has 2 (valid: 0 to 1)"
+    ]
+    (tmp_path / "splits.json").write_text('{"folds": 3}')
+    assert _problems(config, base=tmp_path) == [
+        'splits.manual (splits.json): expected a list of {"train": [case ids], "val": [case ids]}'
+    ]
+
+
+def test_the_files_and_folders_the_config_names_are_checked_with_the_schema(tmp_path):
+    (tmp_path / "file").write_text("x")
+    config = {
+        "dataset": "missing",
+        "holdout": {"source": "file", "test_cases": 2},
+        "demo": {},
+        "splits": {"groups": "groups.csv", "manual": "m.json"},
+        "training": {"threads": 0},
+    }
+    assert _problems(config, base=tmp_path) == [
+        "training.threads: 0 is less than the minimum of 1",
+        "demo: set 'demo' or 'holdout', not both",
+        "splits: give either 'manual' (a splits file) or 'groups', not both",
+        f"splits.manual (m.json): cannot read the splits file {tmp_path / 'm.json'}: "
+        f"[Errno 2] No such file or directory: '{tmp_path / 'm.json'}'",
+        "holdout.source: file is not a folder",
+        "splits.groups: groups.csv does not exist",
+    ]
+    assert _problems({"dataset": "missing"}, base=tmp_path) == [
+        "dataset: missing does not exist: point it at a raw dataset in nnU-Net v2 layout "
+        "(dataset.json, imagesTr/, labelsTr/), set 'demo' to build the synthetic one, or "
+        "'holdout' to build it from another dataset"
+    ]
+    assert _problems({"dataset": "a\0b", "demo": {}}, base=tmp_path) == [
+        "dataset: 'a\\x00b' holds a NUL character, which no path can"
+    ]

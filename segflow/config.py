@@ -232,6 +232,15 @@ def _path_problems(config: dict[str, Any], base: Path) -> list[Problem]:
         if "\0" in value:
             problems.append(Problem(key, f"{value!r} holds a NUL character, which no path can"))
             continue
+        if "{" in value or "}" in value:
+            problems.append(
+                Problem(
+                    key,
+                    f"{value} holds '{{' or '}}', which Snakemake reads as a wildcard in a file "
+                    "path; rename the folder (or link it under a name without braces)",
+                )
+            )
+            continue
         path = base / value
         if kind == "dir" and not path.is_dir():
             what = "is not a folder" if path.exists() else "does not exist"

@@ -201,3 +201,13 @@ def test_the_files_and_folders_the_config_names_are_checked_with_the_schema(tmp_
     assert _problems({"dataset": "a\0b", "demo": {}}, base=tmp_path) == [
         "dataset: 'a\\x00b' holds a NUL character, which no path can"
     ]
+
+
+def test_braces_in_a_path_are_refused_before_snakemake_reads_them_as_wildcards(tmp_path):
+    (tmp_path / "raw {x}").mkdir()
+    assert _problems({"dataset": "raw {x}", "results": "out}"}, base=tmp_path) == [
+        "dataset: raw {x} holds '{' or '}', which Snakemake reads as a wildcard in a file path; "
+        "rename the folder (or link it under a name without braces)",
+        "results: out} holds '{' or '}', which Snakemake reads as a wildcard in a file path; "
+        "rename the folder (or link it under a name without braces)",
+    ]

@@ -255,7 +255,22 @@ def _path_problems(config: dict[str, Any], base: Path) -> list[Problem]:
         elif kind == "file" and not path.is_file():
             what = "is not a file" if path.exists() else "does not exist"
             problems.append(Problem(key, f"{value} {what}"))
+        elif key == "splits.groups":
+            problems += _groups_problems(path, value)
     return problems
+
+
+def _groups_problems(path: Path, value: str) -> list[Problem]:
+    """The problems of a groups table, which the split job would stop at."""
+    # Imported here: segflow.training imports torch, which only a groups table needs now.
+    from segflow.training.splits import load_groups
+
+    try:
+        load_groups(path)
+    except (SegflowError, OSError, UnicodeDecodeError) as err:
+        problems = getattr(err, "problems", None) or [Problem(value, str(err))]
+        return [Problem(f"splits.groups ({p.where})", p.message) for p in problems]
+    return []
 
 
 def _combination_problems(config: dict[str, Any], base: Path | None) -> list[Problem]:
@@ -265,6 +280,15 @@ def _combination_problems(config: dict[str, Any], base: Path | None) -> list[Pro
     if config["splits"]["manual"] and config["splits"]["groups"]:
         problems.append(
             Problem("splits", "give either 'manual' (a splits file) or 'groups', not both")
+        )
+    demo, num_folds = config["demo"], config["splits"]["num_folds"]
+    if demo is not None and not config["splits"]["manual"] and demo["cases"] < num_folds:
+        problems.append(
+            Problem(
+                "demo.cases",
+                f"{demo['cases']} training cases cannot make splits.num_folds ({num_folds}) "
+                f"folds; give at least {num_folds} cases or fewer folds",
+            )
         )
     planning = config["planning"]
     if None not in (planning["base_features"], planning["max_features"]) and (

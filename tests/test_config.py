@@ -35,7 +35,8 @@ def test_defaults_are_filled_in_without_touching_the_input():
 
 
 def test_nested_defaults_inside_a_given_section():
-    checked = check_config({"dataset": "d", "demo": {"cases": 3}}, SCHEMA)
+    given = {"dataset": "d", "demo": {"cases": 3}, "splits": {"num_folds": 3}}
+    checked = check_config(given, SCHEMA)
     assert checked["demo"] == {"cases": 3, "test_cases": 4, "seed": 0}
 
 
@@ -89,8 +90,9 @@ def test_config_readme_documents_every_key():
 
 
 def test_numbers_given_as_strings_on_the_command_line_are_converted():
-    checked = check_config({"dataset": "d", "seed": "7", "demo": {"cases": "4"}}, SCHEMA)
-    assert checked["seed"] == 7 and checked["demo"]["cases"] == 4
+    given = {"dataset": "d", "seed": "7", "demo": {"cases": "5"}}
+    checked = check_config(given, SCHEMA)
+    assert checked["seed"] == 7 and checked["demo"]["cases"] == 5
     with pytest.raises(ConfigError, match="seed: 'seven' is not of type 'integer'"):
         check_config({"dataset": "d", "seed": "seven"}, SCHEMA)
 
@@ -210,4 +212,20 @@ def test_braces_in_a_path_are_refused_before_snakemake_reads_them_as_wildcards(t
         "rename the folder (or link it under a name without braces)",
         "results: out} holds '{' or '}', which Snakemake reads as a wildcard in a file path; "
         "rename the folder (or link it under a name without braces)",
+    ]
+
+
+def test_a_demo_too_small_for_its_folds_and_a_broken_groups_table_are_refused(tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "groups.csv").write_text("case,patient\na,1\n")
+    config = {"dataset": "raw", "splits": {"groups": "groups.csv"}}
+    assert _problems(config, base=tmp_path) == [
+        f"splits.groups ({tmp_path / 'groups.csv'}): expected a header with the columns "
+        "case_id and group"
+    ]
+    (tmp_path / "groups.csv").write_text("case_id,group\na,1\nb,2\n")
+    assert check_config(config, SCHEMA, base=tmp_path)["splits"]["groups"] == "groups.csv"
+    assert _problems({"dataset": "d", "demo": {"cases": 3}}) == [
+        "demo.cases: 3 training cases cannot make splits.num_folds (5) folds; give at least 5 "
+        "cases or fewer folds"
     ]

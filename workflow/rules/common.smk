@@ -11,6 +11,7 @@ from snakemake.logging import logger
 
 from segflow.config import ConfigError, check_config, load_config_schema
 from segflow.containers import apptainer_args
+from segflow.errors import SegflowError
 from segflow.io.atomic import read_json
 from segflow.workflow_locks import SNAKEMAKE_LOCKS, claim_working_directory
 
@@ -67,12 +68,15 @@ if DeploymentMethod.APPTAINER in DEPLOYMENT:
         config["splits"]["manual"],
         config["splits"]["groups"],
     ]
-    workflow.deployment_settings.apptainer_args = apptainer_args(
-        workflow.deployment_settings.apptainer_args,
-        [path for path in job_paths if path],
-        cwd=Path.cwd(),
-        gpu=any(config[s]["device"] not in ("cpu", "mps") for s in ("training", "inference")),
-    )
+    try:
+        workflow.deployment_settings.apptainer_args = apptainer_args(
+            workflow.deployment_settings.apptainer_args,
+            [path for path in job_paths if path],
+            cwd=Path.cwd(),
+            gpu=any(config[s]["device"] not in ("cpu", "mps") for s in ("training", "inference")),
+        )
+    except SegflowError as err:
+        raise WorkflowError(err.render()) from None
 elif DeploymentMethod.CONDA in DEPLOYMENT:
     # shell.prefix formats its argument like a rule's shell command (`:q` quotes for the
     # shell); the doubled braces are the shell's own.

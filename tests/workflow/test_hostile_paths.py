@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from segflow.demo import make_demo_dataset
+
+from .conftest import REPO
 
 pytestmark = pytest.mark.workflow
 
@@ -80,3 +84,26 @@ def test_every_rule_runs_on_paths_a_shell_would_act_on(tmp_path, snakemake):
     assert (results / "predictions" / "demo_test_000.nii.gz").is_file()
     assert (results / "model.zip").is_file()
     assert os.listdir(results / "logs")
+
+
+def test_jobs_find_an_interpreter_whose_folder_a_shell_would_act_on(tmp_path):
+    """The jobs' PATH (shell.prefix) holds the folder of the interpreter running Snakemake:
+    the same environment, seen through a folder named with shell syntax."""
+    venv = Path(sys.prefix)
+    env_root = tmp_path / f"env {HOSTILE}"
+    bin_dir = env_root / "bin $(touch PWNED3)"
+    bin_dir.mkdir(parents=True)
+    (env_root / "pyvenv.cfg").write_bytes((venv / "pyvenv.cfg").read_bytes())
+    (env_root / "lib").symlink_to(venv / "lib")
+    (bin_dir / "python").symlink_to(Path(sys.executable).resolve())
+    dataset = make_demo_dataset(tmp_path / "raw", num_training=2, num_test=0, seed=1)
+    results = tmp_path / "out"
+    work = tmp_path / "work"
+    work.mkdir()
+    cmd = [str(bin_dir / "python"), "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(work), "--cores", "1", "--config", f"dataset={dataset}",
+           f"results={results}", "--", str(results / "dataset_report.json")]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (results / "dataset_report.json").is_file()
+    assert list(tmp_path.rglob("PWNED*")) == []

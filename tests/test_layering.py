@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "segflow"
 
 # What every part may use: the version (``segflow``), the error types, lazy package exports,
 # the shape of a stage's command and of its settings.
-BASE = frozenset({"segflow", "errors", "lazy", "command", "settings"})
+BASE = frozenset({"segflow", "errors", "lazy", "command", "settings", "devices"})
 
 #: Part -> the other parts it may import. Lowest layers first; nothing imports upwards.
 ALLOWED: dict[str, frozenset[str]] = {
@@ -28,10 +28,12 @@ ALLOWED: dict[str, frozenset[str]] = {
     "lazy": frozenset(),
     "command": frozenset(),
     "settings": frozenset(),
+    "devices": frozenset(),
     "layout": frozenset(),
     "progress_bar": frozenset(),
     "io": BASE,
     "config": BASE,
+    "workflow_locks": BASE,
     "containers": BASE,
     "job_resources": BASE,
     "compute": BASE,
@@ -93,12 +95,16 @@ DELIBERATE: dict[tuple[str, str], str] = {
     # reader; the import is lazy and the module-level graph stays acyclic
     # (ensembling.selection imports inference.export, not inference.ensemble).
     ("segflow.inference.ensemble", "ensembling"): "reads selection.json",
+    # The workflow's config check reads a manual splits file (and a groups table) with the
+    # split stage's own checked readers, so that a malformed file stops the run before any
+    # job; lazy imports of the light segflow.training.splits.
+    ("segflow.config", "training"): "checks splits.manual and splits.groups",
 }
 
 #: Parts that must not import torch: they neither build nor run networks.
-NO_TORCH = ("segflow", "errors", "settings", "layout", "io", "config", "containers", "validation",
-            "holdout", "fingerprint", "planning", "evaluation", "preprocessing",
-            "postprocessing", "report")  # fmt: skip
+NO_TORCH = ("segflow", "errors", "settings", "devices", "layout", "io", "config",
+            "workflow_locks", "containers", "validation", "holdout", "fingerprint",
+            "planning", "evaluation", "preprocessing", "postprocessing", "report")  # fmt: skip
 #: What the workflow's rules import at every Snakemake start: no torch, pandas, matplotlib or
 #: scipy (each adds a fraction of a second to every start and every dry run).
 WORKFLOW_IMPORTS = (
@@ -111,6 +117,7 @@ WORKFLOW_IMPORTS = (
     "segflow.inference.settings",
     "segflow.settings",
     "segflow.job_resources",
+    "segflow.workflow_locks",
 )
 
 

@@ -33,7 +33,11 @@ def _preprocess_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="several training cases as validate-dataset found them (with --case-ids)",
     )
-    p.add_argument("--case-ids", nargs="+", default=None, help="cases of --dataset-report")
+    p.add_argument(
+        "--case-ids", nargs="+", action="extend", default=None,
+        help="cases of --dataset-report; repeatable, so that an id beginning with '-' can be "
+        "given as --case-ids=<id>",
+    )  # fmt: skip
     p.add_argument(
         "--manifest",
         type=Path,

@@ -7,25 +7,49 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
+from snakemake.logging import logger
+
 from segflow.config import ConfigError, check_config, load_config_schema
 from segflow.containers import apptainer_args
 from segflow.errors import SegflowError
 from segflow.inference.settings import InferenceSettings
 from segflow.io.atomic import read_json
+from segflow.layout import PREDICTIONS_FOLDER, PROBABILITIES_FOLDER, Results
 from segflow.settings import to_arguments
 from segflow.training.settings import TrainingSettings
-from segflow.layout import PREDICTIONS_FOLDER, PROBABILITIES_FOLDER, Results
 from segflow.training.splits import load_manual_splits
+from segflow.workflow_locks import SNAKEMAKE_LOCKS, claim_working_directory
 
+# Every value the config holds is checked here, before any job: the schema, and what a later
+# step would refuse (devices, folds, configuration names, the files it names), all at once.
 try:
     config.update(
-        check_config(config, load_config_schema(workflow.source_path("../schemas/config.schema.yaml")))
+        check_config(
+            config,
+            load_config_schema(workflow.source_path("../schemas/config.schema.yaml")),
+            base=Path.cwd(),
+        )
     )
 except ConfigError as err:
     raise WorkflowError(err.render()) from None
 
-DATASET = Path(config["dataset"])
-RESULTS = Path(config.get("results") or Path("results") / DATASET.name)
+# A run killed with SIGKILL leaves Snakemake's locks behind; the same command resumes.
+if workflow.is_main_process and claim_working_directory(Path.cwd()):
+    logger.warning(
+        f"Removed the locks of a segflow run in {Path.cwd()} that no longer runs "
+        f"({SNAKEMAKE_LOCKS}); its incomplete jobs rerun."
+    )
+
+
+def _argument_path(value):
+    """A path that no command line takes for an option: relative ones beginning with '-'
+    become absolute (pathlib drops a leading './')."""
+    path = Path(value)
+    return Path.cwd() / path if str(path).startswith("-") else path
+
+
+DATASET = _argument_path(config["dataset"])
+RESULTS = _argument_path(config.get("results") or Path("results") / DATASET.name)
 # Every artifact's path under RESULTS (segflow/layout.py); wildcards pass through as patterns.
 LAYOUT = Results(RESULTS)
 LOGS = LAYOUT.logs
@@ -34,8 +58,6 @@ HOLDOUT = config["holdout"]
 # The dataset folder is built by the workflow (demo or holdout): only its dataset.json,
 # written last, is an input of validate_dataset.
 BUILT_DATASET = DEMO or HOLDOUT is not None
-if DEMO and HOLDOUT is not None:
-    raise WorkflowError("config: set 'demo' or 'holdout', not both")
 
 # Jobs run `python -m segflow`. Without conda or containers, that is the interpreter running
 # Snakemake (which has segflow, since this file imports it), even when its virtualenv is not
@@ -53,18 +75,23 @@ if DeploymentMethod.APPTAINER in DEPLOYMENT:
         config["splits"]["manual"],
         config["splits"]["groups"],
     ]
-    workflow.deployment_settings.apptainer_args = apptainer_args(
-        workflow.deployment_settings.apptainer_args,
-        [path for path in job_paths if path],
-        cwd=Path.cwd(),
-        gpu=any(config[s]["device"] not in ("cpu", "mps") for s in ("training", "inference")),
-    )
+    try:
+        workflow.deployment_settings.apptainer_args = apptainer_args(
+            workflow.deployment_settings.apptainer_args,
+            [path for path in job_paths if path],
+            cwd=Path.cwd(),
+            gpu=any(config[s]["device"] not in ("cpu", "mps") for s in ("training", "inference")),
+        )
+    except SegflowError as err:
+        raise WorkflowError(err.render()) from None
 elif DeploymentMethod.CONDA in DEPLOYMENT:
-    # shell.prefix formats its argument: the doubled braces are the shell's.
-    then_others = "${{PYTHONPATH:+:$PYTHONPATH}}"
-    shell.prefix(f'export PYTHONPATH="{workflow.basedir}{then_others}"; ')
+    # shell.prefix formats its argument like a rule's shell command (`:q` quotes for the
+    # shell); the doubled braces are the shell's own.
+    REPOSITORY = workflow.basedir
+    shell.prefix('export PYTHONPATH={REPOSITORY:q}"${{PYTHONPATH:+:$PYTHONPATH}}"; ')
 else:
-    shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH"; ')
+    INTERPRETER_BIN = str(Path(sys.executable).parent)
+    shell.prefix('export PATH={INTERPRETER_BIN:q}:"$PATH"; ')
 
 wildcard_constraints:
     case=r"[^/]+",
@@ -72,15 +99,6 @@ wildcard_constraints:
     batch=r"batch_\d+",
     fold=r"\d+",
 
-
-if not BUILT_DATASET and not DATASET.is_dir():
-    raise WorkflowError(
-        f"config 'dataset': {DATASET} is not a folder. Point it at a raw dataset in nnU-Net v2 "
-        "layout (dataset.json, imagesTr/, labelsTr/), set 'demo' to build the synthetic one, "
-        "or 'holdout' to build it from another dataset."
-    )
-if HOLDOUT is not None and not Path(HOLDOUT["source"]).is_dir():
-    raise WorkflowError(f"config 'holdout.source': {HOLDOUT['source']} is not a folder")
 
 # The manual splits file, read by the split stage's own checked reader when the workflow is
 # parsed: a malformed file is one clear error naming it, before any job runs.

@@ -29,12 +29,12 @@ rule validate:
     log:
         LOGS / "validate" / "{configuration}" / "fold_{fold}.log",
     shell:
-        "python -m segflow --log {log} validate-fold --plans {input.plans}"
-        " --configuration {wildcards.configuration} --fold {wildcards.fold}"
-        " --dataset-json {input.dataset_json} --dataset-report {input.dataset_report}"
-        " --splits {input.splits} --preprocessed {params.preprocessed}"
-        " --checkpoint {input.checkpoint} --out-dir {params.out_dir} --threads {threads}"
-        " {params.options}"
+        "python -m segflow --log={log:q} validate-fold --plans={input.plans:q}"
+        " --configuration={wildcards.configuration:q} --fold={wildcards.fold:q}"
+        " --dataset-json={input.dataset_json:q} --dataset-report={input.dataset_report:q}"
+        " --splits={input.splits:q} --preprocessed={params.preprocessed:q}"
+        " --checkpoint={input.checkpoint:q} --out-dir={params.out_dir:q} --threads={threads:q}"
+        " {params.options:q}"
 
 
 rule crossval:
@@ -54,5 +54,5 @@ rule crossval:
     log:
         LOGS / "crossval" / "{configuration}.log",
     shell:
-        "python -m segflow --log {log} crossval --configuration {wildcards.configuration}"
-        " --fold-metrics {input} --out-dir {params.out_dir}"
+        "python -m segflow --log={log:q} crossval --configuration={wildcards.configuration:q}"
+        " --fold-metrics {input:q} --out-dir={params.out_dir:q}"

@@ -21,7 +21,8 @@ rule export:
     log:
         LOGS / "export.log",
     shell:
-        "python -m segflow --log {log} export --dataset-json {input.dataset_json}"
-        " --plans {input.plans} --fingerprint {input.fingerprint} --selection {input.selection}"
-        " --postprocessing {input.postprocessing} --models {params.models}"
-        " --crossval {params.crossval} --out {output.model} --zip {output.zip}"
+        "python -m segflow --log={log:q} export --dataset-json={input.dataset_json:q}"
+        " --plans={input.plans:q} --fingerprint={input.fingerprint:q}"
+        " --selection={input.selection:q} --postprocessing={input.postprocessing:q}"
+        " --models={params.models:q} --crossval={params.crossval:q} --out={output.model:q}"
+        " --zip={output.zip:q}"

@@ -15,9 +15,9 @@ rule fingerprint_case:
     log:
         LOGS / "fingerprint" / "{case}.log",
     shell:
-        "python -m segflow --log {log} fingerprint-case --dataset-json {input.dataset_json}"
-        " --case-id {wildcards.case} --images {input.images} --label {input.label}"
-        " --seed {params.seed} --samples {params.samples} --out {output}"
+        "python -m segflow --log={log:q} fingerprint-case --dataset-json={input.dataset_json:q}"
+        " --case-id={wildcards.case:q} --images {input.images:q} --label={input.label:q}"
+        " --seed={params.seed:q} --samples={params.samples:q} --out={output:q}"
 
 
 rule fingerprint:
@@ -37,5 +37,5 @@ rule fingerprint:
     log:
         LOGS / "fingerprint.log",
     shell:
-        "python -m segflow --log {log} fingerprint --dataset-json {input.dataset_json}"
-        " --cases {input.cases} --seed {params.seed} --out {output}"
+        "python -m segflow --log={log:q} fingerprint --dataset-json={input.dataset_json:q}"
+        " --cases {input.cases:q} --seed={params.seed:q} --out={output:q}"

@@ -21,9 +21,9 @@ rule predict:
     log:
         LOGS / "predict" / "{case}{ending}.log",
     shell:
-        "python -m segflow --log {log} predict -i {input.images} -o {params.out_dir}"
-        " -m {params.models} --selection {input.selection} --no-postprocessing"
-        " --threads {threads} {params.options}"
+        "python -m segflow --log={log:q} predict -i {input.images:q} --output={params.out_dir:q}"
+        " --model={params.models:q} --selection={input.selection:q} --no-postprocessing"
+        " --threads={threads:q} {params.options:q}"
 
 
 rule apply_postprocessing:
@@ -38,8 +38,9 @@ rule apply_postprocessing:
     log:
         LOGS / "apply_postprocessing.log",
     shell:
-        "python -m segflow --log {log} apply-postprocessing --postprocessing {input.postprocessing}"
-        " -i {input.raw} -o {output} --dataset-json {input.dataset_json}"
+        "python -m segflow --log={log:q} apply-postprocessing"
+        " --postprocessing={input.postprocessing:q} -i {input.raw:q} --output={output:q}"
+        " --dataset-json={input.dataset_json:q}"
 
 
 rule evaluate:
@@ -58,6 +59,6 @@ rule evaluate:
     log:
         LOGS / "evaluate.log",
     shell:
-        "python -m segflow --log {log} evaluate --references {params.references}"
-        " --predictions {params.cases} --dataset-json {input.dataset_json}"
-        " --metrics-out {output.metrics} --summary-out {output.summary}"
+        "python -m segflow --log={log:q} evaluate --references={params.references:q}"
+        " --predictions {params.cases:q} --dataset-json={input.dataset_json:q}"
+        " --metrics-out={output.metrics:q} --summary-out={output.summary:q}"

@@ -11,7 +11,8 @@ rule preprocess:
         LAYOUT.preprocess_manifest("{configuration}", "{batch}"),
     params:
         report=LAYOUT.dataset_report,
-        case_ids=lambda wc: " ".join(preprocess_batches()[wc.batch]),
+        # One `--case-ids=<id>` each: an id beginning with '-' is still a value.
+        case_ids=lambda wc: [f"--case-ids={c}" for c in preprocess_batches()[wc.batch]],
         out_dir=lambda wc: LAYOUT.preprocessed(wc.configuration),
     threads: config["preprocessing"]["threads"]
     resources:
@@ -21,7 +22,7 @@ rule preprocess:
     log:
         LOGS / "preprocess" / "{configuration}" / "{batch}.log",
     shell:
-        "python -m segflow --log {log} preprocess --plans {input.plans}"
-        " --configuration {wildcards.configuration} --dataset-json {input.dataset_json}"
-        " --dataset-report {params.report} --case-ids {params.case_ids}"
-        " --workers {threads} --out-dir {params.out_dir} --manifest {output}"
+        "python -m segflow --log={log:q} preprocess --plans={input.plans:q}"
+        " --configuration={wildcards.configuration:q} --dataset-json={input.dataset_json:q}"
+        " --dataset-report={params.report:q} {params.case_ids:q}"
+        " --workers={threads:q} --out-dir={params.out_dir:q} --manifest={output:q}"

@@ -34,11 +34,11 @@ rule report_pages:
     log:
         LOGS / "report_pages.log",
     shell:
-        "python -m segflow --log {log} report-pages --part main"
-        " --dataset-json {input.dataset_json} --dataset-report {input.dataset_report}"
-        " --fingerprint {input.fingerprint} --plans {input.plans}"
-        " --crossval-metrics {input.crossval} --selection {input.selection}"
-        " --postprocessing {input.postprocessing} --out-dir {params.out_dir}"
+        "python -m segflow --log={log:q} report-pages --part=main"
+        " --dataset-json={input.dataset_json:q} --dataset-report={input.dataset_report:q}"
+        " --fingerprint={input.fingerprint:q} --plans={input.plans:q}"
+        " --crossval-metrics {input.crossval:q} --selection={input.selection:q}"
+        " --postprocessing={input.postprocessing:q} --out-dir={params.out_dir:q}"
 
 
 if HAS_TEST_LABELS:
@@ -60,5 +60,5 @@ if HAS_TEST_LABELS:
         log:
             LOGS / "report_test_pages.log",
         shell:
-            "python -m segflow --log {log} report-pages --part test"
-            " --test-metrics {input.metrics} --out-dir {params.out_dir}"
+            "python -m segflow --log={log:q} report-pages --part=test"
+            " --test-metrics={input.metrics:q} --out-dir={params.out_dir:q}"

@@ -29,8 +29,8 @@ rule train:
     log:
         LOGS / "train" / "{configuration}" / "fold_{fold}.log",
     shell:
-        "python -m segflow --log {log} train --plans {input.plans}"
-        " --configuration {wildcards.configuration} --fold {wildcards.fold}"
-        " --dataset-json {input.dataset_json} --splits {input.splits}"
-        " --preprocessed {params.preprocessed} --out-dir {params.out_dir}"
-        " --threads {threads} {params.options}"
+        "python -m segflow --log={log:q} train --plans={input.plans:q}"
+        " --configuration={wildcards.configuration:q} --fold={wildcards.fold:q}"
+        " --dataset-json={input.dataset_json:q} --splits={input.splits:q}"
+        " --preprocessed={params.preprocessed:q} --out-dir={params.out_dir:q}"
+        " --threads={threads:q} {params.options:q}"

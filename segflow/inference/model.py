@@ -21,6 +21,7 @@ from torch import nn
 from segflow.errors import Problem, SegflowError
 from segflow.io.dataset import DatasetJson, parse_dataset_json
 from segflow.layout import CHECKPOINT_FINAL, fold_of_folder
+from segflow.networks.variants import NetworkVariant
 from segflow.planning.plans import Plans
 from segflow.training.checkpoint import load_checkpoint
 
@@ -58,6 +59,15 @@ def load_trained_fold(
     return _fold_from_state(load_checkpoint(path), path, plans, device)
 
 
+def _network_variant(state: dict, path: Path) -> NetworkVariant:
+    """The network variant the checkpoint's run trained (the planned network before variants
+    existed)."""
+    recorded = (state.get("settings") or {}).get("network")
+    if recorded is None:
+        return NetworkVariant()
+    return NetworkVariant.from_dict(recorded, f"{path}: settings.network")
+
+
 def _fold_from_state(
     state: dict, path: Path, plans: Plans | None, device: str | torch.device
 ) -> TrainedFold:
@@ -82,6 +92,7 @@ def _fold_from_state(
         state["num_input_channels"],
         state["num_outputs"],
         deep_supervision=False,
+        variant=_network_variant(state, path),
     )
     try:
         network.load_state_dict(state["network"])

@@ -99,70 +99,96 @@ def _choice_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _is_group(kind: Any) -> bool:
+    """Whether a field's type is a settings class of its own (a nested group of settings)."""
+    return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
 def add_arguments(
-    parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = ()
+    parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable[str] = (), prefix: str = ""
 ) -> None:
-    """One option per field of ``cls`` (but ``exclude``), with the field's default and help."""
+    """One option per field of ``cls`` (but ``exclude``), with the field's default and help.
+
+    A field whose type is itself a settings class adds that class's options, each named with
+    the field's name first (``network: NetworkVariant`` gives ``--network-encoder-scale``).
+    """
     excluded = set(exclude)
     for field, meta, kind in fields_of(cls):
         if field.name in excluded:
             continue
-        if meta.choices is not None:
+        name = prefix + field.name
+        if _is_group(kind):
+            add_arguments(parser, kind, prefix=f"{name}_")
+        elif meta.choices is not None:
             texts = {_choice_text(c): c for c in meta.choices}
             parser.add_argument(
-                _flag(field.name),
-                dest=field.name,
+                _flag(name),
+                dest=name,
                 choices=tuple(texts),
                 default=_choice_text(field.default),
                 help=meta.help,
             )
         elif _is_switch(kind, field.default):
-            flag = _flag(("no_" if field.default else "") + field.name)
+            flag = _flag(("no_" if field.default else "") + name)
             action = "store_false" if field.default else "store_true"
             text = f"turn off: {meta.help}" if field.default else meta.help
-            parser.add_argument(flag, dest=field.name, action=action, help=text)
+            parser.add_argument(flag, dest=name, action=action, help=text)
         else:
             scalar = _scalar_type(kind)
             if scalar is None:
                 raise TypeError(f"{cls.__name__}.{field.name}: no command-line form for {kind}")
             parser.add_argument(
-                _flag(field.name), dest=field.name, type=scalar, default=field.default,
-                help=meta.help,
-            )  # fmt: skip
+                _flag(name), dest=name, type=scalar, default=field.default, help=meta.help
+            )
 
 
-def from_arguments(cls: type, args: argparse.Namespace, **given: Any) -> Any:
+def from_arguments(cls: type, args: argparse.Namespace, *, prefix: str = "", **given: Any) -> Any:
     """``cls`` from the options :func:`add_arguments` added (and ``given`` for the others)."""
     values = dict(given)
-    for field, meta, _ in fields_of(cls):
-        if field.name in values or not hasattr(args, field.name):
+    for field, meta, kind in fields_of(cls):
+        name = prefix + field.name
+        if field.name in values:
             continue
-        value = getattr(args, field.name)
+        if _is_group(kind):
+            values[field.name] = from_arguments(kind, args, prefix=f"{name}_")
+            continue
+        if not hasattr(args, name):
+            continue
+        value = getattr(args, name)
         if meta.choices is not None:
             value = {_choice_text(c): c for c in meta.choices}.get(value, value)
         values[field.name] = value
     return cls(**values)
 
 
-def to_arguments(cls: type, values: Mapping[str, Any], *, exclude: Iterable[str] = ()) -> list[str]:
-    """The options that give ``cls`` the ``values`` (a config section; missing keys take
-    the default), as argument strings ``--name=value`` (a value cannot pass for an option).
+def to_arguments(
+    cls: type, values: Mapping[str, Any] | Any, *, exclude: Iterable[str] = (), prefix: str = ""
+) -> list[str]:
+    """The options that give ``cls`` the ``values`` (a config section, or settings; missing
+    keys take the default), as argument strings ``--name=value`` (a value cannot pass for an
+    option). A nested settings class takes its values from a mapping (or settings) under its
+    field's name.
 
     Switches appear when they differ from their default; fields whose value is None are left
     out (the command's default is None too); every other field is always passed, so a rule's
     command shows every value that decides its result.
     """
+    if dataclasses.is_dataclass(values) and not isinstance(values, type):
+        values = {f.name: getattr(values, f.name) for f in dataclasses.fields(values)}
     excluded = set(exclude)
     arguments = []
     for field, meta, kind in fields_of(cls):
         if field.name in excluded:
             continue
+        name = prefix + field.name
         value = values.get(field.name, field.default)
-        if meta.choices is not None:
-            arguments.append(f"{_flag(field.name)}={_choice_text(value)}")
+        if _is_group(kind):
+            arguments += to_arguments(kind, value if value is not None else {}, prefix=f"{name}_")
+        elif meta.choices is not None:
+            arguments.append(f"{_flag(name)}={_choice_text(value)}")
         elif _is_switch(kind, field.default):
             if bool(value) != field.default:
-                arguments.append(_flag(("no_" if field.default else "") + field.name))
+                arguments.append(_flag(("no_" if field.default else "") + name))
         elif value is not None:
-            arguments.append(f"{_flag(field.name)}={value}")
+            arguments.append(f"{_flag(name)}={value}")
     return arguments

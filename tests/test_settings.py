@@ -144,20 +144,34 @@ def test_the_prediction_flags_give_the_configs_inference_settings():
     )
 
 
+def _schema_agrees(cls, properties, where, elsewhere=frozenset(), workflow_only=frozenset()):
+    for field, _, kind in fields_of(cls):
+        if field.name in elsewhere:
+            assert SCHEMA["properties"][field.name]["default"] == field.default
+            continue
+        assert field.name in properties, f"config {where}.{field.name} is not in the schema"
+        entry = properties[field.name]
+        if dataclasses.is_dataclass(kind):
+            assert entry["type"] == "object" and entry["default"] == {}
+            _schema_agrees(kind, entry["properties"], f"{where}.{field.name}")
+        elif field.name != "threads":  # the rule's threads: a job's CPU count, not torch's
+            assert entry["default"] == field.default, f"{where}.{field.name}"
+    names = {f.name for f, _, _ in fields_of(cls)}
+    assert sorted(set(properties) - names - set(workflow_only)) == []
+
+
 @pytest.mark.parametrize(
     ("cls", "section", "elsewhere"),
     [(TrainingSettings, "training", {"seed"}), (InferenceSettings, "inference", set())],
 )
 def test_every_setting_is_a_config_key_with_the_same_default(cls, section, elsewhere):
     properties = SCHEMA["properties"][section]["properties"]
-    for field, _, _ in fields_of(cls):
-        if field.name in elsewhere:
-            assert SCHEMA["properties"][field.name]["default"] == field.default
-            continue
-        assert field.name in properties, f"config {section}.{field.name} is not in the schema"
-        default = properties[field.name]["default"]
-        if field.name != "threads":  # the rule's threads: a job's CPU count, not torch's
-            assert default == field.default, f"{section}.{field.name}"
-    workflow_only = {"configurations", "folds", "threads"}
-    names = {f.name for f, _, _ in fields_of(cls)}
-    assert sorted(set(properties) - names - workflow_only) == []
+    _schema_agrees(cls, properties, section, elsewhere, {"configurations", "folds", "threads"})
+
+
+def test_choices_in_the_schema_are_the_settings_choices():
+    properties = SCHEMA["properties"]["training"]["properties"]
+    for name in ("loss", "optimizer", "channels_last"):
+        meta = next(m for f, m, _ in fields_of(TrainingSettings) if f.name == name)
+        schema_values = properties[name].get("enum") or properties[name]["oneOf"][1]["enum"]
+        assert set(meta.choices) - {True, False} == set(schema_values)

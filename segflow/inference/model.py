@@ -22,6 +22,7 @@ from segflow.errors import Problem, SegflowError
 from segflow.io.dataset import DatasetJson, parse_dataset_json
 from segflow.io.paths import access_reason, readable_path
 from segflow.layout import CHECKPOINT_FINAL, fold_of_folder
+from segflow.networks.variants import NetworkVariant
 from segflow.planning.plans import Plans
 from segflow.training.checkpoint import load_checkpoint
 
@@ -79,6 +80,15 @@ def _check_fold_state(state: dict, path: Path) -> None:
         )  # fmt: skip
 
 
+def _network_variant(state: dict, path: Path) -> NetworkVariant:
+    """The network variant the checkpoint's run trained (the planned network before variants
+    existed)."""
+    recorded = (state.get("settings") or {}).get("network")
+    if recorded is None:
+        return NetworkVariant()
+    return NetworkVariant.from_dict(recorded, f"{path}: settings.network")
+
+
 def _fold_from_state(
     state: dict, path: Path, plans: Plans | None, device: str | torch.device
 ) -> TrainedFold:
@@ -104,6 +114,7 @@ def _fold_from_state(
         state["num_input_channels"],
         state["num_outputs"],
         deep_supervision=False,
+        variant=_network_variant(state, path),
     )
     try:
         network.load_state_dict(state["network"])

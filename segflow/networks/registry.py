@@ -16,7 +16,7 @@ from segflow.networks.resenc import ResidualEncoderUNet
 from segflow.networks.unet import PlainConvUNet, UNet
 from segflow.planning.presets import PLAIN_UNET, RESIDUAL_ENCODER_UNET
 
-__all__ = ["NETWORKS", "NetworkBuilder", "unknown_network"]
+__all__ = ["ARCHITECTURES", "NETWORKS", "NetworkBuilder", "unknown_network"]
 
 
 class NetworkBuilder(Protocol):
@@ -45,6 +45,9 @@ NETWORKS: dict[str, NetworkBuilder] = {
 }
 """Network builders by the name a plan's ``architecture`` (or an experiment) gives them;
 the names are nnU-Net's."""
+
+ARCHITECTURES = NETWORKS
+"""Another name of :data:`NETWORKS` (the architectures a plan may name)."""
 
 
 def unknown_network(name: object) -> str:

@@ -15,21 +15,25 @@ import difflib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from segflow.errors import Problem, SegflowError
-from segflow.networks.blocks import GroupNorm, InstanceNorm2d, InstanceNorm3d, LayerOps
-from segflow.networks.registry import NETWORKS, unknown_network
+from segflow.planning.presets import PLAIN_UNET, RESIDUAL_ENCODER_UNET
+from segflow.settings import setting
 
-__all__ = ["BRATS2021_VARIANTS", "NORMS", "NetworkVariant"]
+if TYPE_CHECKING:
+    from torch import nn
+
+    from segflow.networks.blocks import LayerOps
+
+__all__ = ["ARCHITECTURE_NAMES", "BRATS2021_VARIANTS", "NORMS", "NetworkVariant"]
 
 NORMS = ("instance", "group", "batch")
 """The normalizations a variant may put in place of the planned one."""
 
-_INSTANCE_NORMS = {2: InstanceNorm2d, 3: InstanceNorm3d}
-_BATCH_NORMS = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+#: The architectures a variant may name (the keys of segflow.networks.NETWORKS, which a test
+#: keeps equal; spelled here so that the settings load without torch).
+ARCHITECTURE_NAMES = (PLAIN_UNET, RESIDUAL_ENCODER_UNET)
 # Of the planned normalization's arguments, those every normalization takes.
 _SHARED_NORM_KWARGS = ("eps", "affine")
 _POSITIVE_INTEGERS = (
@@ -66,15 +70,15 @@ class NetworkVariant:
         attention_head_size: channels per head there (paper: 16).
     """
 
-    architecture: str | None = None
-    encoder_scale: int = 1
-    encoder_max_features: int = 512
-    norm: str | None = None
-    groups: int = 16
-    axial_attention: bool = False
-    attention_stages: int = 4
-    attention_heads: int = 4
-    attention_head_size: int = 16
+    architecture: str | None = setting(None, "the network by name (default: the plan's)")
+    encoder_scale: int = setting(1, "multiplies the encoder's features (BraTS 2021 BL+L: 2)")
+    encoder_max_features: int = setting(512, "cap of the scaled encoder's features")
+    norm: str | None = setting(None, "instance, group or batch (default: the plan's)")
+    groups: int = setting(16, "channel groups of group normalization")
+    axial_attention: bool = setting(False, "axial attention in the coarsest decoder stages")
+    attention_stages: int = setting(4, "decoder stages with axial attention")
+    attention_heads: int = setting(4, "attention heads at the finest attended stage")
+    attention_head_size: int = setting(16, "channels per head at the finest attended stage")
 
     def __post_init__(self) -> None:
         problems = _value_problems(self.to_dict(), "network variant")
@@ -142,6 +146,10 @@ class NetworkVariant:
 
     def layer_ops(self, planned: LayerOps) -> LayerOps:
         """The ``planned`` layer types with this variant's normalization."""
+        from torch import nn
+
+        from segflow.networks.blocks import GroupNorm, InstanceNorm2d, InstanceNorm3d
+
         if self.norm is None or self.norm == _norm_kind(planned.norm_type):
             return planned
         shared = {k: v for k, v in planned.norm_kwargs.items() if k in _SHARED_NORM_KWARGS}
@@ -149,7 +157,11 @@ class NetworkVariant:
             return dataclasses.replace(
                 planned, norm_type=GroupNorm, norm_kwargs={**shared, "groups": self.groups}
             )
-        norm_types = _INSTANCE_NORMS if self.norm == "instance" else _BATCH_NORMS
+        norm_types = (
+            {2: InstanceNorm2d, 3: InstanceNorm3d}
+            if self.norm == "instance"
+            else {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+        )
         return dataclasses.replace(planned, norm_type=norm_types[planned.ndim], norm_kwargs=shared)
 
     def width_problems(self, widths: Iterable[int], where: str) -> list[Problem]:
@@ -173,6 +185,8 @@ class NetworkVariant:
 
 
 def _norm_kind(norm_type: type[nn.Module]) -> str | None:
+    from torch import nn
+
     if issubclass(norm_type, nn.modules.instancenorm._InstanceNorm):
         return "instance"
     if issubclass(norm_type, nn.modules.batchnorm._BatchNorm):
@@ -211,9 +225,17 @@ def _value_problems(values: Mapping[str, Any], where: str) -> list[Problem]:
         )
     architecture = values.get("architecture")
     if architecture is not None and (
-        not isinstance(architecture, str) or architecture not in NETWORKS
+        not isinstance(architecture, str) or architecture not in ARCHITECTURE_NAMES
     ):
-        problems.append(Problem(f"{where}.architecture", unknown_network(architecture)))
+        close = difflib.get_close_matches(str(architecture), ARCHITECTURE_NAMES, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        problems.append(
+            Problem(
+                f"{where}.architecture",
+                f"architecture '{architecture}' is not supported{hint} "
+                f"(valid: {', '.join(ARCHITECTURE_NAMES)})",
+            )
+        )
     return problems
 
 

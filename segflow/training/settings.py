@@ -11,9 +11,18 @@ import dataclasses
 from typing import Any, ClassVar
 
 from segflow.errors import Problem, SegflowError
+from segflow.networks.variants import NetworkVariant
 from segflow.settings import runtime_only, setting
 
-__all__ = ["TrainingSettings"]
+__all__ = ["LOSS_NAMES", "OPTIMIZERS", "TrainingSettings"]
+
+#: The losses a run may name: the keys of :data:`segflow.training.losses.LOSSES` (a test keeps
+#: them equal; spelled here so that the settings load without torch).
+LOSS_NAMES = ("dice_ce", "exp_log", "focal", "soft_iou", "dice_focal")
+#: No change to the network a configuration plans.
+PLANNED_NETWORK = NetworkVariant()
+#: The optimizers: nnU-Net's SGD with Nesterov momentum, or AdamW.
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,10 +38,16 @@ class TrainingSettings:
     val_iterations_per_epoch: int = setting(
         50, "validation batches per epoch, for the validation loss and pseudo Dice"
     )
+    # A frozen dataclass: one shared default instance is safe.
+    network: NetworkVariant = setting(  # noqa: RUF009
+        PLANNED_NETWORK, "changes to the planned network (the defaults change nothing)"
+    )
+    loss: str = setting("dice_ce", "the training loss, by name", choices=LOSS_NAMES)
+    optimizer: str = setting("sgd", "sgd (Nesterov momentum) or adamw", choices=OPTIMIZERS)
     initial_lr: float = setting(1e-2, "learning rate of the first epoch")
     lr_exponent: float = setting(0.9, "the poly schedule's exponent: (1 - epoch/epochs)^exponent")
-    weight_decay: float = setting(3e-5, "SGD weight decay")
-    momentum: float = setting(0.99, "SGD Nesterov momentum")
+    weight_decay: float = setting(3e-5, "weight decay of the optimizer")
+    momentum: float = setting(0.99, "SGD's Nesterov momentum (not used by AdamW)")
     grad_clip_norm: float = setting(12.0, "gradients are clipped to this norm")
     oversample_foreground_percent: float = setting(
         0.33, "share of each batch centred on a foreground voxel"
@@ -76,6 +91,12 @@ class TrainingSettings:
             problems.append(
                 Problem("channels_last", f"must be true, false or auto, got {self.channels_last!r}")
             )
+        if self.loss not in LOSS_NAMES:
+            problems.append(Problem("loss", f"must be one of {', '.join(LOSS_NAMES)}"))
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(Problem("optimizer", f"must be one of {', '.join(OPTIMIZERS)}"))
+        if not isinstance(self.network, NetworkVariant):
+            problems.append(Problem("network", "must be a NetworkVariant"))
         if self.num_workers is not None and self.num_workers < 0:
             problems.append(Problem("num_workers", f"must be 0 or more, got {self.num_workers}"))
         if problems:
@@ -84,6 +105,14 @@ class TrainingSettings:
     def result_fields(self) -> dict[str, Any]:
         """The settings that decide the trained weights."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_ONLY}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingSettings:
+        """The settings :func:`dataclasses.asdict` wrote (as a checkpoint records them)."""
+        values = dict(data)
+        if isinstance(values.get("network"), dict):
+            values["network"] = NetworkVariant.from_dict(values["network"], "settings.network")
+        return cls(**values)
 
 
 TrainingSettings.RUNTIME_ONLY = runtime_only(TrainingSettings)

@@ -40,7 +40,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ __all__ = [
     "FoldTrainer",
     "TrainingInterrupted",
     "TrainingSettings",
+    "build_optimizer",
     "poly_learning_rate",
 ]
 
@@ -99,6 +100,25 @@ class TrainingInterrupted(Interrupted):
             "resumes from it",
             signum,
         )
+
+
+def build_optimizer(
+    parameters: Iterable[nn.Parameter], settings: TrainingSettings
+) -> torch.optim.Optimizer:
+    """The optimizer ``settings`` name: nnU-Net's SGD with Nesterov ``momentum``, or AdamW
+    (PyTorch's betas; ``momentum`` is SGD's only). Either starts at ``initial_lr`` with
+    ``weight_decay``; the poly schedule sets the rate of every epoch."""
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(
+            parameters, lr=settings.initial_lr, weight_decay=settings.weight_decay
+        )
+    return torch.optim.SGD(
+        parameters,
+        lr=settings.initial_lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        nesterov=True,
+    )
 
 
 def poly_learning_rate(initial_lr: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
@@ -223,17 +243,13 @@ class FoldTrainer:
             self.num_input_channels,
             self.num_outputs,
             deep_supervision=True,
+            variant=self.settings.network,
         ).to(self.device, memory_format=self.memory_format)
-        self.optimizer = torch.optim.SGD(
-            self.network.parameters(),
-            lr=self.settings.initial_lr,
-            momentum=self.settings.momentum,
-            weight_decay=self.settings.weight_decay,
-            nesterov=True,
-        )
+        self.optimizer = build_optimizer(self.network.parameters(), self.settings)
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
         self.loss = build_loss(
             self.dataset,
+            name=self.settings.loss,
             batch_dice=self.configuration.batch_dice,
             num_outputs=len(self.scales),
         )

@@ -127,7 +127,7 @@ def test_every_input_problem_is_reported_before_any_work(tmp_path):
     message = str(err.value)
     assert f"{tmp_path / 'missing.nii.gz'}: input does not exist" in message
     assert f"{tmp_path / 'empty'}: folder holds no *.nii.gz segmentation" in message
-    assert f"{tmp_path / 'in' / 'broken.nii.gz'}: unreadable" in message
+    assert f"{tmp_path / 'in' / 'broken.nii.gz'}: cannot be read as an image" in message
     assert f"{tmp_path / 'other' / 'a.nii.gz'}: has the same name as" in message
     assert len(err.value.problems) == 4
     assert not (tmp_path / "out").exists()

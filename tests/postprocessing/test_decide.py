@@ -211,7 +211,7 @@ def test_every_missing_or_mismatched_file_is_reported_at_once(tmp_path):
     assert "b.nii.gz: shape [4, 8, 7] differs from the reference's [4, 8, 8]" in message
     assert f"{tmp_path / 'ref' / 'c.nii.gz'}: reference of case 'c' does not exist" in message
     assert f"{tmp_path / 'pred' / 'c.nii.gz'}: prediction of case 'c' does not exist" in message
-    assert f"{tmp_path / 'pred' / 'd.nii.gz'}: unreadable" in message
+    assert f"{tmp_path / 'pred' / 'd.nii.gz'}: cannot be read as an image" in message
     assert len(err.value.problems) == 4
 
 

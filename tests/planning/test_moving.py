@@ -92,3 +92,16 @@ def test_the_move_plans_command(make_dataset, make_fingerprint, tmp_path):
         ]
     )
     assert load_plans(out).dataset_name == "Dataset102_Target"
+
+
+def test_2d_plans_do_not_move_to_3d_data(make_dataset, make_fingerprint):
+    dataset = make_dataset(channels={"0": "EM"})
+    source = Plans.from_dict(
+        plan_experiment(make_fingerprint((999.0, 1.0, 1.0), (1, 256, 256)), dataset)
+    )
+    assert source.configuration_names == ("2d",)
+    with pytest.raises(SegflowError) as err:
+        move_plans(source, dataset, make_fingerprint((1.0, 1.0, 1.0), (36, 50, 35)))
+    assert [str(p) for p in err.value.problems] == [
+        "fingerprint: the target data is 3D, the source plans are for 2D data"
+    ]

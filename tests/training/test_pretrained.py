@@ -97,6 +97,22 @@ def test_the_checkpoint_records_the_pretrained_weights(tiny_experiment, pretrain
     assert TrainingSettings.from_dict(state["settings"]) == settings
 
 
+def test_an_exported_model_serves_as_pretrained_weights(tiny_experiment, pretrained, tmp_path):
+    from segflow.export.exporting import inference_checkpoint
+    from segflow.training.checkpoint import save_checkpoint
+
+    state = load_checkpoint(pretrained)
+    state["pretrained"] = {"path": "elsewhere.pt", "sha256": "0" * 64, "layers": 1}
+    exported = save_checkpoint(tmp_path / "exported.pt", inference_checkpoint(state))
+    assert load_checkpoint(exported)["pretrained"] == state["pretrained"]
+    settings = dataclasses.replace(TINY, pretrained_weights=str(exported))
+    trainer = _trainer(tiny_experiment, tmp_path / "run", fold=1, settings=settings)
+    trainer.prepare()
+    trainer.load_pretrained()
+    first = "encoder.stages.0.0.conv.weight"
+    assert torch.equal(trainer.network.state_dict()[first], state["network"][first])
+
+
 def test_a_network_of_other_plans_is_refused_naming_every_layer(
     tiny_experiment, pretrained, tmp_path
 ):

@@ -49,6 +49,7 @@ ORDER = (
     "fingerprint-case",
     "fingerprint",
     "plan",
+    "move-plans",
     "preprocess",
     "split",
     "holdout",

@@ -200,6 +200,8 @@ def _path_problems(config: dict[str, Any], base: Path) -> list[Problem]:
         ("holdout.source", (config["holdout"] or {}).get("source"), "dir"),
         ("splits.manual", config["splits"]["manual"], None),  # read by _fold_count
         ("splits.groups", config["splits"]["groups"], "file"),
+        ("training.pretrained_weights", config["training"]["pretrained_weights"], "file"),
+        ("planning.plans_from", config["planning"]["plans_from"], "file"),
     ]
     for key, value, kind in named:
         if value is None:

@@ -22,6 +22,7 @@ def test_defaults_are_filled_in_without_touching_the_input():
         "gpu_memory_target_gb": None,
         "base_features": None,
         "max_features": None,
+        "plans_from": None,
     }
     assert checked["inference"] == {
         "mirroring": True,
@@ -229,3 +230,22 @@ def test_a_demo_too_small_for_its_folds_and_a_broken_groups_table_are_refused(tm
         "demo.cases: 3 training cases cannot make splits.num_folds (5) folds; give at least 5 "
         "cases or fewer folds"
     ]
+
+
+def test_the_fine_tuning_files_are_checked(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "plans.json").write_text("{}")
+    config = {
+        "dataset": "folder",
+        "training": {"pretrained_weights": "runs/checkpoint_final.pt"},
+        "planning": {"plans_from": "folder"},
+    }
+    assert _problems(config, base=tmp_path) == [
+        "training.pretrained_weights: runs/checkpoint_final.pt does not exist",
+        "planning.plans_from: folder is not a file",
+    ]
+    config["planning"]["plans_from"] = "plans.json"
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "checkpoint_final.pt").write_bytes(b"")
+    checked = check_config(config, SCHEMA, base=tmp_path)
+    assert checked["training"]["pretrained_weights"] == "runs/checkpoint_final.pt"

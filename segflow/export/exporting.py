@@ -58,8 +58,16 @@ INFERENCE_KEYS = (
     "plans",
     "dataset_json",
 )
-#: Small entries kept because they say how the fold was trained.
-DESCRIPTIVE_KEYS = ("segflow_version", "signature", "class_names", "regions", "settings")
+#: Small entries kept because they say how the fold was trained (``pretrained``: the weights
+#: a fine-tuned fold started from).
+DESCRIPTIVE_KEYS = (
+    "segflow_version",
+    "signature",
+    "class_names",
+    "regions",
+    "settings",
+    "pretrained",
+)
 
 JsonSource = str | os.PathLike[str] | Mapping[str, Any]
 

@@ -1,4 +1,5 @@
-"""``segflow plan``: the experiment's configurations from the fingerprint (``plans.json``)."""
+"""``segflow plan``: the experiment's configurations from the fingerprint (``plans.json``);
+``segflow move-plans``: another dataset's plans made to fit this one (for fine-tuning)."""
 
 from __future__ import annotations
 
@@ -70,11 +71,45 @@ def _plan(args: argparse.Namespace) -> None:
         )
 
 
+def _move_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--source-plans", type=Path, required=True, help="plans.json of the pretraining dataset"
+    )
+    p.add_argument("--target-dataset-json", type=Path, required=True, help="the new dataset's")
+    p.add_argument(
+        "--target-fingerprint", type=Path, required=True, help="the new dataset's fingerprint"
+    )
+    p.add_argument("--out", type=Path, required=True, help="the new dataset's plans.json")
+
+
+def _move(args: argparse.Namespace) -> None:
+    from segflow.io.atomic import read_json, write_json
+    from segflow.io.dataset import load_dataset_json
+    from segflow.io.schema import check_against_schema
+    from segflow.planning.moving import move_plans
+    from segflow.planning.plans import load_plans
+
+    source = load_plans(args.source_plans)
+    dataset = load_dataset_json(args.target_dataset_json)
+    fingerprint = read_json(args.target_fingerprint)
+    check_against_schema(fingerprint, "fingerprint", str(args.target_fingerprint))
+    plans = move_plans(source, dataset, fingerprint)
+    check_against_schema(plans, "plans", str(args.out))
+    write_json(args.out, plans)
+
+
 COMMANDS = (
     Command(
         "plan",
         "plan the experiment: configurations, spacing, patch, network",
         _plan_arguments,
         _plan,
+    ),
+    Command(
+        "move-plans",
+        "give a dataset the plans of another (its network topology) to fine-tune a network "
+        "pretrained there",
+        _move_arguments,
+        _move,
     ),
 )

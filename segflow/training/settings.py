@@ -42,6 +42,11 @@ class TrainingSettings:
     network: NetworkVariant = setting(  # noqa: RUF009
         PLANNED_NETWORK, "changes to the planned network (the defaults change nothing)"
     )
+    pretrained_weights: str | None = setting(
+        None,
+        "a segflow checkpoint (checkpoint_final.pt) whose weights, but the segmentation heads, "
+        "start the run (fine-tuning; ignored on resume)",
+    )
     loss: str = setting("dice_ce", "the training loss, by name", choices=LOSS_NAMES)
     optimizer: str = setting("sgd", "sgd (Nesterov momentum) or adamw", choices=OPTIMIZERS)
     initial_lr: float = setting(1e-2, "learning rate of the first epoch")
@@ -97,6 +102,10 @@ class TrainingSettings:
             problems.append(Problem("optimizer", f"must be one of {', '.join(OPTIMIZERS)}"))
         if not isinstance(self.network, NetworkVariant):
             problems.append(Problem("network", "must be a NetworkVariant"))
+        if self.pretrained_weights is not None and (
+            not isinstance(self.pretrained_weights, str) or not self.pretrained_weights
+        ):
+            problems.append(Problem("pretrained_weights", "must be a checkpoint's path"))
         if self.num_workers is not None and self.num_workers < 0:
             problems.append(Problem("num_workers", f"must be 0 or more, got {self.num_workers}"))
         if problems:

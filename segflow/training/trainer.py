@@ -23,6 +23,11 @@ What makes a run reproducible and resumable:
   so two runs on the same machine give bit-identical weights, and so does a run killed and
   resumed. Without it cuDNN may autotune on CUDA, which is faster but not bit-reproducible.
 
+Fine-tuning: with ``pretrained_weights`` (a segflow checkpoint) a new run starts from that
+network's weights, all but the segmentation heads (:mod:`segflow.training.pretrained`); a
+resumed run continues from its own checkpoint instead. The file's SHA-256 is part of the run's
+signature and is recorded in its checkpoints (``pretrained``).
+
 Mixed precision (float16 autocast with a gradient scaler) is used on CUDA only. On CPU,
 ``cpu_bf16`` enables bfloat16 autocast, which is faster on CPUs with bf16 instructions.
 ``channels_last`` (default ``"auto"``: 3D networks on the CPU) runs the network and its
@@ -68,6 +73,7 @@ from segflow.training.loss import (
     foreground_regions,
     label_map_to_regions,
 )
+from segflow.training.pretrained import file_sha256, load_pretrained_weights
 from segflow.training.progress import TrainingHistory, pseudo_dice
 from segflow.training.settings import TrainingSettings
 
@@ -173,6 +179,10 @@ class FoldTrainer:
             problems.append(Problem(f"fold {fold}", "has no training cases"))
         if not self.val_cases:
             problems.append(Problem(f"fold {fold}", "has no validation cases"))
+        pretrained = self.settings.pretrained_weights
+        if pretrained is not None and not Path(pretrained).is_file():
+            what = "is not a file" if Path(pretrained).exists() else "does not exist"
+            problems.append(Problem(pretrained, f"pretrained_weights: {what}"))
         if problems:
             raise SegflowError("cannot train this fold", problems)
 
@@ -181,6 +191,15 @@ class FoldTrainer:
         self.num_outputs = dataset.num_segmentation_heads
         self.num_input_channels = dataset.num_channels
         self.scales = deep_supervision_scales(self.configuration.network.strides)
+        # The pretrained weights decide the result: their content is part of the signature,
+        # so a checkpoint_latest.pt of a run from other weights is not resumed.
+        self.pretrained_sha256 = (
+            file_sha256(self.settings.pretrained_weights)
+            if self.settings.pretrained_weights is not None
+            else None
+        )
+        #: What the run started from (path, sha256, layers copied); None: its own init.
+        self.pretrained: dict[str, Any] | None = None
         #: Axes mirrored in training (all of them, as nnU-Net); inference mirrors the same.
         self.mirror_axes = tuple(range(self.configuration.ndim))
         self.signature = _signature(
@@ -194,6 +213,7 @@ class FoldTrainer:
                 "val": self.val_cases,
                 "fold": self.fold,
                 "settings": self.settings.result_fields(),
+                "pretrained_sha256": self.pretrained_sha256,
             }
         )
         self._stop_signal: int | None = None
@@ -313,6 +333,7 @@ class FoldTrainer:
             "plans": self.plans.to_dict(),
             "dataset_json": json.loads(json.dumps(self.dataset.raw)),
             "settings": dataclasses.asdict(self.settings),
+            "pretrained": dict(self.pretrained) if self.pretrained is not None else None,
             "epoch": self.epoch,
             "iteration": self.iteration,
             "epoch_losses": list(self.epoch_losses),
@@ -334,16 +355,31 @@ class FoldTrainer:
         self.epoch = int(state["epoch"])
         self.iteration = int(state["iteration"])
         self.epoch_losses = [float(x) for x in state["epoch_losses"]]
+        self.pretrained = state.get("pretrained")
         restore_rng_state(state["rng"])
 
     def _save(self, name: str) -> Path:
         return save_checkpoint(self.output_folder / name, self.state_dict())
 
-    def _resume(self) -> None:
-        """Continue from ``checkpoint_latest.pt`` when it belongs to this run."""
+    def load_pretrained(self) -> None:
+        """Start from ``settings.pretrained_weights`` (all but the heads), if set; a run does
+        this once, at its start (a resumed run continues from its own checkpoint)."""
+        if self.settings.pretrained_weights is None:
+            return
+        self.pretrained = load_pretrained_weights(
+            self.network, self.settings.pretrained_weights, self.num_input_channels
+        )
+        if self.pretrained["sha256"] != self.pretrained_sha256:
+            raise SegflowError(
+                "the pretrained weights changed while training started",
+                [Problem(self.settings.pretrained_weights, "its content is not what it was")],
+            )
+
+    def _resume(self) -> bool:
+        """Continue from ``checkpoint_latest.pt`` when it belongs to this run; whether it did."""
         latest = self.output_folder / CHECKPOINT_LATEST
         if not latest.exists():
-            return
+            return False
         state = load_checkpoint(latest, map_location=self.device)
         if state.get("signature") != self.signature:
             logger.warning(
@@ -352,11 +388,12 @@ class FoldTrainer:
             for name in (CHECKPOINT_LATEST, CHECKPOINT_BEST):
                 with contextlib.suppress(FileNotFoundError):
                     (self.output_folder / name).unlink()
-            return
+            return False
         self.load_state_dict(state)
         logger.info(
             "resuming from %s at epoch %d, iteration %d", latest, self.epoch, self.iteration
         )
+        return True
 
     # ------------------------------------------------------------------ signals
 
@@ -479,7 +516,8 @@ class FoldTrainer:
         package_logger.addHandler(file_log)
         try:
             self.prepare()
-            self._resume()
+            if not self._resume():
+                self.load_pretrained()
             logger.info(
                 "training %s fold %d on %s: %d epochs x %d iterations, %d training and %d "
                 "validation cases, patch %s, batch %d",

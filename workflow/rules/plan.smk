@@ -1,8 +1,10 @@
 # Experiment planning. A checkpoint: the plans decide which configurations exist downstream.
+# With planning.plans_from (fine-tuning), another dataset's plans are moved to this one instead.
 checkpoint plan:
     input:
         dataset_json=DATASET / "dataset.json",
         fingerprint=LAYOUT.fingerprint,
+        source_plans=config["planning"]["plans_from"] or [],
     output:
         LAYOUT.plans,
     params:
@@ -24,6 +26,12 @@ checkpoint plan:
     log:
         LOGS / "plan.log",
     shell:
-        "python -m segflow --log={log:q} plan --dataset-json={input.dataset_json:q}"
-        " --fingerprint={input.fingerprint:q} --preset={params.preset:q} {params.gpu_memory:q}"
-        " {params.widths:q} --seed={params.seed:q} --out={output:q}"
+        (
+            "python -m segflow --log={log:q} move-plans --source-plans={input.source_plans:q}"
+            " --target-dataset-json={input.dataset_json:q}"
+            " --target-fingerprint={input.fingerprint:q} --out={output:q}"
+            if config["planning"]["plans_from"]
+            else "python -m segflow --log={log:q} plan --dataset-json={input.dataset_json:q}"
+            " --fingerprint={input.fingerprint:q} --preset={params.preset:q}"
+            " {params.gpu_memory:q} {params.widths:q} --seed={params.seed:q} --out={output:q}"
+        )

@@ -6,6 +6,8 @@ rule train:
         plans=LAYOUT.plans,
         splits=LAYOUT.splits,
         dataset_json=DATASET / "dataset.json",
+        # Fine-tuning: the weights decide the result, so changing the file retrains.
+        pretrained=config["training"]["pretrained_weights"] or [],
     output:
         checkpoint=LAYOUT.checkpoint("{configuration}", "{fold}"),
         progress=report(

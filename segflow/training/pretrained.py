@@ -1,0 +1,126 @@
+"""Fine-tuning: starting a run from the weights of another run (nnU-Net v2's
+``-pretrained_weights``).
+
+Every parameter and buffer of the network is taken from the pretrained checkpoint's network
+except the segmentation heads (the decoder's 1x1 output convolutions, one per deep-supervision
+resolution), which keep their fresh initialization: the new dataset may have other classes.
+Everything else must match by name and shape; the input channels too, since the first
+convolution's weight has one slice per channel (as in nnU-Net, a pretrained network is only
+used on data with as many channels). A network whose topology differs (other plans) is
+refused with every mismatching layer listed; ``segflow move-plans`` gives the new dataset the
+pretraining dataset's topology.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from segflow.errors import Problem, SegflowError
+from segflow.training.checkpoint import load_checkpoint
+
+__all__ = ["HEAD_PREFIX", "file_sha256", "load_pretrained_weights", "pretrained_problems"]
+
+logger = logging.getLogger(__name__)
+
+#: State-dict keys of the segmentation heads (every deep-supervision output convolution).
+HEAD_PREFIX = "decoder.heads."
+_HINT = (
+    "the pretrained network was planned for another topology: give this dataset the "
+    "pretraining dataset's plans with `segflow move-plans` (config: planning.plans_from)"
+)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return str(tuple(tensor.shape)).replace(",)", ")")
+
+
+def pretrained_problems(
+    pretrained: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]
+) -> list[Problem]:
+    """Every layer (but the heads) whose name or shape differs between the two state dicts."""
+    problems = []
+    for name, tensor in own.items():
+        if name.startswith(HEAD_PREFIX):
+            continue
+        if name not in pretrained:
+            problems.append(Problem(name, "missing from the pretrained network"))
+        elif pretrained[name].shape != tensor.shape:
+            problems.append(
+                Problem(
+                    name,
+                    f"pretrained {_shape(pretrained[name])}, this network {_shape(tensor)}",
+                )
+            )
+    for name in pretrained:
+        if not name.startswith(HEAD_PREFIX) and name not in own:
+            problems.append(Problem(name, "in the pretrained network, not in this one"))
+    return problems
+
+
+def load_pretrained_weights(
+    network: nn.Module, path: str | os.PathLike[str], num_input_channels: int
+) -> dict[str, Any]:
+    """Copy every parameter and buffer but the heads from the checkpoint at ``path``.
+
+    Returns:
+        What the run started from: ``{"path", "sha256", "layers"}`` (layers copied).
+
+    Raises:
+        SegflowError: the file is not a segflow checkpoint, or its network does not fit
+            (every mismatching layer named, with both shapes).
+    """
+    path = Path(path)
+    state = load_checkpoint(path)
+    weights = state.get("network")
+    if not isinstance(weights, Mapping):
+        raise SegflowError(
+            "cannot fine-tune from this file",
+            [Problem(str(path), "the checkpoint holds no network weights")],
+        )
+    own = network.state_dict()
+    problems = []
+    channels = state.get("num_input_channels")
+    if channels is not None and int(channels) != num_input_channels:
+        problems.append(
+            Problem(
+                "input channels",
+                f"the pretrained network takes {channels}, this dataset has "
+                f"{num_input_channels}; fine-tuning needs the same channels",
+            )
+        )
+    problems += pretrained_problems(weights, own)
+    if problems:
+        problems.append(Problem("hint", _HINT))
+        raise SegflowError(
+            f"the pretrained weights {path} do not fit this network ({len(problems) - 1} problems)",
+            problems,
+        )
+    copied = {k: v for k, v in weights.items() if not k.startswith(HEAD_PREFIX)}
+    with torch.no_grad():
+        for name, tensor in own.items():
+            if name in copied:
+                tensor.copy_(copied[name])
+    logger.info(
+        "started from the pretrained weights %s: %d layers copied, %d head tensors fresh",
+        path,
+        len(copied),
+        sum(name.startswith(HEAD_PREFIX) for name in own),
+    )
+    return {"path": str(path), "sha256": file_sha256(path), "layers": len(copied)}

@@ -74,6 +74,8 @@ if DeploymentMethod.APPTAINER in DEPLOYMENT:
         HOLDOUT["source"] if HOLDOUT is not None else None,
         config["splits"]["manual"],
         config["splits"]["groups"],
+        config["training"]["pretrained_weights"],
+        config["planning"]["plans_from"],
     ]
     try:
         workflow.deployment_settings.apptainer_args = apptainer_args(

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import logging.handlers
 import os
 import signal
 import socket
@@ -191,12 +192,6 @@ def _forwarding_signals(processes: list[Any], signals: tuple[int, ...]) -> Itera
             signal.signal(signum, handler)
 
 
-def _log_files() -> list[str]:
-    return [
-        h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)
-    ]
-
-
 def launch(trainer: FoldTrainer) -> Path:
     """Train ``trainer``'s fold with ``settings.num_processes`` ranks; what
     :meth:`FoldTrainer.run` returns and raises."""
@@ -219,18 +214,28 @@ def launch(trainer: FoldTrainer) -> Path:
         port,
         threads,
     )
-    results = mp.get_context("spawn").SimpleQueue()
-    logging_setup = (_log_files(), logging.getLogger("segflow").getEffectiveLevel())
-    context = mp.start_processes(
-        _rank_main,
-        args=(trainer, rank_settings, size, backend, port, results, logging_setup),
-        nprocs=size,
-        join=False,
-        start_method="spawn",
+    spawn = mp.get_context("spawn")
+    results = spawn.SimpleQueue()
+    # The ranks log through this process's handlers (its log file and stderr).
+    records = spawn.Queue()
+    listener = logging.handlers.QueueListener(
+        records, *logging.getLogger().handlers, respect_handler_level=True
     )
-    with _forwarding_signals(context.processes, STOP_SIGNALS):
-        while not context.join(timeout=0.5):
-            pass
+    level = logging.getLogger("segflow").getEffectiveLevel()
+    listener.start()
+    try:
+        context = mp.start_processes(
+            _rank_main,
+            args=(trainer, rank_settings, size, backend, port, results, (records, level)),
+            nprocs=size,
+            join=False,
+            start_method="spawn",
+        )
+        with _forwarding_signals(context.processes, STOP_SIGNALS):
+            while not context.join(timeout=0.5):
+                pass
+    finally:
+        listener.stop()
     outcomes = []
     while not results.empty():
         outcomes.append(results.get())
@@ -249,20 +254,19 @@ def launch(trainer: FoldTrainer) -> Path:
     return Path(done[0])
 
 
-def _set_up_logging(rank: int, log_files: list[str], level: int) -> None:
-    """Rank 0 logs as the launcher did (its log files, stderr); the others warnings only."""
+def _set_up_logging(rank: int, records: Any, level: int) -> None:
+    """Send this rank's log records to the launcher: rank 0's at the launcher's level, the
+    others' warnings and errors only, marked with their rank."""
+    handler = logging.handlers.QueueHandler(records)
+    if rank:
+
+        def mark(record: logging.LogRecord) -> bool:
+            record.msg = f"[rank {rank}] {record.msg}"
+            return True
+
+        handler.addFilter(mark)
     root = logging.getLogger()
-    fmt = logging.Formatter(
-        f"%(asctime)s %(levelname)s rank {rank} %(name)s: %(message)s", "%H:%M:%S"
-    )
-    console = logging.StreamHandler()
-    console.setLevel(logging.WARNING if log_files or rank else level)
-    handlers: list[logging.Handler] = [console]
-    if rank == 0:
-        handlers += [logging.FileHandler(path, mode="a", encoding="utf-8") for path in log_files]
-    for handler in handlers:
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
+    root.handlers = [handler]
     root.setLevel(level if rank == 0 else logging.WARNING)
 
 
@@ -274,7 +278,7 @@ def _rank_main(
     backend: str,
     port: int,
     results: Any,
-    logging_setup: tuple[list[str], int],
+    logging_setup: tuple[Any, int],
 ) -> None:
     """One rank: join the process group, train, report how it ended to the launcher."""
     import torch.distributed as dist

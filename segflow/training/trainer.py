@@ -23,6 +23,11 @@ What makes a run reproducible and resumable:
   so two runs on the same machine give bit-identical weights, and so does a run killed and
   resumed. Without it cuDNN may autotune on CUDA, which is faster but not bit-reproducible.
 
+With ``num_processes`` above 1 the fold trains with that many data-parallel processes, each on
+its slice of the same batches, with the loss of the whole batch (DDP;
+:mod:`segflow.training.data_parallel`): the same loss curve as one process up to float
+rounding.
+
 Mixed precision (float16 autocast with a gradient scaler) is used on CUDA only. On CPU,
 ``cpu_bf16`` enables bfloat16 autocast, which is faster on CPUs with bf16 instructions.
 ``channels_last`` (default ``"auto"``: 3D networks on the CPU) runs the network and its
@@ -545,16 +550,19 @@ class FoldTrainer:
             self._resume()
             logger.info(
                 "training %s fold %d on %s: %d epochs x %d iterations, %d training and %d "
-                "validation cases, patch %s, batch %d",
+                "validation cases, patch %s, batch %d%s",
                 self.configuration.name,
                 self.fold,
-                self.device,
+                self.device if self.ranks.size == 1 else f"{self.ranks.size} {self.device.type}",
                 self.settings.epochs,
                 self.settings.iterations_per_epoch,
                 len(self.train_cases),
                 len(self.val_cases),
                 "x".join(map(str, self.configuration.patch_size)),
                 self.configuration.batch_size,
+                f" ({self.configuration.batch_size // self.ranks.size} per process)"
+                if self.ranks.size > 1
+                else "",
             )
             self._train(final)
             logger.info("finished: %s", final)

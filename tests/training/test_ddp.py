@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import threading
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -30,7 +31,6 @@ from segflow.training.trainer import (
     CHECKPOINT_FINAL,
     CHECKPOINT_LATEST,
     FoldTrainer,
-    TrainingInterrupted,
     TrainingSettings,
 )
 
@@ -221,46 +221,54 @@ def test_settings_of_the_processes_are_checked():
     assert Ranks(1, 2).batch_slice(6) == slice(3, 6)
 
 
-def _signal_when(path, signum, stop):
-    """Send ``signum`` to this process once ``path`` exists."""
-    while not stop.is_set():
-        if path.exists():
-            os.kill(os.getpid(), signum)
-            return
-        time.sleep(0.005)
+def _train_command(experiment, out, log):
+    return [
+        sys.executable,
+        *("-m", "segflow", f"--log={log}", "train", f"--plans={experiment.plans_path}"),
+        *("--configuration=2d", "--fold=0", f"--dataset-json={experiment.dataset_json}"),
+        f"--splits={experiment.splits_path}",
+        f"--preprocessed={experiment.preprocessed['2d']}",
+        f"--out-dir={out}",
+        *("--epochs=2", "--iterations-per-epoch=4", "--val-iterations-per-epoch=2"),
+        *("--checkpoint-every=1", "--threads=2", "--num-workers=0", "--deterministic"),
+        *("--device=cpu", "--num-processes=2"),
+    ]
 
 
 def test_a_stopped_data_parallel_run_resumes_to_the_same_weights(tiny_experiment, tmp_path):
-    """SIGTERM to the launcher after epoch 0's checkpoint: the ranks stop after the same
-    iteration, rank 0 writes checkpoint_latest.pt, and the same call then finishes with the
-    weights of an uninterrupted two-process run."""
+    """`segflow train --num-processes=2` gets SIGTERM after epoch 0's checkpoint: it passes the
+    signal to its ranks, they stop after the same iteration, rank 0 writes
+    checkpoint_latest.pt and the command exits 128 + 15; the same command then finishes with
+    the weights of an uninterrupted two-process run, bit for bit."""
     settings = dataclasses.replace(SETTINGS, num_processes=2, iterations_per_epoch=4)
     reference = _trainer(tiny_experiment, tmp_path / "whole", settings).run()
-    out = tmp_path / "cut"
-    stop = threading.Event()
-    watcher = threading.Thread(
-        target=_signal_when, args=(out / CHECKPOINT_LATEST, signal.SIGTERM, stop)
-    )
-    watcher.start()
-    try:
-        with pytest.raises(TrainingInterrupted, match="SIGTERM") as err:
-            _trainer(tiny_experiment, out, settings).run()
-    finally:
-        stop.set()
-        watcher.join()
-    assert err.value.signum == signal.SIGTERM
+    out, log = tmp_path / "cut", tmp_path / "train.log"
+    command = _train_command(tiny_experiment, out, log)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    job = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / CHECKPOINT_LATEST).exists() and job.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint_latest.pt after epoch 0"
+        time.sleep(0.005)
+    job.send_signal(signal.SIGTERM)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM" in stderr
     latest = load_checkpoint(out / CHECKPOINT_LATEST)
     assert latest["epoch"] >= 1
     assert not (out / CHECKPOINT_FINAL).exists()
-    resumed = _trainer(tiny_experiment, out, settings).run()
-    expected, got = load_checkpoint(reference), load_checkpoint(resumed)
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    text = log.read_text()
+    assert "2 data-parallel processes (gloo" in text
+    assert "resuming from" in text  # rank 0 logs into the command's --log file
+    expected, got = load_checkpoint(reference), load_checkpoint(out / CHECKPOINT_FINAL)
     for key in expected["network"]:
         assert torch.equal(expected["network"][key], got["network"][key]), key
-    strip = [
-        {k: v for k, v in r.items() if k != "epoch_seconds"} for r in expected["history"]["rows"]
-    ]
-    assert [
-        {k: v for k, v in r.items() if k != "epoch_seconds"} for r in got["history"]["rows"]
-    ] == strip
-    # The signal handlers are the previous ones again.
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+    def rows(state):
+        return [
+            {k: v for k, v in r.items() if k != "epoch_seconds"} for r in state["history"]["rows"]
+        ]
+
+    assert rows(got) == rows(expected)

@@ -16,6 +16,9 @@ rounding:
 * The loss. Terms over the whole batch (batch Dice, means over the annotated voxels, label
   frequencies) sum over the ranks (:mod:`segflow.training.losses.ranks`); DDP averages the
   gradients. The logged loss is the mean of the ranks' losses, which is the batch's loss.
+* BatchNorm (network variant ``norm: batch``): on CUDA converted to
+  :class:`torch.nn.SyncBatchNorm`, so the statistics are the whole batch's; refused on the CPU,
+  where PyTorch cannot synchronize them.
 * Validation. Each rank runs its slice of every validation batch; the true/false positive and
   negative counts are summed and the loss averaged over the ranks, so every rank holds the
   same pseudo Dice and EMA, the single-process ones.
@@ -56,6 +59,7 @@ __all__ = [
     "data_parallel",
     "free_port",
     "launch",
+    "synchronized_batch_norm",
     "threads_per_process",
 ]
 
@@ -98,6 +102,31 @@ class _LossOutputs(nn.Module):
         if not isinstance(outputs, list | tuple):
             return outputs
         return [o if w != 0 else o.detach() for o, w in zip(outputs, self.weights, strict=True)]
+
+
+def synchronized_batch_norm(network: nn.Module, device: torch.device) -> nn.Module:
+    """``network`` with its BatchNorm layers computing the statistics of the whole batch
+    (:class:`torch.nn.SyncBatchNorm`, as in one process); unchanged without BatchNorm.
+
+    Raises:
+        SegflowError: BatchNorm on the CPU, where PyTorch has no synchronized BatchNorm
+            (each process would normalize its own slice: another training than one process's).
+    """
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules()):
+        return network
+    if device.type != "cuda":
+        raise SegflowError(
+            "cannot train this network with data-parallel processes on the CPU",
+            [
+                Problem(
+                    "num_processes",
+                    "the network uses BatchNorm, whose statistics must cover the whole batch; "
+                    "PyTorch synchronizes them only on GPUs (SyncBatchNorm). Use num_processes: "
+                    "1 on the CPU, or instance or group normalization",
+                )
+            ],
+        )
+    return nn.SyncBatchNorm.convert_sync_batchnorm(network)
 
 
 def data_parallel(network: nn.Module, device: torch.device, loss: nn.Module) -> nn.Module:

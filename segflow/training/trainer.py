@@ -259,6 +259,10 @@ class FoldTrainer:
             deep_supervision=True,
             variant=self.settings.network,
         ).to(self.device, memory_format=self.memory_format)
+        if self.ranks.size > 1:
+            from segflow.training.data_parallel import synchronized_batch_norm
+
+            self.network = synchronized_batch_norm(self.network, self.device)
         self.optimizer = build_optimizer(self.network.parameters(), self.settings)
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
         self.loss = build_loss(

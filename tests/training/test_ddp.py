@@ -23,6 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from segflow.errors import SegflowError
+from segflow.networks.variants import NetworkVariant
 from segflow.training.checkpoint import load_checkpoint
 from segflow.training.data_parallel import Ranks, free_port, threads_per_process
 from segflow.training.losses import build_loss
@@ -205,6 +206,14 @@ def test_a_batch_not_divisible_by_the_processes_is_refused(tiny_experiment, tmp_
     assert "configuration 2d" in text
     assert "batch_size 2 cannot be split evenly over num_processes 3" in text
     assert not tmp_path.joinpath(CHECKPOINT_FINAL).exists()
+
+
+def test_batch_norm_is_refused_on_the_cpu(tiny_experiment, tmp_path):
+    """Per-process BatchNorm statistics would train another network than one process."""
+    settings = dataclasses.replace(SETTINGS, num_processes=2, network=NetworkVariant(norm="batch"))
+    with pytest.raises(SegflowError, match="the network uses BatchNorm"):
+        _trainer(tiny_experiment, tmp_path, settings).run()
+    assert not (tmp_path / CHECKPOINT_LATEST).exists()
 
 
 def test_settings_of_the_processes_are_checked():

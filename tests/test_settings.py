@@ -94,7 +94,13 @@ def test_excluded_fields_are_given_by_the_caller():
 
 def test_runtime_only_fields():
     assert runtime_only(Example) == ("limit",)
-    assert TrainingSettings.RUNTIME_ONLY == ("checkpoint_every", "device", "threads", "num_workers")
+    assert TrainingSettings.RUNTIME_ONLY == (
+        "checkpoint_every",
+        "device",
+        "threads",
+        "num_workers",
+        "num_processes",
+    )
     assert "epochs" in TrainingSettings().result_fields()
     assert "device" not in TrainingSettings().result_fields()
 

@@ -73,6 +73,15 @@ class TrainingSettings:
     num_workers: int | None = setting(
         None, "augmentation processes (default: from the threads)", runtime_only=True
     )
+    # Runtime only: the global batch k and its loss are the same for any number of processes,
+    # only float rounding of the reductions differs (as between devices or thread counts), and
+    # a checkpoint is independent of it, so a run may resume with another number.
+    num_processes: int = setting(
+        1,
+        "data-parallel processes training this fold (DDP; one GPU each on CUDA), splitting "
+        "each batch between them",
+        runtime_only=True,
+    )
 
     RUNTIME_ONLY: ClassVar[tuple[str, ...]]
 
@@ -108,8 +117,28 @@ class TrainingSettings:
             problems.append(Problem("pretrained_weights", "must be a checkpoint's path"))
         if self.num_workers is not None and self.num_workers < 0:
             problems.append(Problem("num_workers", f"must be 0 or more, got {self.num_workers}"))
+        problems += self._num_processes_problems()
         if problems:
             raise SegflowError("invalid training settings", problems)
+
+    def _num_processes_problems(self) -> list[Problem]:
+        if self.num_processes < 1:
+            return [Problem("num_processes", f"must be at least 1, got {self.num_processes}")]
+        device = str(self.device).lower()
+        if self.num_processes > 1 and device.startswith("cuda:"):
+            return [
+                Problem(
+                    "num_processes",
+                    f"{self.num_processes} processes use cuda:0 to cuda:{self.num_processes - 1}; "
+                    f"device '{self.device}' names one GPU (use device: cuda, and "
+                    "CUDA_VISIBLE_DEVICES to choose the GPUs)",
+                )
+            ]
+        if self.num_processes > 1 and device == "mps":
+            return [
+                Problem("num_processes", "data-parallel training needs CUDA or the CPU, not mps")
+            ]
+        return []
 
     def result_fields(self) -> dict[str, Any]:
         """The settings that decide the trained weights."""

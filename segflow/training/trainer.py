@@ -28,6 +28,11 @@ network's weights, all but the segmentation heads (:mod:`segflow.training.pretra
 resumed run continues from its own checkpoint instead. The file's SHA-256 is part of the run's
 signature and is recorded in its checkpoints (``pretrained``).
 
+With ``num_processes`` above 1 the fold trains with that many data-parallel processes, each on
+its slice of the same batches, with the loss of the whole batch (DDP;
+:mod:`segflow.training.data_parallel`): the same loss curve as one process up to float
+rounding.
+
 Mixed precision (float16 autocast with a gradient scaler) is used on CUDA only. On CPU,
 ``cpu_bf16`` enables bfloat16 autocast, which is faster on CPUs with bf16 instructions.
 ``channels_last`` (default ``"auto"``: 3D networks on the CPU) runs the network and its
@@ -66,6 +71,7 @@ from segflow.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from segflow.training.data_parallel import Ranks, batch_size_problems
 from segflow.training.loss import (
     build_loss,
     deep_supervision_scales,
@@ -73,6 +79,7 @@ from segflow.training.loss import (
     foreground_regions,
     label_map_to_regions,
 )
+from segflow.training.losses.ranks import summing_over_ranks
 from segflow.training.pretrained import file_sha256, load_pretrained_weights
 from segflow.training.progress import TrainingHistory, pseudo_dice
 from segflow.training.settings import TrainingSettings
@@ -183,6 +190,9 @@ class FoldTrainer:
         if pretrained is not None and not Path(pretrained).is_file():
             what = "is not a file" if Path(pretrained).exists() else "does not exist"
             problems.append(Problem(pretrained, f"pretrained_weights: {what}"))
+        problems += batch_size_problems(
+            self.configuration.batch_size, self.settings.num_processes, configuration
+        )
         if problems:
             raise SegflowError("cannot train this fold", problems)
 
@@ -217,6 +227,8 @@ class FoldTrainer:
             }
         )
         self._stop_signal: int | None = None
+        #: This process's rank among the fold's data-parallel processes (set by the launcher).
+        self.ranks = Ranks()
 
     # ------------------------------------------------------------------ set-up
 
@@ -236,6 +248,8 @@ class FoldTrainer:
 
     def _set_up_torch(self) -> None:
         self.device = set_up_compute(self.settings.device, self.settings.threads)
+        if self.ranks.size > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.ranks.rank)  # one GPU per rank
         deterministic = self.settings.deterministic
         torch.use_deterministic_algorithms(deterministic)
         if self.device.type == "cuda":
@@ -265,6 +279,10 @@ class FoldTrainer:
             deep_supervision=True,
             variant=self.settings.network,
         ).to(self.device, memory_format=self.memory_format)
+        if self.ranks.size > 1:
+            from segflow.training.data_parallel import synchronized_batch_norm
+
+            self.network = synchronized_batch_norm(self.network, self.device)
         self.optimizer = build_optimizer(self.network.parameters(), self.settings)
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
         self.loss = build_loss(
@@ -273,6 +291,13 @@ class FoldTrainer:
             batch_dice=self.configuration.batch_dice,
             num_outputs=len(self.scales),
         )
+        #: What the training steps call: the network, or its DDP wrapper (which averages the
+        #: ranks' gradients); checkpoints hold the network's own state dict either way.
+        self.model: nn.Module = self.network
+        if self.ranks.size > 1:
+            from segflow.training.data_parallel import data_parallel
+
+            self.model = data_parallel(self.network, self.device, self.loss)
         self.history = TrainingHistory(self.class_names)
         self.best_ema: float | None = None
         self.epoch = 0
@@ -306,15 +331,17 @@ class FoldTrainer:
         workers = self.settings.num_workers
         if workers is None:
             workers = workers_for(self.settings.threads or torch.get_num_threads())
-        return iter(
-            batch_loader(
-                batches,
-                start,
-                stop,
-                num_workers=workers,
-                pin_memory=self.device.type == "cuda",
-            )
+        loader = batch_loader(
+            batches,
+            start,
+            stop,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
         )
+        if self.ranks.size == 1:
+            return iter(loader)
+        part = self.ranks.batch_slice(self.configuration.batch_size)
+        return ({**b, **{k: b[k][part] for k in ("data", "target", "keys")}} for b in loader)
 
     # ------------------------------------------------------------------ state
 
@@ -359,6 +386,9 @@ class FoldTrainer:
         restore_rng_state(state["rng"])
 
     def _save(self, name: str) -> Path:
+        """Write a checkpoint (rank 0 only; every rank holds the same state)."""
+        if not self.ranks.is_main:
+            return self.output_folder / name
         return save_checkpoint(self.output_folder / name, self.state_dict())
 
     def load_pretrained(self) -> None:
@@ -381,13 +411,15 @@ class FoldTrainer:
         if not latest.exists():
             return False
         state = load_checkpoint(latest, map_location=self.device)
+        self._barrier()  # every rank has read it before rank 0 may remove it
         if state.get("signature") != self.signature:
             logger.warning(
                 "%s was written with other settings, plans or folds; starting over", latest
             )
             for name in (CHECKPOINT_LATEST, CHECKPOINT_BEST):
                 with contextlib.suppress(FileNotFoundError):
-                    (self.output_folder / name).unlink()
+                    if self.ranks.is_main:
+                        (self.output_folder / name).unlink()
             return False
         self.load_state_dict(state)
         logger.info(
@@ -418,9 +450,33 @@ class FoldTrainer:
                 signal.signal(signum, handler)
 
     def _check_stop(self) -> None:
-        if self._stop_signal is not None:
+        signum = self._stop_signal
+        if self.ranks.size > 1:
+            # All ranks stop after the same iteration if any of them got a signal.
+            signum = int(self._all_reduce([signum or 0], "max")[0]) or None
+        if signum is not None:
             path = self._save(CHECKPOINT_LATEST)
-            raise TrainingInterrupted(self._stop_signal, path)
+            self._barrier()
+            raise TrainingInterrupted(signum, path)
+
+    # ------------------------------------------------------------------ ranks
+
+    def _all_reduce(self, values: Sequence[float], op: str = "sum") -> list[float]:
+        """``values`` summed (or their maximum) over the ranks; themselves in one process."""
+        if self.ranks.size == 1:
+            return [float(v) for v in values]
+        import torch.distributed as dist
+
+        # nccl reduces tensors on the rank's GPU, gloo on the CPU.
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        return tensor.cpu().tolist()
+
+    def _barrier(self) -> None:
+        if self.ranks.size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
 
     # ------------------------------------------------------------------ steps
 
@@ -444,8 +500,8 @@ class FoldTrainer:
     def train_step(self, batch: Mapping[str, Any]) -> float:
         data, targets = self._to_device(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            outputs = self.network(data)
+        with self._autocast(), summing_over_ranks(self.ranks.size):
+            outputs = self.model(data)
             loss = self.loss(outputs, targets)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
@@ -463,7 +519,7 @@ class FoldTrainer:
     def validation_step(self, batch: Mapping[str, Any]) -> tuple[float, np.ndarray]:
         """Loss and per-class ``(tp, fp, fn)`` counts (shape ``(3, classes)``) of one batch."""
         data, targets = self._to_device(batch)
-        with self._autocast():
+        with self._autocast(), summing_over_ranks(self.ranks.size):
             outputs = self.network(data)
             loss = self.loss(outputs, targets)
         logits, target = outputs[0].float(), targets[0]
@@ -498,13 +554,32 @@ class FoldTrainer:
     def run(self) -> Path:
         """Train to the end (or resume and finish); returns ``checkpoint_final.pt``.
 
+        With ``num_processes`` above 1 this spawns the data-parallel processes and waits for
+        them (:mod:`segflow.training.data_parallel`).
+
         Raises:
             TrainingInterrupted: a stop signal arrived; ``checkpoint_latest.pt`` was written.
         """
+        if self.settings.num_processes > 1 and self.ranks.size == 1:
+            from segflow.training.data_parallel import launch
+
+            return launch(self)
         self.output_folder.mkdir(parents=True, exist_ok=True)
         final = self.output_folder / CHECKPOINT_FINAL
-        for leftover in self.output_folder.glob(".tmp-*"):
-            leftover.unlink()  # from a job killed while writing
+        if self.ranks.is_main:
+            for leftover in self.output_folder.glob(".tmp-*"):
+                leftover.unlink()  # from a job killed while writing
+            return self._run_logged(final)
+        self.prepare()
+        # Every rank loads the same pretrained weights: DDP broadcasts the parameters only
+        # when it wraps the network, which happened in prepare().
+        if not self._resume():
+            self.load_pretrained()
+        self._train(final)
+        return final
+
+    def _run_logged(self, final: Path) -> Path:
+        """Train (or resume and finish) with the log also written to ``training.log``."""
         file_log = logging.FileHandler(self.output_folder / "training.log", encoding="utf-8")
         file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         file_log.setLevel(logging.INFO)
@@ -520,29 +595,37 @@ class FoldTrainer:
                 self.load_pretrained()
             logger.info(
                 "training %s fold %d on %s: %d epochs x %d iterations, %d training and %d "
-                "validation cases, patch %s, batch %d",
+                "validation cases, patch %s, batch %d%s",
                 self.configuration.name,
                 self.fold,
-                self.device,
+                self.device if self.ranks.size == 1 else f"{self.ranks.size} {self.device.type}",
                 self.settings.epochs,
                 self.settings.iterations_per_epoch,
                 len(self.train_cases),
                 len(self.val_cases),
                 "x".join(map(str, self.configuration.patch_size)),
                 self.configuration.batch_size,
+                f" ({self.configuration.batch_size // self.ranks.size} per process)"
+                if self.ranks.size > 1
+                else "",
             )
-            with self._signal_handlers():
-                while self.epoch < self.settings.epochs:
-                    self._run_epoch()
-            self._save(CHECKPOINT_FINAL)
-            with contextlib.suppress(FileNotFoundError):
-                (self.output_folder / CHECKPOINT_LATEST).unlink()
+            self._train(final)
             logger.info("finished: %s", final)
             return final
         finally:
             package_logger.removeHandler(file_log)
             package_logger.setLevel(level)
             file_log.close()
+
+    def _train(self, final: Path) -> None:
+        with self._signal_handlers():
+            while self.epoch < self.settings.epochs:
+                self._run_epoch()
+        self._save(CHECKPOINT_FINAL)
+        if self.ranks.is_main:
+            with contextlib.suppress(FileNotFoundError):
+                (self.output_folder / CHECKPOINT_LATEST).unlink()
+        self._barrier()
 
     def _learning_rate(self) -> float:
         return poly_learning_rate(
@@ -564,12 +647,14 @@ class FoldTrainer:
             total=settings.iterations_per_epoch,
             initial=self.iteration,
             desc=f"epoch {self.epoch}",
-            disable=None,
+            disable=None if self.ranks.is_main else True,
             leave=False,
         )
         with bar:
             for batch in batches:
-                self.epoch_losses.append(self.train_step(batch))
+                loss = self.train_step(batch)
+                # The batch's loss: the mean over the ranks' slices (see data_parallel).
+                self.epoch_losses.append(self._all_reduce([loss])[0] / self.ranks.size)
                 self.iteration += 1
                 bar.update()
                 bar.set_postfix(loss=f"{self.epoch_losses[-1]:.4f}")
@@ -584,6 +669,9 @@ class FoldTrainer:
             loss, batch_counts = self.validation_step(batch)
             val_losses.append(loss)
             counts += batch_counts
+        if self.ranks.size > 1:  # every rank validated its slice of each batch
+            val_losses = [v / self.ranks.size for v in self._all_reduce(val_losses)]
+            counts = np.asarray(self._all_reduce(counts.ravel().tolist())).reshape(counts.shape)
         dice = pseudo_dice(*counts)
         row = self.history.end_epoch(
             epoch=self.epoch,
@@ -613,7 +701,8 @@ class FoldTrainer:
             logger.info("new best EMA pseudo Dice %.4f", ema)
         if self.epoch % settings.checkpoint_every == 0 and self.epoch < settings.epochs:
             self._save(CHECKPOINT_LATEST)
-        self.history.write(self.output_folder)
+        if self.ranks.is_main:
+            self.history.write(self.output_folder)
         self._check_stop()
 
 

@@ -23,7 +23,8 @@ rule train:
         options=training_options(),
     threads: config["training"]["threads"]
     resources:
-        gpu=0 if config["training"]["device"] == "cpu" else 1,
+        # One GPU per data-parallel process of the fold (training.num_processes).
+        gpu=0 if config["training"]["device"] == "cpu" else config["training"]["num_processes"],
     conda:
         "../../envs/gpu.yaml"
     container:

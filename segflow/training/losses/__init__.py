@@ -9,6 +9,10 @@
   region targets, the coarser targets and the weighted sum over decoder resolutions, which
   wrap any loss.
 * :mod:`~segflow.training.losses.registry`: :data:`LOSSES` by name and :func:`build_loss`.
+* :mod:`~segflow.training.losses.ranks`: sums over the whole batch when data-parallel
+  processes each hold a slice of it (batch Dice, counts of annotated voxels and labels); a
+  new loss that sums or counts over the batch uses :func:`~.ranks.batch_sum` and
+  :func:`~.ranks.batch_count` for those sums.
 
 Every loss honours ``batch_dice``, the ignore label (masked voxels count in no term) and
 regions, composes with deep supervision, computes in float32 whatever the autocast state, and

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segflow.training.losses.overlap import DICE_SMOOTH, soft_dice
+from segflow.training.losses.ranks import batch_count, batch_sum
 
 __all__ = ["DiceCELoss", "RegionDiceBCELoss", "as_label_map"]
 
@@ -104,8 +105,9 @@ class DiceCELoss(nn.Module):
         per_voxel = F.cross_entropy(
             logits, labels, ignore_index=self.ignore_label, reduction="none"
         )
-        # Mean over the annotated voxels; 0 (not NaN) when a batch has none.
-        return per_voxel.sum() / mask.sum().clamp_min(1)
+        # Mean over the annotated voxels (of the whole batch, across data-parallel ranks);
+        # 0 (not NaN) when a batch has none.
+        return batch_sum(per_voxel.sum()) / batch_count(mask.sum()).clamp_min(1)
 
 
 class RegionDiceBCELoss(nn.Module):
@@ -167,5 +169,5 @@ class RegionDiceBCELoss(nn.Module):
             per_element = F.binary_cross_entropy_with_logits(logits, regions, reduction="none")
             # nnU-Net v2 divides the masked sum by the number of counted voxels, not voxels
             # times regions; kept so that the BCE:Dice balance matches the method.
-            bce = (per_element * mask).sum() / mask.sum().clamp_min(1)
+            bce = batch_sum((per_element * mask).sum()) / batch_count(mask.sum()).clamp_min(1)
         return self.weight_bce * bce - self.weight_dice * dice.mean()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from segflow.training.losses.ranks import batch_sum
+
 __all__ = ["DICE_SMOOTH", "overlap_sums", "soft_dice", "soft_jaccard"]
 
 DICE_SMOOTH = 1e-5
@@ -24,7 +26,9 @@ def overlap_sums(
     Args:
         probabilities: ``(B, C, *spatial)`` probabilities.
         target: ``(B, C, *spatial)`` one-hot (or region) target, any dtype; no gradient.
-        batch_dice: sum over the batch as well (shape ``(C,)``), else per sample (``(B, C)``).
+        batch_dice: sum over the batch as well (shape ``(C,)``; with data-parallel ranks, the
+            whole batch's sums, see :mod:`~segflow.training.losses.ranks`), else per sample
+            (``(B, C)``).
         mask: ``(B, 1, *spatial)``, true or 1 where voxels count; ``None`` counts all.
 
     Returns:
@@ -48,8 +52,9 @@ def overlap_sums(
     pred_sum = probabilities.sum(axes)
     target_sum = target.sum(axes)
     if batch_dice:
+        # Over the whole batch: also over the other data-parallel ranks' slices of it.
         intersection, pred_sum, target_sum = (
-            t.sum(0) for t in (intersection, pred_sum, target_sum)
+            batch_sum(t.sum(0)) for t in (intersection, pred_sum, target_sum)
         )
     return intersection, pred_sum, target_sum
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from segflow.training.losses.dice_ce import as_label_map
 from segflow.training.losses.overlap import DICE_SMOOTH, soft_dice, soft_jaccard
+from segflow.training.losses.ranks import batch_count, batch_sum
 
 __all__ = ["DiceFocalLoss", "ExpLogLoss", "FocalLoss", "SoftIoULoss"]
 
@@ -94,8 +95,9 @@ def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     """Mean of ``values`` ``(B, K, *spatial)`` over the counted elements; 0 when none is."""
     if mask is None:
         return values.mean()
-    counted = mask.sum() * values.shape[1]
-    return torch.where(mask, values, 0.0).sum() / counted.clamp_min(1)
+    # Counted over the whole batch: across data-parallel ranks too.
+    counted = batch_count(mask.sum()) * values.shape[1]
+    return batch_sum(torch.where(mask, values, 0.0).sum()) / counted.clamp_min(1)
 
 
 class _SegmentationLoss(nn.Module):
@@ -240,12 +242,13 @@ class ExpLogLoss(_SegmentationLoss):
         with torch.no_grad():
             mask = o.mask.float() if o.mask is not None else torch.ones_like(o.target[:, :1])
             axes = (0, *range(2, o.target.ndim))
-            counted = mask.sum()
+            # The whole batch's counts, across data-parallel ranks too.
+            counted = batch_count(mask.sum())
             if not self.regions:
-                counts = (o.target * mask).sum(axes)  # per label
+                counts = batch_count((o.target * mask).sum(axes))  # per label
                 per_label = (counts.sum() / counts.clamp_min(1)).sqrt()
                 return per_label[o.outcome]
-            inside = (o.target * mask).sum(axes)  # per region
+            inside = batch_count((o.target * mask).sum(axes))  # per region
             outside = counted - inside
             shape = (1, -1) + (1,) * (o.target.ndim - 2)
             weight_in = (counted / inside.clamp_min(1)).sqrt().reshape(shape)

@@ -46,7 +46,7 @@ def _cmd_validate_dataset(args: argparse.Namespace) -> None:
 
 
 def _cmd_fingerprint_case(args: argparse.Namespace) -> None:
-    from segflow.fingerprint import fingerprint_case, write_case_fingerprint
+    from segflow.fingerprint.case import fingerprint_case, write_case_fingerprint
     from segflow.io.dataset import load_dataset_json
 
     dataset = load_dataset_json(args.dataset_json)
@@ -61,15 +61,34 @@ def _cmd_fingerprint_case(args: argparse.Namespace) -> None:
     write_case_fingerprint(args.out, fp)
 
 
+def _cmd_fingerprint_batch(args: argparse.Namespace) -> None:
+    from segflow.batches import cases_of_batch
+    from segflow.fingerprint.batch import (
+        cases_from_report,
+        fingerprint_cases,
+        write_batch_fingerprints,
+    )
+    from segflow.io.atomic import read_json
+    from segflow.io.dataset import load_dataset_json
+
+    dataset = load_dataset_json(args.dataset_json)
+    report = read_json(args.dataset_report)
+    entries = cases_of_batch(report, args.batch, args.cases_per_job, str(args.dataset_report))
+    cases = cases_from_report(entries, Path(report["dataset"]))
+    fps = fingerprint_cases(cases, dataset, args.seed, args.samples, workers=args.workers)
+    write_batch_fingerprints(args.out, args.batch, fps)
+
+
 def _cmd_fingerprint(args: argparse.Namespace) -> None:
-    from segflow.fingerprint import gather_fingerprint
-    from segflow.io.atomic import read_json, write_json
+    from segflow.fingerprint.batch import read_case_fingerprints
+    from segflow.fingerprint.gather import gather_fingerprint
+    from segflow.io.atomic import write_json
     from segflow.io.dataset import load_dataset_json
     from segflow.io.schema import check_against_schema
 
     dataset = load_dataset_json(args.dataset_json)
-    case_fps = [read_json(p) for p in args.cases]
-    fp = gather_fingerprint(case_fps, dataset, seed=args.seed, sources=[str(p) for p in args.cases])
+    case_fps, sources = read_case_fingerprints([*(args.batches or []), *(args.cases or [])])
+    fp = gather_fingerprint(case_fps, dataset, seed=args.seed, sources=sources)
     check_against_schema(fp, "fingerprint", str(args.out))
     write_json(args.out, fp)
 
@@ -494,9 +513,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=10_000, help="foreground intensities sampled")
     p.add_argument("--out", type=Path, required=True)
 
+    p = add(
+        "fingerprint-batch",
+        _cmd_fingerprint_batch,
+        "fingerprint one batch of the training cases of a dataset report",
+    )
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--dataset-report", type=Path, required=True, help="dataset_report.json")
+    p.add_argument("--batch", required=True, help="the batch's name: batch_0000, batch_0001, ...")
+    p.add_argument(
+        "--cases-per-job", type=int, required=True, help="the batch size the cases are split by"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int, default=10_000, help="foreground intensities sampled")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--out", type=Path, required=True, help="the batch's fingerprint file")
+
     p = add("fingerprint", _cmd_fingerprint, "gather case fingerprints into fingerprint.json")
     p.add_argument("--dataset-json", type=Path, required=True)
-    p.add_argument("--cases", type=Path, nargs="+", required=True, help="case fingerprint files")
+    cases = p.add_mutually_exclusive_group(required=True)
+    cases.add_argument("--batches", type=Path, nargs="+", help="batch fingerprint files")
+    cases.add_argument("--cases", type=Path, nargs="+", help="case fingerprint files")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
 

@@ -25,6 +25,7 @@ from typing import Any
 __all__ = [
     "BASE_MB",
     "BYTES_PER_VOXEL",
+    "fingerprint_batch_mem_mb",
     "fingerprint_case_mem_mb",
     "fingerprint_mem_mb",
     "image_geometry",
@@ -118,6 +119,27 @@ def fingerprint_case_mem_mb(
     shape, _, _ = image_geometry(images[0])
     channels = sum(image_geometry(p)[2] for p in images)
     return _request(_case_mb(math.prod(shape), channels + 1), attempt)
+
+
+def fingerprint_batch_mem_mb(
+    cases: Iterable[tuple[Sequence[str | Path], str | Path]], workers: int = 1, attempt: int = 1
+) -> int:
+    """Memory (MB) of `segflow fingerprint-batch`: its ``workers`` largest cases at once.
+
+    Args:
+        cases: each case's channel files and label file.
+        workers: cases fingerprinted side by side (worker processes).
+        attempt: Snakemake's attempt number (1 on the first try).
+    """
+    sizes = []
+    for images, _ in cases:
+        images = list(images)
+        shape, _, _ = image_geometry(images[0])
+        channels = sum(image_geometry(p)[2] for p in images)
+        sizes.append(_case_mb(math.prod(shape), channels + 1))
+    largest = sorted(sizes, reverse=True)[: max(1, workers)]
+    # Each worker process beyond the first adds its own interpreter (forked: a fraction).
+    return _request(sum(largest) + 200 * (len(largest) - 1), attempt)
 
 
 def fingerprint_mem_mb(case_fingerprints_mb: float, attempt: int = 1) -> int:

@@ -1,30 +1,38 @@
-# The dataset fingerprint: one job per training case (scatter), then one gather.
-rule fingerprint_case:
+# The dataset fingerprint: one job per batch of `fingerprint.cases_per_job` training cases
+# (scatter; `threads` worker processes inside each), then one gather. A changed case
+# refingerprints only its batch.
+rule fingerprint_batch:
     input:
-        unpack(training_case_files),
+        unpack(fingerprint_batch_inputs),
         dataset_json=DATASET / "dataset.json",
     output:
-        RESULTS / "fingerprint" / "cases" / "{case}.json",
+        RESULTS / "fingerprint" / "batches" / "{batch}.json",
     params:
+        # The report names the batch's cases; their files are the inputs above, so the report
+        # itself, rewritten whenever any case changes, does not rerun every batch.
+        report=RESULTS / "dataset_report.json",
+        cases_per_job=config["fingerprint"]["cases_per_job"],
         seed=config["seed"],
         samples=config["fingerprint"]["samples_per_case"],
+    threads: config["fingerprint"]["threads"]
     resources:
-        mem_mb=fingerprint_case_mem_mb,
+        mem_mb=fingerprint_batch_mem_mb,
     conda:
         "../../envs/cpu.yaml"
     log:
-        LOGS / "fingerprint" / "{case}.log",
+        LOGS / "fingerprint" / "{batch}.log",
     shell:
-        "python -m segflow --log {log} fingerprint-case --dataset-json {input.dataset_json}"
-        " --case-id {wildcards.case} --images {input.images} --label {input.label}"
-        " --seed {params.seed} --samples {params.samples} --out {output}"
+        "python -m segflow --log={log:q} fingerprint-batch --dataset-json={input.dataset_json:q}"
+        " --dataset-report={params.report:q} --batch={wildcards.batch:q}"
+        " --cases-per-job={params.cases_per_job:q} --seed={params.seed:q}"
+        " --samples={params.samples:q} --workers={threads:q} --out={output:q}"
 
 
 rule fingerprint:
     input:
         dataset_json=DATASET / "dataset.json",
-        cases=lambda wc: expand(
-            RESULTS / "fingerprint" / "cases" / "{case}.json", case=training_case_ids()
+        batches=lambda wc: expand(
+            RESULTS / "fingerprint" / "batches" / "{batch}.json", batch=list(fingerprint_batches())
         ),
     output:
         RESULTS / "fingerprint.json",
@@ -37,5 +45,5 @@ rule fingerprint:
     log:
         LOGS / "fingerprint.log",
     shell:
-        "python -m segflow --log {log} fingerprint --dataset-json {input.dataset_json}"
-        " --cases {input.cases} --seed {params.seed} --out {output}"
+        "python -m segflow --log={log:q} fingerprint --dataset-json={input.dataset_json:q}"
+        " --batches {input.batches:q} --seed={params.seed:q} --out={output:q}"

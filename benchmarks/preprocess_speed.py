@@ -102,15 +102,25 @@ class TreeMemory:
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     """Run ``cmd``; return its wall seconds and the peak RSS of its process tree."""
+    wall, peak, _ = run_measured_output(cmd, env)
+    return wall, peak
+
+
+def run_measured_output(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, int, str]:
+    """Run ``cmd``; return its wall seconds, the peak RSS of its process tree and its output
+    (stdout and stderr)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     memory = TreeMemory(proc.pid)
     out, _ = proc.communicate()
     wall = time.perf_counter() - started
     peak = memory.stop()
+    text = out.decode(errors="replace")
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.decode(errors='replace')[-4000:]}")
-    return wall, peak
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{text[-4000:]}")
+    return wall, peak, text
 
 
 def folder_bytes(folder: Path) -> int:

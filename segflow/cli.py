@@ -62,35 +62,19 @@ def _cmd_fingerprint_case(args: argparse.Namespace) -> None:
 
 
 def _cmd_fingerprint_batch(args: argparse.Namespace) -> None:
-    from segflow.batches import cases_of_batch
-    from segflow.fingerprint.batch import (
-        cases_from_report,
-        fingerprint_cases,
-        write_batch_fingerprints,
-    )
-    from segflow.io.atomic import read_json
-    from segflow.io.dataset import load_dataset_json
+    from segflow.fingerprint.batch import fingerprint_batch
 
-    dataset = load_dataset_json(args.dataset_json)
-    report = read_json(args.dataset_report)
-    entries = cases_of_batch(report, args.batch, args.cases_per_job, str(args.dataset_report))
-    cases = cases_from_report(entries, Path(report["dataset"]))
-    fps = fingerprint_cases(cases, dataset, args.seed, args.samples, workers=args.workers)
-    write_batch_fingerprints(args.out, args.batch, fps)
+    fingerprint_batch(
+        args.dataset_json, args.dataset_report, args.batch, args.cases_per_job,
+        args.seed, args.samples, args.workers, args.out,
+    )  # fmt: skip
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> None:
-    from segflow.fingerprint.batch import read_case_fingerprints
-    from segflow.fingerprint.gather import gather_fingerprint
-    from segflow.io.atomic import write_json
-    from segflow.io.dataset import load_dataset_json
-    from segflow.io.schema import check_against_schema
+    from segflow.fingerprint.batch import gather_files
 
-    dataset = load_dataset_json(args.dataset_json)
-    case_fps, sources = read_case_fingerprints([*(args.batches or []), *(args.cases or [])])
-    fp = gather_fingerprint(case_fps, dataset, seed=args.seed, sources=sources)
-    check_against_schema(fp, "fingerprint", str(args.out))
-    write_json(args.out, fp)
+    files = [*(args.batches or []), *(args.cases or [])]
+    gather_files(args.dataset_json, files, args.seed, args.out)
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:

@@ -21,15 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from segflow import __version__
+from segflow.batches import cases_of_batch
 from segflow.errors import Problem, SegflowError
 from segflow.fingerprint.case import fingerprint_case, to_json
 from segflow.io.atomic import read_json, write_text
-from segflow.io.dataset import DatasetJson
+from segflow.io.dataset import DatasetJson, load_dataset_json
 
 __all__ = [
     "CaseFiles",
     "cases_from_report",
+    "fingerprint_batch",
     "fingerprint_cases",
+    "gather_files",
     "read_case_fingerprints",
     "write_batch_fingerprints",
 ]
@@ -188,3 +191,37 @@ def read_case_fingerprints(paths: Sequence[str | Path]) -> tuple[list[Any], list
     if problems:
         raise SegflowError("unreadable case fingerprint files", problems)
     return fingerprints, sources
+
+
+def fingerprint_batch(
+    dataset_json: Path,
+    dataset_report: Path,
+    batch: str,
+    cases_per_job: int,
+    seed: int,
+    num_samples: int,
+    workers: int,
+    out: Path,
+) -> Path:
+    """``segflow fingerprint-batch``: fingerprint one batch of a dataset report's training
+    cases (batches as :func:`segflow.batches.case_batches` makes them) into ``out``."""
+    dataset = load_dataset_json(dataset_json)
+    report = read_json(dataset_report)
+    entries = cases_of_batch(report, batch, cases_per_job, str(dataset_report))
+    cases = cases_from_report(entries, Path(report["dataset"]))
+    fingerprints = fingerprint_cases(cases, dataset, seed, num_samples, workers=workers)
+    return write_batch_fingerprints(out, batch, fingerprints)
+
+
+def gather_files(dataset_json: Path, files: Sequence[Path], seed: int, out: Path) -> Path:
+    """``segflow fingerprint``: gather batch (or single-case) fingerprint files into
+    ``fingerprint.json``, checked against its schema before it is written."""
+    from segflow.fingerprint.gather import gather_fingerprint
+    from segflow.io.atomic import write_json
+    from segflow.io.schema import check_against_schema
+
+    dataset = load_dataset_json(dataset_json)
+    case_fps, sources = read_case_fingerprints(files)
+    fingerprint = gather_fingerprint(case_fps, dataset, seed=seed, sources=sources)
+    check_against_schema(fingerprint, "fingerprint", str(out))
+    return write_json(out, fingerprint)

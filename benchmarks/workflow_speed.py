@@ -11,7 +11,9 @@ plans, preprocessing) from its own virtual environment (``--nnunet-venv``, never
 dependency; see /work/shared/NNUNET_REFERENCE.md) into a fresh ``nnUNet_preprocessed``
 folder each round. Rounds alternate the two tools so that load from elsewhere hits both alike.
 
-Measured per run: wall seconds and the peak resident memory of the whole process tree. The
+Measured per run: wall seconds, CPU seconds (user and system, every process of the tree) and
+the peak resident memory of the whole process tree. On a machine that other work shares, the
+CPU seconds move much less than the wall seconds. The
 segflow line also counts the jobs per rule and gives the sha256 of ``fingerprint.json`` (the
 same in every round and on every machine with the same data and seed). Prints one JSON line
 (medians over the rounds). Example::
@@ -34,6 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import preprocess_speed
 import psutil
 from preprocess_speed import run_measured_output
 
@@ -61,6 +64,7 @@ def run_segflow(
     fingerprint = results / "fingerprint.json"
     return {
         "wall": wall,
+        "cpu": preprocess_speed.LAST_CPU_SECONDS,
         "peak": peak,
         "jobs": job_counts(output),
         "fingerprint_sha256": hashlib.sha256(fingerprint.read_bytes()).hexdigest(),
@@ -86,7 +90,7 @@ def run_nnunet(venv: Path, work: Path, dataset: Path, cores: int) -> dict[str, A
         "-c", "3d_fullres", "2d", "-np", str(cores), str(cores),
     ]  # fmt: skip
     wall, peak, _ = run_measured_output(cmd, env=env)
-    return {"wall": wall, "peak": peak}
+    return {"wall": wall, "cpu": preprocess_speed.LAST_CPU_SECONDS, "peak": peak}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "segflow_wall_s": round(wall, 2),
         "segflow_wall_s_each": [round(r["wall"], 2) for r in seg_runs],
+        "segflow_cpu_s_each": [round(r["cpu"], 1) for r in seg_runs],
         "segflow_peak_rss_mb": round(max(r["peak"] for r in seg_runs) / 2**20, 1),
         "segflow_jobs": seg_runs[-1]["jobs"],
         "fingerprint_sha256": sorted({r["fingerprint_sha256"] for r in seg_runs}),
@@ -149,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             nnunet_command="nnUNetv2_plan_and_preprocess -d ID -c 3d_fullres 2d -np N N",
             nnunet_wall_s=round(nn_wall, 2),
             nnunet_wall_s_each=[round(r["wall"], 2) for r in nn_runs],
+            nnunet_cpu_s_each=[round(r["cpu"], 1) for r in nn_runs],
             nnunet_peak_rss_mb=round(max(r["peak"] for r in nn_runs) / 2**20, 1),
             speedup_vs_nnunet=round(nn_wall / wall, 2),
             speedup_each_round=[

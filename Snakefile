@@ -44,9 +44,9 @@ report: "workflow/report/workflow.rst"
 
 rule all:
     input:
-        RESULTS / "plans.json",
+        LAYOUT.plans,
         preprocessed_manifests,
-        RESULTS / "splits.json",
+        LAYOUT.splits,
         trained_models,
         crossval_summaries,
         final_targets,
@@ -56,6 +56,6 @@ rule all:
 # `snakemake preprocessed`: everything before training (plans, preprocessed data, splits).
 rule preprocessed:
     input:
-        RESULTS / "plans.json",
+        LAYOUT.plans,
         preprocessed_manifests,
-        RESULTS / "splits.json",
+        LAYOUT.splits,

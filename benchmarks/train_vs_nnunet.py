@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from segflow.io.holdout import make_holdout
+from segflow.holdout import make_holdout
 
 logger = logging.getLogger("train_vs_nnunet")
 

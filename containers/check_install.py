@@ -16,6 +16,7 @@ from pathlib import Path
 STAGE_MODULES = (
     "segflow.cli",
     "segflow.demo",
+    "segflow.holdout",
     "segflow.validation",
     "segflow.fingerprint",
     "segflow.planning",
@@ -25,7 +26,8 @@ STAGE_MODULES = (
     "segflow.training.trainer",
     "segflow.inference",
     "segflow.evaluation",
-    "segflow.evaluation.crossval",
+    "segflow.crossval.merge",
+    "segflow.crossval.validate",
     "segflow.ensembling",
     "segflow.postprocessing",
     "segflow.export",

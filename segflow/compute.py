@@ -37,6 +37,7 @@ import os
 
 import torch
 
+from segflow.devices import device_problem
 from segflow.errors import SegflowError
 
 __all__ = [
@@ -88,9 +89,10 @@ def choose_device(requested: str = "auto") -> torch.device:
         "cuda": torch.cuda.is_available(),
         "mps": torch.backends.mps.is_available(),
     }
+    problem = device_problem(requested)
+    if problem:
+        raise SegflowError(problem)
     kind = requested.split(":")[0]
-    if kind not in available:
-        raise SegflowError(f"unknown device '{requested}': use auto, cpu, cuda, cuda:N or mps")
     if not available[kind]:
         raise SegflowError(
             f"device '{requested}' was requested but this machine has none; use device: auto or cpu"

@@ -2,7 +2,9 @@
 
 Snakemake calls :func:`check_config` while it parses the workflow, so a bad config stops the
 run before any job starts, with one line per problem. A misspelled key is named together with
-the closest valid key.
+the closest valid key. Beyond the schema, every value that can be checked before the first job
+is checked here too (device names, folds against the split, configuration names, network
+widths, the files the config names), so that nothing fails hours later at training.
 """
 
 from __future__ import annotations
@@ -14,9 +16,25 @@ from typing import Any
 import jsonschema
 import yaml
 
+from segflow.devices import DEVICE_NAMES, device_problem
 from segflow.errors import Problem, SegflowError
 
-__all__ = ["ConfigError", "check_config", "load_config_schema"]
+__all__ = [
+    "DEVICE_NAMES",
+    "PLANNED_CONFIGURATIONS",
+    "ConfigError",
+    "check_config",
+    "device_problem",
+    "load_config_schema",
+]
+
+#: The configurations segflow.planning can plan (which of them a dataset gets is decided by
+#: the plans); the trainer trains all but the cascade's second stage.
+PLANNED_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
+_UNTRAINABLE = {
+    "3d_cascade_fullres": "the cascade's second stage is not trained by segflow (it needs the "
+    "3d_lowres predictions as input); train 3d_lowres and 3d_fullres instead"
+}
 
 
 class ConfigError(SegflowError):
@@ -105,12 +123,199 @@ def _coerce(value: Any, schema: dict[str, Any]) -> Any:
     return value
 
 
-def check_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+def _fold_count(config: dict[str, Any], base: Path | None) -> tuple[int | None, str, list[Problem]]:
+    """Folds the split will make, where that number comes from, and the problems of a
+    manual splits file (read only when ``base`` says where relative paths start)."""
+    splits = config["splits"]
+    if not splits["manual"]:
+        return splits["num_folds"], f"splits.num_folds is {splits['num_folds']}", []
+    if base is None:
+        return None, "", []
+    # Imported here: segflow.training imports torch, which only a manual split needs now.
+    from segflow.training.splits import load_manual_splits
+
+    path = base / splits["manual"]
+    try:
+        folds = load_manual_splits(path)
+    except SegflowError as err:
+        where = f"splits.manual ({splits['manual']})"
+        return (
+            None,
+            "",
+            [Problem(where, p.message) for p in err.problems] or [Problem(where, err.summary)],
+        )
+    return len(folds), f"the splits file {splits['manual']} has {len(folds)}", []
+
+
+def _training_problems(config: dict[str, Any], base: Path | None) -> list[Problem]:
+    training = config["training"]
+    problems: list[Problem] = []
+    count, source, file_problems = _fold_count(config, base)
+    problems += file_problems
+    folds = training["folds"] or []
+    if count is not None:
+        for fold in folds:
+            if fold >= count:
+                problems.append(
+                    Problem(
+                        "training.folds",
+                        f"fold {fold} does not exist: {source} (valid: 0 to {count - 1})",
+                    )
+                )
+    duplicates = sorted({f for f in folds if folds.count(f) > 1})
+    if duplicates:
+        problems.append(Problem("training.folds", f"fold(s) {duplicates} listed twice"))
+    names = training["configurations"] or []
+    for name in names:
+        if name in _UNTRAINABLE:
+            problems.append(Problem("training.configurations", f"'{name}': {_UNTRAINABLE[name]}"))
+        elif name not in PLANNED_CONFIGURATIONS:
+            close = difflib.get_close_matches(name, PLANNED_CONFIGURATIONS, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            valid = ", ".join(n for n in PLANNED_CONFIGURATIONS if n not in _UNTRAINABLE)
+            problems.append(
+                Problem(
+                    "training.configurations",
+                    f"unknown configuration '{name}'{hint} (segflow plans: {valid})",
+                )
+            )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        problems.append(Problem("training.configurations", f"{repeated} listed twice"))
+    if training["configurations"] == [] or training["folds"] == []:
+        empty = "configurations" if training["configurations"] == [] else "folds"
+        problems.append(
+            Problem(f"training.{empty}", "is empty: nothing would train; leave it null for all")
+        )
+    return problems
+
+
+def _path_problems(config: dict[str, Any], base: Path) -> list[Problem]:
+    """The files and folders the config names: present, of the right kind."""
+    problems: list[Problem] = []
+    built = config["demo"] is not None or config["holdout"] is not None
+    named = [
+        ("dataset", config["dataset"], "dir" if not built else None),
+        ("results", config.get("results"), None),
+        ("holdout.source", (config["holdout"] or {}).get("source"), "dir"),
+        ("splits.manual", config["splits"]["manual"], None),  # read by _fold_count
+        ("splits.groups", config["splits"]["groups"], "file"),
+    ]
+    for key, value, kind in named:
+        if value is None:
+            continue
+        if "\0" in value:
+            problems.append(Problem(key, f"{value!r} holds a NUL character, which no path can"))
+            continue
+        if "{" in value or "}" in value:
+            problems.append(
+                Problem(
+                    key,
+                    f"{value} holds '{{' or '}}', which Snakemake reads as a wildcard in a file "
+                    "path; rename the folder (or link it under a name without braces)",
+                )
+            )
+            continue
+        path = base / value
+        if kind == "dir" and not path.is_dir():
+            what = "is not a folder" if path.exists() else "does not exist"
+            hint = (
+                ": point it at a raw dataset in nnU-Net v2 layout (dataset.json, imagesTr/, "
+                "labelsTr/), set 'demo' to build the synthetic one, or 'holdout' to build it "
+                "from another dataset"
+                if key == "dataset"
+                else ""
+            )
+            problems.append(Problem(key, f"{value} {what}{hint}"))
+        elif kind == "file" and not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            problems.append(Problem(key, f"{value} {what}"))
+        elif key == "splits.groups":
+            problems += _groups_problems(path, value)
+    return problems
+
+
+def _groups_problems(path: Path, value: str) -> list[Problem]:
+    """The problems of a groups table, which the split job would stop at."""
+    # Imported here: segflow.training imports torch, which only a groups table needs now.
+    from segflow.training.splits import load_groups
+
+    try:
+        load_groups(path)
+    except (SegflowError, OSError, UnicodeDecodeError) as err:
+        problems = getattr(err, "problems", None) or [Problem(value, str(err))]
+        return [Problem(f"splits.groups ({p.where})", p.message) for p in problems]
+    return []
+
+
+def _combination_problems(config: dict[str, Any], base: Path | None) -> list[Problem]:
+    problems: list[Problem] = []
+    if config["demo"] is not None and config["holdout"] is not None:
+        problems.append(Problem("demo", "set 'demo' or 'holdout', not both"))
+    if config["splits"]["manual"] and config["splits"]["groups"]:
+        problems.append(
+            Problem("splits", "give either 'manual' (a splits file) or 'groups', not both")
+        )
+    demo, num_folds = config["demo"], config["splits"]["num_folds"]
+    if demo is not None and not config["splits"]["manual"] and demo["cases"] < num_folds:
+        problems.append(
+            Problem(
+                "demo.cases",
+                f"{demo['cases']} training cases cannot make splits.num_folds ({num_folds}) "
+                f"folds; give at least {num_folds} cases or fewer folds",
+            )
+        )
+    planning = config["planning"]
+    if None not in (planning["base_features"], planning["max_features"]) and (
+        planning["max_features"] < planning["base_features"]
+    ):
+        problems.append(
+            Problem(
+                "planning.max_features",
+                f"{planning['max_features']} is below planning.base_features "
+                f"({planning['base_features']}): the cap must allow the first stage's width",
+            )
+        )
+    return problems
+
+
+def _device_problems(config: dict[str, Any], base: Path | None) -> list[Problem]:
+    problems = []
+    for section in ("training", "inference"):
+        message = device_problem(config[section]["device"])
+        if message:
+            problems.append(Problem(f"{section}.device", message))
+    return problems
+
+
+def _value_problems(config: dict[str, Any], base: Path | None) -> list[Problem]:
+    """Problems of values the schema lets through but a later step would refuse."""
+    checks = [_combination_problems, _device_problems, _training_problems]
+    if base is not None:
+        checks.append(_path_problems)
+    problems: list[Problem] = []
+    for check in checks:
+        try:
+            problems += check(config, base)
+        except (TypeError, AttributeError, KeyError, ValueError):
+            continue  # a value of the wrong type, which the schema reports
+    return problems
+
+
+def check_config(
+    config: dict[str, Any], schema: dict[str, Any], base: str | Path | None = None
+) -> dict[str, Any]:
     """Check ``config`` and return a copy with every default filled in.
 
+    Args:
+        config: the configuration as Snakemake read it.
+        schema: the config schema (:func:`load_config_schema`).
+        base: the folder relative paths start from (Snakemake's working directory); when
+            given, the files and folders the config names are checked too.
+
     Raises:
-        ConfigError: listing every unknown key (with the closest valid key) and every value
-            of the wrong type or range.
+        ConfigError: listing every unknown key (with the closest valid key), every value
+            of the wrong type or range, and every value a later step would refuse.
     """
     config = _copy(config)
     _coerce(config, schema)
@@ -127,7 +332,8 @@ def check_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, An
             if close:
                 message += f"; did you mean '{close[0]}'?"
         problems.append(Problem(_key_path(err.absolute_path), message))
+    _fill_defaults(config, schema)
+    problems += _value_problems(config, None if base is None else Path(base))
     if problems:
         raise ConfigError("the workflow configuration is invalid", problems)
-    _fill_defaults(config, schema)
     return config

@@ -14,6 +14,8 @@ import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
+from segflow.errors import Problem, SegflowError
+
 __all__ = ["apptainer_args"]
 
 _BIND_OPTIONS = ("--bind", "-B")
@@ -80,6 +82,15 @@ def apptainer_args(given: str, paths: Iterable[str | Path], cwd: Path, gpu: bool
         if not (_within(candidate, mounted) or _within(candidate, bound)):
             chosen.append(candidate)
             bound.append(candidate)
+    # Apptainer reads ':' in a bind as source:destination and ',' as a list: such a folder
+    # cannot be mounted at its own path.
+    unbindable = [Problem(str(c), "holds ':' or ','") for c in chosen if {":", ","} & set(str(c))]
+    if unbindable:
+        raise SegflowError(
+            "apptainer cannot mount these folders (--bind takes ':' and ',' as separators); "
+            "rename them, or link them under names without these characters",
+            unbindable,
+        )
     for candidate in candidates:
         if candidate in chosen:
             added += ["--bind", str(candidate)]

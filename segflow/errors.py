@@ -4,7 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["DatasetError", "Interrupted", "Problem", "SegflowError"]
+__all__ = ["DatasetError", "Interrupted", "Problem", "SegflowError", "printable"]
+
+
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of a file name shown as ``\\xNN`` escapes.
+
+    Python keeps the bytes of a name that is not valid UTF-8 as lone surrogates
+    (``surrogateescape``); they cannot be printed, logged or written to JSON as they are.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file name produced (e.g. JSON "\\ud800")
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 class Problem:
@@ -18,8 +36,8 @@ class Problem:
     __slots__ = ("message", "where")
 
     def __init__(self, where: str, message: str) -> None:
-        self.where = str(where)
-        self.message = message
+        self.where = printable(str(where))
+        self.message = printable(message)
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"
@@ -47,7 +65,7 @@ class SegflowError(Exception):
     """
 
     def __init__(self, summary: str, problems: Iterable[Problem] = ()) -> None:
-        self.summary = summary
+        self.summary = printable(summary)
         self.problems = list(problems)
         super().__init__(self.render())
 

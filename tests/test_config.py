@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,8 @@ def test_defaults_are_filled_in_without_touching_the_input():
 
 
 def test_nested_defaults_inside_a_given_section():
-    checked = check_config({"dataset": "d", "demo": {"cases": 3}}, SCHEMA)
+    given = {"dataset": "d", "demo": {"cases": 3}, "splits": {"num_folds": 3}}
+    checked = check_config(given, SCHEMA)
     assert checked["demo"] == {"cases": 3, "test_cases": 4, "seed": 0}
 
 
@@ -88,8 +90,9 @@ def test_config_readme_documents_every_key():
 
 
 def test_numbers_given_as_strings_on_the_command_line_are_converted():
-    checked = check_config({"dataset": "d", "seed": "7", "demo": {"cases": "4"}}, SCHEMA)
-    assert checked["seed"] == 7 and checked["demo"]["cases"] == 4
+    given = {"dataset": "d", "seed": "7", "demo": {"cases": "5"}}
+    checked = check_config(given, SCHEMA)
+    assert checked["seed"] == 7 and checked["demo"]["cases"] == 5
     with pytest.raises(ConfigError, match="seed: 'seven' is not of type 'integer'"):
         check_config({"dataset": "d", "seed": "seven"}, SCHEMA)
 
@@ -112,3 +115,117 @@ def test_list_items_booleans_and_null_given_as_strings_are_converted():
     assert training["configurations"] == ["2d"] and training["device"] == "cpu"
     with pytest.raises(ConfigError, match=r"training\.deterministic: 'maybe' is not of type"):
         check_config({"dataset": "d", "training": {"deterministic": "maybe"}}, SCHEMA)
+
+
+def _problems(config, base=None):
+    with pytest.raises(ConfigError) as info:
+        check_config(config, SCHEMA, base=base)
+    return [str(p) for p in info.value.problems]
+
+
+def test_values_that_would_fail_at_training_are_refused_at_parse_time_all_at_once():
+    bad = {
+        "dataset": "d",
+        "seed": 2**40,
+        "planning": {"base_features": 32, "max_features": 16},
+        "splits": {"num_folds": 3},
+        "training": {
+            "device": "gpu",
+            "folds": [7, 1, 1],
+            "configurations": ["3d_fulres", "3d_cascade_fullres"],
+        },
+        "inference": {"device": "cuda:x"},
+    }
+    problems = _problems(bad)
+    assert problems == [
+        "seed: 1099511627776 is greater than the maximum of 4294967295",
+        "planning.max_features: 16 is below planning.base_features (32): the cap must allow "
+        "the first stage's width",
+        "training.device: unknown device 'gpu'; did you mean 'cuda'? (valid: auto, cpu, cuda, "
+        "cuda:N, mps)",
+        "inference.device: unknown device 'cuda:x'; did you mean 'cuda:0'? (valid: auto, cpu, "
+        "cuda, cuda:N, mps)",
+        "training.folds: fold 7 does not exist: splits.num_folds is 3 (valid: 0 to 2)",
+        "training.folds: fold(s) [1] listed twice",
+        "training.configurations: unknown configuration '3d_fulres'; did you mean "
+        "'3d_fullres'? (segflow plans: 2d, 3d_fullres, 3d_lowres)",
+        "training.configurations: '3d_cascade_fullres': the cascade's second stage is not "
+        "trained by segflow (it needs the 3d_lowres predictions as input); train 3d_lowres "
+        "and 3d_fullres instead",
+    ]
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:3", "mps", "CUDA"])
+def test_every_device_segflow_takes_passes(device):
+    checked = check_config({"dataset": "d", "training": {"device": device}}, SCHEMA)
+    assert checked["training"]["device"] == device
+
+
+def test_folds_are_checked_against_a_manual_splits_file(tmp_path):
+    (tmp_path / "raw").mkdir()
+    manual = [{"train": ["a", "b"], "val": ["c"]}, {"train": ["a", "c"], "val": ["b"]}]
+    (tmp_path / "splits.json").write_text(json.dumps(manual))
+    config = {"dataset": "raw", "splits": {"manual": "splits.json"}, "training": {"folds": [1]}}
+    assert check_config(config, SCHEMA, base=tmp_path)["training"]["folds"] == [1]
+    config["training"]["folds"] = [2]
+    assert _problems(config, base=tmp_path) == [
+        "training.folds: fold 2 does not exist: the splits file splits.json has 2 (valid: 0 to 1)"
+    ]
+    (tmp_path / "splits.json").write_text('{"folds": 3}')
+    assert _problems(config, base=tmp_path) == [
+        'splits.manual (splits.json): expected a list of {"train": [case ids], "val": [case ids]}'
+    ]
+
+
+def test_the_files_and_folders_the_config_names_are_checked_with_the_schema(tmp_path):
+    (tmp_path / "file").write_text("x")
+    config = {
+        "dataset": "missing",
+        "holdout": {"source": "file", "test_cases": 2},
+        "demo": {},
+        "splits": {"groups": "groups.csv", "manual": "m.json"},
+        "training": {"threads": 0},
+    }
+    assert _problems(config, base=tmp_path) == [
+        "training.threads: 0 is less than the minimum of 1",
+        "demo: set 'demo' or 'holdout', not both",
+        "splits: give either 'manual' (a splits file) or 'groups', not both",
+        f"splits.manual (m.json): cannot read the splits file {tmp_path / 'm.json'}: "
+        f"[Errno 2] No such file or directory: '{tmp_path / 'm.json'}'",
+        "holdout.source: file is not a folder",
+        "splits.groups: groups.csv does not exist",
+    ]
+    assert _problems({"dataset": "missing"}, base=tmp_path) == [
+        "dataset: missing does not exist: point it at a raw dataset in nnU-Net v2 layout "
+        "(dataset.json, imagesTr/, labelsTr/), set 'demo' to build the synthetic one, or "
+        "'holdout' to build it from another dataset"
+    ]
+    assert _problems({"dataset": "a\0b", "demo": {}}, base=tmp_path) == [
+        "dataset: 'a\\x00b' holds a NUL character, which no path can"
+    ]
+
+
+def test_braces_in_a_path_are_refused_before_snakemake_reads_them_as_wildcards(tmp_path):
+    (tmp_path / "raw {x}").mkdir()
+    assert _problems({"dataset": "raw {x}", "results": "out}"}, base=tmp_path) == [
+        "dataset: raw {x} holds '{' or '}', which Snakemake reads as a wildcard in a file path; "
+        "rename the folder (or link it under a name without braces)",
+        "results: out} holds '{' or '}', which Snakemake reads as a wildcard in a file path; "
+        "rename the folder (or link it under a name without braces)",
+    ]
+
+
+def test_a_demo_too_small_for_its_folds_and_a_broken_groups_table_are_refused(tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "groups.csv").write_text("case,patient\na,1\n")
+    config = {"dataset": "raw", "splits": {"groups": "groups.csv"}}
+    assert _problems(config, base=tmp_path) == [
+        f"splits.groups ({tmp_path / 'groups.csv'}): expected a header with the columns "
+        "case_id and group"
+    ]
+    (tmp_path / "groups.csv").write_text("case_id,group\na,1\nb,2\n")
+    assert check_config(config, SCHEMA, base=tmp_path)["splits"]["groups"] == "groups.csv"
+    assert _problems({"dataset": "d", "demo": {"cases": 3}}) == [
+        "demo.cases: 3 training cases cannot make splits.num_folds (5) folds; give at least 5 "
+        "cases or fewer folds"
+    ]

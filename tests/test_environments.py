@@ -15,6 +15,7 @@ import yaml
 import segflow
 from segflow.config import check_config, load_config_schema
 from segflow.containers import apptainer_args
+from segflow.errors import SegflowError
 
 REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "requirements.lock"
@@ -178,3 +179,12 @@ def test_apptainer_args_bind_resolved_links_too(tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "real")
     args = apptainer_args("", [tmp_path / "link"], cwd=Path("/nonexistent"), gpu=False)
     assert args == f"--bind {tmp_path}/link --bind {tmp_path}/real"
+
+
+def test_apptainer_args_refuse_folders_a_bind_cannot_name(tmp_path):
+    with pytest.raises(SegflowError) as info:
+        apptainer_args("", ["/data/a:b", "/data/ok", "/out/c,d"], cwd=tmp_path, gpu=False)
+    assert [str(p) for p in info.value.problems] == [
+        "/data/a:b: holds ':' or ','",
+        "/out/c,d: holds ':' or ','",
+    ]

@@ -26,14 +26,8 @@ from typing import Any
 
 from segflow.ensembling.probabilities import average_probabilities, mean_probabilities
 from segflow.errors import Problem, SegflowError
-from segflow.evaluation.crossval import (
-    METRICS_FILE,
-    PREDICTIONS_FOLDER,
-    PROBABILITIES_FOLDER,
-    SUMMARY_FILE,
-    read_metrics,
-)
 from segflow.evaluation.evaluate import evaluate_labels, evaluated_classes, summarize
+from segflow.evaluation.tables import read_metrics
 from segflow.inference.export import (
     load_probabilities,
     probabilities_to_segmentation,
@@ -42,6 +36,13 @@ from segflow.inference.export import (
 from segflow.io.atomic import atomic_path, read_json, write_json
 from segflow.io.dataset import DatasetJson, load_dataset_json
 from segflow.io.image import read_image
+from segflow.layout import (
+    METRICS_FILE,
+    PREDICTIONS_FOLDER,
+    PROBABILITIES_FOLDER,
+    SUMMARY_FILE,
+    fold_folder,
+)
 
 __all__ = ["ENSEMBLE_SEPARATOR", "candidate_name", "load_selection", "select_model"]
 
@@ -72,7 +73,7 @@ def _single_candidate(configuration: str, crossval_folder: Path, classes: list[s
 
 
 def _probability_file(crossval_folder: Path, fold: int, case_id: str) -> Path:
-    return crossval_folder / f"fold_{fold}" / PROBABILITIES_FOLDER / f"{case_id}.npz"
+    return crossval_folder / fold_folder(fold) / PROBABILITIES_FOLDER / f"{case_id}.npz"
 
 
 def _check_inputs(
@@ -155,7 +156,7 @@ def _write_single_predictions(
     crossval_folder: Path, folds: Mapping[str, int], ending: str, target: Path
 ) -> None:
     for case_id, fold in sorted(folds.items()):
-        source = crossval_folder / f"fold_{fold}" / PREDICTIONS_FOLDER / f"{case_id}{ending}"
+        source = crossval_folder / fold_folder(fold) / PREDICTIONS_FOLDER / f"{case_id}{ending}"
         with atomic_path(target / source.name) as tmp:
             shutil.copyfile(source, tmp)
 
@@ -264,7 +265,7 @@ def load_selection(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     try:
         selection = read_json(path)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise SegflowError("cannot read the selection", [Problem(str(path), str(err))]) from None
     selected = selection.get("selected") if isinstance(selection, dict) else None
     problems = []

@@ -27,6 +27,7 @@ from typing import Any
 
 from segflow.errors import Problem, SegflowError
 from segflow.io.dataset import DatasetJson, parse_dataset_json
+from segflow.layout import CHECKPOINT_FINAL
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -44,7 +45,7 @@ __all__ = [
 BUNDLE_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
 README_NAME = "README.md"
-CHECKPOINT_NAME = "checkpoint_final.pt"
+CHECKPOINT_NAME = CHECKPOINT_FINAL
 CROSSVAL_SUMMARY_NAME = "crossval_summary.json"
 #: The files of every bundle besides the manifest and the configurations' folders.
 TOP_LEVEL_FILES = (
@@ -228,7 +229,7 @@ def _configurations(manifest: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 def _read_json_file(path: Path, problems: list[Problem]) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         problems.append(Problem(str(path), f"is not readable JSON: {err}"))
         return None
 

@@ -1,21 +1,28 @@
-"""What the ``segflow export`` and ``segflow import-model`` commands run."""
+"""``segflow export`` (the selected model as a self-contained folder and zip) and ``segflow
+import-model`` (such a zip unpacked safely), and the functions they run."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
-from segflow.export.bundle import load_bundle
-from segflow.export.exporting import export_model
-from segflow.export.importing import import_model
+from segflow.command import Command
+from segflow.layout import CHECKPOINT_FINAL, FOLD_PREFIX, SUMMARY_FILE, fold_of_folder
 
-__all__ = ["run_export", "run_import"]
+__all__ = ["COMMANDS", "run_export", "run_import"]
 
 logger = logging.getLogger(__name__)
 
-#: ``segflow export`` takes exactly :func:`export_model`'s arguments.
-run_export = export_model
+
+def run_export(**arguments: Any) -> Path:
+    """``segflow export`` takes exactly :func:`~segflow.export.exporting.export_model`'s
+    arguments."""
+    from segflow.export.exporting import export_model
+
+    return export_model(**arguments)
 
 
 def run_import(zip_path: str | os.PathLike[str], output_dir: str | os.PathLike[str]) -> Path:
@@ -27,6 +34,9 @@ def run_import(zip_path: str | os.PathLike[str], output_dir: str | os.PathLike[s
     Raises:
         SegflowError: the zip is unsafe or damaged, or ``output_dir`` is not empty.
     """
+    from segflow.export.bundle import load_bundle
+    from segflow.export.importing import import_model
+
     output = import_model(zip_path, output_dir)
     bundle = load_bundle(output, verify=False)  # import_model checked every file
     manifest = bundle.manifest
@@ -38,3 +48,55 @@ def run_import(zip_path: str | os.PathLike[str], output_dir: str | os.PathLike[s
         "; ".join(f"{name} folds {list(folds)}" for name, folds in bundle.configurations.items()),
     )
     return output
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--plans", type=Path, required=True)
+    p.add_argument("--fingerprint", type=Path, required=True)
+    p.add_argument("--selection", type=Path, required=True)
+    p.add_argument("--postprocessing", type=Path, required=True)
+    p.add_argument("--models", type=Path, required=True, help="<results>/models")
+    p.add_argument("--crossval", type=Path, required=True, help="<results>/crossval")
+    p.add_argument("--out", type=Path, required=True, help="the model folder to write")
+    p.add_argument("--zip", type=Path, default=None, help="also write this zip")
+
+
+def _export(args: argparse.Namespace) -> None:
+    checkpoints: dict[str, dict[int, Path]] = {}
+    for path in sorted(args.models.glob(f"*/{FOLD_PREFIX}*/{CHECKPOINT_FINAL}")):
+        fold = fold_of_folder(path.parent.name)
+        if fold is not None:  # not a fold: fold_old/
+            checkpoints.setdefault(path.parent.parent.name, {})[fold] = path
+    summaries = {p.parent.name: p for p in sorted(args.crossval.glob(f"*/{SUMMARY_FILE}"))}
+    run_export(
+        dataset_json=args.dataset_json, plans=args.plans, fingerprint=args.fingerprint,
+        selection=args.selection, postprocessing=args.postprocessing, checkpoints=checkpoints,
+        crossval_summaries=summaries, output_dir=args.out, zip_path=args.zip,
+    )  # fmt: skip
+    logger.info("exported the model to %s%s", args.out, f" and {args.zip}" if args.zip else "")
+
+
+def _import_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("zip", type=Path, help="the model zip (segflow export)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="new or empty folder")
+
+
+def _import_model(args: argparse.Namespace) -> None:
+    run_import(args.zip, args.output)
+
+
+COMMANDS = (
+    Command(
+        "export",
+        "write the selected model as a self-contained folder (and zip) for `segflow predict -m`",
+        _export_arguments,
+        _export,
+    ),
+    Command(
+        "import-model",
+        "unpack an exported model zip safely (no absolute paths, '..' or links; hashes checked)",
+        _import_model_arguments,
+        _import_model,
+    ),
+)

@@ -39,6 +39,7 @@ from segflow.export.bundle import (
 from segflow.export.readme import render_readme
 from segflow.io.atomic import atomic_path, write_json, write_text
 from segflow.io.dataset import parse_dataset_json
+from segflow.io.paths import output_folder_problems, readable_path
 from segflow.training.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["export_model", "inference_checkpoint"]
@@ -74,7 +75,7 @@ def _read_source(source: JsonSource, what: str, problems: list[Problem]) -> Any:
     except FileNotFoundError:
         problems.append(Problem(where, f"{what} does not exist"))
         return None
-    except (OSError, TypeError, ValueError) as err:  # JSON and Unicode errors are ValueErrors
+    except (OSError, TypeError, ValueError, RecursionError) as err:  # JSON errors: ValueError
         problems.append(Problem(where, f"{what} is not readable JSON: {err}"))
         return None
     if not isinstance(data, dict):
@@ -181,6 +182,19 @@ def _replace_folder(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _zip_path_problems(zip_path: Path, output: Path) -> list[Problem]:
+    """Why the zip cannot be written at ``zip_path``."""
+    where = readable_path(zip_path)
+    if zip_path.absolute().is_relative_to(output.absolute()):
+        return [Problem(where, "the zip cannot go inside the model folder")]
+    if zip_path.is_dir():
+        return [Problem(where, "is a folder; name the zip file to write")]
+    return [
+        Problem(where, f"cannot be written: {p.where} {p.message}")
+        for p in output_folder_problems(zip_path.parent, "the zip's folder", for_images=False)
+    ]
+
+
 def _write_zip(folder: Path, files: list[str], zip_path: Path) -> None:
     """Zip ``files`` of ``folder`` (names relative to it), reproducibly and atomically."""
     with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
@@ -227,11 +241,9 @@ def export_model(
             or dataset, or an ``output_dir`` that is not a folder.
     """
     output = Path(output_dir)
-    problems: list[Problem] = []
-    if output.exists() and not output.is_dir():
-        problems.append(Problem(str(output), "exists and is not a folder"))
-    if zip_path is not None and Path(zip_path).absolute().is_relative_to(output.absolute()):
-        problems.append(Problem(str(zip_path), "the zip cannot go inside the model folder"))
+    problems: list[Problem] = output_folder_problems(output, "the model", for_images=False)
+    if zip_path is not None:
+        problems += _zip_path_problems(Path(zip_path), output)
     what = ("dataset.json", "plans", "fingerprint", "selection.json", "postprocessing.json")
     sources = (dataset_json, plans, fingerprint, selection, postprocessing)
     raw_dataset, raw_plans, raw_fingerprint, raw_selection, raw_postprocessing = (

@@ -2,46 +2,75 @@
 
 The stage runs as a scatter and a gather. :func:`fingerprint_case` reads one training case,
 crops it to its nonzero region and records its spacing, its shapes and a seeded sample of its
-foreground intensities; :func:`fingerprint_cases` does that for a batch of cases in one job;
-:func:`gather_fingerprint` pools every case into ``fingerprint.json``. The cropping helpers in
-:mod:`segflow.fingerprint.cropping` are shared with preprocessing.
-
-The names are imported on first use: a job that fingerprints cases does not pay for the
-gather's schema checks (jsonschema), nor the gather for SimpleITK.
+foreground intensities; :func:`fingerprint_cases` does that for a batch of cases in one job
+(:mod:`segflow.fingerprint.batch`); :func:`gather_fingerprint` pools every case into
+``fingerprint.json``.
+The cropping helpers in :mod:`segflow.fingerprint.cropping` are shared with preprocessing.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-_MODULES = {
-    "bounding_box": "cropping",
-    "crop_to_bounding_box": "cropping",
-    "crop_to_nonzero": "cropping",
-    "nonzero_bounding_box": "cropping",
-    "nonzero_mask": "cropping",
-    "fingerprint_case": "case",
-    "write_case_fingerprint": "case",
-    "CaseFiles": "batch",
-    "fingerprint_cases": "batch",
-    "read_case_fingerprints": "batch",
-    "write_batch_fingerprints": "batch",
-    "gather_fingerprint": "gather",
-    "pooled_intensity_statistics": "gather",
-}
+from segflow.lazy import lazy_exports
 
-__all__ = sorted(_MODULES)
+if TYPE_CHECKING:
+    from segflow.fingerprint.batch import (
+        CaseFiles,
+        fingerprint_cases,
+        read_case_fingerprints,
+        write_batch_fingerprints,
+    )
+    from segflow.fingerprint.case import fingerprint_case, write_case_fingerprint
+    from segflow.fingerprint.cropping import (
+        bounding_box,
+        crop_to_bounding_box,
+        crop_to_nonzero,
+        nonzero_bounding_box,
+        nonzero_mask,
+    )
+    from segflow.fingerprint.gather import gather_fingerprint, pooled_intensity_statistics
 
+__all__ = [
+    "CaseFiles",
+    "bounding_box",
+    "crop_to_bounding_box",
+    "crop_to_nonzero",
+    "fingerprint_case",
+    "fingerprint_cases",
+    "gather_fingerprint",
+    "nonzero_bounding_box",
+    "nonzero_mask",
+    "pooled_intensity_statistics",
+    "read_case_fingerprints",
+    "write_batch_fingerprints",
+    "write_case_fingerprint",
+]
 
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_MODULES])
+# Imported when first used (segflow.lazy): importing the package loads none of them.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "batch": (
+            "CaseFiles",
+            "fingerprint_cases",
+            "read_case_fingerprints",
+            "write_batch_fingerprints",
+        ),
+        "case": (
+            "fingerprint_case",
+            "write_case_fingerprint",
+        ),
+        "cropping": (
+            "bounding_box",
+            "crop_to_bounding_box",
+            "crop_to_nonzero",
+            "nonzero_bounding_box",
+            "nonzero_mask",
+        ),
+        "gather": (
+            "gather_fingerprint",
+            "pooled_intensity_statistics",
+        ),
+    },
+)

@@ -10,26 +10,31 @@ image files.
 
 from __future__ import annotations
 
-from segflow.inference.export import (
-    export_prediction,
-    load_probabilities,
-    logits_to_segmentation,
-    probabilities_to_segmentation,
-    write_probabilities,
-    write_segmentation,
-)
-from segflow.inference.predictor import (
-    default_mirror_axes,
-    predict_case,
-    predict_case_logits,
-    predict_files,
-    preprocess_for_prediction,
-)
-from segflow.inference.sliding_window import (
-    gaussian_importance_map,
-    predict_logits,
-    window_starts,
-)
+from typing import TYPE_CHECKING
+
+from segflow.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from segflow.inference.export import (
+        export_prediction,
+        load_probabilities,
+        logits_to_segmentation,
+        probabilities_to_segmentation,
+        write_probabilities,
+        write_segmentation,
+    )
+    from segflow.inference.predictor import (
+        default_mirror_axes,
+        predict_case,
+        predict_case_logits,
+        predict_files,
+        preprocess_for_prediction,
+    )
+    from segflow.inference.sliding_window import (
+        gaussian_importance_map,
+        predict_logits,
+        window_starts,
+    )
 
 __all__ = [
     "default_mirror_axes",
@@ -47,3 +52,30 @@ __all__ = [
     "write_probabilities",
     "write_segmentation",
 ]
+
+# Imported when first used (segflow.lazy): importing the package loads none of them.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "export": (
+            "export_prediction",
+            "load_probabilities",
+            "logits_to_segmentation",
+            "probabilities_to_segmentation",
+            "write_probabilities",
+            "write_segmentation",
+        ),
+        "predictor": (
+            "default_mirror_axes",
+            "predict_case",
+            "predict_case_logits",
+            "predict_files",
+            "preprocess_for_prediction",
+        ),
+        "sliding_window": (
+            "gaussian_importance_map",
+            "predict_logits",
+            "window_starts",
+        ),
+    },
+)

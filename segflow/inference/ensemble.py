@@ -35,9 +35,10 @@ from segflow.inference.export import (
     write_probabilities,
     write_segmentation,
 )
-from segflow.inference.model import TrainedModel, load_model
+from segflow.inference.model import TrainedModel, load_model, model_path_problems
 from segflow.inference.predictor import predict_case_logits, preprocess_for_prediction
 from segflow.io.dataset import DatasetJson
+from segflow.io.paths import access_reason, readable_path
 
 __all__ = ["Predictor", "load_predictor"]
 
@@ -176,13 +177,26 @@ def load_predictor(
         device: where the networks go.
 
     Raises:
-        SegflowError: not a model folder, unknown configurations or folds, or configurations
-            trained on different labels.
+        SegflowError: every missing path at once (``model_dir``, ``selection``,
+            ``postprocessing``); not a model folder, a malformed selection or
+            postprocessing file, unknown configurations or folds, or configurations trained
+            on different labels.
     """
     from segflow.ensembling import load_selection
     from segflow.export import is_bundle, load_bundle
 
     model_dir = Path(model_dir)
+    problems = model_path_problems(model_dir)
+    for what, path in (("selection.json", selection), ("postprocessing.json", postprocessing)):
+        if path is None or isinstance(path, Mapping):
+            continue
+        reason = access_reason(Path(path))
+        if reason is None and not Path(path).is_file():
+            reason = "is not a file"
+        if reason is not None:
+            problems.append(Problem(readable_path(path), f"{reason}; expected a {what}"))
+    if problems:
+        raise SegflowError("cannot load the model", problems)
     rules: tuple = ()
     if is_bundle(model_dir):
         if selection is not None:

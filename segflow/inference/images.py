@@ -9,12 +9,15 @@ output for a case is ``<output>/<case><ending>``; an input file is never overwri
 from __future__ import annotations
 
 import logging
+import math
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 import torch
 
@@ -25,6 +28,12 @@ from segflow.inference.export import probabilities_path
 from segflow.inference.model import TrainedModel
 from segflow.inference.sliding_window import predicts_in_cpu_bf16
 from segflow.io.dataset import DatasetJson
+from segflow.io.paths import (
+    access_reason,
+    name_reason,
+    output_folder_problems,
+    readable_path,
+)
 from segflow.progress_bar import ProgressBar
 
 __all__ = ["InputCase", "gather_input_cases", "predict_images", "predict_images_in_processes"]
@@ -42,26 +51,111 @@ class InputCase:
     files: tuple[Path, ...]
 
 
+def _entry_reason(path: Path) -> str | None:
+    """Why ``path`` (a name the user gave, or one found in a given folder) cannot be read."""
+    reason = name_reason(path) or access_reason(path)
+    if reason is None and not path.is_dir() and not path.is_file():
+        reason = "is not a regular file (a device, pipe or socket), so not an image"
+    return reason
+
+
+def _folder_images(folder: Path, ending: str, problems: list[Problem]) -> list[Path]:
+    """The ``<ending>`` files of ``folder`` (not its subfolders); every entry that looks like
+    one and is not a readable file is a problem, never skipped."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as err:
+        problems.append(Problem(readable_path(folder), f"cannot be listed: {err.strerror}"))
+        return []
+    found, before = [], len(problems)
+    for name in names:
+        path = folder / name
+        if not name.endswith(ending):
+            if name.lower().endswith(ending.lower()):
+                problems.append(Problem(readable_path(path), f"ends in "
+                                f"'{readable_path(name[-len(ending):])}'; the model reads "
+                                f"'{ending}' files: rename it"))  # fmt: skip
+            continue
+        reason = _entry_reason(path)
+        if reason is None and path.is_dir():
+            reason = "is a folder (or a link to one), not an image file"
+        if reason is not None:
+            problems.append(Problem(readable_path(path), reason))
+            continue
+        found.append(path)
+    if not found and len(problems) == before:
+        problems.append(Problem(readable_path(folder), f"holds no {ending} files"))
+    return found
+
+
 def _files_of(inputs: Sequence[Path], ending: str, problems: list[Problem]) -> list[Path]:
     files: list[Path] = []
     for path in inputs:
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(ending))
-            if not found:
-                problems.append(Problem(str(path), f"holds no {ending} files"))
-            files += found
-        elif path.is_file():
-            if path.name.endswith(ending):
-                files.append(path)
-            else:
-                problems.append(Problem(str(path), f"is not a {ending} file (the model's format)"))
+        reason = _entry_reason(path)
+        if reason is not None:
+            problems.append(Problem(readable_path(path), reason))
+        elif path.is_dir():
+            files += _folder_images(path, ending, problems)
+        elif path.name.endswith(ending):
+            files.append(path)
         else:
-            problems.append(Problem(str(path), "does not exist"))
+            problems.append(
+                Problem(readable_path(path), f"is not a {ending} file (the model's format)")
+            )
     return files
 
 
+#: The most bytes of voxel data an image header may declare per byte of its file. Deflate
+#: (gzip in ``.nii.gz``, compressed ``.mha``/``.nrrd``, ``.png``) never exceeds 1032:1, so a
+#: header declaring more than this describes data the file cannot hold: a truncated file or
+#: a decompression bomb, refused before any memory is allocated for it.
+MAX_DECODED_RATIO = 1100
+#: Small images may be smaller than their own header; this much is always allowed.
+_DECODED_SLACK = 1 << 20
+
+_BITS = re.compile(r"(\d+)-bit")
+_DETACHED_HEADERS = (".mhd", ".nhdr")
+
+
+def _bytes_per_component(reader: sitk.ImageFileReader) -> int:
+    name = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    match = _BITS.search(name)
+    size = int(match[1]) // 8 if match else 1
+    return 2 * size if "complex" in name else size
+
+
+def _geometry_reason(reader: sitk.ImageFileReader, file_size: int | None) -> str | None:
+    """Why a header's geometry cannot be an image to predict, or None. ``file_size``: the
+    bytes that hold the voxels, None where not known here."""
+    size = tuple(reader.GetSize())
+    spacing = tuple(reader.GetSpacing())
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        return f"its spacing {list(spacing)} is not positive and finite in every axis"
+    direction = np.asarray(reader.GetDirection(), dtype=float)
+    dim = len(size)
+    if direction.size != dim * dim or not np.isfinite(direction).all():
+        return f"its direction matrix {direction.tolist()} is not a finite {dim}x{dim} matrix"
+    if abs(np.linalg.det(direction.reshape(dim, dim))) < 1e-6:
+        return f"its direction matrix {direction.tolist()} is singular (axes not independent)"
+    if min(size) < 1:
+        return f"its header declares an empty image of size {list(size)}"
+    declared = math.prod(size) * reader.GetNumberOfComponents() * _bytes_per_component(reader)
+    if file_size is not None and declared > file_size * MAX_DECODED_RATIO + _DECODED_SLACK:
+        return (
+            f"its header declares {list(size)} voxels ({declared:,} bytes) but the file has "
+            f"{file_size:,} bytes, more than {MAX_DECODED_RATIO}:1 compression can hold: a "
+            "truncated or hostile file"
+        )
+    return None
+
+
 def _read_header(path: Path) -> tuple[int, tuple[int, ...]] | str:
-    """``(channels, size)`` of an image file from its header, or why it cannot be read."""
+    """``(channels, size)`` of an image file from its header, or why it cannot be read or
+    predicted (a name SimpleITK cannot take, an unreadable header, a spacing or direction
+    that is not one, or more voxels than the file can hold)."""
+    reason = name_reason(path)
+    if reason is not None:
+        return reason
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -69,20 +163,52 @@ def _read_header(path: Path) -> tuple[int, tuple[int, ...]] | str:
     except RuntimeError as err:
         lines = str(err).strip().splitlines()
         return f"cannot be read as an image: {lines[-1] if lines else 'unreadable'}"
+    # A detached header (.mhd, .nhdr) names its data file; reading the image bounds that.
+    detached = path.name.lower().endswith(_DETACHED_HEADERS)
+    reason = _geometry_reason(reader, None if detached else path.stat().st_size)
+    if reason is not None:
+        return reason
     return reader.GetNumberOfComponents(), tuple(reader.GetSize())
 
 
-def gather_input_cases(inputs: Sequence[str | Path], dataset: DatasetJson) -> list[InputCase]:
-    """The cases in ``inputs`` (folders and files), checked: every problem is listed at once.
+def _output_problems(output: Path, inputs: Sequence[Path]) -> list[Problem]:
+    """Why ``output`` cannot take the predictions of ``inputs``."""
+    problems = output_folder_problems(output)
+    if not problems and output.exists():
+        target = output.resolve()
+        problems += [
+            Problem(readable_path(output), f"is the input folder {readable_path(folder)}; the "
+                    "segmentations would mix with the images (and be taken for inputs by the "
+                    "next run): choose another output folder")
+            for folder in inputs
+            if folder.is_dir() and folder.resolve() == target
+        ]  # fmt: skip
+    return problems
+
+
+def gather_input_cases(
+    inputs: Sequence[str | Path], dataset: DatasetJson, output: str | Path | None = None
+) -> list[InputCase]:
+    """The cases in ``inputs`` (folders and files), checked: every problem is listed at once,
+    with those of the ``output`` folder when it is given.
+
+    Every file is checked from its header: readable, its spacing and direction usable, and
+    no more voxels than the file can hold (see :data:`MAX_DECODED_RATIO`).
 
     Raises:
-        SegflowError: missing or unreadable files, files of another format, a case without
-            all of the model's channels or with channels it does not have, two files for
-            one channel.
+        SegflowError: missing, unreadable or hostile files (names that are not UTF-8, links
+            that lead nowhere or loop, folders named like images, headers declaring more
+            voxels than the file holds), files of another format, a case without all of the
+            model's channels or with channels it does not have, two files for one channel,
+            channels of different sizes; an output that is a file, is not writable or is an
+            input folder.
     """
     ending = dataset.file_ending
+    paths = [Path(p) for p in inputs]
     problems: list[Problem] = []
-    files = _files_of([Path(p) for p in inputs], ending, problems)
+    if output is not None:
+        problems += _output_problems(Path(output), paths)
+    files = _files_of(paths, ending, problems)
     channels: dict[str, dict[int, Path]] = {}
     for path in files:
         stem = path.name[: -len(ending)]
@@ -93,14 +219,15 @@ def gather_input_cases(inputs: Sequence[str | Path], dataset: DatasetJson) -> li
             case_id, channel = stem, 0
         else:
             problems.append(
-                Problem(str(path), f"has no channel suffix; name the channels {stem}_0000{ending} "
-                                   f"to {stem}_{dataset.num_channels - 1:04d}{ending}")
+                Problem(readable_path(path), f"has no channel suffix; name the channels "
+                        f"{stem}_0000{ending} to {stem}_{dataset.num_channels - 1:04d}{ending}")
             )  # fmt: skip
             continue
         seen = channels.setdefault(case_id, {})
         if channel in seen:
-            problems.append(Problem(str(path), f"is channel {channel} of case '{case_id}', as "
-                                               f"is {seen[channel]}"))  # fmt: skip
+            other = readable_path(seen[channel])
+            problems.append(Problem(readable_path(path), f"is channel {channel} of case "
+                                    f"'{case_id}', as is {other}"))  # fmt: skip
             continue
         seen[channel] = path
     names = ", ".join(f"{k} ({v})" for k, v in dataset.channel_names.items())
@@ -112,7 +239,7 @@ def gather_input_cases(inputs: Sequence[str | Path], dataset: DatasetJson) -> li
         headers = {k: _read_header(found[k]) for k in sorted(found)}
         unreadable = {k: h for k, h in headers.items() if isinstance(h, str)}
         for k, reason in unreadable.items():
-            problems.append(Problem(str(found[k]), reason))
+            problems.append(Problem(readable_path(found[k]), reason))
         if gaps or unreadable:
             continue
         # An RGB png is three channels in one file, as nnU-Net reads it.
@@ -128,7 +255,7 @@ def gather_input_cases(inputs: Sequence[str | Path], dataset: DatasetJson) -> li
             continue
         cases.append(InputCase(case_id, tuple(found[k] for k in sorted(found))))
     if not channels and not problems:
-        problems.append(Problem(", ".join(map(str, inputs)), f"no {ending} images given"))
+        problems.append(Problem(", ".join(map(readable_path, paths)), f"no {ending} images given"))
     if problems:
         raise SegflowError("cannot predict these inputs", problems)
     return cases
@@ -137,21 +264,27 @@ def gather_input_cases(inputs: Sequence[str | Path], dataset: DatasetJson) -> li
 def _outputs_for(
     dataset: DatasetJson, cases: Sequence[InputCase], output_dir: Path, save_probabilities: bool
 ) -> list[Path]:
-    """``<output_dir>/<case><ending>`` of every case, after checking that none of them (nor
-    their probabilities) would overwrite an input; creates ``output_dir``.
+    """``<output_dir>/<case><ending>`` of every case, after checking that ``output_dir`` can be
+    a folder to write into and that no output (nor its probabilities) would overwrite an
+    input; creates ``output_dir``.
 
     Raises:
-        SegflowError: an output would overwrite an input file.
+        SegflowError: ``output_dir`` is a file or not writable, or an output would overwrite
+            an input file.
     """
+    problems = output_folder_problems(output_dir)
+    if problems:
+        raise SegflowError("cannot write the predictions", problems)
     ending = dataset.file_ending
     outputs = [output_dir / f"{case.case_id}{ending}" for case in cases]
     inputs = {p.resolve() for case in cases for p in case.files}
     clashes = [
-        Problem(str(path), "would overwrite an input image; choose another output folder")
+        Problem(readable_path(path), "would overwrite an input image; choose another output "
+                "folder")
         for out in outputs
         for path in ([out, probabilities_path(out)] if save_probabilities else [out])
         if path.resolve() in inputs
-    ]
+    ]  # fmt: skip
     if clashes:
         raise SegflowError("refusing to overwrite inputs", clashes)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -212,10 +345,15 @@ def _predict_in_worker(
     cpu_bf16: bool,
 ) -> None:
     assert _worker_predictor is not None, "worker not started"
-    _worker_predictor.predict_files(
-        files, output, mirroring=mirroring, device="cpu", save_probabilities=save_probabilities,
-        cpu_bf16=cpu_bf16,
-    )  # fmt: skip
+    try:
+        _worker_predictor.predict_files(
+            files, output, mirroring=mirroring, device="cpu",
+            save_probabilities=save_probabilities, cpu_bf16=cpu_bf16,
+        )  # fmt: skip
+    except SegflowError as err:
+        # It goes back to the parent pickled: a subclass whose __init__ takes other
+        # arguments (ImageReadError) would not unpickle and would break the pool.
+        raise SegflowError(err.summary, err.problems) from None
 
 
 def predict_images_in_processes(

@@ -20,12 +20,24 @@ from torch import nn
 
 from segflow.errors import Problem, SegflowError
 from segflow.io.dataset import DatasetJson, parse_dataset_json
+from segflow.io.paths import access_reason, readable_path
+from segflow.layout import CHECKPOINT_FINAL, fold_of_folder
+from segflow.networks.variants import NetworkVariant
 from segflow.planning.plans import Plans
 from segflow.training.checkpoint import load_checkpoint
 
-__all__ = ["TrainedFold", "TrainedModel", "load_model", "load_trained_fold"]
+__all__ = [
+    "TrainedFold",
+    "TrainedModel",
+    "load_model",
+    "load_trained_fold",
+    "model_path_problems",
+]
 
-CHECKPOINT_NAME = "checkpoint_final.pt"
+CHECKPOINT_NAME = CHECKPOINT_FINAL
+#: What prediction reads from a fold's checkpoint besides the plans.
+_FOLD_KEYS = ("configuration", "num_input_channels", "num_outputs", "network", "fold",
+              "mirror_axes", "epoch")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -57,11 +69,32 @@ def load_trained_fold(
     return _fold_from_state(load_checkpoint(path), path, plans, device)
 
 
+def _check_fold_state(state: dict, path: Path) -> None:
+    """Raise unless ``state`` has what prediction reads from a fold's checkpoint."""
+    missing = [key for key in _FOLD_KEYS if key not in state]
+    if missing or not isinstance(state.get("network"), dict):
+        raise SegflowError(
+            "not a trained fold's checkpoint",
+            [Problem(readable_path(path), f"lacks {', '.join(missing) or 'network weights'}: "
+                     "it is not a checkpoint segflow's training wrote")],
+        )  # fmt: skip
+
+
+def _network_variant(state: dict, path: Path) -> NetworkVariant:
+    """The network variant the checkpoint's run trained (the planned network before variants
+    existed)."""
+    recorded = (state.get("settings") or {}).get("network")
+    if recorded is None:
+        return NetworkVariant()
+    return NetworkVariant.from_dict(recorded, f"{path}: settings.network")
+
+
 def _fold_from_state(
     state: dict, path: Path, plans: Plans | None, device: str | torch.device
 ) -> TrainedFold:
     from segflow.networks import build_network
 
+    _check_fold_state(state, path)
     if plans is None:
         plans = Plans.from_dict(state["plans"], where=str(path))
     name = state["configuration"]
@@ -81,10 +114,11 @@ def _fold_from_state(
         state["num_input_channels"],
         state["num_outputs"],
         deep_supervision=False,
+        variant=_network_variant(state, path),
     )
     try:
         network.load_state_dict(state["network"])
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, ValueError) as err:
         raise SegflowError(
             "checkpoint does not match the plans",
             [Problem(str(path), f"its weights do not fit the planned network: {err}")],
@@ -118,21 +152,56 @@ class TrainedModel:
         return self.folds[0].mirror_axes
 
 
+def _trained_folds(folder: Path) -> list[int]:
+    """The folds with a final checkpoint in a configuration's folder (``fold_<k>``; a folder
+    like ``fold_old`` is not a fold)."""
+    if not folder.is_dir():
+        return []
+    folds = (fold_of_folder(p.parent.name) for p in folder.glob(f"fold_*/{CHECKPOINT_NAME}"))
+    return sorted(k for k in folds if k is not None)
+
+
 def _has_folds(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.glob(f"fold_*/{CHECKPOINT_NAME}"))
+    return bool(_trained_folds(folder))
+
+
+#: What a model folder is (``segflow predict -m``), for messages.
+MODEL_FOLDER_KINDS = (
+    f"a configuration's folder of fold_<k>/{CHECKPOINT_NAME}, a folder of such configuration "
+    "folders (<results>/models), or an exported model (segflow export) with its manifest.json"
+)
+
+
+def model_path_problems(model_dir: Path) -> list[Problem]:
+    """Why ``model_dir`` cannot be a model folder before looking inside it: it does not
+    exist, is a broken link, or is a file."""
+    where = readable_path(model_dir)
+    reason = access_reason(model_dir)
+    if reason is not None:
+        return [Problem(where, f"{reason}; expected {MODEL_FOLDER_KINDS}")]
+    if not model_dir.is_dir():
+        hint = (
+            "an exported model's zip: unpack it first with segflow import-model"
+            if model_dir.suffix.lower() == ".zip"
+            else "a file, not a folder"
+        )
+        return [Problem(where, f"is {hint}; expected {MODEL_FOLDER_KINDS}")]
+    return []
 
 
 def _configuration_folder(model_dir: Path, configuration: str | None) -> Path:
+    problems = model_path_problems(model_dir)
+    if problems:
+        raise SegflowError("no model there", problems)
     if _has_folds(model_dir):
         return model_dir  # its checkpoints say which configuration it is
-    children = sorted(model_dir.iterdir()) if model_dir.is_dir() else []
+    children = sorted(model_dir.iterdir())
     available = [p.name for p in children if _has_folds(p)]
     if not available:
         raise SegflowError(
             "not a model folder",
-            [Problem(str(model_dir), f"holds no fold_<k>/{CHECKPOINT_NAME}, directly or in a "
-                                     "configuration's folder")],
-        )  # fmt: skip
+            [Problem(readable_path(model_dir), f"holds no model: expected {MODEL_FOLDER_KINDS}")],
+        )
     if configuration is None:
         if len(available) > 1:
             raise SegflowError(
@@ -162,9 +231,7 @@ def load_model(
             with different plans or datasets.
     """
     folder = _configuration_folder(Path(model_dir), configuration)
-    present = sorted(
-        int(p.parent.name.removeprefix("fold_")) for p in folder.glob(f"fold_*/{CHECKPOINT_NAME}")
-    )
+    present = _trained_folds(folder)
     chosen = present if folds is None else list(folds)
     missing = [k for k in chosen if k not in present]
     if missing:
@@ -174,6 +241,8 @@ def load_model(
                      f"folds: {', '.join(map(str, present))}") for k in missing],
         )  # fmt: skip
     states = {k: load_checkpoint(folder / f"fold_{k}" / CHECKPOINT_NAME) for k in chosen}
+    for k, state in states.items():
+        _check_fold_state(state, folder / f"fold_{k}" / CHECKPOINT_NAME)
     first = states[chosen[0]]
     problems = [
         Problem(str(folder / f"fold_{k}" / CHECKPOINT_NAME),
@@ -190,7 +259,9 @@ def load_model(
             [Problem(str(folder / f"fold_{chosen[0]}" / CHECKPOINT_NAME),
                      "was written by an older segflow; retrain or pass the plans")],
         )  # fmt: skip
-    plans = Plans.from_dict(first["plans"], where=str(folder))
+    plans = Plans.from_dict(
+        first["plans"], where=str(folder / f"fold_{chosen[0]}" / CHECKPOINT_NAME)
+    )
     dataset, dataset_problems = parse_dataset_json(first["dataset_json"])
     if dataset is None:
         raise SegflowError("checkpoint with an invalid dataset.json", dataset_problems)

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "read_json", "write_json", "write_text"]
+from segflow.errors import Problem, SegflowError
+
+__all__ = ["atomic_path", "check_output_file", "read_json", "write_json", "write_text"]
 
 
 @contextlib.contextmanager
@@ -25,8 +27,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     The caller writes the temporary path however it likes (numpy, SimpleITK, torch...).
     On any exception the temporary file is removed and ``target`` is left untouched.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = check_output_file(target)
     # Keep the real suffix last: some writers (SimpleITK) choose the format by it.
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".tmp-{target.stem}-", suffix="".join(target.suffixes), dir=target.parent
@@ -46,6 +47,32 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def check_output_file(target: str | os.PathLike[str]) -> Path:
+    """Check that ``target`` can be written as a file, and create its folder.
+
+    Called before any work by commands that write one file, so that a wrong output path
+    fails at once with a clear message instead of a traceback at the end.
+
+    Raises:
+        SegflowError: ``target`` is a folder, or its folder cannot be made (a file of that
+            name is in the way, no permission).
+    """
+    target = Path(target)
+    if target.is_dir():
+        raise SegflowError(
+            f"cannot write {target}",
+            [Problem(str(target), "is a folder; expected the name of a file to write")],
+        )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SegflowError(
+            f"cannot write {target}",
+            [Problem(str(target.parent), f"cannot be made a folder ({err.strerror or err})")],
+        ) from None
+    return target
 
 
 def write_text(target: str | os.PathLike[str], text: str) -> Path:

@@ -1,29 +1,40 @@
-"""The U-Nets of nnU-Net v2, built from a configuration of the plans.
+"""The U-Nets of nnU-Net v2, built from a configuration of the plans, and their variants.
 
-:func:`build_network` reads ``configuration.network`` and builds a
-:class:`~segflow.networks.unet.PlainConvUNet` or a
-:class:`~segflow.networks.resenc.ResidualEncoderUNet` with the structure, parameter count and
-initialization of nnU-Net's ``dynamic_network_architectures`` networks. Parameters are
+:func:`build_network` reads ``configuration.network`` and builds the network its
+``architecture`` names in :data:`NETWORKS` (a :class:`~segflow.networks.unet.PlainConvUNet` or
+a :class:`~segflow.networks.resenc.ResidualEncoderUNet`) with the structure, parameter count
+and initialization of nnU-Net's ``dynamic_network_architectures`` networks. Parameters are
 registered in the reference's order, so ``zip(ours.parameters(), theirs.parameters())`` pairs
 equal tensors.
+
+A :class:`~segflow.networks.variants.NetworkVariant` changes the planned network without
+changing the plans: another architecture, a wider encoder, group or batch normalization, axial
+attention in the decoder (the extensions of the BraTS 2021 winner, :data:`BRATS2021_VARIANTS`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-import torch
+from segflow.lazy import lazy_exports
 
-from segflow.errors import Problem, SegflowError
-from segflow.networks.blocks import LayerOps, resolve_layer_ops
-from segflow.networks.resenc import ResidualEncoderUNet
-from segflow.networks.unet import PlainConvUNet, UNet
-from segflow.planning.plans import ConfigurationPlan, NetworkPlan
-from segflow.planning.presets import PLAIN_UNET, RESIDUAL_ENCODER_UNET
+if TYPE_CHECKING:
+    from segflow.networks.attention import AxialAttention
+    from segflow.networks.blocks import LayerOps
+    from segflow.networks.build import build_network, memory_format_for
+    from segflow.networks.registry import ARCHITECTURES, NETWORKS, NetworkBuilder
+    from segflow.networks.resenc import ResidualEncoderUNet
+    from segflow.networks.unet import PlainConvUNet, UNet
+    from segflow.networks.variants import BRATS2021_VARIANTS, NetworkVariant
 
 __all__ = [
     "ARCHITECTURES",
+    "BRATS2021_VARIANTS",
+    "NETWORKS",
+    "AxialAttention",
     "LayerOps",
+    "NetworkBuilder",
+    "NetworkVariant",
     "PlainConvUNet",
     "ResidualEncoderUNet",
     "UNet",
@@ -31,161 +42,17 @@ __all__ = [
     "memory_format_for",
 ]
 
-ARCHITECTURES: dict[str, type[UNet]] = {
-    PLAIN_UNET: PlainConvUNet,
-    RESIDUAL_ENCODER_UNET: ResidualEncoderUNet,
-}
-"""The architectures a plan may name, by the name nnU-Net gives them."""
-
-_STAGE_KEYS = ("features_per_stage", "kernel_sizes", "strides", "blocks_per_stage_encoder")
-
-
-def _read(network: NetworkPlan, where: str, problems: list[Problem]) -> dict[str, Any] | None:
-    """Every property of ``network``, or ``None`` (adding a problem per missing/malformed key)."""
-    values = {}
-    missing = []
-    for name in (
-        "architecture",
-        "n_stages",
-        *_STAGE_KEYS,
-        "n_conv_per_stage_decoder",
-        "conv_op",
-        "conv_bias",
-        "norm_op",
-        "norm_op_kwargs",
-        "dropout_op",
-        "nonlin",
-        "nonlin_kwargs",
-    ):
-        try:
-            values[name] = getattr(network, name)
-        except (KeyError, TypeError, ValueError) as err:
-            missing.append(Problem(f"{where}.{name}", f"missing or malformed ({err!r})"))
-    problems += missing
-    return None if missing else values
-
-
-def _topology_problems(values: dict[str, Any], ndim: int | None, where: str) -> list[Problem]:
-    problems = []
-    n_stages = values["n_stages"]
-    if n_stages < 2:
-        problems.append(
-            Problem(f"{where}.n_stages", f"a U-Net needs at least 2 stages, got {n_stages}")
-        )
-    for key in _STAGE_KEYS:
-        if len(values[key]) != n_stages:
-            problems.append(
-                Problem(
-                    f"{where}.{key}",
-                    f"needs one entry per stage ({n_stages}), got {len(values[key])}",
-                )
-            )
-    decoder = values["n_conv_per_stage_decoder"]
-    if len(decoder) != n_stages - 1:
-        problems.append(
-            Problem(
-                f"{where}.n_conv_per_stage_decoder",
-                f"needs one entry per decoder stage ({n_stages - 1}), got {len(decoder)}",
-            )
-        )
-    if ndim is not None:
-        for key in ("kernel_sizes", "strides"):
-            for i, entry in enumerate(values[key]):
-                if len(entry) != ndim:
-                    problems.append(
-                        Problem(
-                            f"{where}.{key}[{i}]",
-                            f"needs {ndim} values for {values['conv_op']}, got {list(entry)}",
-                        )
-                    )
-    return problems
-
-
-def build_network(
-    configuration: ConfigurationPlan,
-    num_input_channels: int,
-    num_outputs: int,
-    deep_supervision: bool = True,
-) -> UNet:
-    """The U-Net a configuration plans, freshly initialized as nnU-Net initializes it.
-
-    Args:
-        configuration: the configuration; its ``network`` names the architecture and layers.
-        num_input_channels: image channels (a cascade stage adds one per foreground class
-            for the previous stage's segmentation).
-        num_outputs: output channels: classes including background, or regions.
-        deep_supervision: return one output per decoder stage, finest first (training), or only
-            the finest (inference). Switch later with ``network.set_deep_supervision(flag)``.
-
-    Returns:
-        A :class:`~segflow.networks.unet.UNet` on the default device, in float32.
-
-    Raises:
-        SegflowError: every problem with the network plan at once: an unknown architecture or
-            layer name, lists whose lengths do not match ``n_stages``, kernel sizes or strides
-            of the wrong dimensionality, or channel counts below one.
-    """
-    where = f"configuration '{configuration.name}': network"
-    problems: list[Problem] = []
-    for name, value in (("num_input_channels", num_input_channels), ("num_outputs", num_outputs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            problems.append(Problem(name, f"must be a positive integer, got {value!r}"))
-    values = _read(configuration.network, where, problems)
-    if values is None:
-        raise SegflowError("the network cannot be built", problems)
-    architecture = ARCHITECTURES.get(values["architecture"])
-    if architecture is None:
-        valid = ", ".join(ARCHITECTURES)
-        problems.append(
-            Problem(
-                f"{where}.architecture",
-                f"architecture '{values['architecture']}' is not supported (valid: {valid})",
-            )
-        )
-    ops, op_problems = resolve_layer_ops(configuration.network, where)
-    problems += op_problems
-    ndim = ops.ndim if ops is not None else None
-    problems += _topology_problems(values, ndim, where)
-    patch_ndim = len(configuration.patch_size)
-    if ndim is not None and patch_ndim != ndim:
-        problems.append(
-            Problem(
-                f"{where}.conv_op",
-                f"'{values['conv_op']}' is {ndim}D but the patch size has {patch_ndim} axes",
-            )
-        )
-    if problems or architecture is None or ops is None:
-        raise SegflowError("the network cannot be built", problems)
-    return architecture(
-        ops,
-        num_input_channels,
-        num_outputs,
-        values["features_per_stage"],
-        values["kernel_sizes"],
-        values["strides"],
-        values["blocks_per_stage_encoder"],
-        values["n_conv_per_stage_decoder"],
-        deep_supervision=deep_supervision,
-    )
-
-
-def memory_format_for(
-    ndim: int, device: torch.device | str, channels_last: bool | str = "auto"
-) -> torch.memory_format:
-    """The memory format to run a network of ``ndim`` spatial axes in on ``device``.
-
-    ``channels_last`` is True (channels-last), False (channels-first) or ``"auto"``:
-    channels-last for 3D networks on the CPU, channels-first otherwise. On the CPU, oneDNN's
-    3D convolutions read and write channels-last tensors as they are, whereas channels-first
-    ones are reordered into its blocked layout and back around every convolution; together
-    with the instance normalization of :class:`~segflow.networks.blocks.InstanceNorm3d`,
-    which keeps the layout, the forward and backward pass of the Hippocampus 3d_fullres
-    network takes 28 % less time (``benchmarks/network_speed.py``; whole training epochs 19 %
-    less). 2D networks gain nothing on the CPU, and on CUDA nnU-Net's channels-first layout
-    is kept.
-    """
-    if channels_last == "auto":
-        channels_last = ndim == 3 and torch.device(device).type == "cpu"
-    if not channels_last:
-        return torch.contiguous_format
-    return torch.channels_last_3d if ndim == 3 else torch.channels_last
+# Imported when first used (segflow.lazy): the variant settings are read by the training
+# settings, which the workflow's rules import at every Snakemake start, without torch.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "attention": ("AxialAttention",),
+        "blocks": ("LayerOps",),
+        "build": ("build_network", "memory_format_for"),
+        "registry": ("ARCHITECTURES", "NETWORKS", "NetworkBuilder"),
+        "resenc": ("ResidualEncoderUNet",),
+        "unet": ("PlainConvUNet", "UNet"),
+        "variants": ("BRATS2021_VARIANTS", "NetworkVariant"),
+    },
+)

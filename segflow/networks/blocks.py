@@ -23,6 +23,7 @@ from segflow.planning.plans import NetworkPlan
 __all__ = [
     "HE_NEGATIVE_SLOPE",
     "ConvNormAct",
+    "GroupNorm",
     "InstanceNorm2d",
     "InstanceNorm3d",
     "LayerOps",
@@ -76,6 +77,22 @@ class InstanceNorm3d(_InstanceNormAsGroupNorm, nn.InstanceNorm3d):
     """``nn.InstanceNorm3d``, faster on the CPU (see :class:`_InstanceNormAsGroupNorm`)."""
 
     _batched_dims = 5
+
+
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` made as the other normalizations are: channels first, groups by keyword.
+
+    Args:
+        num_channels: channels; ``groups`` must divide them.
+        groups: groups of channels that share statistics.
+        eps: added to the variance.
+        affine: one learnable scale and shift per channel.
+    """
+
+    def __init__(
+        self, num_channels: int, groups: int = 16, eps: float = 1e-5, affine: bool = True
+    ) -> None:
+        super().__init__(groups, num_channels, eps=eps, affine=affine)
 
 
 _CONV_DIMS = {"Conv2d": 2, "Conv3d": 3}

@@ -95,6 +95,9 @@ class ResidualEncoderUNet(UNet):
         blocks_per_stage_encoder: residual blocks per encoder stage.
         convs_per_stage_decoder: conv blocks per decoder stage, from the bottleneck up.
         deep_supervision: see :class:`~segflow.networks.unet.UNet`.
+        decoder_features: see :class:`~segflow.networks.unet.UNetDecoder` (``None``: as the
+            encoder).
+        attention: see :class:`~segflow.networks.unet.UNetDecoder` (``None``: no attention).
     """
 
     def __init__(
@@ -108,12 +111,22 @@ class ResidualEncoderUNet(UNet):
         blocks_per_stage_encoder: Sequence[int],
         convs_per_stage_decoder: Sequence[int],
         deep_supervision: bool = True,
+        *,
+        decoder_features: Sequence[int] | None = None,
+        attention: Sequence[tuple[int, int] | None] | None = None,
     ) -> None:
         encoder = ResidualEncoder(
             ops, in_channels, features_per_stage, kernel_sizes, strides, blocks_per_stage_encoder
         )
         decoder = UNetDecoder(
-            ops, features_per_stage, kernel_sizes, strides, convs_per_stage_decoder, num_outputs
+            ops,
+            features_per_stage,
+            kernel_sizes,
+            strides,
+            convs_per_stage_decoder,
+            num_outputs,
+            decoder_features,
+            attention,
         )
         super().__init__(encoder, decoder, deep_supervision)
         initialize_he(self)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from segflow.networks.attention import AxialAttention
 from segflow.networks.blocks import LayerOps, conv_stack, initialize_he
 
 __all__ = ["PlainConvEncoder", "PlainConvUNet", "UNet", "UNetDecoder"]
@@ -71,6 +72,13 @@ class UNetDecoder(nn.Module):
             encoder stage below it).
         convs_per_stage: conv blocks per decoder stage, from the bottleneck up.
         num_outputs: output channels of every head (classes or regions).
+        decoder_features: output channels per resolution, finest first (the last, the
+            bottleneck's, is unused); ``None``: those of the encoder. A wider encoder (BraTS
+            2021's "larger encoder") keeps the decoder's widths: its transposed convolutions
+            and merging convolutions then take the wider skips and bottleneck as input.
+        attention: per decoder stage from the bottleneck up, ``(heads, head_size)`` of an
+            :class:`~segflow.networks.attention.AxialAttention` added to the upsampled
+            features before the skip is concatenated, or ``None`` for none; ``None``: none.
     """
 
     def __init__(
@@ -81,22 +89,34 @@ class UNetDecoder(nn.Module):
         strides: Sequence[Sequence[int]],
         convs_per_stage: Sequence[int],
         num_outputs: int,
+        decoder_features: Sequence[int] | None = None,
+        attention: Sequence[tuple[int, int] | None] | None = None,
     ) -> None:
         super().__init__()
-        upsamplers, stages, heads = [], [], []
+        widths = list(encoder_features if decoder_features is None else decoder_features)
+        steps = len(encoder_features) - 1
+        attention = list(attention) if attention is not None else [None] * steps
+        upsamplers, stages, heads, attentions = [], [], [], []
         ones = (1,) * ops.ndim
-        for i, level in enumerate(reversed(range(len(encoder_features) - 1))):
-            below, features = encoder_features[level + 1], encoder_features[level]
+        for i, level in enumerate(reversed(range(steps))):
+            below = encoder_features[level + 1] if i == 0 else widths[level + 1]
+            features, skip = widths[level], encoder_features[level]
             upsamplers.append(ops.transposed_conv(below, features, strides[level + 1]))
             stages.append(
-                conv_stack(ops, convs_per_stage[i], 2 * features, features, kernel_sizes[level])
+                conv_stack(ops, convs_per_stage[i], features + skip, features, kernel_sizes[level])
             )
             heads.append(ops.conv(features, num_outputs, ones, bias=True))
+            spec = attention[i]
+            attentions.append(
+                nn.Identity() if spec is None else AxialAttention(ops.ndim, features, *spec)
+            )
         # Registered in the reference's order (merging convolutions, upsampling, heads) so that
-        # parameters line up with nnU-Net's by position.
+        # parameters line up with nnU-Net's by position; the attention (no parameters when
+        # absent) comes last.
         self.stages = nn.ModuleList(stages)
         self.upsamplers = nn.ModuleList(upsamplers)
         self.heads = nn.ModuleList(heads)
+        self.attention = nn.ModuleList(attentions)
 
     def forward(self, skips: Sequence[Tensor], deep_supervision: bool) -> Tensor | list[Tensor]:
         """Outputs from the encoder's ``skips`` (finest first, the bottleneck last).
@@ -108,10 +128,10 @@ class UNetDecoder(nn.Module):
         x = skips[-1]
         outputs = []
         last = len(self.stages) - 1
-        for i, (upsample, stage, head) in enumerate(
-            zip(self.upsamplers, self.stages, self.heads, strict=True)
+        for i, (upsample, attend, stage, head) in enumerate(
+            zip(self.upsamplers, self.attention, self.stages, self.heads, strict=True)
         ):
-            x = stage(torch.cat((upsample(x), skips[-(i + 2)]), dim=1))
+            x = stage(torch.cat((attend(upsample(x)), skips[-(i + 2)]), dim=1))
             if deep_supervision or i == last:
                 outputs.append(head(x))
         if not deep_supervision:
@@ -168,6 +188,8 @@ class PlainConvUNet(UNet):
         convs_per_stage_encoder: conv blocks per encoder stage.
         convs_per_stage_decoder: conv blocks per decoder stage, from the bottleneck up.
         deep_supervision: see :class:`UNet`.
+        decoder_features: see :class:`UNetDecoder` (``None``: as the encoder).
+        attention: see :class:`UNetDecoder` (``None``: no attention).
     """
 
     def __init__(
@@ -181,12 +203,22 @@ class PlainConvUNet(UNet):
         convs_per_stage_encoder: Sequence[int],
         convs_per_stage_decoder: Sequence[int],
         deep_supervision: bool = True,
+        *,
+        decoder_features: Sequence[int] | None = None,
+        attention: Sequence[tuple[int, int] | None] | None = None,
     ) -> None:
         encoder = PlainConvEncoder(
             ops, in_channels, features_per_stage, kernel_sizes, strides, convs_per_stage_encoder
         )
         decoder = UNetDecoder(
-            ops, features_per_stage, kernel_sizes, strides, convs_per_stage_decoder, num_outputs
+            ops,
+            features_per_stage,
+            kernel_sizes,
+            strides,
+            convs_per_stage_decoder,
+            num_outputs,
+            decoder_features,
+            attention,
         )
         super().__init__(encoder, decoder, deep_supervision)
         initialize_he(self)

@@ -351,7 +351,7 @@ def load_postprocessing(path: PathLike) -> dict[str, Any]:
         raise SegflowError("postprocessing.json not found", [Problem(where, "file does not exist")])
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise SegflowError(f"{path} is not valid JSON", [Problem(where, str(err))]) from None
     if not isinstance(raw, dict):
         problems = [Problem(where, "expected a JSON object at the top level")]

@@ -6,15 +6,20 @@ Pages are self-contained HTML (inline CSS, no JavaScript), figures PNG drawn off
 
 from __future__ import annotations
 
-from segflow.report.evaluation_pages import (
-    crossval_page,
-    describe_rule,
-    selection_page,
-    test_page,
-)
-from segflow.report.pages import REPORT_FILES, TEST_REPORT_FILES, write_report_pages
-from segflow.report.planning_pages import dataset_page, plans_page
-from segflow.report.plots import crossval_boxplot, test_boxplot
+from typing import TYPE_CHECKING
+
+from segflow.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from segflow.report.evaluation_pages import (
+        crossval_page,
+        describe_rule,
+        selection_page,
+        test_page,
+    )
+    from segflow.report.pages import REPORT_FILES, TEST_REPORT_FILES, write_report_pages
+    from segflow.report.planning_pages import dataset_page, plans_page
+    from segflow.report.plots import crossval_boxplot, test_boxplot
 
 __all__ = [
     "REPORT_FILES",
@@ -29,3 +34,29 @@ __all__ = [
     "test_page",
     "write_report_pages",
 ]
+
+# Imported when first used (segflow.lazy): importing the package loads none of them.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "evaluation_pages": (
+            "crossval_page",
+            "describe_rule",
+            "selection_page",
+            "test_page",
+        ),
+        "pages": (
+            "REPORT_FILES",
+            "TEST_REPORT_FILES",
+            "write_report_pages",
+        ),
+        "planning_pages": (
+            "dataset_page",
+            "plans_page",
+        ),
+        "plots": (
+            "crossval_boxplot",
+            "test_boxplot",
+        ),
+    },
+)

@@ -1,15 +1,33 @@
-"""Training: the losses of the nnU-Net v2 method (more of the trainer to come).
+"""Training: the trainer (:mod:`~segflow.training.trainer`), its losses
+(:mod:`~segflow.training.loss`, exported here) and the cross-validation splits
+(:mod:`~segflow.training.splits`).
 
-The names are imported on first use: ``segflow split`` imports :mod:`segflow.training.splits`,
-which runs this file, and must not load torch with the losses.
+The losses are imported when first asked for: the workflow's rules read manual splits through
+:mod:`segflow.training.splits` at every Snakemake start, which must not load torch.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-_LOSS_NAMES = (
+from segflow.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from segflow.training.loss import (
+        DICE_SMOOTH,
+        DeepSupervisionLoss,
+        DiceCELoss,
+        RegionDiceBCELoss,
+        build_loss,
+        deep_supervision_scales,
+        deep_supervision_weights,
+        downsample_for_deep_supervision,
+        foreground_regions,
+        label_map_to_regions,
+        soft_dice,
+    )
+
+__all__ = [
     "DICE_SMOOTH",
     "DeepSupervisionLoss",
     "DiceCELoss",
@@ -21,18 +39,8 @@ _LOSS_NAMES = (
     "foreground_regions",
     "label_map_to_regions",
     "soft_dice",
-)
-
-__all__ = list(_LOSS_NAMES)
+]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LOSS_NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.loss"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LOSS_NAMES])
+# Imported when first used (segflow.lazy): importing the package loads none of them.
+__getattr__, __dir__ = lazy_exports(__name__, {"loss": tuple(__all__)})

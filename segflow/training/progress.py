@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from segflow.io.atomic import atomic_path, write_text
+from segflow.layout import PROGRESS_PLOT
 
 __all__ = ["EMA_WEIGHT", "TrainingHistory", "pseudo_dice"]
 
@@ -122,7 +123,7 @@ class TrainingHistory:
         """Write ``progress.csv`` and ``progress.png`` into ``folder``."""
         folder = Path(folder)
         write_text(folder / "progress.csv", self.csv_text())
-        self.plot(folder / "progress.png")
+        self.plot(folder / PROGRESS_PLOT)
 
     def plot(self, path: str | os.PathLike[str]) -> None:
         """Losses and pseudo Dice over epochs (top), learning rate (middle), epoch time."""

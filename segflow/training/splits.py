@@ -20,8 +20,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from segflow import __version__
 from segflow.errors import Problem, SegflowError
 
@@ -33,6 +31,7 @@ Fold = dict[str, list[str]]
 
 def kfold_splits(case_ids: Sequence[str], num_folds: int, seed: int) -> list[Fold]:
     """Seeded k-fold over the sorted case ids."""
+    import numpy as np  # here: the workflow reads manual splits through this module at start-up
     from sklearn.model_selection import KFold
 
     ids = np.array(sorted(case_ids))
@@ -47,6 +46,7 @@ def grouped_splits(
     case_ids: Sequence[str], groups: Mapping[str, str], num_folds: int, seed: int
 ) -> list[Fold]:
     """Seeded k-fold over groups: every case of a group lands in the same validation fold."""
+    import numpy as np
     from sklearn.model_selection import GroupKFold
 
     ids = np.array(sorted(case_ids))

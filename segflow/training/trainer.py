@@ -40,7 +40,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from segflow import __version__
 from segflow.compute import set_up_compute, use_cpu_bf16
 from segflow.errors import Interrupted, Problem, SegflowError
 from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
+from segflow.layout import CHECKPOINT_FINAL
 from segflow.planning.plans import ConfigurationPlan, Plans
 from segflow.progress_bar import ProgressBar
 from segflow.training.checkpoint import (
@@ -68,6 +69,7 @@ from segflow.training.loss import (
     label_map_to_regions,
 )
 from segflow.training.progress import TrainingHistory, pseudo_dice
+from segflow.training.settings import TrainingSettings
 
 __all__ = [
     "CHECKPOINT_BEST",
@@ -76,6 +78,7 @@ __all__ = [
     "FoldTrainer",
     "TrainingInterrupted",
     "TrainingSettings",
+    "build_optimizer",
     "poly_learning_rate",
 ]
 
@@ -83,64 +86,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
-CHECKPOINT_FINAL = "checkpoint_final.pt"
 #: Signals that make the trainer write a checkpoint and stop (SLURM sends them before a kill).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingSettings:
-    """How to train; nnU-Net's defaults.
-
-    The fields listed in :attr:`RUNTIME_ONLY` change how fast a run goes, never its result,
-    and may differ between a run and its resumption.
-    """
-
-    epochs: int = 1000
-    iterations_per_epoch: int = 250
-    val_iterations_per_epoch: int = 50
-    initial_lr: float = 1e-2
-    lr_exponent: float = 0.9
-    weight_decay: float = 3e-5
-    momentum: float = 0.99
-    grad_clip_norm: float = 12.0
-    oversample_foreground_percent: float = 0.33
-    seed: int = 12345
-    deterministic: bool = False
-    cpu_bf16: bool = False
-    channels_last: bool | str = "auto"
-    checkpoint_every: int = 50
-    device: str = "auto"
-    threads: int | None = None
-    num_workers: int | None = None
-
-    RUNTIME_ONLY = ("checkpoint_every", "device", "threads", "num_workers")
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch",
-                     "checkpoint_every"):  # fmt: skip
-            if getattr(self, name) < 1:
-                problems.append(Problem(name, f"must be at least 1, got {getattr(self, name)}"))
-        for name in ("initial_lr", "grad_clip_norm"):
-            if not getattr(self, name) > 0:
-                problems.append(Problem(name, f"must be positive, got {getattr(self, name)}"))
-        if not 0 <= self.oversample_foreground_percent <= 1:
-            problems.append(Problem("oversample_foreground_percent", "must lie in [0, 1]"))
-        if self.threads is not None and self.threads < 1:
-            problems.append(Problem("threads", f"must be at least 1, got {self.threads}"))
-        if self.channels_last not in (True, False, "auto"):
-            problems.append(
-                Problem("channels_last", f"must be true, false or auto, got {self.channels_last!r}")
-            )
-        if self.num_workers is not None and self.num_workers < 0:
-            problems.append(Problem("num_workers", f"must be 0 or more, got {self.num_workers}"))
-        if problems:
-            raise SegflowError("invalid training settings", problems)
-
-    def result_fields(self) -> dict[str, Any]:
-        """The settings that decide the trained weights."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_ONLY}
 
 
 class TrainingInterrupted(Interrupted):
@@ -153,6 +100,25 @@ class TrainingInterrupted(Interrupted):
             "resumes from it",
             signum,
         )
+
+
+def build_optimizer(
+    parameters: Iterable[nn.Parameter], settings: TrainingSettings
+) -> torch.optim.Optimizer:
+    """The optimizer ``settings`` name: nnU-Net's SGD with Nesterov ``momentum``, or AdamW
+    (PyTorch's betas; ``momentum`` is SGD's only). Either starts at ``initial_lr`` with
+    ``weight_decay``; the poly schedule sets the rate of every epoch."""
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(
+            parameters, lr=settings.initial_lr, weight_decay=settings.weight_decay
+        )
+    return torch.optim.SGD(
+        parameters,
+        lr=settings.initial_lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        nesterov=True,
+    )
 
 
 def poly_learning_rate(initial_lr: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
@@ -277,17 +243,13 @@ class FoldTrainer:
             self.num_input_channels,
             self.num_outputs,
             deep_supervision=True,
+            variant=self.settings.network,
         ).to(self.device, memory_format=self.memory_format)
-        self.optimizer = torch.optim.SGD(
-            self.network.parameters(),
-            lr=self.settings.initial_lr,
-            momentum=self.settings.momentum,
-            weight_decay=self.settings.weight_decay,
-            nesterov=True,
-        )
+        self.optimizer = build_optimizer(self.network.parameters(), self.settings)
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
         self.loss = build_loss(
             self.dataset,
+            name=self.settings.loss,
             batch_dice=self.configuration.batch_dice,
             num_outputs=len(self.scales),
         )

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from segflow.errors import Problem
-from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
+from segflow.io.dataset import IGNORE_LABEL_NAME, MAX_LABEL_VALUE, DatasetJson, listing
 from segflow.io.image import NATURAL_2D_ENDINGS, ImageData, ImageReadError, read_image
 from segflow.validation.layout import CaseFiles
 from segflow.validation.nifti import scan_nifti
@@ -54,6 +54,8 @@ _MAX_LISTED = 8
 # no sort); wider ranges fall back to np.unique.
 _BINCOUNT_MAX_RANGE = 1 << 16
 _CHUNK_VOXELS = 1 << 24
+# Floats hold every integer exactly up to 2**53.
+_LARGEST_EXACT_FLOAT_INT = 2.0**53
 
 
 @dataclass
@@ -291,10 +293,22 @@ def _check_label_values(
                     f"{_list_values(distinct[~whole].tolist())}",
                 )
             )
-        values = distinct[whole].astype(np.int64).tolist()
+        # Whole floats beyond any integer type (1e30) would wrap around when converted.
+        huge = whole & (np.abs(distinct) > _LARGEST_EXACT_FLOAT_INT)
+        if huge.any():
+            problems.append(
+                Problem(
+                    rel,
+                    f"label values {_list_values(distinct[huge].tolist())} are far beyond any "
+                    f"label value (0 to {MAX_LABEL_VALUE})",
+                )
+            )
+        values = distinct[whole & ~huge].astype(np.int64).tolist()
     else:
         problems.append(Problem(rel, f"label data type {array.dtype} is not a number type"))
         return None
+    if "labels" in dataset.unusable:
+        return tuple(values)  # dataset.json's labels are reported broken; nothing to compare
     declared = dataset.label_values
     undeclared = sorted(set(values) - set(declared))
     if undeclared:
@@ -302,7 +316,7 @@ def _check_label_values(
             Problem(
                 rel,
                 f"label values {_list_values(undeclared)} are not declared in "
-                f"dataset.json labels (declared: {', '.join(map(str, declared))})",
+                f"dataset.json labels (declared: {listing(declared)})",
             )
         )
     return tuple(values)
@@ -343,13 +357,13 @@ def check_label_declarations(dataset: DatasetJson) -> tuple[list[Problem], list[
             values.update(value if isinstance(value, tuple) else (value,))
     ordered = sorted(values)
     if ordered and ordered != list(range(len(ordered))):
-        missing = sorted(set(range(max(ordered[-1], 0) + 1)) - values)
-        detail = f"; missing: {', '.join(map(str, missing))}" if missing else ""
+        count, first = _missing_values(ordered)
+        detail = f"; missing: {_first_of(first, count)}" if count else ""
         problems.append(
             Problem(
                 where,
                 f"label values must be consecutive integers 0, 1, 2, ...; "
-                f"declared: {', '.join(map(str, ordered))}{detail}",
+                f"declared: {listing(ordered)}{detail}",
             )
         )
     if isinstance(ignore, tuple):
@@ -369,7 +383,8 @@ def check_label_declarations(dataset: DatasetJson) -> tuple[list[Problem], list[
             )
         )
     if dataset.has_regions:
-        problems += _check_regions(dataset, where)
+        if "regions_class_order" not in dataset.unusable:
+            problems += _check_regions(dataset, where)
     else:
         problems += _check_unique_values(dataset, where)
         if dataset.regions_class_order is not None:
@@ -377,6 +392,25 @@ def check_label_declarations(dataset: DatasetJson) -> tuple[list[Problem], list[
                 "dataset.json: 'regions_class_order' is ignored because no label is a region"
             )
     return problems, warnings
+
+
+def _missing_values(ordered: Sequence[int]) -> tuple[int, list[int]]:
+    """How many of 0..max(ordered) are not in ``ordered`` (sorted, distinct), and the first
+    few of them; the work follows the declared values, never the size of the gaps."""
+    count, first, expected = 0, [], 0
+    for value in ordered:
+        if value < 0:
+            continue
+        if value > expected:
+            count += value - expected
+            first += range(expected, min(value, expected + _MAX_LISTED - len(first)))
+        expected = value + 1
+    return count, first
+
+
+def _first_of(values: Sequence[int], count: int) -> str:
+    shown = ", ".join(map(str, values))
+    return shown + (f", ... ({count} values)" if count > len(values) else "")
 
 
 def _check_regions(dataset: DatasetJson, where: str) -> list[Problem]:
@@ -390,7 +424,7 @@ def _check_regions(dataset: DatasetJson, where: str) -> list[Problem]:
         return [
             Problem(
                 where,
-                f"labels define regions ({', '.join(regions)}) but "
+                f"labels define regions ({listing(regions)}) but "
                 "'regions_class_order' is missing; give the label value each region "
                 "writes into predictions, one per region in the order of 'labels'",
             )
@@ -401,7 +435,7 @@ def _check_regions(dataset: DatasetJson, where: str) -> list[Problem]:
             Problem(
                 where,
                 f"'regions_class_order' has {len(order)} entries but 'labels' "
-                f"defines {len(regions)} region(s) ({', '.join(regions)})",
+                f"defines {len(regions)} region(s) ({listing(regions)})",
             )
         )
     undeclared = sorted(set(order) - set(dataset.label_values))
@@ -409,8 +443,8 @@ def _check_regions(dataset: DatasetJson, where: str) -> list[Problem]:
         problems.append(
             Problem(
                 where,
-                f"'regions_class_order' values {undeclared} are not label values "
-                f"(declared: {', '.join(map(str, dataset.label_values))})",
+                f"'regions_class_order' values [{listing(undeclared)}] are not label values "
+                f"(declared: {listing(dataset.label_values)})",
             )
         )
     return problems
@@ -457,7 +491,7 @@ def check_dimensionality(results: Sequence[CaseCheck]) -> list[Problem]:
 def label_warnings(results: Sequence[CaseCheck], dataset: DatasetJson) -> list[str]:
     """Warnings about training labels: background-only cases, classes that never occur."""
     training = [r for r in results if r.case.split == "training" and r.label_values is not None]
-    if not training:
+    if not training or "labels" in dataset.unusable:
         return []
     warnings = []
     background_only = [r.case.label for r in training if set(r.label_values or ()) <= {0}]
@@ -470,10 +504,14 @@ def label_warnings(results: Sequence[CaseCheck], dataset: DatasetJson) -> list[s
     seen: set[int] = set()
     for r in training:
         seen.update(r.label_values or ())
-    for name, value in dataset.labels.items():
-        if name == IGNORE_LABEL_NAME:
-            continue
-        wanted = value if isinstance(value, tuple) else (value,)
-        if not seen.intersection(wanted):
-            warnings.append(f"label '{name}' ({value}) occurs in no training label")
+    absent = [
+        f"'{name}' ({value})"
+        for name, value in dataset.labels.items()
+        if name != IGNORE_LABEL_NAME
+        and not seen.intersection(value if isinstance(value, tuple) else (value,))
+    ]
+    if len(absent) > _MAX_LISTED:  # one line, not one per declared label
+        warnings.append(f"{len(absent)} labels occur in no training label: {listing(absent)}")
+    else:
+        warnings += [f"label {label} occurs in no training label" for label in absent]
     return warnings

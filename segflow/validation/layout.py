@@ -2,20 +2,23 @@
 
 A training case ``<case>`` is ``imagesTr/<case>_<XXXX><ending>`` (one file per channel, ``XXXX``
 the 4-digit channel index) plus ``labelsTr/<case><ending>``; test cases live in ``imagesTs/``
-and, optionally, ``labelsTs/``. Only names are looked at here; what the files hold is checked
-by :mod:`segflow.validation.checks`. Every problem is collected, none stops the scan.
+and, optionally, ``labelsTs/``. Only names and the kind of each entry (file, folder, link,
+pipe) are looked at here; what the files hold is checked by :mod:`segflow.validation.checks`.
+Every problem is collected, none stops the scan.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from segflow.errors import Problem
-from segflow.io.dataset import DatasetJson
+from segflow.io.dataset import DatasetJson, listing
 from segflow.io.image import NATURAL_2D_ENDINGS, ending_of
 
 __all__ = [
@@ -86,6 +89,10 @@ class _Scan:
     labels: dict[str, str] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: names of entries reported as unusable (a folder, a broken link, another ending...)
+    rejected: set[str] = field(default_factory=set)
+    #: case ids of the rejected entries, whose partner files are not reported again
+    rejected_cases: set[str] = field(default_factory=set)
 
 
 def check_folders(dataset_dir: Path) -> list[Problem]:
@@ -94,13 +101,21 @@ def check_folders(dataset_dir: Path) -> list[Problem]:
     for name, what in ((IMAGES_TRAINING, "training images"), (LABELS_TRAINING, "training labels")):
         path = dataset_dir / name
         if not path.is_dir():
-            state = "is not a folder" if path.exists() else "folder is missing"
-            problems.append(Problem(name, f"{state}; the {what} belong in {name}/"))
+            problems.append(Problem(name, f"{_not_a_folder(path)}; the {what} belong in {name}/"))
     if (dataset_dir / LABELS_TEST).is_dir() and not (dataset_dir / IMAGES_TEST).is_dir():
         problems.append(
             Problem(LABELS_TEST, f"test labels but no {IMAGES_TEST}/ folder with their images")
         )
     return problems
+
+
+def _not_a_folder(path: Path) -> str:
+    """Why ``path``, which is no folder, is not one."""
+    if path.exists():
+        return "is not a folder"
+    if path.is_symlink():
+        return f"is a broken symbolic link or a link loop (to {os.readlink(path)})"
+    return "folder is missing"
 
 
 def discover_cases(dataset_dir: Path, dataset: DatasetJson) -> DatasetLayout:
@@ -151,8 +166,14 @@ def discover_cases(dataset_dir: Path, dataset: DatasetJson) -> DatasetLayout:
     return layout
 
 
-def _entries(dataset_dir: Path, folder: str, scan: _Scan) -> list[str]:
-    """Names of the plain, visible files in ``folder``; hidden files and folders are warned."""
+def _entries(dataset_dir: Path, folder: str, scan: _Scan, dataset: DatasetJson) -> list[str]:
+    """Names of the regular files in ``folder`` (directly or through links).
+
+    Hidden files and unrelated folders are warned about; every other entry that cannot be a
+    case file (a name that is not UTF-8, a folder named like an image, a broken link, a
+    link loop, a pipe or device) is a problem, and its case is remembered as rejected so
+    that the files it leaves without partner are not reported a second time.
+    """
     path = dataset_dir / folder
     if not path.is_dir():
         return []
@@ -163,29 +184,72 @@ def _entries(dataset_dir: Path, folder: str, scan: _Scan) -> list[str]:
         return []
     names = []
     for entry in entries:
+        where = f"{folder}/{entry.name}"
         if entry.name.startswith("."):
-            scan.warnings.append(f"{folder}/{entry.name}: hidden file ignored")
-        elif entry.is_dir():
-            scan.warnings.append(
-                f"{folder}/{entry.name}/: folder ignored; cases must lie directly in {folder}/"
-            )
-        else:
+            scan.warnings.append(f"{where}: hidden file ignored")
+            continue
+        looks_like_case = _looks_like_case_file(entry.name, dataset)
+        problem = _entry_problem(entry, looks_like_case)
+        if problem == "":
             names.append(entry.name)
+        elif problem is None:
+            scan.warnings.append(f"{where}/: folder ignored; cases must lie directly in {folder}/")
+        else:
+            scan.problems.append(Problem(where, problem))
+            scan.rejected.add(entry.name)
     return names
+
+
+def _looks_like_case_file(name: str, dataset: DatasetJson) -> bool:
+    return name.endswith(dataset.file_ending) or ending_of(name) is not None
+
+
+def _entry_problem(entry: os.DirEntry[str], looks_like_case: bool) -> str | None:
+    """Why an entry cannot be a case file: "" for a regular file, None for a folder that
+    does not look like a case file (only warned about), else the problem."""
+    try:
+        entry.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return (
+            "the file name is not valid UTF-8 (undecodable bytes shown as \\xNN); rename "
+            "it: SimpleITK and the workflow need UTF-8 names"
+        )
+    link = f" (a symbolic link to {os.readlink(entry.path)})" if entry.is_symlink() else ""
+    try:
+        mode = os.stat(entry.path).st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"symbolic link loop{link}; expected an image file"
+        if err.errno == errno.ENOENT:
+            return f"broken symbolic link{link}: its target does not exist"
+        return f"cannot be read ({err.strerror or err})"
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISDIR(mode):
+        if not looks_like_case:
+            return None
+        return f"is a folder{link}, not a file; expected an image file by this name"
+    return f"is not a regular file{link} (a pipe, socket or device); expected an image file"
 
 
 def _split_ending(name: str, dataset: DatasetJson) -> tuple[str | None, str | None]:
     """``(stem, None)`` for a name with the dataset's ending, else ``(None, other ending)``."""
     if name.endswith(dataset.file_ending):
         return name[: -len(dataset.file_ending)], None
-    return None, ending_of(name)
+    other = ending_of(name)
+    return None, (name[-len(other) :] if other is not None else None)  # as the name spells it
+
+
+def _strip_ending(name: str, dataset: DatasetJson) -> str:
+    stem, other = _split_ending(name, dataset)
+    return stem if stem is not None else name[: -len(other)] if other else name
 
 
 def _scan_images(dataset_dir: Path, folder: str, dataset: DatasetJson) -> _Scan:
     scan = _Scan()
     ending = dataset.file_ending
     wrong_ending: list[tuple[str, str]] = []
-    for name in _entries(dataset_dir, folder, scan):
+    for name in _entries(dataset_dir, folder, scan, dataset):
         where = f"{folder}/{name}"
         stem, other = _split_ending(name, dataset)
         if stem is None:
@@ -207,8 +271,12 @@ def _scan_images(dataset_dir: Path, folder: str, dataset: DatasetJson) -> _Scan:
         case_id, channel = match["case"], int(match["channel"])
         scan.images.setdefault(case_id, {})[channel] = where
 
+    for name in scan.rejected | {name for name, _ in wrong_ending}:
+        match = _CHANNEL_STEM.match(_strip_ending(name, dataset))
+        if match is not None:
+            scan.rejected_cases.add(match["case"])
     for name, other in wrong_ending:
-        message = _wrong_ending(other, dataset)
+        message = _wrong_ending(name, other, dataset)
         match = _CHANNEL_STEM.match(name[: -len(other)])
         if match is not None:
             twin = scan.images.get(match["case"], {}).get(int(match["channel"]))
@@ -224,7 +292,7 @@ def _scan_images(dataset_dir: Path, folder: str, dataset: DatasetJson) -> _Scan:
 def _scan_labels(dataset_dir: Path, folder: str, dataset: DatasetJson) -> _Scan:
     scan = _Scan()
     wrong_ending: list[tuple[str, str]] = []
-    for name in _entries(dataset_dir, folder, scan):
+    for name in _entries(dataset_dir, folder, scan, dataset):
         stem, other = _split_ending(name, dataset)
         if stem is None:
             if other is not None:
@@ -240,8 +308,10 @@ def _scan_labels(dataset_dir: Path, folder: str, dataset: DatasetJson) -> _Scan:
             continue
         scan.labels[stem] = f"{folder}/{name}"
 
+    for name in scan.rejected | {name for name, _ in wrong_ending}:
+        scan.rejected_cases.add(_strip_ending(name, dataset))
     for name, other in wrong_ending:
-        message = _wrong_ending(other, dataset)
+        message = _wrong_ending(name, other, dataset)
         twin = scan.labels.get(name[: -len(other)])
         if twin is not None:
             message = f"duplicate of {twin} with another ending; {message}; remove one"
@@ -249,7 +319,12 @@ def _scan_labels(dataset_dir: Path, folder: str, dataset: DatasetJson) -> _Scan:
     return scan
 
 
-def _wrong_ending(other: str, dataset: DatasetJson) -> str:
+def _wrong_ending(name: str, other: str, dataset: DatasetJson) -> str:
+    if other.lower() == dataset.file_ending.lower():
+        return (
+            f"file ending '{other}' differs in letter case from dataset.json file_ending "
+            f"'{dataset.file_ending}'; rename it to {name[: -len(other)]}{dataset.file_ending}"
+        )
     return (
         f"file ending '{other}' differs from dataset.json file_ending "
         f"'{dataset.file_ending}'; all images and labels must use the same format"
@@ -268,7 +343,7 @@ def _bad_channel_name(stem: str, ending: str) -> str:
 
 
 def _declared_channels(dataset: DatasetJson) -> str:
-    names = ", ".join(f"{i}: {n}" for i, n in sorted(dataset.channel_names.items()))
+    names = listing([f"{i}: {n}" for i, n in sorted(dataset.channel_names.items())])
     return f"dataset.json declares {dataset.num_channels} channel(s) ({names})"
 
 
@@ -290,12 +365,13 @@ def _match(
         channel_files = images.images.get(case_id, {})
         label = labels.labels.get(case_id)
         if not channel_files:
-            layout.problems.append(
-                Problem(label, _label_without_image(case_id, folder, images, ending))
-            )
+            if case_id not in images.rejected_cases:  # else its image is reported already
+                layout.problems.append(
+                    Problem(label, _label_without_image(case_id, folder, images, ending))
+                )
             continue
         complete = _check_channels(case_id, folder, channel_files, dataset, layout)
-        if label is None and label_required:
+        if label is None and label_required and case_id not in labels.rejected_cases:
             first = channel_files[min(channel_files)]
             layout.problems.append(
                 Problem(
@@ -345,10 +421,21 @@ def _check_channels(
         expected |= set(range(dataset.num_channels))
     missing = sorted(expected - set(found))
     undeclared = [i for i in found if i >= dataset.num_channels]
-    present = ", ".join(f"_{i:04d}" for i in found)
+    present = listing([f"_{i:04d}" for i in found])
+    complete = not missing and not undeclared
+    # A gap before an undeclared channel is not listed: that one is reported below.
+    missing = [i for i in missing if i < dataset.num_channels]
+    if len(missing) > _MAX_LISTED:  # one line per case, not one per declared channel
+        layout.problems.append(
+            Problem(
+                f"{folder}/{case_id}_XXXX{ending}",
+                f"{len(missing)} channel files missing (_"
+                f"{listing([f'{i:04d}' for i in missing]).replace(', ', ', _')}): "
+                f"{_declared_channels(dataset)}; case '{case_id}' has {present}",
+            )
+        )
+        missing = []
     for index in missing:
-        if index >= dataset.num_channels:
-            continue  # a gap before an undeclared channel: that one is reported below
         layout.problems.append(
             Problem(
                 f"{folder}/{case_id}_{index:04d}{ending}",
@@ -364,12 +451,14 @@ def _check_channels(
                 f"(channels 0..{dataset.num_channels - 1})",
             )
         )
-    return not missing and not undeclared
+    return complete
 
 
 def _check_num_training(
     dataset_dir: Path, dataset: DatasetJson, images: _Scan, labels: _Scan, layout: DatasetLayout
 ) -> None:
+    if "numTraining" in dataset.unusable:
+        return  # reported with dataset.json's other problems
     if not images.images:
         if (dataset_dir / IMAGES_TRAINING).is_dir():
             layout.problems.append(
@@ -381,7 +470,9 @@ def _check_num_training(
             )
         return
     # A case with images or only a label counts: its missing file is reported on its own.
-    found = len(images.images.keys() | labels.labels.keys())
+    found = len(
+        images.images.keys() | labels.labels.keys() | images.rejected_cases | labels.rejected_cases
+    )
     if found != dataset.num_training:
         layout.problems.append(
             Problem(

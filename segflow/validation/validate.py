@@ -7,7 +7,6 @@ so that later stages never look at the raw folder's names again.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,8 @@ from typing import Any
 
 from segflow import __version__
 from segflow.errors import DatasetError, Problem, SegflowError
-from segflow.io.dataset import DatasetJson, parse_dataset_json
+from segflow.io.dataset import DatasetJson, parse_dataset_json, read_dataset_json_file
+from segflow.io.image import ImageReadError, sitk_path
 from segflow.io.schema import check_against_schema
 from segflow.validation.checks import (
     CaseCheck,
@@ -56,8 +56,18 @@ def validate_dataset(dataset_dir: str | Path, workers: int = 1) -> dict[str, Any
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SegflowError(f"workers must be a whole number of at least 1, got {workers!r}")
     root = Path(os.path.abspath(dataset_dir))
+    try:
+        sitk_path(root)
+    except ImageReadError as err:
+        raise DatasetError(f"no usable raw dataset at {root}", err.problems) from None
     if not root.is_dir():
-        state = "is a file, not a folder" if root.exists() else "folder does not exist"
+        state = (
+            "is a file, not a folder"
+            if root.exists()
+            else "is a broken symbolic link or a link loop"
+            if root.is_symlink()
+            else "folder does not exist"
+        )
         raise DatasetError(
             f"no raw dataset at {root}",
             [
@@ -112,22 +122,21 @@ def _failure(root: Path, problems: list[Problem]) -> DatasetError:
 
 def _read_dataset_json(root: Path) -> tuple[DatasetJson | None, list[Problem]]:
     """Parse dataset.json, collecting (not raising) what is wrong with it."""
-    path = root / DATASET_JSON
-    if not path.is_file():
-        return None, [
-            Problem(
-                DATASET_JSON,
-                "file missing; a raw dataset needs one with channel_names, "
-                "labels, numTraining and file_ending",
-            )
-        ]
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return None, [Problem(DATASET_JSON, f"not valid JSON ({err})")]
-    except OSError as err:
-        return None, [Problem(DATASET_JSON, f"cannot be read ({err.strerror or err})")]
-    dataset, problems = parse_dataset_json(raw, DATASET_JSON)
+    raw, problems = read_dataset_json_file(root / DATASET_JSON, DATASET_JSON)
+    if raw is None:
+        if problems[0].message == "file does not exist":
+            problems = [
+                Problem(
+                    DATASET_JSON,
+                    "file missing; a raw dataset needs one with channel_names, "
+                    "labels, numTraining and file_ending",
+                )
+            ]
+        return None, problems
+    # Partial: the keys that locate and describe the files are used even when others are
+    # broken, so that the file-level problems are listed in the same report.
+    dataset, more = parse_dataset_json(raw, DATASET_JSON, partial=True)
+    problems += more
     if isinstance(raw, dict):
         problems += _v1_hints(raw)
     return dataset, problems

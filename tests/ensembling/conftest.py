@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from segflow.evaluation.crossval import write_metrics
 from segflow.evaluation.evaluate import evaluate_files, summarize
+from segflow.evaluation.tables import write_metrics
 from segflow.inference.export import write_probabilities, write_segmentation
 from segflow.io.atomic import atomic_path, write_json
 from segflow.io.dataset import load_dataset_json

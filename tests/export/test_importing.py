@@ -117,7 +117,7 @@ def _bad_zip_cases(tmp_path):
             [("notes/extra.txt", b"x")],
             False,
             "notes/extra.txt",
-            "is not listed in manifest.json",
+            "is not a file of an exported model, nor listed in manifest.json",
         ),
         "duplicate": ([("plans.json", b"{}")], False, "plans.json", "appears 2 times"),
     }

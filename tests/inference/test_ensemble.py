@@ -10,6 +10,7 @@ deterministic, with several classes and many components, which is all these test
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -275,3 +276,16 @@ def test_an_exported_model_refuses_a_selection_of_its_own(bundle, tmp_path):
     selection.write_text("{}")
     with pytest.raises(SegflowError, match="brings its own selection"):
         load_predictor(bundle, selection=selection)
+
+
+def test_a_folder_named_like_a_fold_is_not_one(models_dir, tmp_path):
+    # fold_old/checkpoint_final.pt beside the folds: not fold "old" (was a ValueError traceback)
+    folder = tmp_path / "2d"
+    shutil.copytree(models_dir / "2d", folder)
+    shutil.copytree(folder / f"fold_{FOLDS[0]}", folder / "fold_old")
+    model = load_model(folder)
+    assert [f.fold for f in model.folds] == list(FOLDS)
+    only_old = tmp_path / "only_old"
+    shutil.copytree(models_dir / "2d" / f"fold_{FOLDS[0]}", only_old / "fold_old")
+    with pytest.raises(SegflowError, match="not a model folder"):
+        load_model(only_old)

@@ -209,7 +209,8 @@ def test_the_command_line(tiny_experiment, model_dir, tmp_path):
     bad = _segflow("predict", "-i", str(tmp_path / "nothing"), "-o", str(tmp_path / "o2"),
                    "-m", str(tmp_path / "no_model"))  # fmt: skip
     assert bad.returncode == 1
-    assert "segflow predict: error: not a model folder" in bad.stderr
+    assert "segflow predict: error: cannot load the model" in bad.stderr
+    assert "no_model: does not exist; expected a configuration's folder" in bad.stderr
     assert "Traceback" not in bad.stderr
     wrong = _segflow("predict", "-i", str(tmp_path / "nothing"), "-o", str(tmp_path / "o2"),
                      "-m", str(model_dir))  # fmt: skip

@@ -127,3 +127,36 @@ def test_load_lists_every_problem(tmp_path):
     assert "'labels' must contain \"background\": 0" in messages
     assert "'numTraining' must be a non-negative integer, found -3" in messages
     assert info.value.summary.endswith("is not a valid nnU-Net v2 dataset.json")
+
+
+def test_partial_parse_keeps_the_usable_keys():
+    broken = VALID | {"labels": {"background": 0, "a": "x"}, "numTraining": 2.5}
+    dataset, problems = parse_dataset_json(broken, partial=True)
+    assert [p.message for p in problems] == [
+        "label 'a' must be an integer (or a list of integers for a region), found 'x'",
+        "'numTraining' must be a non-negative integer, found 2.5",
+    ]
+    assert dataset.channel_names == {0: "MRI"} and dataset.file_ending == ".nii.gz"
+    assert dataset.labels == {} and dataset.unusable == {"labels", "numTraining"}
+    # Without partial, the same input gives no dataset; without channels, neither does partial.
+    assert parse_dataset_json(broken)[0] is None
+    assert parse_dataset_json(broken | {"channel_names": {"x": 1}}, partial=True)[0] is None
+
+
+def test_upper_case_file_ending_is_a_problem_but_a_partial_parse_uses_it_lower_case():
+    dataset, problems = parse_dataset_json(VALID | {"file_ending": ".Nii.Gz"}, partial=True)
+    assert [p.message for p in problems] == [
+        "'file_ending' '.Nii.Gz' must be lower case: '.nii.gz' (and the files named with it)"
+    ]
+    assert dataset.file_ending == ".nii.gz"
+
+
+def test_load_refuses_what_validation_refuses(tmp_path):
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps(VALID).replace('"numTraining": 200', '"numTraining": NaN'))
+    with pytest.raises(DatasetError) as info:
+        load_dataset_json(path)
+    assert info.value.summary == f"{path} is not valid JSON"
+    assert info.value.problems == [
+        Problem(str(path), "not valid JSON: NaN is not a JSON number (use a number)")
+    ]

@@ -89,7 +89,9 @@ def test_garbage_file(tmp_path):
     with pytest.raises(ImageReadError) as info:
         read_image(tmp_path / "a.nii.gz")
     assert info.value.path == tmp_path / "a.nii.gz"
-    assert info.value.problems[0].message.startswith("unreadable or truncated file (")
+    assert info.value.problems[0].message == (
+        "cannot be read as an image: the file is not recognized as a NIFTI file"
+    )
 
 
 def test_4d_image_is_refused(tmp_path):
@@ -163,3 +165,15 @@ def test_nan_in_nifti_survives_reading(tmp_path):
     path = tmp_path / "a.nii.gz"
     write_image(path, np.full((2, 2, 2), np.nan, np.float32), (1, 1, 1))
     assert np.isnan(read_image(path).array).all()
+
+
+def test_problems_print_undecodable_bytes_of_a_name_as_escapes():
+    from segflow.errors import Problem, SegflowError, printable
+
+    name = b"/data/caf\xe9_0000.nii.gz".decode("utf-8", "surrogateescape")
+    assert printable(name) == "/data/caf\\xe9_0000.nii.gz"
+    assert printable("plain é") == "plain é"
+    assert str(Problem(name, f"see {name}")) == (
+        "/data/caf\\xe9_0000.nii.gz: see /data/caf\\xe9_0000.nii.gz"
+    )
+    SegflowError(name).render().encode("utf-8")  # printable, loggable, JSON-able

@@ -177,7 +177,10 @@ def test_4d_image(tiny, problems_of):
 def test_file_that_is_not_an_image(tiny, problems_of):
     tiny.image("case_002").write_bytes(b"not an image at all")
     [problem] = problems_of(tiny)
-    assert problem.startswith("imagesTr/case_002_0000.nii.gz: unreadable or truncated file (")
+    assert problem == (
+        "imagesTr/case_002_0000.nii.gz: cannot be read as an image: the file is not "
+        "recognized as a NIFTI file"
+    )
 
 
 def test_nii_gz_cut_in_half(tiny, problems_of):
@@ -417,4 +420,4 @@ def test_a_copied_case_is_only_as_valid_as_its_files(tiny, problems_of):
     shutil.copy(tiny.image("case_000"), tiny.image("case_001"))
     assert validate_dataset(tiny.root)["training_cases"][1]["case_id"] == "case_001"
     Path(tiny.image("case_001")).write_bytes(b"\x1f\x8b broken gzip")
-    assert problems_of(tiny)[0].startswith("imagesTr/case_001_0000.nii.gz: unreadable")
+    assert problems_of(tiny)[0].startswith("imagesTr/case_001_0000.nii.gz: cannot be read as")

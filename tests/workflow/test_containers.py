@@ -159,7 +159,7 @@ def test_every_job_runs_in_its_stage_image(container_run):
         if "exec" not in record["args"]:
             continue
         _, image, command = _exec_call(record["args"])
-        match = re.search(r"python -m segflow --log[= ]\S+ ([\w-]+)", command)
+        match = re.search(r"python -m segflow --log[= ](?:'[^']*'|\S+) ([\w-]+)", command)
         assert match, command
         stage = match[1]
         ran[stage] += 1

@@ -7,28 +7,58 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
+from snakemake.logging import logger
+
 from segflow.batches import case_batches
 from segflow.config import ConfigError, check_config, load_config_schema
 from segflow.containers import apptainer_args
+from segflow.errors import SegflowError
+from segflow.inference.settings import InferenceSettings
 from segflow.io.atomic import read_json
+from segflow.layout import PREDICTIONS_FOLDER, PROBABILITIES_FOLDER, Results
+from segflow.settings import to_arguments
+from segflow.training.settings import TrainingSettings
+from segflow.training.splits import load_manual_splits
+from segflow.workflow_locks import SNAKEMAKE_LOCKS, claim_working_directory
 
+# Every value the config holds is checked here, before any job: the schema, and what a later
+# step would refuse (devices, folds, configuration names, the files it names), all at once.
 try:
     config.update(
-        check_config(config, load_config_schema(workflow.source_path("../schemas/config.schema.yaml")))
+        check_config(
+            config,
+            load_config_schema(workflow.source_path("../schemas/config.schema.yaml")),
+            base=Path.cwd(),
+        )
     )
 except ConfigError as err:
     raise WorkflowError(err.render()) from None
 
-DATASET = Path(config["dataset"])
-RESULTS = Path(config.get("results") or Path("results") / DATASET.name)
-LOGS = RESULTS / "logs"
+# A run killed with SIGKILL leaves Snakemake's locks behind; the same command resumes.
+if workflow.is_main_process and claim_working_directory(Path.cwd()):
+    logger.warning(
+        f"Removed the locks of a segflow run in {Path.cwd()} that no longer runs "
+        f"({SNAKEMAKE_LOCKS}); its incomplete jobs rerun."
+    )
+
+
+def _argument_path(value):
+    """A path that no command line takes for an option: relative ones beginning with '-'
+    become absolute (pathlib drops a leading './')."""
+    path = Path(value)
+    return Path.cwd() / path if str(path).startswith("-") else path
+
+
+DATASET = _argument_path(config["dataset"])
+RESULTS = _argument_path(config.get("results") or Path("results") / DATASET.name)
+# Every artifact's path under RESULTS (segflow/layout.py); wildcards pass through as patterns.
+LAYOUT = Results(RESULTS)
+LOGS = LAYOUT.logs
 DEMO = config["demo"] is not None
 HOLDOUT = config["holdout"]
 # The dataset folder is built by the workflow (demo or holdout): only its dataset.json,
 # written last, is an input of validate_dataset.
 BUILT_DATASET = DEMO or HOLDOUT is not None
-if DEMO and HOLDOUT is not None:
-    raise WorkflowError("config: set 'demo' or 'holdout', not both")
 
 # Jobs run `python -m segflow`. Without conda or containers, that is the interpreter running
 # Snakemake (which has segflow, since this file imports it), even when its virtualenv is not
@@ -46,18 +76,23 @@ if DeploymentMethod.APPTAINER in DEPLOYMENT:
         config["splits"]["manual"],
         config["splits"]["groups"],
     ]
-    workflow.deployment_settings.apptainer_args = apptainer_args(
-        workflow.deployment_settings.apptainer_args,
-        [path for path in job_paths if path],
-        cwd=Path.cwd(),
-        gpu=any(config[s]["device"] not in ("cpu", "mps") for s in ("training", "inference")),
-    )
+    try:
+        workflow.deployment_settings.apptainer_args = apptainer_args(
+            workflow.deployment_settings.apptainer_args,
+            [path for path in job_paths if path],
+            cwd=Path.cwd(),
+            gpu=any(config[s]["device"] not in ("cpu", "mps") for s in ("training", "inference")),
+        )
+    except SegflowError as err:
+        raise WorkflowError(err.render()) from None
 elif DeploymentMethod.CONDA in DEPLOYMENT:
-    # shell.prefix formats its argument: the doubled braces are the shell's.
-    then_others = "${{PYTHONPATH:+:$PYTHONPATH}}"
-    shell.prefix(f'export PYTHONPATH="{workflow.basedir}{then_others}"; ')
+    # shell.prefix formats its argument like a rule's shell command (`:q` quotes for the
+    # shell); the doubled braces are the shell's own.
+    REPOSITORY = workflow.basedir
+    shell.prefix('export PYTHONPATH={REPOSITORY:q}"${{PYTHONPATH:+:$PYTHONPATH}}"; ')
 else:
-    shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH"; ')
+    INTERPRETER_BIN = str(Path(sys.executable).parent)
+    shell.prefix('export PATH={INTERPRETER_BIN:q}:"$PATH"; ')
 
 wildcard_constraints:
     case=r"[^/]+",
@@ -66,14 +101,14 @@ wildcard_constraints:
     fold=r"\d+",
 
 
-if not BUILT_DATASET and not DATASET.is_dir():
-    raise WorkflowError(
-        f"config 'dataset': {DATASET} is not a folder. Point it at a raw dataset in nnU-Net v2 "
-        "layout (dataset.json, imagesTr/, labelsTr/), set 'demo' to build the synthetic one, "
-        "or 'holdout' to build it from another dataset."
-    )
-if HOLDOUT is not None and not Path(HOLDOUT["source"]).is_dir():
-    raise WorkflowError(f"config 'holdout.source': {HOLDOUT['source']} is not a folder")
+# The manual splits file, read by the split stage's own checked reader when the workflow is
+# parsed: a malformed file is one clear error naming it, before any job runs.
+MANUAL_FOLDS = None
+if config["splits"]["manual"]:
+    try:
+        MANUAL_FOLDS = load_manual_splits(config["splits"]["manual"])
+    except SegflowError as err:
+        raise WorkflowError(f"config 'splits.manual': {err.render()}") from None
 
 
 def dataset_files(wildcards):
@@ -177,7 +212,7 @@ def preprocess_batch_inputs(wildcards):
 def preprocessed_manifests(wildcards=None):
     """Every batch manifest of every configuration: the whole preprocessed dataset."""
     return expand(
-        RESULTS / "preprocessed" / "{configuration}" / "batches" / "{batch}.json",
+        LAYOUT.preprocess_manifest("{configuration}", "{batch}"),
         configuration=planned_configurations(),
         batch=list(preprocess_batches()),
     )
@@ -223,10 +258,8 @@ def training_folds():
     """`training.folds`, or every fold the split makes."""
     if config["training"]["folds"] is not None:
         return list(config["training"]["folds"])
-    manual = config["splits"]["manual"]
-    if manual:
-        content = read_json(manual)
-        return list(range(len(content["folds"] if isinstance(content, dict) else content)))
+    if MANUAL_FOLDS is not None:
+        return list(range(len(MANUAL_FOLDS)))
     return list(range(config["splits"]["num_folds"]))
 
 
@@ -234,7 +267,7 @@ def train_inputs(wildcards):
     """The preprocessed batches a configuration trains on."""
     return {
         "manifests": expand(
-            RESULTS / "preprocessed" / "{owner}" / "batches" / "{batch}.json",
+            LAYOUT.preprocess_manifest("{owner}", "{batch}"),
             owner=preprocessed_configuration(wildcards.configuration),
             batch=list(preprocess_batches()),
         )
@@ -242,49 +275,30 @@ def train_inputs(wildcards):
 
 
 def training_options():
-    """Command-line options of `segflow train` from the `training` section."""
-    t = config["training"]
-    flags = [
-        f"--epochs {t['epochs']}",
-        f"--iterations-per-epoch {t['iterations_per_epoch']}",
-        f"--val-iterations-per-epoch {t['val_iterations_per_epoch']}",
-        f"--initial-lr {t['initial_lr']}",
-        f"--oversample-foreground-percent {t['oversample_foreground_percent']}",
-        f"--checkpoint-every {t['checkpoint_every']}",
-        f"--device {t['device']}",
-        f"--seed {config['seed']}",
-    ]
-    if t["num_workers"] is not None:
-        flags.append(f"--num-workers {t['num_workers']}")
-    flags += [f"--{k.replace('_', '-')}" for k in ("deterministic", "cpu_bf16") if t[k]]
-    if t["channels_last"] != "auto":
-        flags.append(f"--channels-last {str(t['channels_last']).lower()}")
-    return " ".join(flags)
+    """Options of `segflow train` from the `training` section (TrainingSettings' fields; the
+    rule passes --threads itself), one argument each."""
+    values = {**config["training"], "seed": config["seed"]}
+    return to_arguments(TrainingSettings, values, exclude=("threads",))
 
 
 def prediction_options():
-    """Command-line options of `segflow predict` (test images) from the `inference` section."""
-    i = config["inference"]
-    flags = [f"--device {i['device']}"]
-    if not i["mirroring"]:
-        flags.append("--no-mirroring")
-    if i["cpu_bf16"]:
-        flags.append("--cpu-bf16")
-    return " ".join(flags)
+    """Options of `segflow predict` (test images) from the `inference` section
+    (InferenceSettings' fields), one argument each."""
+    values = {**config["inference"], "save_probabilities": False}
+    return to_arguments(InferenceSettings, values, exclude=("threads",))
 
 
 def inference_options():
-    """Command-line options of `segflow validate-fold`: those of `segflow predict`, and the
-    probabilities the ensembles need."""
-    if SAVE_CV_PROBABILITIES:
-        return prediction_options() + " --save-probabilities"
-    return prediction_options()
+    """Options of `segflow validate-fold`: those of `segflow predict`, and the probabilities
+    the ensembles need."""
+    values = {**config["inference"], "save_probabilities": SAVE_CV_PROBABILITIES}
+    return to_arguments(InferenceSettings, values, exclude=("threads",))
 
 
 def crossval_summaries(wildcards=None):
     """The cross-validation summary of every trained configuration."""
     return expand(
-        RESULTS / "crossval" / "{configuration}" / "summary.json",
+        LAYOUT.crossval_summary("{configuration}"),
         configuration=trained_configurations(),
     )
 
@@ -292,7 +306,7 @@ def crossval_summaries(wildcards=None):
 def trained_models(wildcards=None):
     """Every fold's final checkpoint of every trained configuration."""
     return expand(
-        RESULTS / "models" / "{configuration}" / "fold_{fold}" / "checkpoint_final.pt",
+        LAYOUT.checkpoint("{configuration}", "{fold}"),
         configuration=trained_configurations(),
         fold=training_folds(),
     )
@@ -319,7 +333,7 @@ SAVE_CV_PROBABILITIES = config["selection"]["ensembles"] or config["inference"][
 
 
 def cv_probabilities_output():
-    path = directory(RESULTS / "crossval" / "{configuration}" / "fold_{fold}" / "probabilities")
+    path = directory(LAYOUT.fold_probabilities("{configuration}", "{fold}"))
     return path if config["inference"]["save_probabilities"] else temp(path)
 
 
@@ -345,13 +359,13 @@ def test_case_images(wildcards):
 
 def raw_test_predictions(wildcards=None):
     """Every test case's segmentation before postprocessing."""
-    return [RESULTS / "predictions_raw" / f"{c}{file_ending()}" for c in test_cases()]
+    return [LAYOUT.raw_prediction(c, file_ending()) for c in test_cases()]
 
 
 def labelled_test_predictions(wildcards=None):
     """The final segmentations of the test cases that have a label (labelsTs)."""
     return [
-        RESULTS / "predictions" / f"{c}{file_ending()}"
+        LAYOUT.prediction(c, file_ending())
         for c, case in test_cases().items()
         if case["label"] is not None
     ]
@@ -362,34 +376,35 @@ def test_labels(wildcards=None):
 
 
 def crossval_folders(wildcards=None):
-    return [RESULTS / "crossval" / c for c in trained_configurations()]
+    return [LAYOUT.crossval_folder(c) for c in trained_configurations()]
 
 
 def fold_outputs(name):
-    """A validate output folder (`predictions` or `probabilities`) of every fold trained."""
+    """A validate output folder (PREDICTIONS_FOLDER or PROBABILITIES_FOLDER) of every fold
+    trained."""
     return expand(
-        RESULTS / "crossval" / "{configuration}" / "fold_{fold}" / name,
+        LAYOUT.validation_folder("{configuration}", "{fold}") / name,
         configuration=trained_configurations(),
         fold=training_folds(),
     )
 
 
 def selection_inputs(wildcards):
-    inputs = {"summaries": crossval_summaries(), "predictions": fold_outputs("predictions")}
+    inputs = {"summaries": crossval_summaries(), "predictions": fold_outputs(PREDICTIONS_FOLDER)}
     if config["selection"]["ensembles"] and len(trained_configurations()) > 1:
-        inputs["probabilities"] = fold_outputs("probabilities")
+        inputs["probabilities"] = fold_outputs(PROBABILITIES_FOLDER)
     return inputs
 
 
 def final_targets(wildcards=None):
     """What `rule all` asks for beyond training and cross-validation."""
-    targets = [RESULTS / "selection.json", RESULTS / "postprocessing.json", RESULTS / "model"]
-    targets += [RESULTS / "report" / name for name in REPORT_PAGES]
+    targets = [LAYOUT.selection, LAYOUT.postprocessing, LAYOUT.model]
+    targets += [LAYOUT.report / name for name in REPORT_PAGES]
     if test_cases():
-        targets.append(RESULTS / "predictions")
+        targets.append(LAYOUT.predictions)
     if any(case["label"] for case in test_cases().values()):
-        targets += [RESULTS / "test_metrics.csv", RESULTS / "test_summary.json"]
-        targets += [RESULTS / "report" / name for name in TEST_REPORT_PAGES]
+        targets += [LAYOUT.test_metrics, LAYOUT.test_summary]
+        targets += [LAYOUT.report / name for name in TEST_REPORT_PAGES]
     return targets
 
 

@@ -3,23 +3,21 @@
 rule validate:
     input:
         unpack(train_inputs),
-        checkpoint=RESULTS / "models" / "{configuration}" / "fold_{fold}" / "checkpoint_final.pt",
-        plans=RESULTS / "plans.json",
-        splits=RESULTS / "splits.json",
+        checkpoint=LAYOUT.checkpoint("{configuration}", "{fold}"),
+        plans=LAYOUT.plans,
+        splits=LAYOUT.splits,
         dataset_json=DATASET / "dataset.json",
-        dataset_report=RESULTS / "dataset_report.json",
+        dataset_report=LAYOUT.dataset_report,
     output:
-        metrics=RESULTS / "crossval" / "{configuration}" / "fold_{fold}" / "metrics.csv",
-        summary=RESULTS / "crossval" / "{configuration}" / "fold_{fold}" / "summary.json",
-        predictions=directory(
-            RESULTS / "crossval" / "{configuration}" / "fold_{fold}" / "predictions"
-        ),
+        metrics=LAYOUT.fold_metrics("{configuration}", "{fold}"),
+        summary=LAYOUT.fold_summary("{configuration}", "{fold}"),
+        predictions=directory(LAYOUT.fold_predictions("{configuration}", "{fold}")),
         # Class probabilities for ensembles: empty unless SAVE_CV_PROBABILITIES; deleted once
         # `select` has read them unless inference.save_probabilities keeps them.
         probabilities=cv_probabilities_output(),
     params:
-        preprocessed=lambda wc: RESULTS / "preprocessed" / preprocessed_configuration(wc.configuration),
-        out_dir=lambda wc: RESULTS / "crossval" / wc.configuration / f"fold_{wc.fold}",
+        preprocessed=lambda wc: LAYOUT.preprocessed(preprocessed_configuration(wc.configuration)),
+        out_dir=lambda wc: LAYOUT.validation_folder(wc.configuration, wc.fold),
         options=inference_options(),
     threads: config["inference"]["threads"]
     resources:
@@ -31,30 +29,30 @@ rule validate:
     log:
         LOGS / "validate" / "{configuration}" / "fold_{fold}.log",
     shell:
-        "python -m segflow --log {log} validate-fold --plans {input.plans}"
-        " --configuration {wildcards.configuration} --fold {wildcards.fold}"
-        " --dataset-json {input.dataset_json} --dataset-report {input.dataset_report}"
-        " --splits {input.splits} --preprocessed {params.preprocessed}"
-        " --checkpoint {input.checkpoint} --out-dir {params.out_dir} --threads {threads}"
-        " {params.options}"
+        "python -m segflow --log={log:q} validate-fold --plans={input.plans:q}"
+        " --configuration={wildcards.configuration:q} --fold={wildcards.fold:q}"
+        " --dataset-json={input.dataset_json:q} --dataset-report={input.dataset_report:q}"
+        " --splits={input.splits:q} --preprocessed={params.preprocessed:q}"
+        " --checkpoint={input.checkpoint:q} --out-dir={params.out_dir:q} --threads={threads:q}"
+        " {params.options:q}"
 
 
 rule crossval:
     input:
         lambda wc: expand(
-            RESULTS / "crossval" / "{configuration}" / "fold_{fold}" / "metrics.csv",
+            LAYOUT.fold_metrics("{configuration}", "{fold}"),
             configuration=wc.configuration,
             fold=training_folds(),
         ),
     output:
-        metrics=RESULTS / "crossval" / "{configuration}" / "metrics.csv",
-        summary=RESULTS / "crossval" / "{configuration}" / "summary.json",
+        metrics=LAYOUT.crossval_metrics("{configuration}"),
+        summary=LAYOUT.crossval_summary("{configuration}"),
     params:
-        out_dir=lambda wc: RESULTS / "crossval" / wc.configuration,
+        out_dir=lambda wc: LAYOUT.crossval_folder(wc.configuration),
     conda:
         "../../envs/cpu.yaml"
     log:
         LOGS / "crossval" / "{configuration}.log",
     shell:
-        "python -m segflow --log {log} crossval --configuration {wildcards.configuration}"
-        " --fold-metrics {input} --out-dir {params.out_dir}"
+        "python -m segflow --log={log:q} crossval --configuration={wildcards.configuration:q}"
+        " --fold-metrics {input:q} --out-dir={params.out_dir:q}"

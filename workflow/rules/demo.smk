@@ -14,5 +14,5 @@ if DEMO:
         log:
             LOGS / "make_demo_dataset.log",
         shell:
-            "python -m segflow --log {log} make-demo --out {params.dataset} --cases {params.cases}"
-            " --test-cases {params.test_cases} --seed {params.seed}"
+            "python -m segflow --log={log:q} make-demo --out={params.dataset:q}"
+            " --cases={params.cases:q} --test-cases={params.test_cases:q} --seed={params.seed:q}"

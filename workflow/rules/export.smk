@@ -4,24 +4,25 @@
 rule export:
     input:
         dataset_json=DATASET / "dataset.json",
-        plans=RESULTS / "plans.json",
-        fingerprint=RESULTS / "fingerprint.json",
-        selection=RESULTS / "selection.json",
-        postprocessing=RESULTS / "postprocessing.json",
+        plans=LAYOUT.plans,
+        fingerprint=LAYOUT.fingerprint,
+        selection=LAYOUT.selection,
+        postprocessing=LAYOUT.postprocessing,
         models=trained_models,
         crossval=crossval_summaries,
     output:
-        model=directory(RESULTS / "model"),
-        zip=RESULTS / "model.zip",
+        model=directory(LAYOUT.model),
+        zip=LAYOUT.model_zip,
     params:
-        models=RESULTS / "models",
-        crossval=RESULTS / "crossval",
+        models=LAYOUT.models,
+        crossval=LAYOUT.crossval,
     conda:
         "../../envs/cpu.yaml"
     log:
         LOGS / "export.log",
     shell:
-        "python -m segflow --log {log} export --dataset-json {input.dataset_json}"
-        " --plans {input.plans} --fingerprint {input.fingerprint} --selection {input.selection}"
-        " --postprocessing {input.postprocessing} --models {params.models}"
-        " --crossval {params.crossval} --out {output.model} --zip {output.zip}"
+        "python -m segflow --log={log:q} export --dataset-json={input.dataset_json:q}"
+        " --plans={input.plans:q} --fingerprint={input.fingerprint:q}"
+        " --selection={input.selection:q} --postprocessing={input.postprocessing:q}"
+        " --models={params.models:q} --crossval={params.crossval:q} --out={output.model:q}"
+        " --zip={output.zip:q}"

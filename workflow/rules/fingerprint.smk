@@ -6,11 +6,11 @@ rule fingerprint_batch:
         unpack(fingerprint_batch_inputs),
         dataset_json=DATASET / "dataset.json",
     output:
-        RESULTS / "fingerprint" / "batches" / "{batch}.json",
+        LAYOUT.fingerprint_batch("{batch}"),
     params:
         # The report names the batch's cases; their files are the inputs above, so the report
         # itself, rewritten whenever any case changes, does not rerun every batch.
-        report=RESULTS / "dataset_report.json",
+        report=LAYOUT.dataset_report,
         cases_per_job=config["fingerprint"]["cases_per_job"],
         seed=config["seed"],
         samples=config["fingerprint"]["samples_per_case"],
@@ -31,11 +31,9 @@ rule fingerprint_batch:
 rule fingerprint:
     input:
         dataset_json=DATASET / "dataset.json",
-        batches=lambda wc: expand(
-            RESULTS / "fingerprint" / "batches" / "{batch}.json", batch=list(fingerprint_batches())
-        ),
+        batches=lambda wc: [LAYOUT.fingerprint_batch(b) for b in fingerprint_batches()],
     output:
-        RESULTS / "fingerprint.json",
+        LAYOUT.fingerprint,
     params:
         seed=config["seed"],
     resources:

@@ -7,7 +7,7 @@ if HOLDOUT is not None:
         output:
             DATASET / "dataset.json",
         params:
-            source=HOLDOUT["source"],
+            source=_argument_path(HOLDOUT["source"]),
             dataset=DATASET,
             test_cases=HOLDOUT["test_cases"],
             seed=HOLDOUT["seed"],
@@ -16,5 +16,5 @@ if HOLDOUT is not None:
         log:
             LOGS / "make_holdout.log",
         shell:
-            "python -m segflow --log {log} holdout --dataset {params.source}"
-            " --output {params.dataset} --num-test {params.test_cases} --seed {params.seed}"
+            "python -m segflow --log={log:q} holdout --dataset={params.source:q}"
+            " --output={params.dataset:q} --num-test={params.test_cases:q} --seed={params.seed:q}"

@@ -2,27 +2,28 @@
 checkpoint plan:
     input:
         dataset_json=DATASET / "dataset.json",
-        fingerprint=RESULTS / "fingerprint.json",
+        fingerprint=LAYOUT.fingerprint,
     output:
-        RESULTS / "plans.json",
+        LAYOUT.plans,
     params:
         preset=config["planning"]["preset"],
+        # Options as lists of whole arguments: `:q` quotes each one.
         gpu_memory=(
-            f"--gpu-memory-gb {config['planning']['gpu_memory_target_gb']}"
+            [f"--gpu-memory-gb={config['planning']['gpu_memory_target_gb']}"]
             if config["planning"]["gpu_memory_target_gb"]
-            else ""
+            else []
         ),
-        widths=" ".join(
-            f"--{key.replace('_', '-')} {config['planning'][key]}"
+        widths=[
+            f"--{key.replace('_', '-')}={config['planning'][key]}"
             for key in ("base_features", "max_features")
             if config["planning"][key] is not None
-        ),
+        ],
         seed=config["seed"],
     conda:
         "../../envs/cpu.yaml"
     log:
         LOGS / "plan.log",
     shell:
-        "python -m segflow --log {log} plan --dataset-json {input.dataset_json}"
-        " --fingerprint {input.fingerprint} --preset {params.preset} {params.gpu_memory}"
-        " {params.widths} --seed {params.seed} --out {output}"
+        "python -m segflow --log={log:q} plan --dataset-json={input.dataset_json:q}"
+        " --fingerprint={input.fingerprint:q} --preset={params.preset:q} {params.gpu_memory:q}"
+        " {params.widths:q} --seed={params.seed:q} --out={output:q}"

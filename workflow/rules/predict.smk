@@ -3,13 +3,13 @@
 rule predict:
     input:
         images=test_case_images,
-        selection=RESULTS / "selection.json",
+        selection=LAYOUT.selection,
         models=trained_models,
     output:
-        RESULTS / "predictions_raw" / "{case}{ending}",
+        LAYOUT.raw_prediction("{case}", "{ending}"),
     params:
-        models=RESULTS / "models",
-        out_dir=RESULTS / "predictions_raw",
+        models=LAYOUT.models,
+        out_dir=LAYOUT.raw_predictions,
         options=prediction_options(),
     threads: config["inference"]["threads"]
     resources:
@@ -21,35 +21,36 @@ rule predict:
     log:
         LOGS / "predict" / "{case}{ending}.log",
     shell:
-        "python -m segflow --log {log} predict -i {input.images} -o {params.out_dir}"
-        " -m {params.models} --selection {input.selection} --no-postprocessing"
-        " --threads {threads} {params.options}"
+        "python -m segflow --log={log:q} predict -i {input.images:q} --output={params.out_dir:q}"
+        " --model={params.models:q} --selection={input.selection:q} --no-postprocessing"
+        " --threads={threads:q} {params.options:q}"
 
 
 rule apply_postprocessing:
     input:
         raw=raw_test_predictions,
-        postprocessing=RESULTS / "postprocessing.json",
+        postprocessing=LAYOUT.postprocessing,
         dataset_json=DATASET / "dataset.json",
     output:
-        directory(RESULTS / "predictions"),
+        directory(LAYOUT.predictions),
     conda:
         "../../envs/cpu.yaml"
     log:
         LOGS / "apply_postprocessing.log",
     shell:
-        "python -m segflow --log {log} apply-postprocessing --postprocessing {input.postprocessing}"
-        " -i {input.raw} -o {output} --dataset-json {input.dataset_json}"
+        "python -m segflow --log={log:q} apply-postprocessing"
+        " --postprocessing={input.postprocessing:q} -i {input.raw:q} --output={output:q}"
+        " --dataset-json={input.dataset_json:q}"
 
 
 rule evaluate:
     input:
-        predictions=RESULTS / "predictions",
+        predictions=LAYOUT.predictions,
         labels=test_labels,
         dataset_json=DATASET / "dataset.json",
     output:
-        metrics=RESULTS / "test_metrics.csv",
-        summary=RESULTS / "test_summary.json",
+        metrics=LAYOUT.test_metrics,
+        summary=LAYOUT.test_summary,
     params:
         cases=labelled_test_predictions,
         references=DATASET / "labelsTs",
@@ -58,6 +59,6 @@ rule evaluate:
     log:
         LOGS / "evaluate.log",
     shell:
-        "python -m segflow --log {log} evaluate --references {params.references}"
-        " --predictions {params.cases} --dataset-json {input.dataset_json}"
-        " --metrics-out {output.metrics} --summary-out {output.summary}"
+        "python -m segflow --log={log:q} evaluate --references={params.references:q}"
+        " --predictions {params.cases:q} --dataset-json={input.dataset_json:q}"
+        " --metrics-out={output.metrics:q} --summary-out={output.summary:q}"

@@ -5,14 +5,15 @@
 rule preprocess:
     input:
         unpack(preprocess_batch_inputs),
-        plans=RESULTS / "plans.json",
+        plans=LAYOUT.plans,
         dataset_json=DATASET / "dataset.json",
     output:
-        RESULTS / "preprocessed" / "{configuration}" / "batches" / "{batch}.json",
+        LAYOUT.preprocess_manifest("{configuration}", "{batch}"),
     params:
-        report=RESULTS / "dataset_report.json",
-        case_ids=lambda wc: " ".join(preprocess_batches()[wc.batch]),
-        out_dir=lambda wc: RESULTS / "preprocessed" / wc.configuration,
+        report=LAYOUT.dataset_report,
+        # One `--case-ids=<id>` each: an id beginning with '-' is still a value.
+        case_ids=lambda wc: [f"--case-ids={c}" for c in preprocess_batches()[wc.batch]],
+        out_dir=lambda wc: LAYOUT.preprocessed(wc.configuration),
     threads: config["preprocessing"]["threads"]
     resources:
         mem_mb=preprocess_mem_mb,
@@ -21,7 +22,7 @@ rule preprocess:
     log:
         LOGS / "preprocess" / "{configuration}" / "{batch}.log",
     shell:
-        "python -m segflow --log {log} preprocess --plans {input.plans}"
-        " --configuration {wildcards.configuration} --dataset-json {input.dataset_json}"
-        " --dataset-report {params.report} --case-ids {params.case_ids}"
-        " --workers {threads} --out-dir {params.out_dir} --manifest {output}"
+        "python -m segflow --log={log:q} preprocess --plans={input.plans:q}"
+        " --configuration={wildcards.configuration:q} --dataset-json={input.dataset_json:q}"
+        " --dataset-report={params.report:q} {params.case_ids:q}"
+        " --workers={threads:q} --out-dir={params.out_dir:q} --manifest={output:q}"

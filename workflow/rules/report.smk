@@ -3,62 +3,62 @@
 rule report_pages:
     input:
         dataset_json=DATASET / "dataset.json",
-        dataset_report=RESULTS / "dataset_report.json",
-        fingerprint=RESULTS / "fingerprint.json",
-        plans=RESULTS / "plans.json",
-        crossval=lambda wc: [p.parent / "metrics.csv" for p in map(Path, crossval_summaries())],
-        selection=RESULTS / "selection.json",
-        postprocessing=RESULTS / "postprocessing.json",
+        dataset_report=LAYOUT.dataset_report,
+        fingerprint=LAYOUT.fingerprint,
+        plans=LAYOUT.plans,
+        crossval=lambda wc: [LAYOUT.crossval_metrics(c) for c in trained_configurations()],
+        selection=LAYOUT.selection,
+        postprocessing=LAYOUT.postprocessing,
     output:
-        report(RESULTS / "report" / "dataset.html", caption="../report/dataset.rst", category="1. Dataset"),
-        report(RESULTS / "report" / "plans.html", caption="../report/plans.rst", category="2. Plans"),
+        report(LAYOUT.report / "dataset.html", caption="../report/dataset.rst", category="1. Dataset"),
+        report(LAYOUT.report / "plans.html", caption="../report/plans.rst", category="2. Plans"),
         report(
-            RESULTS / "report" / "crossval.html",
+            LAYOUT.report / "crossval.html",
             caption="../report/crossval.rst",
             category="4. Cross-validation",
         ),
         report(
-            RESULTS / "report" / "crossval_dice.png",
+            LAYOUT.report / "crossval_dice.png",
             caption="../report/crossval_dice.rst",
             category="4. Cross-validation",
         ),
         report(
-            RESULTS / "report" / "selection.html",
+            LAYOUT.report / "selection.html",
             caption="../report/selection.rst",
             category="5. Selection and postprocessing",
         ),
     params:
-        out_dir=RESULTS / "report",
+        out_dir=LAYOUT.report,
     conda:
         "../../envs/cpu.yaml"
     log:
         LOGS / "report_pages.log",
     shell:
-        "python -m segflow --log {log} report-pages --part main"
-        " --dataset-json {input.dataset_json} --dataset-report {input.dataset_report}"
-        " --fingerprint {input.fingerprint} --plans {input.plans}"
-        " --crossval-metrics {input.crossval} --selection {input.selection}"
-        " --postprocessing {input.postprocessing} --out-dir {params.out_dir}"
+        "python -m segflow --log={log:q} report-pages --part=main"
+        " --dataset-json={input.dataset_json:q} --dataset-report={input.dataset_report:q}"
+        " --fingerprint={input.fingerprint:q} --plans={input.plans:q}"
+        " --crossval-metrics {input.crossval:q} --selection={input.selection:q}"
+        " --postprocessing={input.postprocessing:q} --out-dir={params.out_dir:q}"
 
 
 if HAS_TEST_LABELS:
 
     rule report_test_pages:
         input:
-            metrics=RESULTS / "test_metrics.csv",
+            metrics=LAYOUT.test_metrics,
         output:
-            report(RESULTS / "report" / "test.html", caption="../report/test.rst", category="6. Test set"),
+            report(LAYOUT.report / "test.html", caption="../report/test.rst", category="6. Test set"),
             report(
-                RESULTS / "report" / "test_dice.png",
+                LAYOUT.report / "test_dice.png",
                 caption="../report/test_dice.rst",
                 category="6. Test set",
             ),
         params:
-            out_dir=RESULTS / "report",
+            out_dir=LAYOUT.report,
         conda:
             "../../envs/cpu.yaml"
         log:
             LOGS / "report_test_pages.log",
         shell:
-            "python -m segflow --log {log} report-pages --part test"
-            " --test-metrics {input.metrics} --out-dir {params.out_dir}"
+            "python -m segflow --log={log:q} report-pages --part=test"
+            " --test-metrics={input.metrics:q} --out-dir={params.out_dir:q}"

@@ -3,37 +3,37 @@ rule select:
     input:
         unpack(selection_inputs),
         dataset_json=DATASET / "dataset.json",
-        dataset_report=RESULTS / "dataset_report.json",
+        dataset_report=LAYOUT.dataset_report,
     output:
-        selection=RESULTS / "selection.json",
-        predictions=directory(RESULTS / "selection" / "crossval_predictions"),
+        selection=LAYOUT.selection,
+        predictions=directory(LAYOUT.selection_predictions),
     params:
         crossval=crossval_folders,
-        options="" if config["selection"]["ensembles"] else "--no-ensembles",
+        options=[] if config["selection"]["ensembles"] else ["--no-ensembles"],
     conda:
         "../../envs/cpu.yaml"
     log:
         LOGS / "select.log",
     shell:
-        "python -m segflow --log {log} select --crossval {params.crossval}"
-        " --dataset-json {input.dataset_json} --dataset-report {input.dataset_report}"
-        " --out {output.selection} --predictions-out {output.predictions} {params.options}"
+        "python -m segflow --log={log:q} select --crossval {params.crossval:q}"
+        " --dataset-json={input.dataset_json:q} --dataset-report={input.dataset_report:q}"
+        " --out={output.selection:q} --predictions-out={output.predictions:q} {params.options:q}"
 
 
 rule postprocess:
     input:
-        predictions=RESULTS / "selection" / "crossval_predictions",
+        predictions=LAYOUT.selection_predictions,
         dataset_json=DATASET / "dataset.json",
     output:
-        RESULTS / "postprocessing.json",
+        LAYOUT.postprocessing,
     params:
         references=DATASET / "labelsTr",
-        options="" if config["postprocessing"]["largest_component"] else "--no-largest-component",
+        options=[] if config["postprocessing"]["largest_component"] else ["--no-largest-component"],
     conda:
         "../../envs/cpu.yaml"
     log:
         LOGS / "postprocess.log",
     shell:
-        "python -m segflow --log {log} postprocess --predictions {input.predictions}"
-        " --references {params.references} --dataset-json {input.dataset_json}"
-        " --out {output} {params.options}"
+        "python -m segflow --log={log:q} postprocess --predictions {input.predictions:q}"
+        " --references={params.references:q} --dataset-json={input.dataset_json:q}"
+        " --out={output:q} {params.options:q}"

@@ -1,20 +1,23 @@
 # Cross-validation folds: written once, before any fold trains.
 rule split:
     input:
-        report=RESULTS / "dataset_report.json",
+        report=LAYOUT.dataset_report,
         extra=[config["splits"][k] for k in ("manual", "groups") if config["splits"][k]],
     output:
-        RESULTS / "splits.json",
+        LAYOUT.splits,
     params:
         num_folds=config["splits"]["num_folds"],
         seed=config["seed"],
-        options=" ".join(
-            f"--{k} {config['splits'][k]}" for k in ("manual", "groups") if config["splits"][k]
-        ),
+        options=[
+            f"--{k}={_argument_path(config['splits'][k])}"
+            for k in ("manual", "groups")
+            if config["splits"][k]
+        ],
     conda:
         "../../envs/cpu.yaml"
     log:
         LOGS / "split.log",
     shell:
-        "python -m segflow --log {log} split --dataset-report {input.report}"
-        " --num-folds {params.num_folds} --seed {params.seed} {params.options} --out {output}"
+        "python -m segflow --log={log:q} split --dataset-report={input.report:q}"
+        " --num-folds={params.num_folds:q} --seed={params.seed:q} {params.options:q}"
+        " --out={output:q}"

@@ -3,21 +3,21 @@
 rule train:
     input:
         unpack(train_inputs),
-        plans=RESULTS / "plans.json",
-        splits=RESULTS / "splits.json",
+        plans=LAYOUT.plans,
+        splits=LAYOUT.splits,
         dataset_json=DATASET / "dataset.json",
     output:
-        checkpoint=RESULTS / "models" / "{configuration}" / "fold_{fold}" / "checkpoint_final.pt",
+        checkpoint=LAYOUT.checkpoint("{configuration}", "{fold}"),
         progress=report(
-            RESULTS / "models" / "{configuration}" / "fold_{fold}" / "progress.png",
+            LAYOUT.progress_plot("{configuration}", "{fold}"),
             caption="../report/learning_curves.rst",
             category="3. Training",
             subcategory="{configuration}",
             labels={"configuration": "{configuration}", "fold": "{fold}"},
         ),
     params:
-        preprocessed=lambda wc: RESULTS / "preprocessed" / preprocessed_configuration(wc.configuration),
-        out_dir=lambda wc: RESULTS / "models" / wc.configuration / f"fold_{wc.fold}",
+        preprocessed=lambda wc: LAYOUT.preprocessed(preprocessed_configuration(wc.configuration)),
+        out_dir=lambda wc: LAYOUT.fold_model(wc.configuration, wc.fold),
         options=training_options(),
     threads: config["training"]["threads"]
     resources:
@@ -29,8 +29,8 @@ rule train:
     log:
         LOGS / "train" / "{configuration}" / "fold_{fold}.log",
     shell:
-        "python -m segflow --log {log} train --plans {input.plans}"
-        " --configuration {wildcards.configuration} --fold {wildcards.fold}"
-        " --dataset-json {input.dataset_json} --splits {input.splits}"
-        " --preprocessed {params.preprocessed} --out-dir {params.out_dir}"
-        " --threads {threads} {params.options}"
+        "python -m segflow --log={log:q} train --plans={input.plans:q}"
+        " --configuration={wildcards.configuration:q} --fold={wildcards.fold:q}"
+        " --dataset-json={input.dataset_json:q} --splits={input.splits:q}"
+        " --preprocessed={params.preprocessed:q} --out-dir={params.out_dir:q}"
+        " --threads={threads:q} {params.options:q}"

@@ -3,7 +3,7 @@ checkpoint validate_dataset:
     input:
         dataset_files,
     output:
-        RESULTS / "dataset_report.json",
+        LAYOUT.dataset_report,
     params:
         dataset=DATASET,
     threads: config["validation"]["threads"]
@@ -12,5 +12,5 @@ checkpoint validate_dataset:
     log:
         LOGS / "validate_dataset.log",
     shell:
-        "python -m segflow --log {log} validate-dataset --dataset {params.dataset} --workers {threads}"
-        " --out {output}"
+        "python -m segflow --log={log:q} validate-dataset --dataset={params.dataset:q}"
+        " --workers={threads:q} --out={output:q}"

@@ -1,77 +1,40 @@
-"""Cross-validation: each fold predicts the cases it held out, and the folds' metrics are
-merged per configuration.
+"""``validate {configuration}/fold_{k}``: each fold predicts the cases it held out and scores
+them.
 
-``validate {configuration}/fold_{k}`` (:func:`validate_fold`) predicts the fold's validation
-cases from their preprocessed data with the fold's final checkpoint (sliding window, Gaussian
-weighting, test-time mirroring over the axes the training mirrored), writes the segmentations
-in the original geometry and, for ensembling, the probabilities, and scores them against the
-raw labels (``metrics.csv``, ``summary.json``).
-
-``crossval {configuration}`` (:func:`merge_folds`) joins the folds' tables into one
-(``metrics.csv``: every training case once) and summarizes it (``summary.json``: means per
-class and the mean foreground Dice).
+:func:`validate_fold` predicts the fold's validation cases from their preprocessed data with
+the fold's final checkpoint (sliding window, Gaussian weighting, test-time mirroring over the
+axes the training mirrored), writes the segmentations in the original geometry and, for
+ensembling, the probabilities, and scores them against the raw labels (``metrics.csv``,
+``summary.json``).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 from segflow.compute import set_up_compute
 from segflow.errors import Problem, SegflowError
 from segflow.evaluation.evaluate import evaluate_files, summarize
+from segflow.evaluation.tables import write_metrics
 from segflow.inference.model import load_trained_fold
 from segflow.inference.predictor import predict_case
 from segflow.inference.sliding_window import predicts_in_cpu_bf16
-from segflow.io.atomic import atomic_path, read_json, write_json
+from segflow.io.atomic import read_json, write_json
 from segflow.io.dataset import load_dataset_json
+from segflow.layout import METRICS_FILE, PREDICTIONS_FOLDER, PROBABILITIES_FOLDER, SUMMARY_FILE
 from segflow.planning.plans import load_plans
 from segflow.preprocessing.storage import open_case
 from segflow.training.splits import fold_cases
 
-__all__ = [
-    "METRICS_FILE",
-    "PREDICTIONS_FOLDER",
-    "PROBABILITIES_FOLDER",
-    "SUMMARY_FILE",
-    "merge_folds",
-    "read_metrics",
-    "validate_fold",
-    "write_metrics",
-]
+__all__ = ["validate_fold"]
 
 logger = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
-PREDICTIONS_FOLDER = "predictions"
-PROBABILITIES_FOLDER = "probabilities"
-
-
-def write_metrics(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> Path:
-    """The metric rows as CSV (one row per case and class), atomically."""
-    path = Path(path)
-    buffer = io.StringIO()
-    pd.DataFrame(list(rows)).to_csv(buffer, index=False, float_format="%.6g")
-    with atomic_path(path) as tmp:
-        tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    return path
-
-
-def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    # Only empty cells are missing: a case or class named "NA" stays a name.
-    table = pd.read_csv(
-        path, dtype={"case_id": str, "class": str}, keep_default_na=False, na_values=[""]
-    )
-    return table.to_dict("records")
 
 
 def validate_fold(
@@ -154,36 +117,4 @@ def validate_fold(
         "%s fold %d: mean foreground Dice %.4f over %d cases",
         configuration, fold, summary["mean_foreground_dice"] or float("nan"), len(cases),
     )  # fmt: skip
-    return summary
-
-
-def merge_folds(
-    fold_metrics: Sequence[str | os.PathLike[str]],
-    configuration: str,
-    output_folder: str | os.PathLike[str],
-) -> dict[str, Any]:
-    """Join the folds' ``metrics.csv`` into one table and summarize it.
-
-    Raises:
-        SegflowError: a case appears in two folds' tables.
-    """
-    rows: list[dict[str, Any]] = []
-    seen: dict[str, str] = {}
-    problems = []
-    for path in fold_metrics:
-        fold_rows = read_metrics(path)
-        for case_id in dict.fromkeys(r["case_id"] for r in fold_rows):
-            if case_id in seen:
-                problems.append(Problem(str(path), f"case '{case_id}' is also in {seen[case_id]}"))
-            seen[case_id] = str(path)
-        rows += fold_rows
-    if problems:
-        raise SegflowError("the folds' validation cases overlap", problems)
-    output_folder = Path(output_folder)
-    write_metrics(output_folder / METRICS_FILE, rows)
-    summary = summarize(rows) | {
-        "configuration": configuration,
-        "folds": sorted({int(r["fold"]) for r in rows}),
-    }
-    write_json(output_folder / SUMMARY_FILE, summary)
     return summary

@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from segflow.crossval.merge import merge_folds
+from segflow.crossval.validate import validate_fold
 from segflow.errors import SegflowError
-from segflow.evaluation.crossval import merge_folds, read_metrics, validate_fold, write_metrics
+from segflow.evaluation.tables import read_metrics, write_metrics
 from segflow.io.image import read_image
 from segflow.training.trainer import TrainingSettings, train_fold
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-import segflow.io.holdout as holdout_module
+import segflow.holdout as holdout_module
 from segflow.cli import main
 from segflow.demo import make_demo_dataset
 from segflow.errors import DatasetError, SegflowError
-from segflow.io.holdout import HOLDOUT_FILE, choose_test_cases, make_holdout
+from segflow.holdout import HOLDOUT_FILE, choose_test_cases, make_holdout
 from segflow.validation import validate_dataset
 
 TRAINING_IDS = [f"demo_{i:03d}" for i in range(6)]

@@ -1,0 +1,215 @@
+"""Where every artifact of a run lives under ``<results>``: the one place that spells the
+results layout, used by the stages and by the workflow's rules.
+
+::
+
+    <results>/dataset_report.json               validate_dataset
+    <results>/fingerprint/batches/<batch>.json  fingerprint_batch
+    <results>/fingerprint.json                  fingerprint
+    <results>/plans.json                        plan
+    <results>/preprocessed/<config>/            preprocess (batches/<batch>.json: manifests)
+    <results>/splits.json                       split
+    <results>/models/<config>/fold_<k>/         train (checkpoint_final.pt, progress.png)
+    <results>/crossval/<config>/fold_<k>/       validate (predictions/, probabilities/,
+                                                metrics.csv, summary.json)
+    <results>/crossval/<config>/                crossval (metrics.csv, summary.json)
+    <results>/selection.json                    select (selection/crossval_predictions/)
+    <results>/postprocessing.json               postprocess
+    <results>/predictions_raw/<case><ending>    predict
+    <results>/predictions/                      apply_postprocessing
+    <results>/test_metrics.csv, test_summary.json   evaluate
+    <results>/model/, model.zip                 export
+    <results>/report/                           report_pages
+    <results>/logs/                             every rule's log
+
+The methods take wildcards as they are: ``results.fold_metrics("{configuration}", "{fold}")``
+is the pattern a rule declares. Standard library only: the rules import this module at every
+Snakemake start.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "CHECKPOINT_FINAL",
+    "FOLD_PREFIX",
+    "METRICS_FILE",
+    "PREDICTIONS_FOLDER",
+    "PROBABILITIES_FOLDER",
+    "PROGRESS_PLOT",
+    "SUMMARY_FILE",
+    "Results",
+    "fold_folder",
+    "fold_of_folder",
+]
+
+#: A fold's final checkpoint, in its model folder (also in an exported model).
+CHECKPOINT_FINAL = "checkpoint_final.pt"
+#: A fold's learning curves, in its model folder.
+PROGRESS_PLOT = "progress.png"
+#: Per-case metrics of a fold or of a configuration's cross-validation.
+METRICS_FILE = "metrics.csv"
+#: The summary beside a metrics table.
+SUMMARY_FILE = "summary.json"
+#: A fold's held-out segmentations, ``<case><ending>``.
+PREDICTIONS_FOLDER = "predictions"
+#: A fold's held-out class probabilities, ``<case>.npz`` (for ensembles).
+PROBABILITIES_FOLDER = "probabilities"
+#: A fold's folder is ``fold_<k>``, under its configuration's.
+FOLD_PREFIX = "fold_"
+
+
+def fold_folder(fold: int | str) -> str:
+    """The name of fold ``fold``'s folder: ``fold_3`` (or the pattern ``fold_{fold}``)."""
+    return f"{FOLD_PREFIX}{fold}"
+
+
+def fold_of_folder(name: str) -> int | None:
+    """The fold a folder name stands for (``fold_3`` -> 3), or None for any other name."""
+    number = name.removeprefix(FOLD_PREFIX)
+    if number == name or not number.isascii() or not number.isdigit():
+        return None
+    return int(number)
+
+
+@dataclass(frozen=True)
+class Results:
+    """The artifacts of one run, under its results folder ``root``."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    # Intake, fingerprint, plans and preprocessing.
+    @property
+    def dataset_report(self) -> Path:
+        return self.root / "dataset_report.json"
+
+    def fingerprint_batch(self, batch: str) -> Path:
+        return self.root / "fingerprint" / "batches" / f"{batch}.json"
+
+    @property
+    def fingerprint(self) -> Path:
+        return self.root / "fingerprint.json"
+
+    @property
+    def plans(self) -> Path:
+        return self.root / "plans.json"
+
+    def preprocessed(self, configuration: str) -> Path:
+        """A configuration's preprocessed cases (``<case>.data.b2nd``, ...)."""
+        return self.root / "preprocessed" / configuration
+
+    def preprocess_manifest(self, configuration: str, batch: str) -> Path:
+        """Written last by a preprocessing batch: the cases it completed."""
+        return self.preprocessed(configuration) / "batches" / f"{batch}.json"
+
+    # Training.
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits.json"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    def fold_model(self, configuration: str, fold: int | str) -> Path:
+        """A fold's model folder: its checkpoints and learning curves."""
+        return self.models / configuration / fold_folder(fold)
+
+    def checkpoint(self, configuration: str, fold: int | str) -> Path:
+        return self.fold_model(configuration, fold) / CHECKPOINT_FINAL
+
+    def progress_plot(self, configuration: str, fold: int | str) -> Path:
+        return self.fold_model(configuration, fold) / PROGRESS_PLOT
+
+    # Cross-validation.
+    @property
+    def crossval(self) -> Path:
+        return self.root / "crossval"
+
+    def crossval_folder(self, configuration: str) -> Path:
+        """A configuration's merged cross-validation (metrics.csv, summary.json) and folds."""
+        return self.crossval / configuration
+
+    def crossval_metrics(self, configuration: str) -> Path:
+        return self.crossval_folder(configuration) / METRICS_FILE
+
+    def crossval_summary(self, configuration: str) -> Path:
+        return self.crossval_folder(configuration) / SUMMARY_FILE
+
+    def validation_folder(self, configuration: str, fold: int | str) -> Path:
+        """What the ``validate`` stage writes for a fold's held-out cases."""
+        return self.crossval_folder(configuration) / fold_folder(fold)
+
+    def fold_metrics(self, configuration: str, fold: int | str) -> Path:
+        return self.validation_folder(configuration, fold) / METRICS_FILE
+
+    def fold_summary(self, configuration: str, fold: int | str) -> Path:
+        return self.validation_folder(configuration, fold) / SUMMARY_FILE
+
+    def fold_predictions(self, configuration: str, fold: int | str) -> Path:
+        return self.validation_folder(configuration, fold) / PREDICTIONS_FOLDER
+
+    def fold_probabilities(self, configuration: str, fold: int | str) -> Path:
+        return self.validation_folder(configuration, fold) / PROBABILITIES_FOLDER
+
+    # Selection and postprocessing.
+    @property
+    def selection(self) -> Path:
+        return self.root / "selection.json"
+
+    @property
+    def selection_predictions(self) -> Path:
+        """The selected model's cross-validation segmentations."""
+        return self.root / "selection" / "crossval_predictions"
+
+    @property
+    def postprocessing(self) -> Path:
+        return self.root / "postprocessing.json"
+
+    # Test set, export, report, logs.
+    @property
+    def raw_predictions(self) -> Path:
+        """Test segmentations before postprocessing."""
+        return self.root / "predictions_raw"
+
+    def raw_prediction(self, case: str, ending: str) -> Path:
+        return self.raw_predictions / f"{case}{ending}"
+
+    @property
+    def predictions(self) -> Path:
+        """Final test segmentations."""
+        return self.root / "predictions"
+
+    def prediction(self, case: str, ending: str) -> Path:
+        return self.predictions / f"{case}{ending}"
+
+    @property
+    def test_metrics(self) -> Path:
+        return self.root / "test_metrics.csv"
+
+    @property
+    def test_summary(self) -> Path:
+        return self.root / "test_summary.json"
+
+    @property
+    def model(self) -> Path:
+        """The exported model folder (``segflow predict -m``)."""
+        return self.root / "model"
+
+    @property
+    def model_zip(self) -> Path:
+        return self.root / "model.zip"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"

@@ -1,0 +1,249 @@
+"""Variants of a planned network: the extensions of the BraTS 2021 winner, each on its own.
+
+Luu & Park, "Extending nn-UNet for brain tumor segmentation" (arXiv 2112.04653), compare
+nnU-Net's network (BL) with a larger encoder (BL+L), group normalization (BL+GN), axial
+attention in the decoder (BL+AA) and combinations (BL+L+GN). A :class:`NetworkVariant` holds
+those switches as plain settings; :func:`~segflow.networks.build_network` applies it to the
+network a configuration plans, so plans stay as planned and a checkpoint that records
+``variant.to_dict()`` rebuilds the same network with :meth:`NetworkVariant.from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from segflow.errors import Problem, SegflowError
+from segflow.planning.presets import PLAIN_UNET, RESIDUAL_ENCODER_UNET
+from segflow.settings import setting
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from segflow.networks.blocks import LayerOps
+
+__all__ = ["ARCHITECTURE_NAMES", "BRATS2021_VARIANTS", "NORMS", "NetworkVariant"]
+
+NORMS = ("instance", "group", "batch")
+"""The normalizations a variant may put in place of the planned one."""
+
+#: The architectures a variant may name (the keys of segflow.networks.NETWORKS, which a test
+#: keeps equal; spelled here so that the settings load without torch).
+ARCHITECTURE_NAMES = (PLAIN_UNET, RESIDUAL_ENCODER_UNET)
+# Of the planned normalization's arguments, those every normalization takes.
+_SHARED_NORM_KWARGS = ("eps", "affine")
+_POSITIVE_INTEGERS = (
+    "encoder_scale",
+    "encoder_max_features",
+    "groups",
+    "attention_stages",
+    "attention_heads",
+    "attention_head_size",
+)
+
+
+@dataclass(frozen=True)
+class NetworkVariant:
+    """Changes to the planned network; the defaults change nothing.
+
+    Attributes:
+        architecture: the network, by its name in :data:`~segflow.networks.NETWORKS`;
+            ``None``: the plan's ``architecture``.
+        encoder_scale: multiplies the encoder's features per stage (BraTS 2021's larger
+            encoder: 2), capped at ``encoder_max_features`` (never below the planned width);
+            the decoder keeps the planned widths.
+        encoder_max_features: the cap of the scaled encoder ("up to 512" in the paper).
+        norm: ``"instance"``, ``"group"`` or ``"batch"`` normalization in every block, or
+            ``None`` for the planned one. The eps and affine of the plan carry over.
+        groups: channel groups of group normalization; it must divide every width of the
+            network. 16: the paper's count could not be checked when this was written.
+        axial_attention: add :class:`~segflow.networks.attention.AxialAttention` to the
+            output of the transposed convolution of the ``attention_stages`` coarsest decoder
+            stages.
+        attention_stages: how many of the coarsest decoder stages get attention (paper: 4).
+        attention_heads: heads at the finest attended stage (paper: 4); heads and head size
+            double at each coarser stage.
+        attention_head_size: channels per head there (paper: 16).
+    """
+
+    architecture: str | None = setting(None, "the network by name (default: the plan's)")
+    encoder_scale: int = setting(1, "multiplies the encoder's features (BraTS 2021 BL+L: 2)")
+    encoder_max_features: int = setting(512, "cap of the scaled encoder's features")
+    norm: str | None = setting(None, "instance, group or batch (default: the plan's)")
+    groups: int = setting(16, "channel groups of group normalization")
+    axial_attention: bool = setting(False, "axial attention in the coarsest decoder stages")
+    attention_stages: int = setting(4, "decoder stages with axial attention")
+    attention_heads: int = setting(4, "attention heads at the finest attended stage")
+    attention_head_size: int = setting(16, "channels per head at the finest attended stage")
+
+    def __post_init__(self) -> None:
+        problems = _value_problems(self.to_dict(), "network variant")
+        if problems:
+            raise SegflowError("the network variant is not valid", problems)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "network variant") -> NetworkVariant:
+        """The variant ``data`` (plain settings, as :meth:`to_dict` writes them) describes.
+
+        Missing keys take their defaults. Raises :class:`~segflow.errors.SegflowError` with
+        every problem at once: an unknown key (with the closest valid one) or a bad value,
+        each named ``<where>.<key>``.
+        """
+        if not isinstance(data, Mapping):
+            raise SegflowError(
+                "the network variant is not valid",
+                [Problem(where, f"must be a mapping of settings, got {type(data).__name__}")],
+            )
+        known = [f.name for f in dataclasses.fields(cls)]
+        problems = []
+        for key in data:
+            if key not in known:
+                problems.append(Problem(f"{where}.{key}", _unknown("key", key, known)))
+        values = {key: value for key, value in data.items() if key in known}
+        problems += _value_problems(values, where)
+        if problems:
+            raise SegflowError("the network variant is not valid", problems)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as plain data (JSON, YAML, a checkpoint)."""
+        return dataclasses.asdict(self)
+
+    @property
+    def is_default(self) -> bool:
+        """Whether every setting is its default (then any plan's network is built unchanged)."""
+        return self == NetworkVariant()
+
+    def encoder_features(self, planned: Sequence[int]) -> tuple[int, ...]:
+        """The encoder's features per stage for the ``planned`` ones."""
+        return tuple(
+            max(f, min(f * self.encoder_scale, self.encoder_max_features)) for f in planned
+        )
+
+    def attention_per_stage(self, decoder_stages: int) -> list[tuple[int, int] | None]:
+        """Per decoder stage from the bottleneck up, ``(heads, head_size)`` or ``None``.
+
+        The ``attention_stages`` coarsest stages are attended; the finest of them has
+        ``attention_heads`` heads of ``attention_head_size``, each coarser one twice both.
+        """
+        if not self.axial_attention:
+            return [None] * decoder_stages
+        attended = min(self.attention_stages, decoder_stages)
+        specs: list[tuple[int, int] | None] = []
+        for i in range(decoder_stages):
+            if i < attended:
+                doublings = attended - 1 - i
+                specs.append(
+                    (self.attention_heads << doublings, self.attention_head_size << doublings)
+                )
+            else:
+                specs.append(None)
+        return specs
+
+    def layer_ops(self, planned: LayerOps) -> LayerOps:
+        """The ``planned`` layer types with this variant's normalization."""
+        from torch import nn
+
+        from segflow.networks.blocks import GroupNorm, InstanceNorm2d, InstanceNorm3d
+
+        if self.norm is None or self.norm == _norm_kind(planned.norm_type):
+            return planned
+        shared = {k: v for k, v in planned.norm_kwargs.items() if k in _SHARED_NORM_KWARGS}
+        if self.norm == "group":
+            return dataclasses.replace(
+                planned, norm_type=GroupNorm, norm_kwargs={**shared, "groups": self.groups}
+            )
+        norm_types = (
+            {2: InstanceNorm2d, 3: InstanceNorm3d}
+            if self.norm == "instance"
+            else {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+        )
+        return dataclasses.replace(planned, norm_type=norm_types[planned.ndim], norm_kwargs=shared)
+
+    def width_problems(self, widths: Iterable[int], where: str) -> list[Problem]:
+        """A problem when group normalization's ``groups`` do not divide every width."""
+        if self.norm != "group":
+            return []
+        widths = sorted(set(widths))
+        bad = [w for w in widths if w % self.groups]
+        if not bad:
+            return []
+        common = math.gcd(*widths)
+        fits = max(d for d in range(1, min(self.groups, common) + 1) if common % d == 0)
+        return [
+            Problem(
+                f"{where}.groups",
+                f"{self.groups} groups do not divide the network's width(s) "
+                f"{', '.join(map(str, bad))} (widths: {', '.join(map(str, widths))}); "
+                f"the largest count up to {self.groups} that fits is {fits}",
+            )
+        ]
+
+
+def _norm_kind(norm_type: type[nn.Module]) -> str | None:
+    from torch import nn
+
+    if issubclass(norm_type, nn.modules.instancenorm._InstanceNorm):
+        return "instance"
+    if issubclass(norm_type, nn.modules.batchnorm._BatchNorm):
+        return "batch"
+    if issubclass(norm_type, nn.GroupNorm):
+        return "group"
+    return None
+
+
+def _unknown(kind: str, name: object, valid: Sequence[str], also: str = "") -> str:
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown {kind} '{name}'{hint} (valid: {', '.join(valid)}{also})"
+
+
+def _value_problems(values: Mapping[str, Any], where: str) -> list[Problem]:
+    problems = []
+    for key in _POSITIVE_INTEGERS:
+        if key in values:
+            value = values[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(
+                    Problem(f"{where}.{key}", f"must be a positive integer, got {value!r}")
+                )
+    norm = values.get("norm")
+    if norm is not None and (not isinstance(norm, str) or norm not in NORMS):
+        problems.append(
+            Problem(f"{where}.norm", _unknown("norm", norm, NORMS, "; null: the planned one"))
+        )
+    if "axial_attention" in values and not isinstance(values["axial_attention"], bool):
+        problems.append(
+            Problem(
+                f"{where}.axial_attention",
+                f"must be true or false, got {values['axial_attention']!r}",
+            )
+        )
+    architecture = values.get("architecture")
+    if architecture is not None and (
+        not isinstance(architecture, str) or architecture not in ARCHITECTURE_NAMES
+    ):
+        close = difflib.get_close_matches(str(architecture), ARCHITECTURE_NAMES, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        problems.append(
+            Problem(
+                f"{where}.architecture",
+                f"architecture '{architecture}' is not supported{hint} "
+                f"(valid: {', '.join(ARCHITECTURE_NAMES)})",
+            )
+        )
+    return problems
+
+
+BRATS2021_VARIANTS: dict[str, NetworkVariant] = {
+    "BL": NetworkVariant(),
+    "BL+L": NetworkVariant(encoder_scale=2),
+    "BL+GN": NetworkVariant(norm="group"),
+    "BL+AA": NetworkVariant(axial_attention=True),
+    "BL+L+GN": NetworkVariant(encoder_scale=2, norm="group"),
+}
+"""The networks of the BraTS 2021 winner's ablation table (arXiv 2112.04653), by its names."""

@@ -1,0 +1,118 @@
+"""How a fold is trained: :class:`TrainingSettings`, declared once.
+
+``segflow train``'s options and the flags the workflow's ``train`` rule passes from the config's
+``training`` section are derived from these fields (:mod:`segflow.settings`). Light on purpose
+(no torch): the rules import it at every Snakemake start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from segflow.errors import Problem, SegflowError
+from segflow.networks.variants import NetworkVariant
+from segflow.settings import runtime_only, setting
+
+__all__ = ["LOSS_NAMES", "OPTIMIZERS", "TrainingSettings"]
+
+#: The losses a run may name: the keys of :data:`segflow.training.losses.LOSSES` (a test keeps
+#: them equal; spelled here so that the settings load without torch).
+LOSS_NAMES = ("dice_ce", "exp_log", "focal", "soft_iou", "dice_focal")
+#: No change to the network a configuration plans.
+PLANNED_NETWORK = NetworkVariant()
+#: The optimizers: nnU-Net's SGD with Nesterov momentum, or AdamW.
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """How to train; nnU-Net v2's defaults.
+
+    The fields marked ``runtime_only`` (:attr:`RUNTIME_ONLY`) change how fast a run goes,
+    never its result, and may differ between a run and its resumption.
+    """
+
+    epochs: int = setting(1000, "epochs per fold (nnU-Net 1000)")
+    iterations_per_epoch: int = setting(250, "training batches per epoch (nnU-Net 250)")
+    val_iterations_per_epoch: int = setting(
+        50, "validation batches per epoch, for the validation loss and pseudo Dice"
+    )
+    # A frozen dataclass: one shared default instance is safe.
+    network: NetworkVariant = setting(  # noqa: RUF009
+        PLANNED_NETWORK, "changes to the planned network (the defaults change nothing)"
+    )
+    loss: str = setting("dice_ce", "the training loss, by name", choices=LOSS_NAMES)
+    optimizer: str = setting("sgd", "sgd (Nesterov momentum) or adamw", choices=OPTIMIZERS)
+    initial_lr: float = setting(1e-2, "learning rate of the first epoch")
+    lr_exponent: float = setting(0.9, "the poly schedule's exponent: (1 - epoch/epochs)^exponent")
+    weight_decay: float = setting(3e-5, "weight decay of the optimizer")
+    momentum: float = setting(0.99, "SGD's Nesterov momentum (not used by AdamW)")
+    grad_clip_norm: float = setting(12.0, "gradients are clipped to this norm")
+    oversample_foreground_percent: float = setting(
+        0.33, "share of each batch centred on a foreground voxel"
+    )
+    seed: int = setting(12345, "seed of the initial weights and of every batch")
+    deterministic: bool = setting(False, "deterministic algorithms only: bit-reproducible")
+    cpu_bf16: bool = setting(False, "bfloat16 autocast on the CPU")
+    channels_last: bool | str = setting(
+        "auto",
+        "channels-last memory format (auto: 3D networks on the CPU)",
+        choices=("auto", True, False),
+    )
+    checkpoint_every: int = setting(
+        50, "epochs between checkpoint_latest.pt writes", runtime_only=True
+    )
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps", runtime_only=True)
+    threads: int | None = setting(None, "CPU threads (default: torch's)", runtime_only=True)
+    num_workers: int | None = setting(
+        None, "augmentation processes (default: from the threads)", runtime_only=True
+    )
+
+    RUNTIME_ONLY: ClassVar[tuple[str, ...]]
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch",
+                     "checkpoint_every"):  # fmt: skip
+            if getattr(self, name) < 1:
+                problems.append(Problem(name, f"must be at least 1, got {getattr(self, name)}"))
+        for name in ("initial_lr", "grad_clip_norm", "lr_exponent"):
+            if not getattr(self, name) > 0:
+                problems.append(Problem(name, f"must be positive, got {getattr(self, name)}"))
+        for name in ("weight_decay", "momentum"):
+            if not getattr(self, name) >= 0:
+                problems.append(Problem(name, f"must be 0 or more, got {getattr(self, name)}"))
+        if not 0 <= self.oversample_foreground_percent <= 1:
+            problems.append(Problem("oversample_foreground_percent", "must lie in [0, 1]"))
+        if self.threads is not None and self.threads < 1:
+            problems.append(Problem("threads", f"must be at least 1, got {self.threads}"))
+        if self.channels_last not in (True, False, "auto"):
+            problems.append(
+                Problem("channels_last", f"must be true, false or auto, got {self.channels_last!r}")
+            )
+        if self.loss not in LOSS_NAMES:
+            problems.append(Problem("loss", f"must be one of {', '.join(LOSS_NAMES)}"))
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(Problem("optimizer", f"must be one of {', '.join(OPTIMIZERS)}"))
+        if not isinstance(self.network, NetworkVariant):
+            problems.append(Problem("network", "must be a NetworkVariant"))
+        if self.num_workers is not None and self.num_workers < 0:
+            problems.append(Problem("num_workers", f"must be 0 or more, got {self.num_workers}"))
+        if problems:
+            raise SegflowError("invalid training settings", problems)
+
+    def result_fields(self) -> dict[str, Any]:
+        """The settings that decide the trained weights."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_ONLY}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingSettings:
+        """The settings :func:`dataclasses.asdict` wrote (as a checkpoint records them)."""
+        values = dict(data)
+        if isinstance(values.get("network"), dict):
+            values["network"] = NetworkVariant.from_dict(values["network"], "settings.network")
+        return cls(**values)
+
+
+TrainingSettings.RUNTIME_ONLY = runtime_only(TrainingSettings)

@@ -1,0 +1,233 @@
+"""The package's layers: which parts of segflow may import which, checked on every module.
+
+A part is a subpackage (``segflow/inference/``) or a top-level module (``segflow/layout.py``).
+Every import statement counts, including those inside functions (a lazy import is still a
+dependency). A new import across parts must fit :data:`ALLOWED`, or be declared in
+:data:`DELIBERATE` with the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "segflow"
+
+# What every part may use: the version (``segflow``), the error types, lazy package exports,
+# the shape of a stage's command and of its settings.
+BASE = frozenset({"segflow", "errors", "lazy", "command", "settings", "devices"})
+
+#: Part -> the other parts it may import. Lowest layers first; nothing imports upwards.
+ALLOWED: dict[str, frozenset[str]] = {
+    "segflow": frozenset(),
+    "errors": frozenset(),
+    "lazy": frozenset(),
+    "command": frozenset(),
+    "settings": frozenset(),
+    "devices": frozenset(),
+    "layout": frozenset(),
+    "progress_bar": frozenset(),
+    "io": BASE,
+    "config": BASE,
+    "workflow_locks": BASE,
+    "containers": BASE,
+    "job_resources": BASE,
+    "compute": BASE,
+    "demo": BASE | {"io"},
+    "validation": BASE | {"io"},
+    "holdout": BASE | {"io", "validation"},
+    "dataset_commands": BASE | {"demo", "holdout"},
+    "fingerprint": BASE | {"io"},
+    "planning": BASE | {"io"},
+    # Metrics only: no network, no torch (checked below), usable by any stage.
+    "evaluation": BASE | {"io"},
+    "preprocessing": BASE | {"io", "fingerprint", "planning"},
+    "postprocessing": BASE | {"io", "evaluation"},
+    "networks": BASE | {"planning"},
+    "training": BASE
+    | {"io", "layout", "planning", "preprocessing", "networks", "compute", "progress_bar"},
+    # export: the bundle format and writing it; it needs the checkpoint format of training.
+    "export": BASE | {"io", "layout", "training"},
+    # inference runs trained folds; it reads exported bundles (export) and applies the
+    # decided postprocessing rules (postprocessing).
+    "inference": BASE
+    | {
+        "io",
+        "layout",
+        "fingerprint",
+        "planning",
+        "preprocessing",
+        "postprocessing",
+        "networks",
+        "training",
+        "compute",
+        "progress_bar",
+        "export",
+    },
+    # ensembling averages inference's probability files and scores them (evaluation).
+    "ensembling": BASE | {"io", "layout", "evaluation", "inference"},
+    # crossval: the validate stage predicts held-out cases (inference) and scores them.
+    "crossval": BASE
+    | {
+        "io",
+        "layout",
+        "evaluation",
+        "inference",
+        "planning",
+        "preprocessing",
+        "training",
+        "compute",
+    },
+    "report": BASE | {"io", "layout", "planning"},
+    "schemas": frozenset(),  # data files only
+    "__main__": frozenset({"cli"}),
+}
+# The command line collects every stage's commands.
+ALLOWED["cli"] = frozenset(ALLOWED) - {"cli", "__main__"}
+
+#: (importing module, imported part) pairs that break the layers on purpose, and why.
+DELIBERATE: dict[tuple[str, str], str] = {
+    # A selected model (``predict --selection``) is read with selection.json's own checked
+    # reader; the import is lazy and the module-level graph stays acyclic
+    # (ensembling.selection imports inference.export, not inference.ensemble).
+    ("segflow.inference.ensemble", "ensembling"): "reads selection.json",
+    # The workflow's config check reads a manual splits file (and a groups table) with the
+    # split stage's own checked readers, so that a malformed file stops the run before any
+    # job; lazy imports of the light segflow.training.splits.
+    ("segflow.config", "training"): "checks splits.manual and splits.groups",
+}
+
+#: Parts that must not import torch: they neither build nor run networks.
+NO_TORCH = ("segflow", "errors", "settings", "devices", "layout", "io", "config",
+            "workflow_locks", "containers", "validation", "holdout", "fingerprint",
+            "planning", "evaluation", "preprocessing", "postprocessing", "report")  # fmt: skip
+#: What the workflow's rules import at every Snakemake start: no torch, pandas, matplotlib or
+#: scipy (each adds a fraction of a second to every start and every dry run).
+WORKFLOW_IMPORTS = (
+    "segflow.config",
+    "segflow.containers",
+    "segflow.io.atomic",
+    "segflow.layout",
+    "segflow.training.splits",
+    "segflow.training.settings",
+    "segflow.inference.settings",
+    "segflow.settings",
+    "segflow.job_resources",
+    "segflow.workflow_locks",
+)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _part(module: str) -> str:
+    """``segflow.inference.model`` -> ``inference``; ``segflow`` -> ``segflow``."""
+    names = module.split(".")
+    return names[1] if len(names) > 1 else "segflow"
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Absolute names imported by a module, with their line; relative imports resolved."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found.append((name, node.lineno))
+    return found
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_part_is_declared():
+    parts = {_part(_module_name(p)) for p in _modules()}
+    assert sorted(parts - set(ALLOWED)) == []
+
+
+def test_imports_follow_the_layers():
+    violations = []
+    for path in _modules():
+        module = _module_name(path)
+        part = _part(module)
+        for name, line in _imports(path):
+            top = name.split(".")[0]
+            where = f"{path.relative_to(PACKAGE.parent)}:{line}"
+            if top == "segflow":
+                target = _part(name)
+                if target == part or target in ALLOWED[part]:
+                    continue
+                if (module, target) in DELIBERATE:
+                    continue
+                violations.append(f"{where}: {part} imports {name}")
+            elif top == "torch" and part in NO_TORCH:
+                violations.append(f"{where}: {part} imports {name}")
+    assert violations == []
+
+
+def test_the_declared_layers_have_no_cycle():
+    remaining = {part: set(allowed) - {part} for part, allowed in ALLOWED.items()}
+    while remaining:
+        free = [p for p, deps in remaining.items() if not deps & set(remaining)]
+        assert free, f"cycle among {sorted(remaining)}"
+        for part in free:
+            del remaining[part]
+
+
+def test_deliberate_exceptions_are_still_needed():
+    used = {
+        (_module_name(path), _part(name))
+        for path in _modules()
+        for name, _ in _imports(path)
+        if name.split(".")[0] == "segflow"
+    }
+    assert sorted(set(DELIBERATE) - used) == []
+
+
+def _loaded_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return {name.split(".")[0] for name in result.stdout.split()}
+
+
+def test_evaluation_does_not_load_torch():
+    modules = sorted(_module_name(p) for p in (PACKAGE / "evaluation").glob("*.py"))
+    loaded = _loaded_after(f"import {', '.join(modules)}")
+    assert "segflow" in loaded
+    assert sorted(loaded & {"torch", "matplotlib"}) == []
+
+
+@pytest.mark.parametrize("module", WORKFLOW_IMPORTS)
+def test_workflow_imports_stay_light(module):
+    loaded = _loaded_after(f"import {module}")
+    assert sorted(loaded & {"torch", "pandas", "matplotlib", "scipy"}) == []
+
+
+def test_the_command_line_loads_no_stage_to_show_its_help():
+    # Building the parser imports every stage's commands module (and so its package).
+    statement = (
+        "import runpy; sys.argv = ['segflow', 'validate-dataset', '--help']\n"
+        "try: runpy.run_module('segflow', run_name='__main__')\nexcept SystemExit: pass"
+    )
+    code = f"import sys; {statement}\nprint(' '.join(sorted(sys.modules)), file=sys.stderr)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    loaded = {name.split(".")[0] for name in result.stderr.split()}
+    heavy = {"torch", "numpy", "scipy", "pandas", "matplotlib", "SimpleITK", "jsonschema"}
+    assert sorted(loaded & heavy) == []

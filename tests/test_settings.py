@@ -1,0 +1,177 @@
+"""Settings declared once: command-line options and rule flags derived from one dataclass."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segflow.cli import build_parser
+from segflow.config import check_config
+from segflow.inference.settings import InferenceSettings
+from segflow.settings import (
+    add_arguments,
+    fields_of,
+    from_arguments,
+    runtime_only,
+    setting,
+    to_arguments,
+)
+from segflow.training.settings import TrainingSettings
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    rate: float = setting(0.5, "a rate")
+    steps: int = setting(3, "steps")
+    name: str = setting("plain", "a name")
+    limit: int | None = setting(None, "an optional limit", runtime_only=True)
+    fast: bool = setting(False, "go fast")
+    check: bool = setting(True, "check things")
+    layout: bool | str = setting("auto", "a tri-state", choices=("auto", True, False))
+
+
+def _parser(cls=Example, **kwargs) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_arguments(parser, cls, **kwargs)
+    return parser
+
+
+def test_defaults_come_from_the_declaration():
+    assert from_arguments(Example, _parser().parse_args([])) == Example()
+
+
+def test_every_kind_of_option_parses_to_its_field():
+    args = _parser().parse_args(
+        ["--rate", "0.25", "--steps=7", "--name", "x y", "--limit", "4", "--fast",
+         "--no-check", "--layout", "false"]
+    )  # fmt: skip
+    assert from_arguments(Example, args) == Example(
+        rate=0.25, steps=7, name="x y", limit=4, fast=True, check=False, layout=False
+    )
+
+
+def test_wrong_values_are_refused_by_the_parser():
+    with pytest.raises(argparse.ArgumentError, match="invalid int value"):
+        _parser().parse_args(["--steps", "many"])
+    with pytest.raises(argparse.ArgumentError, match="invalid choice"):
+        _parser().parse_args(["--layout", "sideways"])
+
+
+def test_to_arguments_writes_values_as_one_argument_each():
+    values = {"rate": 0.125, "steps": 2, "name": "-dash", "fast": True, "check": False}
+    assert to_arguments(Example, values) == [
+        "--rate=0.125", "--steps=2", "--name=-dash", "--fast", "--no-check", "--layout=auto",
+    ]  # fmt: skip
+    # Defaults: switches at their default and None values are left out.
+    assert to_arguments(Example, {}) == ["--rate=0.5", "--steps=3", "--name=plain", "--layout=auto"]
+    assert to_arguments(Example, {"limit": 9}, exclude=("rate", "steps", "name")) == [
+        "--limit=9",
+        "--layout=auto",
+    ]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"rate": 1e-7, "name": "-x", "limit": 2, "fast": True, "check": False, "layout": True}],
+)
+def test_what_to_arguments_writes_parses_back_to_the_same_settings(values):
+    args = _parser().parse_args(to_arguments(Example, values))
+    assert from_arguments(Example, args) == Example(**values)
+
+
+def test_excluded_fields_are_given_by_the_caller():
+    args = _parser(exclude=("limit",)).parse_args([])
+    assert not hasattr(args, "limit")
+    assert from_arguments(Example, args, limit=5).limit == 5
+
+
+def test_runtime_only_fields():
+    assert runtime_only(Example) == ("limit",)
+    assert TrainingSettings.RUNTIME_ONLY == ("checkpoint_every", "device", "threads", "num_workers")
+    assert "epochs" in TrainingSettings().result_fields()
+    assert "device" not in TrainingSettings().result_fields()
+
+
+def _train_options(argv: list[str]) -> TrainingSettings:
+    base = ["train", "--plans", "p", "--configuration", "2d", "--fold", "0", "--dataset-json",
+            "d", "--splits", "s", "--preprocessed", "x", "--out-dir", "o"]  # fmt: skip
+    return from_arguments(TrainingSettings, build_parser().parse_args(base + argv))
+
+
+def test_the_train_rule_flags_give_the_configs_training_settings():
+    # What the `train` rule passes (common.smk: to_arguments of the training section) is
+    # parsed by `segflow train` into exactly the settings the config asks for.
+    config = check_config(
+        {
+            "dataset": "d",
+            "seed": 7,
+            "training": {"epochs": 3, "initial_lr": 0.05, "weight_decay": 0.0,
+                         "deterministic": True, "channels_last": False, "num_workers": 0,
+                         "device": "cpu"},
+        },
+        SCHEMA,
+    )  # fmt: skip
+    values = {**config["training"], "seed": config["seed"]}
+    flags = to_arguments(TrainingSettings, values, exclude=("threads",))
+    settings = _train_options(flags)
+    assert settings == TrainingSettings(
+        epochs=3, initial_lr=0.05, weight_decay=0.0, deterministic=True, channels_last=False,
+        num_workers=0, device="cpu", seed=7,
+    )  # fmt: skip
+    # The config's defaults are the settings' defaults.
+    default = check_config({"dataset": "d"}, SCHEMA)
+    values = {**default["training"], "seed": default["seed"]}
+    assert _train_options(to_arguments(TrainingSettings, values)) == TrainingSettings(threads=4)
+
+
+def test_the_prediction_flags_give_the_configs_inference_settings():
+    config = check_config(
+        {"dataset": "d", "inference": {"mirroring": False, "cpu_bf16": True, "device": "cpu"}},
+        SCHEMA,
+    )
+    flags = to_arguments(InferenceSettings, config["inference"], exclude=("threads",))
+    base = ["predict", "-i", "in", "-o", "out", "-m", "model"]
+    args = build_parser().parse_args(base + flags)
+    assert from_arguments(InferenceSettings, args) == InferenceSettings(
+        mirroring=False, cpu_bf16=True, device="cpu"
+    )
+
+
+def _schema_agrees(cls, properties, where, elsewhere=frozenset(), workflow_only=frozenset()):
+    for field, _, kind in fields_of(cls):
+        if field.name in elsewhere:
+            assert SCHEMA["properties"][field.name]["default"] == field.default
+            continue
+        assert field.name in properties, f"config {where}.{field.name} is not in the schema"
+        entry = properties[field.name]
+        if dataclasses.is_dataclass(kind):
+            assert entry["type"] == "object" and entry["default"] == {}
+            _schema_agrees(kind, entry["properties"], f"{where}.{field.name}")
+        elif field.name != "threads":  # the rule's threads: a job's CPU count, not torch's
+            assert entry["default"] == field.default, f"{where}.{field.name}"
+    names = {f.name for f, _, _ in fields_of(cls)}
+    assert sorted(set(properties) - names - set(workflow_only)) == []
+
+
+@pytest.mark.parametrize(
+    ("cls", "section", "elsewhere"),
+    [(TrainingSettings, "training", {"seed"}), (InferenceSettings, "inference", set())],
+)
+def test_every_setting_is_a_config_key_with_the_same_default(cls, section, elsewhere):
+    properties = SCHEMA["properties"][section]["properties"]
+    _schema_agrees(cls, properties, section, elsewhere, {"configurations", "folds", "threads"})
+
+
+def test_choices_in_the_schema_are_the_settings_choices():
+    properties = SCHEMA["properties"]["training"]["properties"]
+    for name in ("loss", "optimizer", "channels_last"):
+        meta = next(m for f, m, _ in fields_of(TrainingSettings) if f.name == name)
+        schema_values = properties[name].get("enum") or properties[name]["oneOf"][1]["enum"]
+        assert set(meta.choices) - {True, False} == set(schema_values)

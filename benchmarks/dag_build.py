@@ -1,10 +1,11 @@
 """How long Snakemake takes to build the DAG (`snakemake -n`) for a large dataset.
 
 Makes a raw dataset of N tiny cases, brings the run to the point where the plan checkpoint is
-done (validation, fingerprints and plans computed in-process, which is what Snakemake would
-have left behind), adds a third configuration to the plans so that three configurations are
-preprocessed, then times `snakemake -n` over the whole DAG: N fingerprint jobs and the
-preprocessing batches of three configurations. Prints one JSON line.
+done (validation, fingerprint batches and plans computed in-process, which is what Snakemake
+would have left behind), adds a third configuration to the plans so that three configurations
+are preprocessed, then times `snakemake -n` over the whole DAG: the fingerprint batches
+(`--fingerprint-cases-per-job`, default 50) and the preprocessing batches of three
+configurations, once per `--cases-per-job` (preprocessing). Prints one JSON line.
 
     python benchmarks/dag_build.py --cases 1000 --cases-per-job 1 50
 """
@@ -22,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from segflow.batches import case_batches
 from segflow.fingerprint import fingerprint_case, gather_fingerprint
-from segflow.fingerprint.case import write_case_fingerprint
+from segflow.fingerprint.batch import write_batch_fingerprints
 from segflow.io.atomic import write_json
 from segflow.io.dataset import load_dataset_json
 from segflow.io.image import write_image
@@ -55,14 +57,13 @@ def make_dataset(root: Path, cases: int) -> Path:
     return root
 
 
-def bring_to_plans(raw: Path, results: Path, seed: int) -> None:
-    """Write what validate_dataset, fingerprint_case, fingerprint and plan would write."""
+def bring_to_plans(raw: Path, results: Path, seed: int, fingerprint_cases_per_job: int) -> None:
+    """Write what validate_dataset, fingerprint_batch, fingerprint and plan would write."""
     dataset = load_dataset_json(raw / "dataset.json")
     report = validate_dataset(raw, workers=2)
     write_json(results / "dataset_report.json", report)
-    fps = []
-    for case in report["training_cases"]:
-        fp = fingerprint_case(
+    fps = {
+        case["case_id"]: fingerprint_case(
             case["case_id"],
             [raw / p for p in case["images"]],
             raw / case["label"],
@@ -70,8 +71,12 @@ def bring_to_plans(raw: Path, results: Path, seed: int) -> None:
             seed,
             1000,
         )
-        write_case_fingerprint(results / "fingerprint" / "cases" / f"{case['case_id']}.json", fp)
-        fps.append(fp)
+        for case in report["training_cases"]
+    }
+    for batch, ids in case_batches(list(fps), fingerprint_cases_per_job).items():
+        path = results / "fingerprint" / "batches" / f"{batch}.json"
+        write_batch_fingerprints(path, batch, [fps[i] for i in ids])
+    fps = list(fps.values())
     write_json(results / "fingerprint.json", gather_fingerprint(fps, dataset, seed))
     plans = plan_experiment(json.loads((results / "fingerprint.json").read_text()), dataset)
     # A third configuration with data of its own, as 3d_lowres would have.
@@ -81,12 +86,15 @@ def bring_to_plans(raw: Path, results: Path, seed: int) -> None:
     write_json(results / "plans.json", plans)
 
 
-def time_dry_run(workdir: Path, raw: Path, results: Path, cases_per_job: int) -> dict:
+def time_dry_run(
+    workdir: Path, raw: Path, results: Path, cases_per_job: int, fingerprint_cases_per_job: int
+) -> dict:
     cmd = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
         "--directory", str(workdir), "--cores", "2", "-n", "--quiet", "rules",
         "--config", f"dataset={raw}", f"results={results}",
         f"preprocessing={{cases_per_job: {cases_per_job}}}",
+        f"fingerprint={{cases_per_job: {fingerprint_cases_per_job}}}",
     ]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -100,22 +108,27 @@ def time_dry_run(workdir: Path, raw: Path, results: Path, cases_per_job: int) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=1000)
-    parser.add_argument("--cases-per-job", type=int, nargs="+", default=[1, 50])
+    parser.add_argument(
+        "--cases-per-job", type=int, nargs="+", default=[1, 50], help="preprocessing batches"
+    )
+    parser.add_argument("--fingerprint-cases-per-job", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="segflow_dag_") as tmp:
         tmp = Path(tmp)
         raw = make_dataset(tmp / "raw" / "Dataset950_DagBench", args.cases)
         results = tmp / "results"
         started = time.perf_counter()
-        bring_to_plans(raw, results, seed=12345)
+        fingerprint_batch = args.fingerprint_cases_per_job
+        bring_to_plans(raw, results, seed=12345, fingerprint_cases_per_job=fingerprint_batch)
         setup_seconds = time.perf_counter() - started
-        runs = [time_dry_run(tmp, raw, results, n) for n in args.cases_per_job]
+        runs = [time_dry_run(tmp, raw, results, n, fingerprint_batch) for n in args.cases_per_job]
     print(
         json.dumps(
             {
                 "benchmark": "dag_build",
                 "cases": args.cases,
                 "configurations": 3,
+                "fingerprint_cases_per_job": args.fingerprint_cases_per_job,
                 "setup_seconds": round(setup_seconds, 1),
                 "runs": runs,
             }

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -49,6 +50,9 @@ logger = logging.getLogger("preprocess_speed")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+#: User and system CPU seconds of the last command run_measured_output ran, its children
+#: included (every process of the tree that was waited for).
+LAST_CPU_SECONDS = 0.0
 
 _FLOOR_SNIPPET = r"""
 import json, sys
@@ -102,15 +106,29 @@ class TreeMemory:
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     """Run ``cmd``; return its wall seconds and the peak RSS of its process tree."""
+    wall, peak, _ = run_measured_output(cmd, env)
+    return wall, peak
+
+
+def run_measured_output(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, int, str]:
+    """Run ``cmd``; return its wall seconds, the peak RSS of its process tree and its output
+    (stdout and stderr). The CPU seconds of the tree are in ``LAST_CPU_SECONDS`` after."""
+    global LAST_CPU_SECONDS
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     memory = TreeMemory(proc.pid)
     out, _ = proc.communicate()
     wall = time.perf_counter() - started
     peak = memory.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU_SECONDS = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    text = out.decode(errors="replace")
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.decode(errors='replace')[-4000:]}")
-    return wall, peak
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{text[-4000:]}")
+    return wall, peak, text
 
 
 def folder_bytes(folder: Path) -> int:

@@ -46,6 +46,7 @@ COMMAND_MODULES = (
 ORDER = (
     "make-demo",
     "validate-dataset",
+    "fingerprint-batch",
     "fingerprint-case",
     "fingerprint",
     "plan",

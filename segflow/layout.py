@@ -4,7 +4,7 @@ results layout, used by the stages and by the workflow's rules.
 ::
 
     <results>/dataset_report.json               validate_dataset
-    <results>/fingerprint/cases/<case>.json     fingerprint_case
+    <results>/fingerprint/batches/<batch>.json  fingerprint_batch
     <results>/fingerprint.json                  fingerprint
     <results>/plans.json                        plan
     <results>/preprocessed/<config>/            preprocess (batches/<batch>.json: manifests)
@@ -89,8 +89,8 @@ class Results:
     def dataset_report(self) -> Path:
         return self.root / "dataset_report.json"
 
-    def case_fingerprint(self, case: str) -> Path:
-        return self.root / "fingerprint" / "cases" / f"{case}.json"
+    def fingerprint_batch(self, batch: str) -> Path:
+        return self.root / "fingerprint" / "batches" / f"{batch}.json"
 
     @property
     def fingerprint(self) -> Path:

@@ -31,7 +31,7 @@ def test_defaults_are_filled_in_without_touching_the_input():
         "threads": 2,
         "cpu_bf16": False,
     }
-    assert checked["fingerprint"] == {"samples_per_case": 10000}
+    assert checked["fingerprint"] == {"samples_per_case": 10000, "cases_per_job": 50, "threads": 1}
     assert checked["demo"] is None
 
 

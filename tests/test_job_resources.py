@@ -8,6 +8,7 @@ import pytest
 from segflow.io.image import read_image, write_image
 from segflow.job_resources import (
     BASE_MB,
+    fingerprint_batch_mem_mb,
     fingerprint_case_mem_mb,
     fingerprint_mem_mb,
     image_geometry,
@@ -36,9 +37,41 @@ def _case(tmp_path, name, shape, spacing=(1.0, 1.0, 1.0)):
 def test_image_geometry_reads_what_read_image_reads(tmp_path, ending):
     path = tmp_path / f"a{ending}"
     shape = (7, 9) if ending == ".png" else (5, 7, 9)
-    write_image(path, np.ones(shape, np.uint8), (3.0, 0.5, 0.75)[-len(shape):])
+    write_image(path, np.ones(shape, np.uint8), (3.0, 0.5, 0.75)[-len(shape) :])
     image = read_image(path)
     assert image_geometry(path) == (image.shape, pytest.approx(image.spacing), 1)
+
+
+def test_image_geometry_reads_a_header_once_per_file_version(tmp_path, monkeypatch):
+    import SimpleITK as sitk
+
+    path = tmp_path / "a.nii.gz"
+    write_image(path, np.ones((5, 7, 9), np.uint8), (3.0, 0.5, 0.75))
+    reads = []
+    original = sitk.ImageFileReader.ReadImageInformation
+    monkeypatch.setattr(
+        sitk.ImageFileReader,
+        "ReadImageInformation",
+        lambda self: reads.append(self.GetFileName()) or original(self),
+    )
+    assert [image_geometry(path)[0] for _ in range(3)] == [(5, 7, 9)] * 3
+    assert reads == [str(path)]
+    # A rewritten file is read again.
+    write_image(path, np.ones((4, 7, 9), np.uint8), (3.0, 0.5, 0.75))
+    assert image_geometry(path)[0] == (4, 7, 9)
+    assert len(reads) == 2
+
+
+def test_a_fingerprint_batch_asks_for_its_largest_cases_at_once(tmp_path):
+    small = _case(tmp_path, "small", (8, 16, 16))
+    large = _case(tmp_path, "large", (64, 256, 256))
+    assert fingerprint_batch_mem_mb([small]) == fingerprint_case_mem_mb(*small)
+    assert fingerprint_batch_mem_mb([small, large]) == fingerprint_case_mem_mb(*large)
+    two = fingerprint_batch_mem_mb([small, large], workers=2)
+    assert two > fingerprint_case_mem_mb(*large)
+    assert fingerprint_batch_mem_mb([small, large], attempt=2) > fingerprint_batch_mem_mb(
+        [small, large]
+    )
 
 
 def test_resampling_counts_in_the_plans_axis_order_and_2d_keeps_the_slices():

@@ -36,12 +36,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     "workflow_locks": BASE,
     "containers": BASE,
     "job_resources": BASE,
+    "batches": BASE,
     "compute": BASE,
     "demo": BASE | {"io"},
     "validation": BASE | {"io"},
     "holdout": BASE | {"io", "validation"},
     "dataset_commands": BASE | {"demo", "holdout"},
-    "fingerprint": BASE | {"io"},
+    "fingerprint": BASE | {"io", "batches"},
     "planning": BASE | {"io"},
     # Metrics only: no network, no torch (checked below), usable by any stage.
     "evaluation": BASE | {"io"},
@@ -102,7 +103,7 @@ DELIBERATE: dict[tuple[str, str], str] = {
 }
 
 #: Parts that must not import torch: they neither build nor run networks.
-NO_TORCH = ("segflow", "errors", "settings", "devices", "layout", "io", "config",
+NO_TORCH = ("segflow", "errors", "settings", "devices", "layout", "batches", "io", "config",
             "workflow_locks", "containers", "validation", "holdout", "fingerprint",
             "planning", "evaluation", "preprocessing", "postprocessing", "report")  # fmt: skip
 #: What the workflow's rules import at every Snakemake start: no torch, pandas, matplotlib or
@@ -111,6 +112,7 @@ WORKFLOW_IMPORTS = (
     "segflow.config",
     "segflow.containers",
     "segflow.io.atomic",
+    "segflow.batches",
     "segflow.layout",
     "segflow.training.splits",
     "segflow.training.settings",

@@ -2,7 +2,9 @@
 
 The stage runs as a scatter and a gather. :func:`fingerprint_case` reads one training case,
 crops it to its nonzero region and records its spacing, its shapes and a seeded sample of its
-foreground intensities; :func:`gather_fingerprint` pools every case into ``fingerprint.json``.
+foreground intensities; :func:`fingerprint_cases` does that for a batch of cases in one job
+(:mod:`segflow.fingerprint.batch`); :func:`gather_fingerprint` pools every case into
+``fingerprint.json``.
 The cropping helpers in :mod:`segflow.fingerprint.cropping` are shared with preprocessing.
 """
 
@@ -13,6 +15,12 @@ from typing import TYPE_CHECKING
 from segflow.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from segflow.fingerprint.batch import (
+        CaseFiles,
+        fingerprint_cases,
+        read_case_fingerprints,
+        write_batch_fingerprints,
+    )
     from segflow.fingerprint.case import fingerprint_case, write_case_fingerprint
     from segflow.fingerprint.cropping import (
         bounding_box,
@@ -24,14 +32,18 @@ if TYPE_CHECKING:
     from segflow.fingerprint.gather import gather_fingerprint, pooled_intensity_statistics
 
 __all__ = [
+    "CaseFiles",
     "bounding_box",
     "crop_to_bounding_box",
     "crop_to_nonzero",
     "fingerprint_case",
+    "fingerprint_cases",
     "gather_fingerprint",
     "nonzero_bounding_box",
     "nonzero_mask",
     "pooled_intensity_statistics",
+    "read_case_fingerprints",
+    "write_batch_fingerprints",
     "write_case_fingerprint",
 ]
 
@@ -39,6 +51,12 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "batch": (
+            "CaseFiles",
+            "fingerprint_cases",
+            "read_case_fingerprints",
+            "write_batch_fingerprints",
+        ),
         "case": (
             "fingerprint_case",
             "write_case_fingerprint",

@@ -35,6 +35,7 @@ __all__ = [
     "foreground_mask",
     "intensity_statistics",
     "sample_foreground",
+    "to_json",
     "write_case_fingerprint",
 ]
 
@@ -212,13 +213,13 @@ def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
-def _to_json(value: Any, level: int = 0) -> str:
+def to_json(value: Any, level: int = 0) -> str:
     """Indented JSON whose short lists stay on one line and long number lists wrap."""
     pad, inner = "  " * level, "  " * (level + 1)
     if isinstance(value, dict):
         if not value:
             return "{}"
-        items = [f"{inner}{json.dumps(str(k))}: {_to_json(v, level + 1)}" for k, v in value.items()]
+        items = [f"{inner}{json.dumps(str(k))}: {to_json(v, level + 1)}" for k, v in value.items()]
         return "{\n" + ",\n".join(items) + f"\n{pad}}}"
     if isinstance(value, list | tuple):
         flat = json.dumps(value, allow_nan=False, separators=(", ", ": "))
@@ -230,7 +231,7 @@ def _to_json(value: Any, level: int = 0) -> str:
                 for i in range(0, len(value), _SAMPLES_PER_LINE)
             ]
         else:
-            rows = [_to_json(v, level + 1) for v in value]
+            rows = [to_json(v, level + 1) for v in value]
         return "[\n" + ",\n".join(inner + r for r in rows) + f"\n{pad}]"
     return json.dumps(value, allow_nan=False)
 
@@ -241,4 +242,4 @@ def write_case_fingerprint(path: str | Path, fingerprint: dict[str, Any]) -> Pat
     Plain indented JSON would give every sampled intensity a line of its own (10,000 lines per
     channel); here sample lists wrap at ten values per line.
     """
-    return write_text(path, _to_json(fingerprint) + "\n")
+    return write_text(path, to_json(fingerprint) + "\n")

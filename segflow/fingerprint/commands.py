@@ -1,5 +1,6 @@
-"""``segflow fingerprint-case`` (one training case) and ``segflow fingerprint`` (the cases
-gathered into ``fingerprint.json``)."""
+"""``segflow fingerprint-batch`` (a batch of a dataset report's training cases: the workflow's
+fingerprint jobs), ``segflow fingerprint-case`` (one training case) and ``segflow fingerprint``
+(batch or case files gathered into ``fingerprint.json``)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def _fingerprint_case_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _fingerprint_case(args: argparse.Namespace) -> None:
-    from segflow.fingerprint import fingerprint_case, write_case_fingerprint
+    from segflow.fingerprint.case import fingerprint_case, write_case_fingerprint
     from segflow.io.dataset import load_dataset_json
 
     dataset = load_dataset_json(args.dataset_json)
@@ -37,27 +38,51 @@ def _fingerprint_case(args: argparse.Namespace) -> None:
     write_case_fingerprint(args.out, fp)
 
 
+def _fingerprint_batch_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--dataset-report", type=Path, required=True, help="dataset_report.json")
+    p.add_argument("--batch", required=True, help="the batch's name: batch_0000, batch_0001, ...")
+    p.add_argument(
+        "--cases-per-job", type=int, required=True, help="the batch size the cases are split by"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int, default=10_000, help="foreground intensities sampled")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--out", type=Path, required=True, help="the batch's fingerprint file")
+
+
+def _fingerprint_batch(args: argparse.Namespace) -> None:
+    from segflow.fingerprint.batch import fingerprint_batch
+
+    fingerprint_batch(
+        args.dataset_json, args.dataset_report, args.batch, args.cases_per_job,
+        args.seed, args.samples, args.workers, args.out,
+    )  # fmt: skip
+
+
 def _fingerprint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-json", type=Path, required=True)
-    p.add_argument("--cases", type=Path, nargs="+", required=True, help="case fingerprint files")
+    cases = p.add_mutually_exclusive_group(required=True)
+    cases.add_argument("--batches", type=Path, nargs="+", help="batch fingerprint files")
+    cases.add_argument("--cases", type=Path, nargs="+", help="case fingerprint files")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
 
 
 def _fingerprint(args: argparse.Namespace) -> None:
-    from segflow.fingerprint import gather_fingerprint
-    from segflow.io.atomic import read_json, write_json
-    from segflow.io.dataset import load_dataset_json
-    from segflow.io.schema import check_against_schema
+    from segflow.fingerprint.batch import gather_files
 
-    dataset = load_dataset_json(args.dataset_json)
-    case_fps = [read_json(p) for p in args.cases]
-    fp = gather_fingerprint(case_fps, dataset, seed=args.seed, sources=[str(p) for p in args.cases])
-    check_against_schema(fp, "fingerprint", str(args.out))
-    write_json(args.out, fp)
+    files = [*(args.batches or []), *(args.cases or [])]
+    gather_files(args.dataset_json, files, args.seed, args.out)
 
 
 COMMANDS = (
+    Command(
+        "fingerprint-batch",
+        "fingerprint one batch of the training cases of a dataset report",
+        _fingerprint_batch_arguments,
+        _fingerprint_batch,
+    ),
     Command(
         "fingerprint-case",
         "fingerprint one training case",

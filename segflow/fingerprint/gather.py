@@ -52,8 +52,11 @@ def pooled_intensity_statistics(samples_per_case: Sequence[np.ndarray]) -> dict[
         raise ValueError("no intensities to pool")
     values = np.concatenate(arrays)
     weights = np.concatenate([np.full(v.size, 1.0 / v.size) for v in arrays]) / len(arrays)
-    mean = float(np.dot(weights, values))
-    std = float(np.sqrt(np.dot(weights, (values - mean) ** 2)))
+    # numpy's own (pairwise) summation, not np.dot: BLAS sums in an order that depends on its
+    # thread count, so the same samples gave means differing in the last digit between a
+    # Snakemake job (one thread) and a shell.
+    mean = float(np.sum(weights * values))
+    std = float(np.sqrt(np.sum(weights * (values - mean) ** 2)))
     low, median, high = np.percentile(
         values, list(PERCENTILES.values()), weights=weights, method="inverted_cdf"
     )

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.workflow
 
 # The `python -m segflow` subcommand each rule runs, and whether its image is the GPU one.
 RULE_COMMANDS = {
-    "validate_dataset": "validate-dataset", "fingerprint_case": "fingerprint-case",
+    "validate_dataset": "validate-dataset", "fingerprint_batch": "fingerprint-batch",
     "fingerprint": "fingerprint", "plan": "plan", "preprocess": "preprocess", "split": "split",
     "train": "train", "validate": "validate-fold", "crossval": "crossval", "select": "select",
     "postprocess": "postprocess", "predict": "predict",

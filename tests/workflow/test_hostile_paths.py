@@ -66,7 +66,7 @@ def test_every_rule_runs_on_paths_a_shell_would_act_on(tmp_path, snakemake):
     assert injected == [] and not Path("PWNED").exists(), injected
     # Every rule of the DAG ran once (one fold, one test case).
     counts = run.job_counts()
-    for rule in ("validate_dataset", "fingerprint_case", "fingerprint", "plan", "preprocess",
+    for rule in ("validate_dataset", "fingerprint_batch", "fingerprint", "plan", "preprocess",
                  "split", "train", "validate", "crossval", "select", "postprocess", "export",
                  "report_pages", "predict", "apply_postprocessing", "evaluate",
                  "report_test_pages"):  # fmt: skip
@@ -75,7 +75,9 @@ def test_every_rule_runs_on_paths_a_shell_would_act_on(tmp_path, snakemake):
     # The '-' case went through every per-case step under its own id.
     report = json.loads((results / "dataset_report.json").read_text(encoding="utf-8"))
     assert DASH_CASE in [c["case_id"] for c in report["training_cases"]]
-    assert (results / "fingerprint" / "cases" / f"{DASH_CASE}.json").is_file()
+    batches = sorted((results / "fingerprint" / "batches").glob("*.json"))
+    batched = [c["case_id"] for b in batches for c in json.loads(b.read_text("utf-8"))["cases"]]
+    assert DASH_CASE in batched
     fingerprint = json.loads((results / "fingerprint.json").read_text(encoding="utf-8"))
     assert DASH_CASE in fingerprint["case_ids"]
     manifests = sorted((results / "preprocessed" / "3d_fullres" / "batches").glob("*.json"))

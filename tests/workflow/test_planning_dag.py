@@ -24,10 +24,12 @@ def tiny_dataset(tmp_path: Path) -> Path:
 
 
 def _config(tmp_path: Path, dataset: Path) -> dict[str, str]:
-    # Batches of two cases: the five cases make three batches per configuration.
+    # Batches of two cases: the five cases make three fingerprint batches and three batches
+    # per configuration.
     return {
         "dataset": str(dataset),
         "results": str(tmp_path / "out"),
+        "fingerprint": "{cases_per_job: 2, threads: 1}",
         "preprocessing": "{cases_per_job: 2, threads: 1}",
     }
 
@@ -40,7 +42,10 @@ def test_runs_through_plan_and_writes_the_artifacts(tmp_path, tiny_dataset, snak
     report = json.loads((out / "dataset_report.json").read_text())
     case_ids = [c["case_id"] for c in report["training_cases"]]
     assert case_ids == [f"demo_{i:03d}" for i in range(5)]
-    assert sorted(p.stem for p in (out / "fingerprint" / "cases").glob("*.json")) == case_ids
+    batches = sorted((out / "fingerprint" / "batches").glob("*.json"))
+    assert [p.stem for p in batches] == ["batch_0000", "batch_0001", "batch_0002"]
+    batched = [[c["case_id"] for c in json.loads(p.read_text())["cases"]] for p in batches]
+    assert batched == [case_ids[0:2], case_ids[2:4], case_ids[4:]]
 
     fingerprint = json.loads((out / "fingerprint.json").read_text())
     assert fingerprint["case_ids"] == case_ids
@@ -103,23 +108,23 @@ def test_second_run_does_nothing_and_a_changed_case_reruns_only_its_branch(
     touched = snakemake(tmp_path, "preprocessed", "--dry-run", config=config)
     assert "Nothing to be done" in touched.output, touched.output
 
-    cases_dir = tmp_path / "out" / "fingerprint" / "cases"
-    before = {p.name: p.stat().st_mtime_ns for p in cases_dir.glob("*.json")}
+    batches_dir = tmp_path / "out" / "fingerprint" / "batches"
+    before = {p.name: p.stat().st_mtime_ns for p in batches_dir.glob("*.json")}
     _change_one_voxel(tiny_dataset / "imagesTr" / "demo_002_0000.nii.gz")
 
     rerun = snakemake(tmp_path, "--until", "plan", config=config)
     assert rerun.returncode == 0, rerun.output
-    # The changed file is revalidated, its case refingerprinted, and the gather and plan
-    # follow; no other case's fingerprint runs again.
+    # The changed file is revalidated, its batch (demo_002 and demo_003) refingerprinted, and
+    # the gather and plan follow; no other batch runs again.
     assert rerun.job_counts() == {
         "validate_dataset": 1,
-        "fingerprint_case": 1,
+        "fingerprint_batch": 1,
         "fingerprint": 1,
         "plan": 1,
     }, rerun.output
-    after = {p.name: p.stat().st_mtime_ns for p in cases_dir.glob("*.json")}
+    after = {p.name: p.stat().st_mtime_ns for p in batches_dir.glob("*.json")}
     changed = sorted(name for name in before if after[name] != before[name])
-    assert changed == ["demo_002.json"]
+    assert changed == ["batch_0001.json"]
 
 
 def test_a_job_killed_while_writing_leaves_nothing_a_rerun_accepts(

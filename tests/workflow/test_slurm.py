@@ -83,7 +83,7 @@ def test_profile_takes_partition_and_account_from_the_environment_only(gpu_parti
         assert per_rule[rule]["gres"] == "gpu:1"
         assert per_rule[rule].get("slurm_partition") == gpu_partition
     # Data-sized memory stays with the rules (workflow/rules/resources.smk).
-    assert not {"preprocess", "fingerprint_case", "fingerprint"} & set(per_rule)
+    assert not {"preprocess", "fingerprint_batch", "fingerprint"} & set(per_rule)
     assert int(args["retries"][0]) >= 1 and args["slurm-requeue"] == ["True"]
 
 
@@ -222,7 +222,7 @@ def test_jobs_asked_for_what_the_profile_and_rules_say(runs, dataset):
         assert by_rule[rule], sorted(by_rule)
         for job in by_rule[rule]:
             assert "gres:gpu:1" in job.get("TresPerNode", ""), job
-    for rule in ("preprocess", "fingerprint_case", "fingerprint", "plan"):
+    for rule in ("preprocess", "fingerprint_batch", "fingerprint", "plan"):
         for job in by_rule[rule]:
             assert "gpu" not in job.get("TresPerNode", "N/A"), job
 

@@ -9,6 +9,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from snakemake.logging import logger
 
+from segflow.batches import case_batches
 from segflow.config import ConfigError, check_config, load_config_schema
 from segflow.containers import apptainer_args
 from segflow.errors import SegflowError
@@ -170,14 +171,32 @@ def planned_configurations(wildcards=None):
     return list(owners.values())
 
 
+def fingerprint_batches():
+    """Batch name -> training case ids, in chunks of `fingerprint.cases_per_job`."""
+    return _batches(tuple(training_cases()), config["fingerprint"]["cases_per_job"])
+
+
+def fingerprint_batch_inputs(wildcards):
+    """A fingerprint batch's raw files: every channel and label of its cases."""
+    batch = fingerprint_batches().get(wildcards.batch)
+    if batch is None:
+        raise WorkflowError(f"no fingerprint batch '{wildcards.batch}'")
+    cases = training_cases()
+    return {
+        "images": [DATASET / p for case_id in batch for p in cases[case_id]["images"]],
+        "labels": [DATASET / cases[case_id]["label"] for case_id in batch],
+    }
+
+
 def preprocess_batches():
     """Batch name -> training case ids, in sorted chunks of `preprocessing.cases_per_job`."""
     return _batches(tuple(training_cases()), config["preprocessing"]["cases_per_job"])
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def _batches(ids, size):
-    return {f"batch_{i // size:04d}": list(ids[i : i + size]) for i in range(0, len(ids), size)}
+    # The same split as `segflow fingerprint-batch` finds a batch's cases with.
+    return case_batches(ids, size)
 
 
 def preprocess_batch_inputs(wildcards):

@@ -1,33 +1,39 @@
-# The dataset fingerprint: one job per training case (scatter), then one gather.
-rule fingerprint_case:
+# The dataset fingerprint: one job per batch of `fingerprint.cases_per_job` training cases
+# (scatter; `threads` worker processes inside each), then one gather. A changed case
+# refingerprints only its batch.
+rule fingerprint_batch:
     input:
-        unpack(training_case_files),
+        unpack(fingerprint_batch_inputs),
         dataset_json=DATASET / "dataset.json",
     output:
-        RESULTS / "fingerprint" / "cases" / "{case}.json",
+        LAYOUT.fingerprint_batch("{batch}"),
     params:
+        # The report names the batch's cases; their files are the inputs above, so the report
+        # itself, rewritten whenever any case changes, does not rerun every batch.
+        report=LAYOUT.dataset_report,
+        cases_per_job=config["fingerprint"]["cases_per_job"],
         seed=config["seed"],
         samples=config["fingerprint"]["samples_per_case"],
+    threads: config["fingerprint"]["threads"]
     resources:
-        mem_mb=fingerprint_case_mem_mb,
+        mem_mb=fingerprint_batch_mem_mb,
     conda:
         "../../envs/cpu.yaml"
     log:
-        LOGS / "fingerprint" / "{case}.log",
+        LOGS / "fingerprint" / "{batch}.log",
     shell:
-        "python -m segflow --log={log:q} fingerprint-case --dataset-json={input.dataset_json:q}"
-        " --case-id={wildcards.case:q} --images {input.images:q} --label={input.label:q}"
-        " --seed={params.seed:q} --samples={params.samples:q} --out={output:q}"
+        "python -m segflow --log={log:q} fingerprint-batch --dataset-json={input.dataset_json:q}"
+        " --dataset-report={params.report:q} --batch={wildcards.batch:q}"
+        " --cases-per-job={params.cases_per_job:q} --seed={params.seed:q}"
+        " --samples={params.samples:q} --workers={threads:q} --out={output:q}"
 
 
 rule fingerprint:
     input:
         dataset_json=DATASET / "dataset.json",
-        cases=lambda wc: expand(
-            RESULTS / "fingerprint" / "cases" / "{case}.json", case=training_case_ids()
-        ),
+        batches=lambda wc: [LAYOUT.fingerprint_batch(b) for b in fingerprint_batches()],
     output:
-        RESULTS / "fingerprint.json",
+        LAYOUT.fingerprint,
     params:
         seed=config["seed"],
     resources:
@@ -38,4 +44,4 @@ rule fingerprint:
         LOGS / "fingerprint.log",
     shell:
         "python -m segflow --log={log:q} fingerprint --dataset-json={input.dataset_json:q}"
-        " --cases {input.cases:q} --seed={params.seed:q} --out={output:q}"
+        " --batches {input.batches:q} --seed={params.seed:q} --out={output:q}"

@@ -11,9 +11,14 @@ def _fallback_mem_mb(input, attempt):
     return job_resources.input_size_mem_mb(input.size_mb, attempt)
 
 
-def fingerprint_case_mem_mb(wildcards, input, attempt):
+def fingerprint_batch_mem_mb(wildcards, input, threads, attempt):
     try:
-        return job_resources.fingerprint_case_mem_mb(input.images, input.label, attempt)
+        cases = training_cases()
+        batch = [
+            ([DATASET / p for p in cases[c]["images"]], DATASET / cases[c]["label"])
+            for c in fingerprint_batches()[wildcards.batch]
+        ]
+        return job_resources.fingerprint_batch_mem_mb(batch, workers=threads, attempt=attempt)
     except Exception:
         return _fallback_mem_mb(input, attempt)
 

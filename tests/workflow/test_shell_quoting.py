@@ -33,11 +33,24 @@ def shell_commands(path: Path) -> list[tuple[str, str]]:
                 if not follow.strip() or len(follow) - len(follow.lstrip()) <= indent:
                     break
                 parts.append(follow.strip())
-            commands.append((f"{path.name}:{number + 1}", ast.literal_eval(" ".join(parts))))
+            for command in _commands_of(" ".join(parts)):
+                commands.append((f"{path.name}:{number + 1}", command))
         elif stripped.startswith("shell.prefix("):
             argument = stripped.removeprefix("shell.prefix(").removesuffix(")")
             commands.append((f"{path.name}:{number + 1}", ast.literal_eval(argument)))
     return commands
+
+
+def _commands_of(expression: str) -> list[str]:
+    """The command strings a `shell:` expression can give: a string literal, or each branch
+    of a conditional expression (`"..." if config[...] else "..."`)."""
+
+    def strings(node: ast.expr) -> list[str]:
+        if isinstance(node, ast.IfExp):
+            return strings(node.body) + strings(node.orelse)
+        return [ast.literal_eval(node)]
+
+    return strings(ast.parse(expression.strip(), mode="eval").body)
 
 
 def unsafe_placeholders(command: str) -> list[str]:

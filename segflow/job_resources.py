@@ -67,8 +67,10 @@ def image_geometry(path: str | Path) -> Geometry:
 def _image_geometry(path: str, mtime_ns: int, size: int) -> Geometry:
     import SimpleITK as sitk
 
+    from segflow.io.image import sitk_path  # a name SimpleITK cannot take is an error, not an abort
+
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+    reader.SetFileName(sitk_path(path))
     reader.ReadImageInformation()
     size = [int(s) for s in reader.GetSize()]
     spacing = [float(s) for s in reader.GetSpacing()]

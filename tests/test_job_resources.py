@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -108,3 +112,25 @@ def test_memory_grows_with_the_images_the_workers_and_the_attempt(tmp_path):
     )
     assert fingerprint_mem_mb(0.0) == BASE_MB < fingerprint_mem_mb(100.0, attempt=1)
     assert input_size_mem_mb(0.0) == BASE_MB < input_size_mem_mb(30.0)
+
+
+def test_a_name_simpleitk_cannot_take_is_an_error_not_an_abort(tmp_path):
+    # SimpleITK aborts the whole process on a file name that is not valid UTF-8; Snakemake
+    # calls image_geometry itself (job memory), so it must never reach SimpleITK.
+    name = os.fsdecode(b"case_\xff_0000.nii.gz")
+    code = (
+        "import sys\n"
+        "from segflow.errors import SegflowError\n"
+        "from segflow.job_resources import image_geometry\n"
+        "try:\n"
+        "    image_geometry(sys.argv[1])\n"
+        "except SegflowError as err:\n"
+        "    print(err.render())\n"
+    )
+    path = tmp_path / name
+    path.write_bytes(b"\0" * 352)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, os.fsencode(path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\\xff" in proc.stdout and "UTF-8" in proc.stdout, proc.stdout

@@ -35,7 +35,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "config": BASE,
     "workflow_locks": BASE,
     "containers": BASE,
-    "job_resources": BASE,
+    "job_resources": BASE | {"io"},
     "batches": BASE,
     "compute": BASE,
     "demo": BASE | {"io"},

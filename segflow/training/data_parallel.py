@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from segflow.errors import Problem, SegflowError
+from segflow.training.signals import handling
 
 if TYPE_CHECKING:
     from segflow.training.trainer import FoldTrainer
@@ -208,17 +209,8 @@ def _forwarding_signals(processes: list[Any], signals: tuple[int, ...]) -> Itera
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signum)
 
-    previous = {}
-    try:
-        for signum in signals:
-            previous[signum] = signal.signal(signum, forward)
-    except ValueError:  # not the main thread: the caller handles signals
-        pass
-    try:
+    with handling(signals, forward):
         yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def launch(trainer: FoldTrainer) -> Path:

@@ -83,6 +83,7 @@ from segflow.training.losses.ranks import summing_over_ranks
 from segflow.training.pretrained import file_sha256, load_pretrained_weights
 from segflow.training.progress import TrainingHistory, pseudo_dice
 from segflow.training.settings import TrainingSettings
+from segflow.training.signals import handling
 
 __all__ = [
     "CHECKPOINT_BEST",
@@ -435,20 +436,6 @@ class FoldTrainer:
         )
         self._stop_signal = signum
 
-    @contextlib.contextmanager
-    def _signal_handlers(self) -> Iterator[None]:
-        previous = {}
-        try:
-            for signum in STOP_SIGNALS:
-                previous[signum] = signal.signal(signum, self._on_signal)
-        except ValueError:  # not the main thread: the caller handles signals
-            pass
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
     def _check_stop(self) -> None:
         signum = self._stop_signal
         if self.ranks.size > 1:
@@ -618,7 +605,7 @@ class FoldTrainer:
             file_log.close()
 
     def _train(self, final: Path) -> None:
-        with self._signal_handlers():
+        with handling(STOP_SIGNALS, self._on_signal):
             while self.epoch < self.settings.epochs:
                 self._run_epoch()
         self._save(CHECKPOINT_FINAL)

@@ -131,7 +131,7 @@ def _fold_count(config: dict[str, Any], base: Path | None) -> tuple[int | None, 
         return splits["num_folds"], f"splits.num_folds is {splits['num_folds']}", []
     if base is None:
         return None, "", []
-    # Imported here: segflow.training imports torch, which only a manual split needs now.
+    # The split stage's own checked reader (light: segflow.training loads torch lazily).
     from segflow.training.splits import load_manual_splits
 
     path = base / splits["manual"]
@@ -239,7 +239,7 @@ def _path_problems(config: dict[str, Any], base: Path) -> list[Problem]:
 
 def _groups_problems(path: Path, value: str) -> list[Problem]:
     """The problems of a groups table, which the split job would stop at."""
-    # Imported here: segflow.training imports torch, which only a groups table needs now.
+    # The split stage's own checked reader (light: segflow.training loads torch lazily).
     from segflow.training.splits import load_groups
 
     try:

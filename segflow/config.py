@@ -10,6 +10,7 @@ widths, the files the config names), so that nothing fails hours later at traini
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,31 @@ from segflow.errors import Problem, SegflowError
 
 __all__ = [
     "DEVICE_NAMES",
+    "EXPERIMENT_NAME",
     "PLANNED_CONFIGURATIONS",
+    "SHARED_TRAINING_KEYS",
     "ConfigError",
     "check_config",
     "device_problem",
+    "experiment_sections",
     "load_config_schema",
+    "merge_training",
 ]
+
+#: An experiment's name: it becomes part of folder names (``3d_fullres__<name>``), so a short
+#: pattern, and never the separator ``__``.
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+#: Keys of the training section every experiment shares: what is trained (configurations,
+#: folds) and how fast (TrainingSettings' runtime-only fields, a test keeps them in step).
+SHARED_TRAINING_KEYS = (
+    "configurations",
+    "folds",
+    "checkpoint_every",
+    "device",
+    "threads",
+    "num_workers",
+    "num_processes",
+)
 
 #: The configurations segflow.planning can plan (which of them a dataset gets is decided by
 #: the plans); the trainer trains all but the cascade's second stage.
@@ -304,6 +324,98 @@ def _value_problems(config: dict[str, Any], base: Path | None) -> list[Problem]:
     return problems
 
 
+def _schema_problems(data: Any, schema: dict[str, Any], path: tuple = ()) -> list[Problem]:
+    """What breaks ``schema`` in ``data`` but unknown keys (reported with a suggestion)."""
+    problems = []
+    validator = jsonschema.Draft202012Validator(schema)
+    for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
+        if err.validator == "additionalProperties":
+            continue  # reported by _unknown_key_problems, with a suggestion
+        message = err.message
+        if err.validator == "enum" and isinstance(err.instance, str):
+            close = difflib.get_close_matches(
+                err.instance, [str(v) for v in err.validator_value], n=1
+            )
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+        problems.append(Problem(_key_path((*path, *err.absolute_path)), message))
+    return problems
+
+
+def merge_training(training: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The training section with an experiment's overrides (``network`` merged key by key)."""
+    merged = _copy(training)
+    for key, value in (overrides or {}).items():
+        if key == "network" and isinstance(value, dict):
+            merged["network"] = {**(merged.get("network") or {}), **_copy(value)}
+        else:
+            merged[key] = _copy(value)
+    return merged
+
+
+def experiment_sections(config: dict[str, Any]) -> dict[str | None, dict[str, Any]]:
+    """Experiment name -> its training section, from a checked config; ``{None: training}``
+    without an ``experiments`` section."""
+    experiments = config.get("experiments")
+    if experiments is None:
+        return {None: config["training"]}
+    return {
+        name: merge_training(config["training"], overrides)
+        for name, overrides in experiments.items()
+    }
+
+
+def _experiment_problems(
+    config: dict[str, Any], schema: dict[str, Any], base: Path | None
+) -> list[Problem]:
+    """Names, keys and values of the ``experiments`` section (each override checked against
+    the training section's schema, merged with it)."""
+    experiments = config.get("experiments")
+    if not isinstance(experiments, dict):
+        return []  # null, or a wrong type the schema reports
+    if not experiments:
+        return [Problem("experiments", "is empty: name at least one, or leave it null")]
+    training_schema = schema["properties"]["training"]
+    properties = training_schema["properties"]
+    allowed = [k for k in properties if k not in SHARED_TRAINING_KEYS]
+    own_schema = {**training_schema, "properties": {k: properties[k] for k in allowed}}
+    problems: list[Problem] = []
+    for name, overrides in experiments.items():
+        where = f"experiments.{name}"
+        if not EXPERIMENT_NAME.fullmatch(str(name)) or "__" in str(name):
+            problems.append(
+                Problem(
+                    where,
+                    "invalid experiment name: letters, digits, '_', '.', '+', '-', starting "
+                    "with a letter or digit, without '__' (it names folders)",
+                )
+            )
+        if overrides is None:
+            experiments[name] = overrides = {}
+        if not isinstance(overrides, dict):
+            continue  # the schema reports it
+        _coerce(overrides, own_schema)
+        shared = [k for k in overrides if k in SHARED_TRAINING_KEYS]
+        problems += [
+            Problem(f"{where}.{k}", "is shared by every experiment: set it in 'training'")
+            for k in shared
+        ]
+        own = {k: v for k, v in overrides.items() if k not in SHARED_TRAINING_KEYS}
+        problems += _unknown_key_problems(own, own_schema, ("experiments", name))
+        known = {k: v for k, v in own.items() if k in properties}
+        merged = merge_training(config["training"], known)
+        problems += [
+            Problem(p.where.replace("training.", f"{where}.", 1), p.message)
+            for p in _schema_problems(merged, training_schema, ("training",))
+            if p.where.partition(".")[2].split(".")[0] in known
+        ]
+        weights = known.get("pretrained_weights")
+        if base is not None and isinstance(weights, str) and not (base / weights).is_file():
+            what = "is not a file" if (base / weights).exists() else "does not exist"
+            problems.append(Problem(f"{where}.pretrained_weights", f"{weights} {what}"))
+    return problems
+
+
 def check_config(
     config: dict[str, Any], schema: dict[str, Any], base: str | Path | None = None
 ) -> dict[str, Any]:
@@ -322,20 +434,10 @@ def check_config(
     config = _copy(config)
     _coerce(config, schema)
     problems = _unknown_key_problems(config, schema)
-    validator = jsonschema.Draft202012Validator(schema)
-    for err in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
-        if err.validator == "additionalProperties":
-            continue  # reported above, with a suggestion
-        message = err.message
-        if err.validator == "enum" and isinstance(err.instance, str):
-            close = difflib.get_close_matches(
-                err.instance, [str(v) for v in err.validator_value], n=1
-            )
-            if close:
-                message += f"; did you mean '{close[0]}'?"
-        problems.append(Problem(_key_path(err.absolute_path), message))
+    problems += _schema_problems(config, schema)
     _fill_defaults(config, schema)
     problems += _value_problems(config, None if base is None else Path(base))
+    problems += _experiment_problems(config, schema, None if base is None else Path(base))
     if problems:
         raise ConfigError("the workflow configuration is invalid", problems)
     return config

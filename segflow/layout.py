@@ -9,10 +9,10 @@ results layout, used by the stages and by the workflow's rules.
     <results>/plans.json                        plan
     <results>/preprocessed/<config>/            preprocess (batches/<batch>.json: manifests)
     <results>/splits.json                       split
-    <results>/models/<config>/fold_<k>/         train (checkpoint_final.pt, progress.png)
-    <results>/crossval/<config>/fold_<k>/       validate (predictions/, probabilities/,
+    <results>/models/<model>/fold_<k>/          train (checkpoint_final.pt, progress.png)
+    <results>/crossval/<model>/fold_<k>/        validate (predictions/, probabilities/,
                                                 metrics.csv, summary.json)
-    <results>/crossval/<config>/                crossval (metrics.csv, summary.json)
+    <results>/crossval/<model>/                 crossval (metrics.csv, summary.json)
     <results>/selection.json                    select (selection/crossval_predictions/)
     <results>/postprocessing.json               postprocess
     <results>/predictions_raw/<case><ending>    predict
@@ -21,6 +21,10 @@ results layout, used by the stages and by the workflow's rules.
     <results>/model/, model.zip                 export
     <results>/report/                           report_pages
     <results>/logs/                             every rule's log
+
+A trained model's name (``<model>``) is its plans configuration (``3d_fullres``), or with
+the config's ``experiments`` ``<configuration>__<experiment>`` (:func:`model_name`,
+:func:`parse_model_name`).
 
 The methods take wildcards as they are: ``results.fold_metrics("{configuration}", "{fold}")``
 is the pattern a rule declares. Standard library only: the rules import this module at every
@@ -35,6 +39,7 @@ from pathlib import Path
 
 __all__ = [
     "CHECKPOINT_FINAL",
+    "EXPERIMENT_SEPARATOR",
     "FOLD_PREFIX",
     "METRICS_FILE",
     "PREDICTIONS_FOLDER",
@@ -44,6 +49,8 @@ __all__ = [
     "Results",
     "fold_folder",
     "fold_of_folder",
+    "model_name",
+    "parse_model_name",
 ]
 
 #: A fold's final checkpoint, in its model folder (also in an exported model).
@@ -73,6 +80,24 @@ def fold_of_folder(name: str) -> int | None:
     if number == name or not number.isascii() or not number.isdigit():
         return None
     return int(number)
+
+
+#: Between a model's configuration and its experiment: ``3d_fullres__larger_encoder``. Neither
+#: a planned configuration's name nor an experiment's (the config checks it) holds it.
+EXPERIMENT_SEPARATOR = "__"
+
+
+def model_name(configuration: str, experiment: str | None = None) -> str:
+    """The name of a trained model's folders: the configuration, and the experiment if any."""
+    if experiment is None:
+        return configuration
+    return f"{configuration}{EXPERIMENT_SEPARATOR}{experiment}"
+
+
+def parse_model_name(name: str) -> tuple[str, str | None]:
+    """``(configuration, experiment or None)`` of a model's name (:func:`model_name`)."""
+    configuration, separator, experiment = name.partition(EXPERIMENT_SEPARATOR)
+    return (configuration, experiment) if separator else (configuration, None)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segflow.config import ConfigError, check_config, load_config_schema
+from segflow.config import ConfigError, check_config, experiment_sections, load_config_schema
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_config_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
@@ -249,3 +249,65 @@ def test_the_fine_tuning_files_are_checked(tmp_path):
     (tmp_path / "runs" / "checkpoint_final.pt").write_bytes(b"")
     checked = check_config(config, SCHEMA, base=tmp_path)
     assert checked["training"]["pretrained_weights"] == "runs/checkpoint_final.pt"
+
+
+def test_experiments_are_the_training_section_with_their_overrides():
+    given = {
+        "dataset": "d",
+        "training": {"epochs": 5, "network": {"norm": "group", "groups": 8}},
+        "experiments": {
+            "baseline": None,
+            "larger+gn": {"network": {"encoder_scale": 2}, "loss": "exp_log"},
+            "adamw": {"optimizer": "adamw", "initial_lr": "3e-4"},
+        },
+    }
+    checked = check_config(given, SCHEMA)
+    sections = experiment_sections(checked)
+    assert list(sections) == ["baseline", "larger+gn", "adamw"]
+    assert sections["baseline"] == checked["training"]
+    larger = sections["larger+gn"]
+    # `network` is merged key by key: the training section's norm stays.
+    assert larger["network"]["encoder_scale"] == 2 and larger["network"]["norm"] == "group"
+    assert larger["network"]["groups"] == 8 and larger["loss"] == "exp_log"
+    assert larger["epochs"] == 5 and checked["training"]["network"]["encoder_scale"] == 1
+    assert sections["adamw"]["initial_lr"] == 3e-4 and sections["adamw"]["optimizer"] == "adamw"
+    # Without the section: one experiment, the training section, named by nothing.
+    default = check_config({"dataset": "d"}, SCHEMA)
+    assert default["experiments"] is None
+    assert experiment_sections(default) == {None: default["training"]}
+
+
+def test_experiment_names_and_keys_are_checked_all_at_once_with_the_closest_key(tmp_path):
+    given = {
+        "dataset": "d",
+        "experiments": {
+            "a__b": {},
+            "-x": {"loss": "focall"},
+            "ok": {
+                "los": "focal",
+                "network": {"encoder_scal": 2, "norm": "layer"},
+                "folds": [0],
+                "epochs": 0,
+                "pretrained_weights": "missing.pt",
+            },
+        },
+    }
+    (tmp_path / "d").mkdir()
+    problems = _problems(given, base=tmp_path)
+    text = "\n".join(problems)
+    assert any(p.startswith("experiments.a__b: invalid experiment name") for p in problems)
+    assert any(p.startswith("experiments.-x: invalid experiment name") for p in problems)
+    assert "experiments.-x.loss: 'focall' is not one of" in text and "did you mean 'focal'" in text
+    assert "experiments.ok.los: unknown key; did you mean 'loss'?" in text
+    assert "experiments.ok.network.encoder_scal: unknown key; did you mean 'encoder_scale'?" in text
+    assert "experiments.ok.network.norm: 'layer' is not one of" in text
+    assert "experiments.ok.folds: is shared by every experiment" in text
+    assert "experiments.ok.epochs: 0 is less than the minimum of 1" in text
+    assert "experiments.ok.pretrained_weights: missing.pt does not exist" in text
+    assert len(problems) == 9, text
+    assert _problems({"dataset": "d", "experiments": {}}) == [
+        "experiments: is empty: name at least one, or leave it null"
+    ]
+    assert "experiments.x: 3 is not of type 'object', 'null'" in "\n".join(
+        _problems({"dataset": "d", "experiments": {"x": 3}})
+    )

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from segflow.layout import CHECKPOINT_FINAL, Results, fold_folder, fold_of_folder
+from segflow.layout import (
+    CHECKPOINT_FINAL,
+    Results,
+    fold_folder,
+    fold_of_folder,
+    model_name,
+    parse_model_name,
+)
 
 
 def test_paths_of_a_fold_and_a_configuration():
@@ -43,3 +50,16 @@ def test_fold_of_folder(name, fold):
     assert fold_of_folder(name) == fold
     if fold is not None:
         assert fold_folder(fold) == name
+
+
+@pytest.mark.parametrize(
+    ("configuration", "experiment", "name"),
+    [("3d_fullres", None, "3d_fullres"), ("3d_fullres", "bl+l", "3d_fullres__bl+l"),
+     ("2d", "adam_w.2", "2d__adam_w.2")],
+)  # fmt: skip
+def test_a_model_name_names_its_configuration_and_experiment(configuration, experiment, name):
+    assert model_name(configuration, experiment) == name
+    assert parse_model_name(name) == (configuration, experiment)
+    assert Results("out").checkpoint(name, 0) == Path("out/models") / name / "fold_0" / (
+        CHECKPOINT_FINAL
+    )

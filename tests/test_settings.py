@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from segflow.cli import build_parser
-from segflow.config import check_config
+from segflow.config import SHARED_TRAINING_KEYS, check_config
+from segflow.errors import SegflowError
 from segflow.inference.settings import InferenceSettings
 from segflow.settings import (
     add_arguments,
@@ -152,6 +153,9 @@ def test_the_prediction_flags_give_the_configs_inference_settings():
 
 def _schema_agrees(cls, properties, where, elsewhere=frozenset(), workflow_only=frozenset()):
     for field, _, kind in fields_of(cls):
+        if field.name == "experiment":  # a name of the `experiments` section, set per job
+            assert field.default is None and SCHEMA["properties"]["experiments"]["default"] is None
+            continue
         if field.name in elsewhere:
             assert SCHEMA["properties"][field.name]["default"] == field.default
             continue
@@ -168,7 +172,10 @@ def _schema_agrees(cls, properties, where, elsewhere=frozenset(), workflow_only=
 
 @pytest.mark.parametrize(
     ("cls", "section", "elsewhere"),
-    [(TrainingSettings, "training", {"seed"}), (InferenceSettings, "inference", set())],
+    [
+        (TrainingSettings, "training", {"seed", "experiment"}),
+        (InferenceSettings, "inference", set()),
+    ],
 )
 def test_every_setting_is_a_config_key_with_the_same_default(cls, section, elsewhere):
     properties = SCHEMA["properties"][section]["properties"]
@@ -181,3 +188,17 @@ def test_choices_in_the_schema_are_the_settings_choices():
         meta = next(m for f, m, _ in fields_of(TrainingSettings) if f.name == name)
         schema_values = properties[name].get("enum") or properties[name]["oneOf"][1]["enum"]
         assert set(meta.choices) - {True, False} == set(schema_values)
+
+
+def test_the_keys_experiments_share_are_the_runtime_only_settings_and_the_selection():
+    assert set(SHARED_TRAINING_KEYS) == {"configurations", "folds", *TrainingSettings.RUNTIME_ONLY}
+
+
+def test_the_experiment_is_passed_and_recorded_in_the_result_fields():
+    flags = to_arguments(TrainingSettings, {"experiment": "bl+l", "loss": "focal"})
+    assert "--experiment=bl+l" in flags
+    settings = _train_options(flags)
+    assert settings.experiment == "bl+l" and settings.result_fields()["experiment"] == "bl+l"
+    assert "--experiment" not in " ".join(to_arguments(TrainingSettings, {}))
+    with pytest.raises(SegflowError, match="experiment"):
+        TrainingSettings(experiment="a__b")

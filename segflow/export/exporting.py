@@ -40,6 +40,7 @@ from segflow.export.readme import render_readme
 from segflow.io.atomic import atomic_path, write_json, write_text
 from segflow.io.dataset import parse_dataset_json
 from segflow.io.paths import output_folder_problems, readable_path
+from segflow.layout import parse_model_name
 from segflow.training.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["export_model", "inference_checkpoint"]
@@ -161,7 +162,8 @@ def _copy_checkpoint(
     except KeyError as err:
         problems.append(Problem(str(source), f"{err.args[0]}: written by an older segflow?"))
         return
-    if state["configuration"] != configuration or int(state["fold"]) != fold:
+    # The model's name is its configuration, and with experiments the experiment's name too.
+    if state["configuration"] != parse_model_name(configuration)[0] or int(state["fold"]) != fold:
         problems.append(
             Problem(
                 str(source),

@@ -21,7 +21,7 @@ from torch import nn
 from segflow.errors import Problem, SegflowError
 from segflow.io.dataset import DatasetJson, parse_dataset_json
 from segflow.io.paths import access_reason, readable_path
-from segflow.layout import CHECKPOINT_FINAL, fold_of_folder
+from segflow.layout import CHECKPOINT_FINAL, fold_of_folder, parse_model_name
 from segflow.networks.variants import NetworkVariant
 from segflow.planning.plans import Plans
 from segflow.training.checkpoint import load_checkpoint
@@ -270,7 +270,9 @@ def load_model(
         for k in chosen
     )
     trained = {f.configuration for f in loaded}
-    if configuration is not None and trained != {configuration}:
+    # A model's folder is named by its configuration, with experiments by both
+    # (3d_fullres__larger): its checkpoints record the configuration.
+    if configuration is not None and trained != {parse_model_name(configuration)[0]}:
         raise SegflowError(
             "no such configuration",
             [Problem(str(folder), f"holds folds of {', '.join(sorted(trained))}, not "

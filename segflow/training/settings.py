@@ -58,6 +58,9 @@ class TrainingSettings:
         0.33, "share of each batch centred on a foreground voxel"
     )
     seed: int = setting(12345, "seed of the initial weights and of every batch")
+    experiment: str | None = setting(
+        None, "the config's experiment this run trains (recorded in the checkpoint)"
+    )
     deterministic: bool = setting(False, "deterministic algorithms only: bit-reproducible")
     cpu_bf16: bool = setting(False, "bfloat16 autocast on the CPU")
     channels_last: bool | str = setting(
@@ -115,6 +118,10 @@ class TrainingSettings:
             not isinstance(self.pretrained_weights, str) or not self.pretrained_weights
         ):
             problems.append(Problem("pretrained_weights", "must be a checkpoint's path"))
+        if self.experiment is not None and (
+            not isinstance(self.experiment, str) or not self.experiment or "__" in self.experiment
+        ):
+            problems.append(Problem("experiment", "must be a name without '__'"))
         if self.num_workers is not None and self.num_workers < 0:
             problems.append(Problem("num_workers", f"must be 0 or more, got {self.num_workers}"))
         problems += self._num_processes_problems()

@@ -10,12 +10,18 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.logging import logger
 
 from segflow.batches import case_batches
-from segflow.config import ConfigError, check_config, load_config_schema
+from segflow.config import ConfigError, check_config, experiment_sections, load_config_schema
 from segflow.containers import apptainer_args
 from segflow.errors import SegflowError
 from segflow.inference.settings import InferenceSettings
 from segflow.io.atomic import read_json
-from segflow.layout import PREDICTIONS_FOLDER, PROBABILITIES_FOLDER, Results
+from segflow.layout import (
+    PREDICTIONS_FOLDER,
+    PROBABILITIES_FOLDER,
+    Results,
+    model_name,
+    parse_model_name,
+)
 from segflow.settings import to_arguments
 from segflow.training.settings import TrainingSettings
 from segflow.training.splits import load_manual_splits
@@ -33,6 +39,12 @@ try:
     )
 except ConfigError as err:
     raise WorkflowError(err.render()) from None
+
+# Experiment name -> its training section (the `training` one with the experiment's
+# overrides); {None: training} without an `experiments` section. A trained model is named
+# <configuration>, or <configuration>__<experiment> with experiments (segflow/layout.py): the
+# `{configuration}` wildcard of train, validate and crossval is that model name.
+EXPERIMENTS = experiment_sections(config)
 
 # A run killed with SIGKILL leaves Snakemake's locks behind; the same command resumes.
 if workflow.is_main_process and claim_working_directory(Path.cwd()):
@@ -75,7 +87,7 @@ if DeploymentMethod.APPTAINER in DEPLOYMENT:
         HOLDOUT["source"] if HOLDOUT is not None else None,
         config["splits"]["manual"],
         config["splits"]["groups"],
-        config["training"]["pretrained_weights"],
+        *(section["pretrained_weights"] for section in EXPERIMENTS.values()),
         config["planning"]["plans_from"],
     ]
     try:
@@ -231,8 +243,26 @@ def planned():
     return _plans_content(path, os.stat(path).st_mtime_ns)
 
 
+def plans_configuration(model):
+    """The plans configuration a model (its folder name) trains."""
+    return parse_model_name(model)[0]
+
+
+def model_experiment(model):
+    """The experiment a model (its folder name) belongs to: None without experiments."""
+    experiment = parse_model_name(model)[1]
+    if experiment not in EXPERIMENTS:
+        raise WorkflowError(
+            f"model '{model}' names no experiment of the config: expected "
+            f"{[model_name('<configuration>', e) for e in EXPERIMENTS]}"
+        )
+    return experiment
+
+
 def preprocessed_configuration(name):
-    """The configuration whose preprocessed folder `name` trains on (same data_identifier)."""
+    """The configuration whose preprocessed folder model `name` trains on (same
+    data_identifier)."""
+    name = plans_configuration(name)
     configurations = planned()["configurations"]
     if name not in configurations:
         raise WorkflowError(f"configuration '{name}' is not in the plans: {list(configurations)}")
@@ -241,8 +271,13 @@ def preprocessed_configuration(name):
 
 
 def trained_configurations(wildcards=None):
-    """`training.configurations`, or every planned one but the cascade's second stage
+    """The name of every model trained: each experiment's (model_name) of every configuration
+    of `training.configurations`, or of every planned one but the cascade's second stage
     (which needs the first stage's predictions)."""
+    return [model_name(c, e) for c in _trained_plans_configurations() for e in EXPERIMENTS]
+
+
+def _trained_plans_configurations():
     configurations = planned()["configurations"]
     chosen = config["training"]["configurations"]
     if chosen is None:
@@ -276,11 +311,16 @@ def train_inputs(wildcards):
     }
 
 
-def training_options():
-    """Options of `segflow train` from the `training` section (TrainingSettings' fields; the
-    rule passes --threads itself), one argument each."""
-    values = {**config["training"], "seed": config["seed"]}
+def training_options(experiment=None):
+    """Options of `segflow train` from an experiment's training section (TrainingSettings'
+    fields; the rule passes --threads itself), one argument each."""
+    values = {**EXPERIMENTS[experiment], "seed": config["seed"], "experiment": experiment}
     return to_arguments(TrainingSettings, values, exclude=("threads",))
+
+
+def pretrained_weights(wildcards):
+    """The train rule's pretrained weights: the model's experiment's, if any."""
+    return EXPERIMENTS[model_experiment(wildcards.configuration)]["pretrained_weights"] or []
 
 
 def prediction_options():

@@ -18,6 +18,7 @@ rule validate:
     params:
         preprocessed=lambda wc: LAYOUT.preprocessed(preprocessed_configuration(wc.configuration)),
         out_dir=lambda wc: LAYOUT.validation_folder(wc.configuration, wc.fold),
+        configuration=lambda wc: plans_configuration(wc.configuration),
         options=inference_options(),
     threads: config["inference"]["threads"]
     resources:
@@ -30,7 +31,7 @@ rule validate:
         LOGS / "validate" / "{configuration}" / "fold_{fold}.log",
     shell:
         "python -m segflow --log={log:q} validate-fold --plans={input.plans:q}"
-        " --configuration={wildcards.configuration:q} --fold={wildcards.fold:q}"
+        " --configuration={params.configuration:q} --fold={wildcards.fold:q}"
         " --dataset-json={input.dataset_json:q} --dataset-report={input.dataset_report:q}"
         " --splits={input.splits:q} --preprocessed={params.preprocessed:q}"
         " --checkpoint={input.checkpoint:q} --out-dir={params.out_dir:q} --threads={threads:q}"

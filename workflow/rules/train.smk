@@ -1,4 +1,4 @@
-# Training: one job per configuration and fold (nnU-Net's trainer). A rerun after a crash,
+# Training: one job per model (configuration, or configuration and experiment) and fold (nnU-Net's trainer). A rerun after a crash,
 # a kill or a preemption resumes from <fold folder>/checkpoint_latest.pt.
 rule train:
     input:
@@ -7,7 +7,7 @@ rule train:
         splits=LAYOUT.splits,
         dataset_json=DATASET / "dataset.json",
         # Fine-tuning: the weights decide the result, so changing the file retrains.
-        pretrained=config["training"]["pretrained_weights"] or [],
+        pretrained=pretrained_weights,
     output:
         checkpoint=LAYOUT.checkpoint("{configuration}", "{fold}"),
         progress=report(
@@ -20,7 +20,9 @@ rule train:
     params:
         preprocessed=lambda wc: LAYOUT.preprocessed(preprocessed_configuration(wc.configuration)),
         out_dir=lambda wc: LAYOUT.fold_model(wc.configuration, wc.fold),
-        options=training_options(),
+        configuration=lambda wc: plans_configuration(wc.configuration),
+        # Per model: changing one experiment's overrides reruns only its jobs.
+        options=lambda wc: training_options(model_experiment(wc.configuration)),
     threads: config["training"]["threads"]
     resources:
         # One GPU per data-parallel process of the fold (training.num_processes).
@@ -33,7 +35,7 @@ rule train:
         LOGS / "train" / "{configuration}" / "fold_{fold}.log",
     shell:
         "python -m segflow --log={log:q} train --plans={input.plans:q}"
-        " --configuration={wildcards.configuration:q} --fold={wildcards.fold:q}"
+        " --configuration={params.configuration:q} --fold={wildcards.fold:q}"
         " --dataset-json={input.dataset_json:q} --splits={input.splits:q}"
         " --preprocessed={params.preprocessed:q} --out-dir={params.out_dir:q}"
         " --threads={threads:q} {params.options:q}"

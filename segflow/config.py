@@ -118,9 +118,15 @@ def _coerce(value: Any, schema: dict[str, Any]) -> Any:
     Snakemake passes nested ``--config 'demo={cases: 4}'`` values on as strings.
     """
     if isinstance(value, dict):
-        for key, sub in schema.get("properties", {}).items():
+        properties = schema.get("properties", {})
+        for key, sub in properties.items():
             if key in value:
                 value[key] = _coerce(value[key], sub)
+        others = schema.get("additionalProperties")
+        if isinstance(others, dict):  # a mapping of names to values of one schema
+            for key in value:
+                if key not in properties:
+                    value[key] = _coerce(value[key], others)
         return value
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [_coerce(item, schema["items"]) for item in value]

@@ -271,6 +271,9 @@ def test_experiments_are_the_training_section_with_their_overrides():
     assert larger["network"]["groups"] == 8 and larger["loss"] == "exp_log"
     assert larger["epochs"] == 5 and checked["training"]["network"]["encoder_scale"] == 1
     assert sections["adamw"]["initial_lr"] == 3e-4 and sections["adamw"]["optimizer"] == "adamw"
+    # Snakemake's --config 'experiments={base: null, ...}' gives nested values as strings.
+    given = {"dataset": "d", "experiments": {"base": "null", "x": {"epochs": "3"}}}
+    assert experiment_sections(check_config(given, SCHEMA))["x"]["epochs"] == 3
     # Without the section: one experiment, the training section, named by nothing.
     default = check_config({"dataset": "d"}, SCHEMA)
     assert default["experiments"] is None

@@ -51,13 +51,23 @@ def _validate_fold(args: argparse.Namespace) -> None:
 def _crossval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--configuration", required=True)
     p.add_argument("--fold-metrics", type=Path, nargs="+", required=True, help="metrics.csv files")
+    p.add_argument(
+        "--checkpoints",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="the folds' checkpoint_final.pt: the summary records the parameters and seconds "
+        "per iteration",
+    )
     p.add_argument("--out-dir", type=Path, required=True)
 
 
 def _crossval(args: argparse.Namespace) -> None:
     from segflow.crossval.merge import merge_folds
 
-    summary = merge_folds(args.fold_metrics, args.configuration, args.out_dir)
+    summary = merge_folds(
+        args.fold_metrics, args.configuration, args.out_dir, checkpoints=args.checkpoints
+    )
     logger.info(
         "%s: mean foreground Dice %s over %d cases of folds %s",
         args.configuration,

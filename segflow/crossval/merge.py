@@ -22,8 +22,11 @@ def merge_folds(
     fold_metrics: Sequence[str | os.PathLike[str]],
     configuration: str,
     output_folder: str | os.PathLike[str],
+    checkpoints: Sequence[str | os.PathLike[str]] = (),
 ) -> dict[str, Any]:
-    """Join the folds' ``metrics.csv`` into one table and summarize it.
+    """Join the folds' ``metrics.csv`` into one table and summarize it; with the folds'
+    ``checkpoints``, the summary's ``model`` says what the model costs
+    (:func:`~segflow.crossval.model_facts.model_facts`), for the ablation table.
 
     Raises:
         SegflowError: a case appears in two folds' tables.
@@ -46,5 +49,9 @@ def merge_folds(
         "configuration": configuration,
         "folds": sorted({int(r["fold"]) for r in rows}),
     }
+    if checkpoints:
+        from segflow.crossval.model_facts import model_facts
+
+        summary["model"] = model_facts(checkpoints)
     write_json(output_folder / SUMMARY_FILE, summary)
     return summary

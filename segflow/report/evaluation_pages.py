@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from segflow.io.atomic import write_text
+from segflow.layout import SUMMARY_FILE, parse_model_name
 from segflow.report.inputs import (
     JsonSource,
     MetricStats,
@@ -141,6 +142,9 @@ def crossval_page(
         overview.append([name, frame["case_id"].nunique(), mean_foreground_dice(frame), *dice])
     header = ["configuration", "cases", "mean foreground Dice", *(f"Dice {c}" for c in classes)]
     parts = [table(header, overview, caption="Mean Dice over the cross-validation cases")]
+    ablation = _ablation_table(metrics_csvs, overview, classes)
+    if ablation is not None:
+        parts += [heading("Models compared"), ablation]
     folds = _fold_table(tables)
     if folds is not None:
         parts += [heading("Mean foreground Dice per fold"), folds]
@@ -157,6 +161,45 @@ def crossval_page(
     written = write_text(out_html, page("Cross-validation", parts))
     logger.info("wrote %s", written)
     return written
+
+
+def _ablation_table(
+    metrics_csvs: Mapping[str, str | os.PathLike[str]],
+    overview: Sequence[Sequence[Any]],
+    classes: Sequence[str],
+) -> Html | None:
+    """One row per trained model (experiment and configuration): its cross-validation Dice,
+    parameters and seconds per training iteration, from the ``model`` entry of the
+    ``summary.json`` beside each ``metrics.csv``; None where no summary has one."""
+    rows = []
+    for (name, path), scores in zip(metrics_csvs.items(), overview, strict=True):
+        summary_path = Path(path).parent / SUMMARY_FILE
+        summary = (
+            load_json(summary_path, "cross-validation summary")[0] if summary_path.is_file() else {}
+        )
+        facts = summary.get("model")
+        if not isinstance(facts, dict):
+            return None
+        configuration, experiment = parse_model_name(name)
+        rows.append(
+            [
+                experiment or MISSING,
+                configuration,
+                *scores[2:],
+                facts.get("parameters"),
+                facts.get("seconds_per_iteration"),
+            ]
+        )
+    header = ["experiment", "configuration", "mean foreground Dice",
+              *(f"Dice {c}" for c in classes), "parameters", "s / iteration"]  # fmt: skip
+    digits = [3] * (len(header) - 2) + [0, 3]
+    return table(
+        header,
+        rows,
+        caption="Cross-validation Dice and cost of every trained model (parameters of the "
+        "network; seconds per training iteration: median over the folds' epochs)",
+        digits=digits,
+    )
 
 
 def test_page(test_metrics_csv: str | os.PathLike[str], out_html: str | os.PathLike[str]) -> Path:

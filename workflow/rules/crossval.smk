@@ -40,8 +40,14 @@ rule validate:
 
 rule crossval:
     input:
-        lambda wc: expand(
+        metrics=lambda wc: expand(
             LAYOUT.fold_metrics("{configuration}", "{fold}"),
+            configuration=wc.configuration,
+            fold=training_folds(),
+        ),
+        # For the ablation table: the model's parameters and seconds per iteration.
+        checkpoints=lambda wc: expand(
+            LAYOUT.checkpoint("{configuration}", "{fold}"),
             configuration=wc.configuration,
             fold=training_folds(),
         ),
@@ -56,4 +62,5 @@ rule crossval:
         LOGS / "crossval" / "{configuration}.log",
     shell:
         "python -m segflow --log={log:q} crossval --configuration={wildcards.configuration:q}"
-        " --fold-metrics {input:q} --out-dir={params.out_dir:q}"
+        " --fold-metrics {input.metrics:q} --checkpoints {input.checkpoints:q}"
+        " --out-dir={params.out_dir:q}"

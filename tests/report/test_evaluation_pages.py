@@ -142,3 +142,30 @@ def test_test_page_shows_means_and_each_case(tmp_path, test_csv, self_contained)
     assert "<th>Dice &lt;b&gt;</th><th>Dice lesion</th><th>HD95 (mm) &lt;b&gt;</th>" in text
     cells = re.findall(r">([\d.a-z/]+)</td>", _row_of(text, "t0"))
     assert cells == ["t0", "0.600", "0.000", "3.00", "n/a"]
+
+
+def test_crossval_page_shows_the_ablation_table_from_the_summaries(tmp_path, crossval_csvs):
+    import json
+    import shutil
+
+    models = {}
+    costs = {"2d__base": (1234, 0.25), "3d_fullres__larger": (98765, 1.5)}
+    for (name, (parameters, seconds)), source in zip(
+        costs.items(), crossval_csvs.values(), strict=True
+    ):
+        folder = tmp_path / "crossval" / name
+        folder.mkdir(parents=True)
+        models[name] = shutil.copy(source, folder / "metrics.csv")
+        model = {"parameters": parameters, "seconds_per_iteration": seconds, "experiment": None}
+        (folder / "summary.json").write_text(json.dumps({"model": model}))
+    text = crossval_page(models, tmp_path / "c.html").read_text(encoding="utf-8")
+    ablation = text[text.index("Models compared") :]
+    # experiment, configuration, mean foreground Dice, Dice per class, parameters, s/iteration
+    assert re.findall(r">([^<]*)</td>", _row_of(ablation, "base")) == [
+        "base", "2d", "0.650", "0.800", "0.500", "1234", "0.250"
+    ]  # fmt: skip
+    assert re.findall(r">([^<]*)</td>", _row_of(ablation, "larger"))[1:] == [
+        "3d_fullres", "0.850", "0.900", "0.800", "98765", "1.500"
+    ]  # fmt: skip
+    # Without the models' summaries (older runs): no ablation table.
+    assert "Models compared" not in crossval_page(crossval_csvs, tmp_path / "d.html").read_text()

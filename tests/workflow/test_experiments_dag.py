@@ -43,10 +43,10 @@ def _config(results: Path, dataset: Path, fast_lr: str = "0.05") -> dict[str, st
             "num_workers: 0}"
         ),
         "experiments": f"{{base: null, fast: {{initial_lr: {fast_lr}, optimizer: adamw}}}}",
-        # Kept probabilities: `select` reruns with the changed experiment and compares the
-        # ensembles again; temporary ones (the default) would be gone, so the other model's
-        # validate jobs would rerun (prediction only, not training) to rebuild them.
-        "inference": "{device: cpu, threads: 1, save_probabilities: true}",
+        # No save_probabilities: with experiments the workflow keeps the cross-validation
+        # probabilities, so when `select` reruns for the changed experiment the other
+        # model's are still there and its validate jobs do not rerun.
+        "inference": "{device: cpu, threads: 1}",
     }
 
 

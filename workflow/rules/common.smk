@@ -375,8 +375,12 @@ SAVE_CV_PROBABILITIES = config["selection"]["ensembles"] or config["inference"][
 
 
 def cv_probabilities_output():
+    # Kept when several experiments are compared: `select` reads every model's probabilities,
+    # and if they were temporary a change to one experiment would rerun every other
+    # experiment's validate jobs to write them again.
     path = directory(LAYOUT.fold_probabilities("{configuration}", "{fold}"))
-    return path if config["inference"]["save_probabilities"] else temp(path)
+    keep = config["inference"]["save_probabilities"] or config["experiments"] is not None
+    return path if keep else temp(path)
 
 
 wildcard_constraints:

@@ -19,8 +19,9 @@ _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 def model_facts(checkpoints: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     """``parameters`` (of the first fold's network: the folds share their architecture),
-    ``seconds_per_iteration`` (median over every fold's epochs of the epoch's seconds over
-    its training iterations; None without a recorded epoch) and the ``experiment``.
+    ``seconds_per_iteration`` (median over every fold's epochs of the epoch's seconds, its
+    validation batches included, over its training iterations; None without a recorded
+    epoch; a measurement of the machine, not a result) and the ``experiment``.
 
     Raises:
         SegflowError: no checkpoint, or one that cannot be read.

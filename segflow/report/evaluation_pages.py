@@ -197,7 +197,8 @@ def _ablation_table(
         header,
         rows,
         caption="Cross-validation Dice and cost of every trained model (parameters of the "
-        "network; seconds per training iteration: median over the folds' epochs)",
+        "network; seconds per training iteration: median over the folds' epochs of an "
+        "epoch's time, its validation batches included, over its training iterations)",
         digits=digits,
     )
 

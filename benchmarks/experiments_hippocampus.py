@@ -31,15 +31,20 @@ and training wall time; and the budget and the machine. Without ``--keep`` the w
 deleted at the end; with it a later run reuses its preprocessing (each chosen experiment is
 retrained anyway, so its memory and time are measured).
 
-The measurement (7 experiments, the issue-4 budget of ``train_vs_nnunet.py``: 12 epochs x 20
-iterations + 5 validation iterations; each 3d_fullres iteration takes about 6-10 s on 2 busy
-CPU cores, so roughly 7 x 30 min of training plus prediction)::
+The measurement, run from the main checkout (``--dataset`` defaults to the shared data beside
+it), with the issue-4 budget of ``train_vs_nnunet.py``: 12 epochs x 20 iterations + 5
+validation iterations. On 2 busy CPU cores an iteration of the baseline takes about 6-10 s
+here (expect more for the larger encoder and the attention), and predicting the 32 validation
+and 40 held-out cases with mirroring took about 7 min per experiment: the seven take about
+5-6 hours::
 
     .venv/bin/python benchmarks/experiments_hippocampus.py --epochs 12 --iterations 20 \\
         --val-iterations 5 --work /tmp/experiments_hippocampus \\
         --result /tmp/experiments_hippocampus.json
 
-A smoke run: ``--experiments BL BL+GN --epochs 1 --iterations 2 --val-iterations 1``.
+A smoke run: ``--experiments BL BL+GN --epochs 1 --iterations 2 --val-iterations 1`` (13 min
+on 2 busy cores, mostly the mirrored prediction of 72 cases per experiment; ``--no-mirroring``
+makes that about 8x less).
 """
 
 from __future__ import annotations

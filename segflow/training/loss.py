@@ -5,50 +5,5 @@ Everything lives in :mod:`segflow.training.losses`; this module re-exports it un
 
 from __future__ import annotations
 
-from segflow.training.losses import (
-    DEFAULT_LOSS,
-    DICE_SMOOTH,
-    LOSSES,
-    DeepSupervisionLoss,
-    DiceCELoss,
-    DiceFocalLoss,
-    ExpLogLoss,
-    FocalLoss,
-    LossSpec,
-    RegionDiceBCELoss,
-    SoftIoULoss,
-    build_loss,
-    deep_supervision_scales,
-    deep_supervision_weights,
-    downsample_for_deep_supervision,
-    foreground_regions,
-    label_map_to_regions,
-    loss_parameters,
-    loss_problems,
-    soft_dice,
-    soft_jaccard,
-)
-
-__all__ = [
-    "DEFAULT_LOSS",
-    "DICE_SMOOTH",
-    "LOSSES",
-    "DeepSupervisionLoss",
-    "DiceCELoss",
-    "DiceFocalLoss",
-    "ExpLogLoss",
-    "FocalLoss",
-    "LossSpec",
-    "RegionDiceBCELoss",
-    "SoftIoULoss",
-    "build_loss",
-    "deep_supervision_scales",
-    "deep_supervision_weights",
-    "downsample_for_deep_supervision",
-    "foreground_regions",
-    "label_map_to_regions",
-    "loss_parameters",
-    "loss_problems",
-    "soft_dice",
-    "soft_jaccard",
-]
+from segflow.training.losses import *  # noqa: F403  (the same names, listed there once)
+from segflow.training.losses import __all__  # noqa: F401

@@ -143,11 +143,15 @@ def _report_index(path, mtime_ns):
     return content, {case["case_id"]: case for case in content["training_cases"]}
 
 
+def _report_version():
+    path = checkpoints.validate_dataset.get().output[0]
+    return path, os.stat(path).st_mtime_ns
+
+
 def _dataset_report_index():
     # Input functions run once per job; the parsed report is cached per file version, so
     # building the DAG of a 1,000-case dataset reads and indexes it once.
-    path = checkpoints.validate_dataset.get().output[0]
-    return _report_index(path, os.stat(path).st_mtime_ns)
+    return _report_index(*_report_version())
 
 
 def dataset_report():
@@ -185,7 +189,7 @@ def planned_configurations(wildcards=None):
 
 def fingerprint_batches():
     """Batch name -> training case ids, in chunks of `fingerprint.cases_per_job`."""
-    return _batches(tuple(training_cases()), config["fingerprint"]["cases_per_job"])
+    return _batches(*_report_version(), config["fingerprint"]["cases_per_job"])
 
 
 def fingerprint_batch_inputs(wildcards):
@@ -202,13 +206,14 @@ def fingerprint_batch_inputs(wildcards):
 
 def preprocess_batches():
     """Batch name -> training case ids, in sorted chunks of `preprocessing.cases_per_job`."""
-    return _batches(tuple(training_cases()), config["preprocessing"]["cases_per_job"])
+    return _batches(*_report_version(), config["preprocessing"]["cases_per_job"])
 
 
 @functools.lru_cache(maxsize=8)
-def _batches(ids, size):
-    # The same split as `segflow fingerprint-batch` finds a batch's cases with.
-    return case_batches(ids, size)
+def _batches(report, mtime_ns, size):
+    # Split once per report version and batch size (input functions ask once per job). The
+    # same split as `segflow fingerprint-batch` finds a batch's cases with.
+    return case_batches(tuple(_report_index(report, mtime_ns)[1]), size)
 
 
 def preprocess_batch_inputs(wildcards):

@@ -31,6 +31,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "devices": frozenset(),
     "layout": frozenset(),
     "progress_bar": frozenset(),
+    # The worker-process pool of the stages that read images (never threads: SimpleITK).
+    "workers": frozenset(),
     "io": BASE,
     "config": BASE,
     "workflow_locks": BASE,
@@ -39,14 +41,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "batches": BASE,
     "compute": BASE,
     "demo": BASE | {"io"},
-    "validation": BASE | {"io"},
+    "validation": BASE | {"io", "workers"},
     "holdout": BASE | {"io", "validation"},
     "dataset_commands": BASE | {"demo", "holdout"},
-    "fingerprint": BASE | {"io", "batches"},
+    "fingerprint": BASE | {"io", "batches", "workers"},
     "planning": BASE | {"io"},
     # Metrics only: no network, no torch (checked below), usable by any stage.
     "evaluation": BASE | {"io"},
-    "preprocessing": BASE | {"io", "fingerprint", "planning"},
+    "preprocessing": BASE | {"io", "fingerprint", "planning", "workers"},
     "postprocessing": BASE | {"io", "evaluation"},
     "networks": BASE | {"planning"},
     "training": BASE

@@ -11,11 +11,7 @@ single-case files alike through :func:`read_case_fingerprints`.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import sys
-import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,7 @@ from segflow.errors import Problem, SegflowError
 from segflow.fingerprint.case import fingerprint_case, to_json
 from segflow.io.atomic import read_json, write_text
 from segflow.io.dataset import DatasetJson, load_dataset_json
+from segflow.workers import map_in_workers
 
 __all__ = [
     "CaseFiles",
@@ -59,15 +56,6 @@ def cases_from_report(entries: Sequence[Mapping[str, Any]], dataset_dir: Path) -
     ]
 
 
-# A worker's job: (dataset, seed, num_samples), set once per process by the pool initializer.
-_WORKER_JOB: tuple[DatasetJson, int, int] | None = None
-
-
-def _init_worker(job: tuple[DatasetJson, int, int]) -> None:
-    global _WORKER_JOB
-    _WORKER_JOB = job
-
-
 def _one_case(case: CaseFiles, dataset: DatasetJson, seed: int, num_samples: int):
     """``(fingerprint, None)``, or ``(None, problems)`` when the case cannot be fingerprinted."""
     try:
@@ -76,22 +64,6 @@ def _one_case(case: CaseFiles, dataset: DatasetJson, seed: int, num_samples: int
         # Plain data: it crosses back from a worker process whatever the exception's class.
         return None, [(f"case '{case.case_id}'", err.render())]
     return fp, None
-
-
-def _run_one(case: CaseFiles):
-    if _WORKER_JOB is None:  # pragma: no cover - only if the pool is misused
-        raise RuntimeError("worker not initialised")
-    return _one_case(case, *_WORKER_JOB)
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    # Forked workers reuse this process's imports (numpy, SimpleITK); safe while this process
-    # runs no other thread. Otherwise a fork server (or spawn) starts clean workers.
-    if sys.platform.startswith("linux") and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    if sys.platform.startswith("linux") or sys.platform == "darwin":
-        return multiprocessing.get_context("forkserver")
-    return multiprocessing.get_context("spawn")
 
 
 def fingerprint_cases(
@@ -123,18 +95,7 @@ def fingerprint_cases(
     """
     cases = list(cases)
     workers = max(1, min(workers, len(cases)))
-    job = (dataset, seed, num_samples)
-    if workers == 1:
-        results = [_one_case(case, *job) for case in cases]
-    else:
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=_pool_context(),
-            initializer=_init_worker,
-            initargs=(job,),
-        ) as pool:
-            chunksize = max(1, len(cases) // (4 * workers))
-            results = list(pool.map(_run_one, cases, chunksize=chunksize))
+    results = list(map_in_workers(_one_case, cases, workers, job=(dataset, seed, num_samples)))
     problems = [Problem(where, text) for _, failed in results if failed for where, text in failed]
     if problems:
         raise SegflowError(f"cannot fingerprint {len(problems)} of {len(cases)} case(s)", problems)

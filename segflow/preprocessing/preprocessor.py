@@ -23,13 +23,9 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
-import sys
-import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +46,7 @@ from segflow.preprocessing.resampling import (
     separate_z_axis,
 )
 from segflow.preprocessing.storage import remove_leftovers, save_case
+from segflow.workers import map_in_workers
 
 __all__ = [
     "ANNOTATED_KEY",
@@ -319,23 +316,6 @@ def preprocess_and_save(
     return files
 
 
-# What every worker of a pool needs besides its case: (plans, configuration, dataset, seed,
-# output folder), set once per worker by the pool's initializer.
-_WORKER_JOB: tuple[Plans, str, DatasetJson, int, str] | None = None
-
-
-def _init_worker(job: tuple[Plans, str, DatasetJson, int, str]) -> None:
-    global _WORKER_JOB
-    _WORKER_JOB = job
-
-
-def _run_one(case: CaseSpec) -> str:
-    if _WORKER_JOB is None:  # pragma: no cover - only if the pool is misused
-        raise RuntimeError("worker not initialised")
-    _save_naming_the_case(case, *_WORKER_JOB)
-    return case.case_id
-
-
 def _save_naming_the_case(case: CaseSpec, *job: Any) -> None:
     try:
         preprocess_and_save(case, *job, clean_leftovers=False)
@@ -343,20 +323,6 @@ def _save_naming_the_case(case: CaseSpec, *job: Any) -> None:
         # A plain SegflowError also survives the trip back from a worker process (pickling
         # rebuilds an exception from its message, which subclasses' constructors reject).
         raise SegflowError(f"case '{case.case_id}': {err.render()}") from None
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    # Forking reuses this process's imports (numpy, scipy, SimpleITK, blosc2: about a second
-    # per process otherwise). It is safe while this process runs no other thread, which holds
-    # here unless a caller embeds us in a threaded program; then a fork server starts clean
-    # workers instead.
-    if sys.platform.startswith("linux") and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    if sys.platform.startswith("linux") or sys.platform == "darwin":
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        return ctx
-    return multiprocessing.get_context("spawn")
 
 
 def preprocess_cases(
@@ -389,15 +355,7 @@ def preprocess_cases(
     cases = list(cases)
     plans.configuration(configuration)  # fail before starting workers on a wrong name
     remove_leftovers(out_dir, [c.case_id for c in cases])
-    if workers <= 1 or len(cases) <= 1:
-        for case in cases:
-            _save_naming_the_case(case, plans, configuration, dataset, seed, out_dir)
-        return [c.case_id for c in cases]
     job = (plans, configuration, dataset, seed, str(out_dir))
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(cases)),
-        mp_context=_pool_context(),
-        initializer=_init_worker,
-        initargs=(job,),
-    ) as pool:
-        return list(pool.map(_run_one, cases, chunksize=max(1, len(cases) // (8 * workers))))
+    for _ in map_in_workers(_save_naming_the_case, cases, workers, job, chunks_per_worker=8):
+        pass
+    return [c.case_id for c in cases]

@@ -6,10 +6,8 @@ so that later stages never look at the raw folder's names again.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from segflow.validation.checks import (
     label_warnings,
 )
 from segflow.validation.layout import CaseFiles, check_folders, discover_cases
+from segflow.workers import map_in_workers
 
 __all__ = ["DATASET_JSON", "validate_dataset"]
 
@@ -42,7 +41,7 @@ def validate_dataset(dataset_dir: str | Path, workers: int = 1) -> dict[str, Any
     Args:
         dataset_dir: folder with ``dataset.json``, ``imagesTr/``, ``labelsTr/`` and optionally
             ``imagesTs/`` and ``labelsTs/``.
-        workers: cases read in parallel (threads; SimpleITK and numpy release the GIL).
+        workers: cases read in parallel, in worker processes.
 
     Returns:
         The dataset report (see ``segflow/schemas/dataset_report.schema.json``): dataset
@@ -169,27 +168,22 @@ def _v1_hints(raw: dict[str, Any]) -> list[Problem]:
     return hints
 
 
+def _check_one(case: CaseFiles, root: Path, dataset: DatasetJson) -> CaseCheck:
+    return check_case(root, case, dataset=dataset)
+
+
 def _check_cases(
     root: Path, cases: list[CaseFiles], dataset: DatasetJson, workers: int
 ) -> list[CaseCheck]:
-    """Check every case, ``workers`` at a time; results come back in the order of ``cases``."""
-    check = functools.partial(check_case, root, dataset=dataset)
+    """Check every case, ``workers`` processes at a time (SimpleITK's readers are not safe in
+    threads, see :mod:`segflow.workers`); results come back in the order of ``cases``."""
     step = max(1, len(cases) // 10)
     results = []
-    if workers == 1 or len(cases) <= 1:
-        mapped = map(check, cases)
-        pool = None
-    else:
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="validate")
-        mapped = pool.map(check, cases)
-    try:
-        for done, result in enumerate(mapped, start=1):
-            results.append(result)
-            if done % step == 0 or done == len(cases):
-                logger.info("checked %d/%d cases", done, len(cases))
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    checked = map_in_workers(_check_one, cases, workers, job=(root, dataset))
+    for done, result in enumerate(checked, start=1):
+        results.append(result)
+        if done % step == 0 or done == len(cases):
+            logger.info("checked %d/%d cases", done, len(cases))
     return results
 
 

@@ -68,13 +68,17 @@ def test_each_experiment_trains_with_its_own_plans_on_data_preprocessed_once(fin
         for fold in (0, 1):
             state = load_checkpoint(out / "models" / name / f"fold_{fold}" / "checkpoint_final.pt")
             assert state["plans"] == plans
-    parameters = {
-        name: json.loads((out / "crossval" / name / "summary.json").read_text())["model"][
-            "parameters"
-        ]
+    facts = {
+        name: json.loads((out / "crossval" / name / "summary.json").read_text())["model"]
         for name in MODELS
     }
-    assert parameters["2d__plain"] != parameters["2d__resenc"]
+    assert facts["2d__plain"]["parameters"] != facts["2d__resenc"]["parameters"]
+    assert (facts["2d__plain"]["preset"], facts["2d__resenc"]["preset"]) == ("default", "resenc_m")
+    # The ablation table names each model's planner.
+    page = (out / "report" / "crossval.html").read_text(encoding="utf-8")
+    assert "<th>planner</th>" in page
+    assert "<td>plain</td><td>2d</td><td>default</td>" in page
+    assert "<td>resenc</td><td>2d</td><td>resenc_m</td>" in page
 
 
 def test_select_compares_the_presets_and_the_export_carries_the_right_plans(finished):

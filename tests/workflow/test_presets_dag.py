@@ -52,7 +52,7 @@ def test_each_experiment_trains_with_its_own_plans_on_data_preprocessed_once(fin
     out = work / "out"
     counts = run.job_counts()
     for rule, count in {"plan": 1, "plan_experiment": 1, "train": 4, "validate": 4,
-                        "crossval": 2, "select": 1, "export": 1}.items():  # fmt: skip
+                        "crossval": 2, "select": 1, "export": 1, "predict": 1}.items():  # fmt: skip
         assert counts.get(rule) == count, (rule, counts)
     default = json.loads((out / "plans.json").read_text())
     resenc = json.loads((out / "plans" / "resenc_m.json").read_text())

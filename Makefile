@@ -1,5 +1,6 @@
 # segflow: `make demo` runs the workflow on the built-in synthetic dataset,
 # `make test` runs the test suite. Both create .venv from requirements.lock when needed.
+# `make images` builds the CPU and GPU images (containers/) with podman.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint dry-run clean-demo venv
+.PHONY: demo test lint dry-run clean-demo venv images
 
 venv: $(STAMP)
 
@@ -37,3 +38,15 @@ dry-run: $(STAMP)
 
 clean-demo:
 	rm -rf results/demo resources/demo
+
+# The images, tagged as the config pulls them (ghcr.io/segflow/segflow-{cpu,gpu}:<version>),
+# with this machine's pip cert and wheel folders mounted for the build
+# (containers/build_images.py). IMAGES_BASE=debootstrap makes their base from apt's Debian
+# mirror where no registry is reachable (root); KINDS=cpu builds one image; ENGINE='docker'
+# builds without the pip settings. Podman without systemd (CI): CONTAINERS_CONF=containers/podman.conf
+IMAGES_BASE ?= python:3.11-slim-bookworm
+KINDS ?= cpu gpu
+ENGINE ?= podman
+images:
+	$(PYTHON) containers/build_images.py --engine '$(ENGINE)' --base '$(IMAGES_BASE)' \
+		$(foreach kind,$(KINDS),--kind $(kind))

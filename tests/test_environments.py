@@ -77,13 +77,18 @@ def test_image_recipes_install_the_lock_and_the_package(kind):
     docker = (REPO / "containers" / f"{kind}.Dockerfile").read_text()
     apptainer = (REPO / "containers" / f"{kind}.def").read_text()
     if kind == "cpu":
-        torch_install = f"pip install --no-deps --index-url {CPU_INDEX} {torch}"
+        torch_installs = [
+            f'pip install --no-deps --index-url "${{TORCH_INDEX_URL}}" {torch}',
+            f"pip install --no-deps --index-url {{{{ TORCH_INDEX_URL }}}} {torch}",
+        ]
     else:
-        torch_install = f"pip install {torch}"
-    for recipe in (docker, apptainer):
+        # From the index even where a folder of wheels is given (its CPU wheel would win).
+        torch_installs = [f"env -u PIP_FIND_LINKS pip install {torch}"] * 2
+    for recipe, torch_install in zip((docker, apptainer), torch_installs, strict=True):
         steps = [
             torch_install,
-            "pip install -r requirements.lock",
+            # The lock is complete: installed without resolving, `pip check` proves it.
+            "pip install --no-deps -r requirements.lock",
             "pip install --no-deps ./src",
             "pip check",
             f"python check_install.py --torch {'cpu' if kind == 'cpu' else 'cuda'}",
@@ -92,6 +97,20 @@ def test_image_recipes_install_the_lock_and_the_package(kind):
         assert -1 not in positions and positions == sorted(positions), (kind, steps, positions)
         assert "--index-url" not in recipe.replace(torch_install, "")
         assert f"segflow-{kind}" in recipe and segflow.__version__ in recipe
+    # The base image and torch's CPU index are build arguments whose defaults are the public
+    # ones, in both kinds of recipe.
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim-bookworm\nFROM \$\{BASE_IMAGE\}$",
+                     docker, re.M)  # fmt: skip
+    assert re.search(r"^From: \{\{ BASE_IMAGE \}\}$", apptainer, re.M)
+    arguments = re.search(r"^%arguments\n((?:    .*\n)+)", apptainer, re.M)
+    assert arguments and "    BASE_IMAGE=python:3.11-slim-bookworm\n" in arguments[1]
+    if kind == "cpu":
+        assert f"ARG TORCH_INDEX_URL={CPU_INDEX}\n" in docker
+        assert f"    TORCH_INDEX_URL={CPU_INDEX}\n" in arguments[1]
+    # Nothing of the machine that builds it: its pip settings are build arguments, unset
+    # unless given.
+    for recipe in (docker, apptainer):
+        assert not re.search(r"/opt/wheels|/etc/ssl|/usr/local/share/ca-certificates", recipe)
     # The same files go into both kinds of recipe.
     for source in ("requirements.lock", "pyproject.toml", "README.md", "segflow",
                    "containers/check_install.py"):  # fmt: skip

@@ -1,11 +1,14 @@
 """requirements.lock, which the images (containers/) install, installs into a fresh virtual
 environment and every stage of segflow imports from it: the recipes' own steps (torch first,
-then the lock, then the package without dependencies, `pip check`, containers/check_install.py)
-outside a container. It needs the package index (skipped when unreachable) and takes a minute
-or two with pip's cache warm (longer the first time)."""
+then the lock and the package without dependencies, `pip check`, containers/check_install.py)
+outside a container. The lock is installed without resolving anything, so `pip check` passing
+shows that it pins every package an install needs (setuptools and argparse included). It needs
+the package index (skipped when unreachable) and takes a minute or two with pip's cache warm
+(longer the first time)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -32,6 +35,12 @@ def _index_url() -> str:
             if key.endswith(".index-url") and not key.endswith("extra-index-url"):
                 url = value.strip("'\"")
     return url or "https://pypi.org/simple"
+
+
+DISTRIBUTIONS = (
+    "import importlib.metadata as m, json; "
+    "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+)
 
 
 def _reachable(url: str) -> bool:
@@ -62,12 +71,14 @@ def test_the_lock_installs_and_every_stage_imports(tmp_path):
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     venv = tmp_path / "venv"
     python = venv / "bin" / "python"
+    install = [str(python), "-m", "pip", "install", "--quiet", "--no-compile"]
     steps = [
         [sys.executable, "-m", "venv", str(venv)],
         # torch first, pinned (see the Makefile): here pip's index decides the build.
-        [str(python), "-m", "pip", "install", "--quiet", "--no-compile", _torch_pin()],
-        [str(python), "-m", "pip", "install", "--quiet", "--no-compile", "-r", str(LOCK)],
-        [str(python), "-m", "pip", "install", "--quiet", "--no-compile", "--no-deps", str(src)],
+        [*install, _torch_pin()],
+        # Nothing resolved: the lock is the whole set (pip check below says whether it is).
+        [*install, "--no-deps", "-r", str(LOCK)],
+        [*install, "--no-deps", str(src)],
         [str(python), "-m", "pip", "check"],
         [str(python), str(REPO / "containers" / "check_install.py")],
     ]
@@ -77,9 +88,12 @@ def test_the_lock_installs_and_every_stage_imports(tmp_path):
         assert proc.returncode == 0, f"{' '.join(step)}\n{proc.stdout}\n{proc.stderr}"
     # The stages imported the installed package, not the repository's sources.
     assert f"({venv}/lib/" in proc.stdout, proc.stdout
-    frozen = subprocess.run([str(python), "-m", "pip", "freeze", "--exclude-editable"],
-                            capture_output=True, text=True, env=env, check=True).stdout  # fmt: skip
-    installed = {_normal(line) for line in frozen.splitlines() if "==" in line}
+    # Every distribution, as importlib sees them: `pip list` and `pip freeze` leave out
+    # argparse (which pip counts as part of the standard library), freeze also setuptools.
+    listed = subprocess.run([str(python), "-c", DISTRIBUTIONS], capture_output=True, text=True,
+                            env=env, check=True).stdout  # fmt: skip
+    installed = {_normal(f"{name}=={version}") for name, version in json.loads(listed).items()
+                 if name != "pip"}  # fmt: skip
     locked = {_normal(line) for line in LOCK.read_text().splitlines()
               if "==" in line and not line.startswith("#")}  # fmt: skip
     # Exactly the lock's versions (torch's own CUDA libraries aside, where pip's index gives

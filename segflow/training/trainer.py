@@ -334,6 +334,7 @@ class FoldTrainer:
             mirror_axes=self.mirror_axes,
             use_mask_for_norm=self.configuration.use_mask_for_norm,
             oversample_foreground_percent=self.settings.oversample_foreground_percent,
+            sas_augmentation=self.settings.sas_augmentation,
         )
         workers = self.settings.num_workers
         if workers is None:

@@ -57,8 +57,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Stream identifiers: part of every batch's seed, so training and validation batches differ.
-STREAMS = {"train": 0, "val": 1}
+#: Stream identifiers: part of every batch's seed, so training and validation batches differ
+#: (``ssl``: the views of self-supervised pretraining, :mod:`segflow.training.contrastive`).
+STREAMS = {"train": 0, "val": 1, "ssl": 2}
 #: The most background workers :func:`workers_for` chooses (nnU-Net's default is 12).
 MAX_WORKERS = 12
 

@@ -193,9 +193,10 @@ class MomentumContrast(nn.Module):
     @torch.no_grad()
     def _enqueue(self, keys: Tensor) -> None:
         size = self.queue.shape[0]
+        keys = keys[-size:]  # a batch larger than the queue: its last keys
         start = int(self.queue_pointer)
         rows = (torch.arange(keys.shape[0], device=keys.device) + start) % size
-        self.queue[rows] = keys[-size:] if keys.shape[0] > size else keys
+        self.queue[rows] = keys
         self.queue_pointer.fill_((start + keys.shape[0]) % size)
 
     @torch.no_grad()

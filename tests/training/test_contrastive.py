@@ -78,6 +78,14 @@ def test_the_queue_wraps_around():
     )
 
 
+def test_a_batch_larger_than_the_queue_keeps_its_last_keys():
+    moco = _contrast(queue_size=2)
+    keys = torch.tensor([[1.0, 0.1], [2.0, 1.0], [1.0, 3.0]])
+    moco(torch.ones(3, 2), keys)
+    expected = torch.nn.functional.normalize(keys[1:], dim=1)
+    assert torch.allclose(moco.queue, expected) and int(moco.queue_pointer) == 0
+
+
 def test_the_key_encoder_follows_by_momentum():
     moco = _contrast(momentum=0.9)
     with torch.no_grad():

@@ -10,6 +10,8 @@ widths, the files the config names), so that nothing fails hours later at traini
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ __all__ = [
     "ConfigError",
     "check_config",
     "device_problem",
+    "experiment_planning",
+    "experiment_plans",
     "experiment_sections",
     "load_config_schema",
     "merge_training",
@@ -359,6 +363,11 @@ def merge_training(training: dict[str, Any], overrides: dict[str, Any] | None) -
     return merged
 
 
+#: The key of an experiment's overrides that holds overrides of the ``planning`` section
+#: (its own plans); every other key overrides the ``training`` section.
+EXPERIMENT_PLANNING_KEY = "planning"
+
+
 def experiment_sections(config: dict[str, Any]) -> dict[str | None, dict[str, Any]]:
     """Experiment name -> its training section, from a checked config; ``{None: training}``
     without an ``experiments`` section."""
@@ -366,8 +375,54 @@ def experiment_sections(config: dict[str, Any]) -> dict[str | None, dict[str, An
     if experiments is None:
         return {None: config["training"]}
     return {
-        name: merge_training(config["training"], overrides)
+        name: merge_training(
+            config["training"],
+            {k: v for k, v in (overrides or {}).items() if k != EXPERIMENT_PLANNING_KEY},
+        )
         for name, overrides in experiments.items()
+    }
+
+
+def experiment_planning(config: dict[str, Any]) -> dict[str | None, dict[str, Any]]:
+    """Experiment name -> its planning section (the ``planning`` one with the experiment's
+    ``planning`` overrides), from a checked config; ``{None: planning}`` without
+    experiments."""
+    experiments = config.get("experiments")
+    if experiments is None:
+        return {None: config["planning"]}
+    return {
+        name: {**config["planning"], **_copy((overrides or {}).get(EXPERIMENT_PLANNING_KEY) or {})}
+        for name, overrides in experiments.items()
+    }
+
+
+def _plans_identifier(planning: dict[str, Any], base: dict[str, Any]) -> str | None:
+    """The name of the plans a planning section makes: None when it is the ``planning``
+    section's (``plans.json``); else the preset's name when only the preset differs
+    (``resenc_m``), or the preset's name (``moved`` for moved plans) and a digest of every
+    planning value (``resenc_l-3f2a9c01``). A name made from the values alone: two
+    experiments with the same planning share their plans, and changing one experiment's
+    planning never renames another's."""
+    if planning == base:
+        return None
+    if planning["plans_from"] is None and all(
+        planning[k] == base[k] for k in planning if k != "preset"
+    ):
+        return planning["preset"]
+    canonical = json.dumps(planning, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:8]
+    kind = "moved" if planning["plans_from"] is not None else planning["preset"]
+    return f"{kind}-{digest}"
+
+
+def experiment_plans(config: dict[str, Any]) -> dict[str | None, str | None]:
+    """Experiment name -> the name of the plans it trains with, from a checked config: None
+    for ``plans.json`` (the ``planning`` section's), else a name from the experiment's own
+    planning values (``<results>/plans/<name>.json``; never holds ``__``)."""
+    base = config["planning"]
+    return {
+        name: _plans_identifier(planning, base)
+        for name, planning in experiment_planning(config).items()
     }
 
 
@@ -384,7 +439,14 @@ def _experiment_problems(
     training_schema = schema["properties"]["training"]
     properties = training_schema["properties"]
     allowed = [k for k in properties if k not in SHARED_TRAINING_KEYS]
-    own_schema = {**training_schema, "properties": {k: properties[k] for k in allowed}}
+    planning_schema = schema["properties"]["planning"]
+    own_schema = {
+        **training_schema,
+        "properties": {
+            **{k: properties[k] for k in allowed},
+            EXPERIMENT_PLANNING_KEY: {**planning_schema, "type": ["object", "null"]},
+        },
+    }
     problems: list[Problem] = []
     for name, overrides in experiments.items():
         where = f"experiments.{name}"
@@ -408,6 +470,13 @@ def _experiment_problems(
         ]
         own = {k: v for k, v in overrides.items() if k not in SHARED_TRAINING_KEYS}
         problems += _unknown_key_problems(own, own_schema, ("experiments", name))
+        if EXPERIMENT_PLANNING_KEY in own:
+            if own[EXPERIMENT_PLANNING_KEY] is None:
+                overrides[EXPERIMENT_PLANNING_KEY] = own[EXPERIMENT_PLANNING_KEY] = {}
+            problems += _experiment_planning_problems(
+                config, own[EXPERIMENT_PLANNING_KEY], planning_schema, where, base
+            )
+            del own[EXPERIMENT_PLANNING_KEY]
         known = {k: v for k, v in own.items() if k in properties}
         merged = merge_training(config["training"], known)
         problems += [
@@ -419,6 +488,49 @@ def _experiment_problems(
         if base is not None and isinstance(weights, str) and not (base / weights).is_file():
             what = "is not a file" if (base / weights).exists() else "does not exist"
             problems.append(Problem(f"{where}.pretrained_weights", f"{weights} {what}"))
+    return problems
+
+
+def _experiment_planning_problems(
+    config: dict[str, Any],
+    overrides: Any,
+    planning_schema: dict[str, Any],
+    where: str,
+    base: Path | None,
+) -> list[Problem]:
+    """The problems of an experiment's ``planning`` overrides (checked like the ``planning``
+    section, merged with it)."""
+    if not isinstance(overrides, dict):
+        return [Problem(f"{where}.planning", f"{overrides!r} is not of type 'object', 'null'")]
+    known = {k: v for k, v in overrides.items() if k in planning_schema["properties"]}
+    merged = {**config["planning"], **known}
+    problems = [
+        Problem(p.where.replace("planning.", f"{where}.planning.", 1), p.message)
+        for p in _schema_problems(merged, planning_schema, ("planning",))
+        if p.where.partition(".")[2].split(".")[0] in known
+    ]
+    widths = (merged.get("base_features"), merged.get("max_features"))
+    if all(isinstance(w, int) for w in widths) and widths[1] < widths[0]:
+        problems.append(
+            Problem(
+                f"{where}.planning.max_features",
+                f"{widths[1]} is below base_features ({widths[0]}): the cap must allow the "
+                "first stage's width",
+            )
+        )
+    if merged.get("plans_from") is not None and "preset" in known:
+        # Moved plans are not planned: the preset would be silently unused.
+        problems.append(
+            Problem(
+                f"{where}.planning.preset",
+                f"unused: the plans are moved from {merged['plans_from']} (planning.plans_from); "
+                f"set {where}.planning.plans_from to null to plan with the preset",
+            )
+        )
+    source = known.get("plans_from")
+    if base is not None and isinstance(source, str) and not (base / source).is_file():
+        what = "is not a file" if (base / source).exists() else "does not exist"
+        problems.append(Problem(f"{where}.planning.plans_from", f"{source} {what}"))
     return problems
 
 

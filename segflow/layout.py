@@ -7,7 +7,9 @@ results layout, used by the stages and by the workflow's rules.
     <results>/fingerprint/batches/<batch>.json  fingerprint_batch
     <results>/fingerprint.json                  fingerprint
     <results>/plans.json                        plan
+    <results>/plans/<plans>.json                plan_experiment (an experiment's own planning)
     <results>/preprocessed/<config>/            preprocess (batches/<batch>.json: manifests)
+    <results>/preprocessed/<config>__<plans>/   preprocess (another plans' data, unshared)
     <results>/splits.json                       split
     <results>/models/<model>/fold_<k>/          train (checkpoint_final.pt, progress.png)
     <results>/crossval/<model>/fold_<k>/        validate (predictions/, probabilities/,
@@ -24,7 +26,10 @@ results layout, used by the stages and by the workflow's rules.
 
 A trained model's name (``<model>``) is its plans configuration (``3d_fullres``), or with
 the config's ``experiments`` ``<configuration>__<experiment>`` (:func:`model_name`,
-:func:`parse_model_name`).
+:func:`parse_model_name`). An experiment with its own planning trains with the plans
+``plans/<plans>.json``; a configuration of those plans whose preprocessing differs from every
+configuration of ``plans.json`` has its data under ``<configuration>__<plans>``
+(:func:`model_name` and :func:`parse_model_name` again, with the plans' name).
 
 The methods take wildcards as they are: ``results.fold_metrics("{configuration}", "{fold}")``
 is the pattern a rule declares. Standard library only: the rules import this module at every
@@ -124,6 +129,11 @@ class Results:
     @property
     def plans(self) -> Path:
         return self.root / "plans.json"
+
+    def named_plans(self, name: str | None) -> Path:
+        """The plans called ``name`` (an experiment's own planning), or ``plans.json`` for
+        None."""
+        return self.plans if name is None else self.root / "plans" / f"{name}.json"
 
     def preprocessed(self, configuration: str) -> Path:
         """A configuration's preprocessed cases (``<case>.data.b2nd``, ...)."""

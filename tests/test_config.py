@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segflow.config import ConfigError, check_config, experiment_sections, load_config_schema
+from segflow.config import (
+    ConfigError,
+    check_config,
+    experiment_planning,
+    experiment_plans,
+    experiment_sections,
+    load_config_schema,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_config_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
@@ -314,3 +321,75 @@ def test_experiment_names_and_keys_are_checked_all_at_once_with_the_closest_key(
     assert "experiments.x: 3 is not of type 'object', 'null'" in "\n".join(
         _problems({"dataset": "d", "experiments": {"x": 3}})
     )
+
+
+def test_an_experiment_may_plan_with_its_own_preset():
+    given = {
+        "dataset": "d",
+        "planning": {"base_features": 8},
+        "experiments": {
+            "plain": None,
+            "same": {"planning": {"preset": "default"}},
+            "m": {"planning": {"preset": "resenc_m"}, "epochs": 3},
+            "m_gn": {"planning": {"preset": "resenc_m"}, "network": {"norm": "group"}},
+            "l24": {"planning": {"preset": "resenc_l", "gpu_memory_target_gb": "24"}},
+            "l40": {"planning": {"preset": "resenc_l", "gpu_memory_target_gb": 40}},
+        },
+    }
+    checked = check_config(given, SCHEMA)
+    planning = experiment_planning(checked)
+    # Merged key by key with the planning section.
+    assert planning["m"] == {**checked["planning"], "preset": "resenc_m"}
+    assert planning["l24"]["gpu_memory_target_gb"] == 24 and planning["l24"]["base_features"] == 8
+    names = experiment_plans(checked)
+    # plans.json for the planning section's own values, the preset's name when only it
+    # differs (shared by every experiment planning alike), else the preset and a digest.
+    assert names["plain"] is None and names["same"] is None
+    assert names["m"] == names["m_gn"] == "resenc_m"
+    assert names["l24"].startswith("resenc_l-") and names["l40"].startswith("resenc_l-")
+    assert names["l24"] != names["l40"] and "__" not in names["l24"] + names["l40"]
+    # The training sections hold no planning.
+    sections = experiment_sections(checked)
+    assert all("planning" not in section for section in sections.values())
+    assert sections["m"]["epochs"] == 3 and sections["m_gn"]["network"]["norm"] == "group"
+    # A name depends on the values, not on the other experiments.
+    alone = check_config({"dataset": "d", "planning": {"base_features": 8},
+                          "experiments": {"l24": given["experiments"]["l24"]}}, SCHEMA)  # fmt: skip
+    assert experiment_plans(alone)["l24"] == names["l24"]
+    # Without experiments: the planning section, plans.json.
+    default = check_config({"dataset": "d"}, SCHEMA)
+    assert experiment_plans(default) == {None: None}
+
+
+def test_an_experiments_planning_is_checked_with_the_closest_valid_name(tmp_path):
+    given = {
+        "dataset": "d",
+        "experiments": {
+            "a": {"planning": {"preset": "resenc_mm", "presett": "x"}},
+            "b": {"planning": {"base_features": 16, "max_features": 8, "plans_from": "no.json"}},
+            "c": {"planning": 3},
+        },
+    }
+    (tmp_path / "d").mkdir()
+    problems = _problems(given, base=tmp_path)
+    text = "\n".join(problems)
+    assert "experiments.a.planning.preset: 'resenc_mm' is not one of" in text
+    assert "did you mean 'resenc_m'?" in text
+    assert "experiments.a.planning.presett: unknown key; did you mean 'preset'?" in text
+    assert "experiments.b.planning.max_features: 8 is below base_features (16)" in text
+    assert "experiments.b.planning.plans_from: no.json does not exist" in text
+    assert "experiments.c.planning: 3 is not of type 'object', 'null'" in text
+    assert len(problems) == 5, text
+    # Moved plans (planning.plans_from) are not planned: a preset alone would be unused.
+    (tmp_path / "other.json").write_text("{}")
+    moved = {
+        "dataset": "d",
+        "planning": {"plans_from": "other.json"},
+        "experiments": {"m": {"planning": {"preset": "resenc_m"}},
+                        "ok": {"planning": {"preset": "resenc_m", "plans_from": None}}},
+    }  # fmt: skip
+    assert _problems(moved, base=tmp_path) == [
+        "experiments.m.planning.preset: unused: the plans are moved from other.json "
+        "(planning.plans_from); set experiments.m.planning.plans_from to null to plan with "
+        "the preset"
+    ]

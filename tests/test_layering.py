@@ -119,6 +119,7 @@ WORKFLOW_IMPORTS = (
     "segflow.io.atomic",
     "segflow.batches",
     "segflow.layout",
+    "segflow.preprocessing.sharing",
     "segflow.training.splits",
     "segflow.training.settings",
     "segflow.inference.settings",

@@ -21,7 +21,8 @@ def model_facts(checkpoints: Sequence[str | os.PathLike[str]]) -> dict[str, Any]
     """``parameters`` (of the first fold's network: the folds share their architecture),
     ``seconds_per_iteration`` (median over every fold's epochs of the epoch's seconds, its
     validation batches included, over its training iterations; None without a recorded
-    epoch; a measurement of the machine, not a result) and the ``experiment``.
+    epoch; a measurement of the machine, not a result), the ``experiment`` and the planner
+    ``preset`` of its plans (an experiment may plan with its own).
 
     Raises:
         SegflowError: no checkpoint, or one that cannot be read.
@@ -49,8 +50,10 @@ def model_facts(checkpoints: Sequence[str | os.PathLike[str]]) -> dict[str, Any]
     if problems:
         raise SegflowError("checkpoints without their training settings", problems)
     experiments = {(state.get("settings") or {}).get("experiment") for state in states}
+    presets = {(state.get("plans") or {}).get("preset") for state in states}
     return {
         "parameters": parameters,
         "seconds_per_iteration": statistics.median(per_iteration) if per_iteration else None,
         "experiment": experiments.pop() if len(experiments) == 1 else None,
+        "preset": presets.pop() if len(presets) == 1 else None,
     }

@@ -8,6 +8,8 @@ An exported model (written by :func:`segflow.export.exporting.export_model`) is 
     dataset.json  plans.json  fingerprint.json  selection.json  postprocessing.json
     <configuration>/crossval_summary.json
     <configuration>/fold_<k>/checkpoint_final.pt
+    <configuration>/plans.json      only for a model trained with other plans than plans.json
+                                    (an experiment with its own planning preset)
 
 It is also a model folder for :func:`segflow.inference.model.load_model` (one configuration's
 folds per subfolder). :func:`load_bundle` checks that nothing is missing or changed.
@@ -33,11 +35,13 @@ __all__ = [
     "BUNDLE_FORMAT",
     "CHECKPOINT_NAME",
     "MANIFEST_NAME",
+    "MODEL_PLANS_NAME",
     "ModelBundle",
     "file_sha256",
     "is_bundle",
     "load_bundle",
     "manifest_problems",
+    "optional_bundle_files",
     "unsafe_name_reason",
 ]
 
@@ -47,6 +51,8 @@ MANIFEST_NAME = "manifest.json"
 README_NAME = "README.md"
 CHECKPOINT_NAME = CHECKPOINT_FINAL
 CROSSVAL_SUMMARY_NAME = "crossval_summary.json"
+#: A selected model's own plans, when they are not the bundle's plans.json.
+MODEL_PLANS_NAME = "plans.json"
 #: The files of every bundle besides the manifest and the configurations' folders.
 TOP_LEVEL_FILES = (
     README_NAME,
@@ -104,6 +110,12 @@ def bundle_files(configurations: Mapping[str, tuple[int, ...]]) -> list[str]:
         files.append(f"{name}/{CROSSVAL_SUMMARY_NAME}")
         files += [f"{name}/fold_{k}/{CHECKPOINT_NAME}" for k in folds]
     return files
+
+
+def optional_bundle_files(configurations: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Files a bundle of ``configurations`` may hold besides :func:`bundle_files`: a model's
+    own plans, when they are not the bundle's ``plans.json``."""
+    return [f"{name}/{MODEL_PLANS_NAME}" for name in configurations]
 
 
 def selected_models(

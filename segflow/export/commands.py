@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from segflow.command import Command
+from segflow.errors import SegflowError
 from segflow.layout import CHECKPOINT_FINAL, FOLD_PREFIX, SUMMARY_FILE, fold_of_folder
 
 __all__ = ["COMMANDS", "run_export", "run_import"]
@@ -60,6 +61,14 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crossval", type=Path, required=True, help="<results>/crossval")
     p.add_argument("--out", type=Path, required=True, help="the model folder to write")
     p.add_argument("--zip", type=Path, default=None, help="also write this zip")
+    p.add_argument(
+        "--model-plans",
+        action="append",
+        default=[],
+        metavar="MODEL=PLANS",
+        help="the plans of a model trained with other plans than --plans (an experiment's "
+        "own planning); repeat for each",
+    )
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -69,10 +78,17 @@ def _export(args: argparse.Namespace) -> None:
         if fold is not None:  # not a fold: fold_old/
             checkpoints.setdefault(path.parent.parent.name, {})[fold] = path
     summaries = {p.parent.name: p for p in sorted(args.crossval.glob(f"*/{SUMMARY_FILE}"))}
+    model_plans = {}
+    for pair in args.model_plans:
+        model, separator, path = pair.partition("=")
+        if not separator or not model or not path:
+            raise SegflowError(f"--model-plans {pair!r}: expected MODEL=PLANS")
+        model_plans[model] = Path(path)
     run_export(
         dataset_json=args.dataset_json, plans=args.plans, fingerprint=args.fingerprint,
         selection=args.selection, postprocessing=args.postprocessing, checkpoints=checkpoints,
         crossval_summaries=summaries, output_dir=args.out, zip_path=args.zip,
+        model_plans=model_plans,
     )  # fmt: skip
     logger.info("exported the model to %s%s", args.out, f" and {args.zip}" if args.zip else "")
 

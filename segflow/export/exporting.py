@@ -30,6 +30,7 @@ from segflow.export.bundle import (
     CHECKPOINT_NAME,
     CROSSVAL_SUMMARY_NAME,
     MANIFEST_NAME,
+    MODEL_PLANS_NAME,
     README_NAME,
     bundle_files,
     file_sha256,
@@ -149,6 +150,7 @@ def _copy_checkpoint(
     configuration: str,
     fold: int,
     dataset_raw: dict[str, Any],
+    plans_raw: dict[str, Any],
     problems: list[Problem],
 ) -> None:
     """Write the inference copy of ``source``, or add why it cannot be exported."""
@@ -177,6 +179,17 @@ def _copy_checkpoint(
         if trained.get(key) != dataset_raw.get(key):
             problems.append(Problem(str(source), f"was trained with other {key} than dataset.json"))
             return
+    # Prediction builds the network from the checkpoint's plans: the bundle's plans must be
+    # those, or its plans.json would describe another model.
+    if state["plans"] != plans_raw:
+        problems.append(
+            Problem(
+                str(source),
+                f"was trained with other plans (preset {(state['plans'] or {}).get('preset')!r}) "
+                f"than the plans given for {configuration} (preset {plans_raw.get('preset')!r})",
+            )
+        )
+        return
     save_checkpoint(target, stripped)
 
 
@@ -229,6 +242,7 @@ def export_model(
     crossval_summaries: Mapping[str, str | os.PathLike[str]],
     output_dir: str | os.PathLike[str],
     zip_path: str | os.PathLike[str] | None = None,
+    model_plans: Mapping[str, JsonSource] | None = None,
 ) -> Path:
     """Write the self-contained model folder of the selected configurations.
 
@@ -241,6 +255,10 @@ def export_model(
             for every selected configuration, others are ignored.
         output_dir: the model folder; an old one is replaced once the new one is complete.
         zip_path: also write a zip of the folder's files (no top-level folder) here.
+        model_plans: model -> its plans, for the models trained with other plans than
+            ``plans`` (experiments with their own planning). The bundle's ``plans.json`` is
+            the first selected model's plans; a selected model with other plans also gets
+            them as ``<model>/plans.json``. Every checkpoint must hold its model's plans.
 
     Returns:
         ``output_dir``.
@@ -264,8 +282,19 @@ def export_model(
         dataset, dataset_problems = parse_dataset_json(raw_dataset, "dataset.json")
         problems += dataset_problems
     chosen = _check_inputs(raw_selection, checkpoints, crossval_summaries, problems)
+    given_plans = model_plans or {}
+    plans_of = {
+        name: _read_source(given_plans[name], f"plans of {name}", problems)
+        if name in given_plans
+        else raw_plans
+        for name in chosen
+    }
     if problems or dataset is None:
         raise SegflowError("cannot export the model", problems)
+    if plans_of:
+        raw_plans = next(iter(plans_of.values()))
+    # Beside the bundle's plans.json, the plans of a selected model that differ from it.
+    own_plans = {name: p for name, p in plans_of.items() if p != raw_plans}
 
     summaries = {
         name: _read_source(crossval_summaries[name], "cross-validation summary", problems)
@@ -276,7 +305,7 @@ def export_model(
         for name, folds in chosen.items():
             for k, source in folds.items():
                 target = folder / name / f"fold_{k}" / CHECKPOINT_NAME
-                _copy_checkpoint(source, target, name, k, raw_dataset, problems)
+                _copy_checkpoint(source, target, name, k, raw_dataset, plans_of[name], problems)
         if problems:
             raise SegflowError("cannot export the model", problems)
         for name, summary in summaries.items():
@@ -288,6 +317,7 @@ def export_model(
             "selection.json": raw_selection,
             "postprocessing.json": raw_postprocessing,
         }
+        copies.update({f"{name}/{MODEL_PLANS_NAME}": p for name, p in own_plans.items()})
         for name, content in copies.items():
             write_json(folder / name, content)
         configurations = {name: tuple(folds) for name, folds in chosen.items()}
@@ -296,7 +326,7 @@ def export_model(
             dataset, dataset_name, raw_selection, raw_postprocessing, configurations, output.name
         )
         write_text(folder / README_NAME, readme)
-        files = bundle_files(configurations)
+        files = bundle_files(configurations) + [f"{n}/{MODEL_PLANS_NAME}" for n in own_plans]
         manifest = {
             "format": BUNDLE_FORMAT,
             "segflow_version": segflow.__version__,

@@ -3,8 +3,10 @@
 A zip from elsewhere is untrusted, its manifest included. What may land is decided by the
 layout of an exported model (:func:`~segflow.export.bundle.bundle_files`: the top-level
 files and ``<configuration>/fold_<k>/checkpoint_final.pt`` of the configurations and folds
-the manifest names), not by the manifest's own file list: the manifest must list exactly
-those files, and the zip must hold exactly those and the manifest.
+the manifest names, and the optional ``<configuration>/plans.json`` of
+:func:`~segflow.export.bundle.optional_bundle_files`), not by the manifest's own file list:
+the manifest must list every required file and may list the optional ones, and the zip must
+hold exactly the listed files and the manifest.
 
 Before anything is written, every entry is checked and every bad one is reported at once: a
 file an exported model does not have (listed in the manifest or not), a name that would land
@@ -48,6 +50,7 @@ from segflow.export.bundle import (
     load_bundle,
     make_folder_beside,
     manifest_problems,
+    optional_bundle_files,
     unsafe_name_reason,
 )
 from segflow.io.paths import access_reason, output_folder_problems, readable_path
@@ -164,7 +167,9 @@ def _check_archive(
     if manifest is None:
         return None, problems
     listed = set(manifest["files"])
-    expected = set(bundle_files({k: tuple(v) for k, v in manifest["configurations"].items()}))
+    configurations = {k: tuple(v) for k, v in manifest["configurations"].items()}
+    required = set(bundle_files(configurations))
+    expected = required | set(optional_bundle_files(configurations))
     folders = {parent for name in expected for parent in _parents(name)}
     files = {i.filename for i in entries if not i.is_dir()}
     problems += [
@@ -173,7 +178,7 @@ def _check_archive(
     ]
     problems += [
         Problem(name, "is needed by an exported model but manifest.json does not list it")
-        for name in sorted(expected - listed)
+        for name in sorted(required - listed)
     ]
     problems += [
         Problem(name, "is not a file of an exported model, nor listed in manifest.json")

@@ -9,7 +9,6 @@ output for a case is ``<output>/<case><ending>``; an input file is never overwri
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import sys
@@ -17,8 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import SimpleITK as sitk
 import torch
 
 from segflow.compute import set_up_compute
@@ -28,6 +25,8 @@ from segflow.inference.export import probabilities_path
 from segflow.inference.model import TrainedModel
 from segflow.inference.sliding_window import predicts_in_cpu_bf16
 from segflow.io.dataset import DatasetJson
+from segflow.io.image import ImageReadError, read_image_header
+from segflow.io.nifti import scan_nifti
 from segflow.io.paths import (
     access_reason,
     name_reason,
@@ -105,70 +104,28 @@ def _files_of(inputs: Sequence[Path], ending: str, problems: list[Problem]) -> l
     return files
 
 
-#: The most bytes of voxel data an image header may declare per byte of its file. Deflate
-#: (gzip in ``.nii.gz``, compressed ``.mha``/``.nrrd``, ``.png``) never exceeds 1032:1, so a
-#: header declaring more than this describes data the file cannot hold: a truncated file or
-#: a decompression bomb, refused before any memory is allocated for it.
-MAX_DECODED_RATIO = 1100
-#: Small images may be smaller than their own header; this much is always allowed.
-_DECODED_SLACK = 1 << 20
-
-_BITS = re.compile(r"(\d+)-bit")
-_DETACHED_HEADERS = (".mhd", ".nhdr")
-
-
-def _bytes_per_component(reader: sitk.ImageFileReader) -> int:
-    name = sitk.GetPixelIDValueAsString(reader.GetPixelID())
-    match = _BITS.search(name)
-    size = int(match[1]) // 8 if match else 1
-    return 2 * size if "complex" in name else size
-
-
-def _geometry_reason(reader: sitk.ImageFileReader, file_size: int | None) -> str | None:
-    """Why a header's geometry cannot be an image to predict, or None. ``file_size``: the
-    bytes that hold the voxels, None where not known here."""
-    size = tuple(reader.GetSize())
-    spacing = tuple(reader.GetSpacing())
-    if not all(math.isfinite(s) and s > 0 for s in spacing):
-        return f"its spacing {list(spacing)} is not positive and finite in every axis"
-    direction = np.asarray(reader.GetDirection(), dtype=float)
-    dim = len(size)
-    if direction.size != dim * dim or not np.isfinite(direction).all():
-        return f"its direction matrix {direction.tolist()} is not a finite {dim}x{dim} matrix"
-    if abs(np.linalg.det(direction.reshape(dim, dim))) < 1e-6:
-        return f"its direction matrix {direction.tolist()} is singular (axes not independent)"
-    if min(size) < 1:
-        return f"its header declares an empty image of size {list(size)}"
-    declared = math.prod(size) * reader.GetNumberOfComponents() * _bytes_per_component(reader)
-    if file_size is not None and declared > file_size * MAX_DECODED_RATIO + _DECODED_SLACK:
-        return (
-            f"its header declares {list(size)} voxels ({declared:,} bytes) but the file has "
-            f"{file_size:,} bytes, more than {MAX_DECODED_RATIO}:1 compression can hold: a "
-            "truncated or hostile file"
-        )
-    return None
-
-
 def _read_header(path: Path) -> tuple[int, tuple[int, ...]] | str:
     """``(channels, size)`` of an image file from its header, or why it cannot be read or
-    predicted (a name SimpleITK cannot take, an unreadable header, a spacing or direction
-    that is not one, or more voxels than the file can hold)."""
-    reason = name_reason(path)
-    if reason is not None:
-        return reason
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+    predicted (see :func:`~segflow.io.image.read_image_header`: the same checks as the
+    dataset's images, a decompression bound among them). A NIfTI file is also checked for
+    what SimpleITK would read as zeros without a word: missing bytes and non-finite values
+    (:func:`~segflow.io.nifti.scan_nifti`)."""
     try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        lines = str(err).strip().splitlines()
-        return f"cannot be read as an image: {lines[-1] if lines else 'unreadable'}"
-    # A detached header (.mhd, .nhdr) names its data file; reading the image bounds that.
-    detached = path.name.lower().endswith(_DETACHED_HEADERS)
-    reason = _geometry_reason(reader, None if detached else path.stat().st_size)
-    if reason is not None:
-        return reason
-    return reader.GetNumberOfComponents(), tuple(reader.GetSize())
+        header = read_image_header(path)
+    except ImageReadError as err:
+        return err.problems[0].message
+    scan = scan_nifti(path)
+    if scan is not None and scan.truncated:
+        return (
+            f"truncated file: holds {scan.found_bytes} of the {scan.expected_bytes} bytes its "
+            "header announces (was it cut off while copying?)"
+        )
+    if scan is not None and (scan.nan or scan.inf):
+        return (
+            f"{scan.nan} NaN and {scan.inf} infinite voxel values, which SimpleITK reads as 0: "
+            "replace them (e.g. with the image's minimum) before predicting"
+        )
+    return header.components, header.size
 
 
 def _output_problems(output: Path, inputs: Sequence[Path]) -> list[Problem]:
@@ -193,7 +150,7 @@ def gather_input_cases(
     with those of the ``output`` folder when it is given.
 
     Every file is checked from its header: readable, its spacing and direction usable, and
-    no more voxels than the file can hold (see :data:`MAX_DECODED_RATIO`).
+    no more voxels than the file can hold (see :func:`~segflow.io.image.read_image_header`).
 
     Raises:
         SegflowError: missing, unreadable or hostile files (names that are not UTF-8, links

@@ -213,6 +213,8 @@ class ImageHeader:
         components: values per voxel (3 for RGB).
         pixel_type: SimpleITK's name of the pixel type, e.g. ``16-bit signed integer``.
         bytes_per_component: size of one value in memory.
+        origin: world position of the first voxel, same order.
+        direction: flattened direction cosines, SimpleITK order.
     """
 
     size: tuple[int, ...]
@@ -220,6 +222,8 @@ class ImageHeader:
     components: int
     pixel_type: str
     bytes_per_component: int
+    origin: tuple[float, ...] = ()
+    direction: tuple[float, ...] = ()
 
     @property
     def dimension(self) -> int:
@@ -248,7 +252,9 @@ def read_image_header(path: str | Path) -> ImageHeader:
     The header must describe a 2D or 3D image with at least one voxel, and it may declare no
     more voxel data than the file can hold: :data:`MAX_COMPRESSION_RATIO` times the bytes on
     disk (the data file's, for a detached ``.mhd``/``.nhdr`` header), so that a corrupt or
-    hostile header cannot make a reader allocate more memory than the data could fill.
+    hostile header cannot make a reader allocate more memory than the data could fill. Its
+    geometry must be usable: positive finite spacing, a finite origin and an invertible
+    direction matrix (natural 2D images excepted: their geometry is not used).
 
     Raises:
         ImageReadError: the file is missing, not a readable regular file, of an unsupported
@@ -263,6 +269,8 @@ def read_image_header(path: str | Path) -> ImageHeader:
     extent = _nifti_extent(path, ending)
     if extent is not None:
         _check_nifti_spacing(path, *extent[1:])
+    if ending not in NATURAL_2D_ENDINGS:  # their geometry is not used (see read_image)
+        _check_geometry(path, header.spacing, header.origin, header.direction)
     return header
 
 
@@ -285,11 +293,18 @@ def _read_information(reader: sitk.ImageFileReader, path: Path) -> ImageHeader:
         reader.GetSpacing(),
         reader.GetNumberOfComponents(),
         sitk.GetPixelIDValueAsString(reader.GetPixelID()),
+        reader.GetOrigin(),
+        reader.GetDirection(),
     )
 
 
 def _header(
-    size: tuple[int, ...], spacing: tuple[float, ...], components: int, pixel_type: str
+    size: tuple[int, ...],
+    spacing: tuple[float, ...],
+    components: int,
+    pixel_type: str,
+    origin: tuple[float, ...] = (),
+    direction: tuple[float, ...] = (),
 ) -> ImageHeader:
     bits = re.search(r"(\d+)-bit", pixel_type)
     width = int(bits[1]) // 8 if bits else 8
@@ -299,6 +314,8 @@ def _header(
         components=int(components),
         pixel_type=pixel_type,
         bytes_per_component=width * (2 if pixel_type.startswith("complex") else 1),
+        origin=tuple(float(o) for o in origin),
+        direction=tuple(float(d) for d in direction),
     )
 
 

@@ -168,9 +168,10 @@ def _ablation_table(
     overview: Sequence[Sequence[Any]],
     classes: Sequence[str],
 ) -> Html | None:
-    """One row per trained model (experiment and configuration): its cross-validation Dice,
-    parameters and seconds per training iteration, from the ``model`` entry of the
-    ``summary.json`` beside each ``metrics.csv``; None where no summary has one."""
+    """One row per trained model (experiment and configuration): its planner preset,
+    cross-validation Dice, parameters and seconds per training iteration, from the ``model``
+    entry of the ``summary.json`` beside each ``metrics.csv``; None where no summary has
+    one."""
     rows = []
     for (name, path), scores in zip(metrics_csvs.items(), overview, strict=True):
         summary_path = Path(path).parent / SUMMARY_FILE
@@ -185,12 +186,13 @@ def _ablation_table(
             [
                 experiment or MISSING,
                 configuration,
+                facts.get("preset") or MISSING,
                 *scores[2:],
                 facts.get("parameters"),
                 facts.get("seconds_per_iteration"),
             ]
         )
-    header = ["experiment", "configuration", "mean foreground Dice",
+    header = ["experiment", "configuration", "planner", "mean foreground Dice",
               *(f"Dice {c}" for c in classes), "parameters", "s / iteration"]  # fmt: skip
     digits = [3] * (len(header) - 2) + [0, 3]
     return table(

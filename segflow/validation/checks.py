@@ -2,7 +2,7 @@
 
 Each case's images and label are read once with :func:`~segflow.io.image.read_image` and
 every check runs on those arrays (NIfTI files also get one raw pass for what SimpleITK hides,
-see :mod:`segflow.validation.nifti`). Geometry is compared with tolerances that accept the
+see :mod:`segflow.io.nifti`). Geometry is compared with tolerances that accept the
 rounding of file headers (float32 in NIfTI, decimal text in NRRD/MetaImage) but catch any
 misalignment that matters:
 
@@ -25,8 +25,8 @@ import numpy as np
 from segflow.errors import Problem
 from segflow.io.dataset import IGNORE_LABEL_NAME, MAX_LABEL_VALUE, DatasetJson, listing
 from segflow.io.image import NATURAL_2D_ENDINGS, ImageData, ImageReadError, read_image
+from segflow.io.nifti import scan_nifti
 from segflow.validation.layout import CaseFiles
-from segflow.validation.nifti import scan_nifti
 
 __all__ = [
     "DIRECTION_ATOL",
@@ -80,7 +80,7 @@ def check_case(dataset_dir: Path, case: CaseFiles, dataset: DatasetJson) -> Case
     """Read one case's images and label once and check them.
 
     Checks: every file readable and complete (2D or 3D; NIfTI files are also scanned raw, see
-    :mod:`segflow.validation.nifti`); no NaN or infinite intensities;
+    :mod:`segflow.io.nifti`); no NaN or infinite intensities;
     all channel files on one voxel grid; the total channel count matches ``channel_names``;
     the label has one channel, whole-number values declared in ``dataset.json``, and the
     voxel grid of the images.

@@ -9,6 +9,7 @@ model, selection, postprocessing and checkpoint paths that are missing or not wh
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -21,10 +22,10 @@ import torch
 
 from segflow.errors import SegflowError
 from segflow.inference.ensemble import load_predictor
-from segflow.inference.images import MAX_DECODED_RATIO, gather_input_cases, predict_images
+from segflow.inference.images import gather_input_cases, predict_images
 from segflow.inference.model import load_model
 from segflow.io.dataset import parse_dataset_json
-from segflow.io.image import write_image
+from segflow.io.image import MAX_COMPRESSION_RATIO, write_image
 from segflow.training.trainer import TrainingSettings, train_fold
 
 NOT_UTF8 = b"caf\xe9_0000.nii.gz"  # Latin-1 e-acute: not valid UTF-8
@@ -138,24 +139,44 @@ def test_hostile_headers_are_refused_before_reading_the_voxels(tmp_path):
     text = _problems([folder], _dataset(ending=".mha"))
     size = (folder / "bomb_0000.mha").stat().st_size
     for expected in (
-        f"bomb_0000.mha: its header declares [100000, 100000, 100000] voxels "
-        f"(4,000,000,000,000,000 bytes) but the file has {size:,} bytes, more than "
-        f"{MAX_DECODED_RATIO}:1 compression can hold",
-        "zero_0000.mha: its spacing [0.0, 1.0, 2.0] is not positive and finite",
-        "negative_0000.mha: its spacing [-1.0, 1.0, 2.0] is not positive and finite",
-        "nan_0000.mha: its spacing [0.0, 0.0, 0.0] is not positive and finite",
-        "singular_0000.mha: its direction matrix [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0] "
-        "is singular",
+        f"bomb_0000.mha: the header declares 4,000,000,000,000,000 bytes of voxels (shape "
+        f"(100000, 100000, 100000)) but the data on disk is {size:,} bytes, more than "
+        f"{MAX_COMPRESSION_RATIO}:1 compression can hold",
+        "zero_0000.mha: spacing (0.0, 1.0, 2.0) (x, y, z) mm; expected positive, finite",
+        "negative_0000.mha: spacing (-1.0, 1.0, 2.0) (x, y, z) mm; expected positive, finite",
+        # ITK reads a NaN spacing in a MetaImage header as 0
+        "nan_0000.mha: spacing (0.0, 0.0, 0.0) (x, y, z) mm; expected positive, finite",
+        "singular_0000.mha: direction (1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0) is not an "
+        "invertible matrix",
     ):
         assert expected in text, text
     assert "fine_0000" not in text
+
+
+def test_cut_off_and_non_finite_nifti_inputs_are_refused(tmp_path):
+    """SimpleITK reads both without a word (missing voxels and NaN become 0)."""
+    folder = tmp_path / "in"
+    whole = _image(folder / "whole_0000.nii.gz", shape=(20, 30, 40))
+    data = gzip.decompress(whole.read_bytes())
+    (folder / "cut_0000.nii.gz").write_bytes(gzip.compress(data[: len(data) - 1000]))
+    values = np.zeros((20, 30, 40), np.float32)
+    values[0, 0, :3] = np.nan
+    values[1, 1, 1] = np.inf
+    write_image(folder / "nan_0000.nii.gz", values, (2.0, 1.0, 1.0))
+    text = _problems([folder], _dataset())
+    assert (
+        f"cut_0000.nii.gz: truncated file: holds {len(data) - 1000} of the {len(data)} bytes"
+        in text
+    ), text
+    assert "nan_0000.nii.gz: 3 NaN and 1 infinite voxel values, which SimpleITK reads as 0" in text
+    assert "whole_0000" not in text
 
 
 def test_a_real_gzip_image_of_zeros_is_within_the_ratio(tmp_path):
     """The most compressible real image (all zeros, gzip) stays under the bound."""
     path = _image(tmp_path / "zeros_0000.nii.gz", shape=(128, 128, 128))
     ratio = 128**3 * 4 / path.stat().st_size
-    assert 100 < ratio < MAX_DECODED_RATIO
+    assert 100 < ratio < MAX_COMPRESSION_RATIO
     [case] = gather_input_cases([path], _dataset())
     assert case.case_id == "zeros"
 
@@ -163,7 +184,7 @@ def test_a_real_gzip_image_of_zeros_is_within_the_ratio(tmp_path):
 def test_a_detached_header_is_not_bounded_by_its_own_size(tmp_path):
     """An .mhd names its .raw data file: the header alone is a few hundred bytes."""
     path = _image(tmp_path / "scan_0000.mhd", shape=(128, 128, 128))
-    assert path.stat().st_size * MAX_DECODED_RATIO < 128**3 * 4 - (1 << 20)
+    assert path.stat().st_size * MAX_COMPRESSION_RATIO < 128**3 * 4 - (1 << 20)
     [case] = gather_input_cases([path], _dataset(ending=".mhd"))
     assert case.files == (path,)
 
@@ -316,7 +337,6 @@ def test_predict_images_refuses_an_output_that_is_a_file(model_dir, tiny_experim
     (tmp_path / "taken").write_text("x")
     with pytest.raises(SegflowError, match="cannot write the predictions"):
         predict_images(model, cases, tmp_path / "taken")
-
 
 
 def test_an_error_in_a_worker_process_travels_back_whole(monkeypatch):

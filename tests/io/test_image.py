@@ -146,7 +146,7 @@ def test_write_png_keeps_plain_values(tmp_path):
 @pytest.mark.xfail(
     strict=True,
     reason="SimpleITK reads a cut-off NIfTI file without error (missing voxels become 0); "
-    "validate_dataset catches it with segflow.validation.nifti",
+    "validate_dataset and segflow predict catch it with segflow.io.nifti",
 )
 def test_truncated_nifti_raises(tmp_path):
     path = tmp_path / "a.nii.gz"
@@ -159,7 +159,7 @@ def test_truncated_nifti_raises(tmp_path):
 @pytest.mark.xfail(
     strict=True,
     reason="SimpleITK's NIfTI reader turns NaN and infinite voxels into 0; validate_dataset "
-    "counts them with segflow.validation.nifti",
+    "counts them (and segflow predict refuses them) with segflow.io.nifti",
 )
 def test_nan_in_nifti_survives_reading(tmp_path):
     path = tmp_path / "a.nii.gz"

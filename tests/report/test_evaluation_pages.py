@@ -9,6 +9,7 @@ import pytest
 from segflow.errors import SegflowError
 from segflow.report import evaluation_pages
 from segflow.report.evaluation_pages import crossval_page, describe_rule, selection_page
+from segflow.report.markup import MISSING
 
 
 def _row_of(text: str, first_cell: str) -> str:
@@ -157,15 +158,18 @@ def test_crossval_page_shows_the_ablation_table_from_the_summaries(tmp_path, cro
         folder.mkdir(parents=True)
         models[name] = shutil.copy(source, folder / "metrics.csv")
         model = {"parameters": parameters, "seconds_per_iteration": seconds, "experiment": None}
+        if name == "3d_fullres__larger":
+            model["preset"] = "resenc_m"  # summaries of older runs name none
         (folder / "summary.json").write_text(json.dumps({"model": model}))
     text = crossval_page(models, tmp_path / "c.html").read_text(encoding="utf-8")
     ablation = text[text.index("Models compared") :]
-    # experiment, configuration, mean foreground Dice, Dice per class, parameters, s/iteration
+    # experiment, configuration, planner, mean foreground Dice, Dice per class, parameters,
+    # s/iteration
     assert re.findall(r">([^<]*)</td>", _row_of(ablation, "base")) == [
-        "base", "2d", "0.650", "0.800", "0.500", "1234", "0.250"
+        "base", "2d", MISSING, "0.650", "0.800", "0.500", "1234", "0.250"
     ]  # fmt: skip
     assert re.findall(r">([^<]*)</td>", _row_of(ablation, "larger"))[1:] == [
-        "3d_fullres", "0.850", "0.900", "0.800", "98765", "1.500"
+        "3d_fullres", "resenc_m", "0.850", "0.900", "0.800", "98765", "1.500"
     ]  # fmt: skip
     # Without the models' summaries (older runs): no ablation table.
     assert "Models compared" not in crossval_page(crossval_csvs, tmp_path / "d.html").read_text()

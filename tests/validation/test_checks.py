@@ -12,9 +12,9 @@ import SimpleITK as sitk
 
 from segflow.io.dataset import parse_dataset_json
 from segflow.io.image import read_image
+from segflow.io.nifti import scan_nifti
 from segflow.validation import geometry_differences, validate_dataset
 from segflow.validation.checks import check_label_declarations
-from segflow.validation.nifti import scan_nifti
 
 FLIPPED = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 

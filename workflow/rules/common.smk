@@ -10,7 +10,14 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.logging import logger
 
 from segflow.batches import case_batches
-from segflow.config import ConfigError, check_config, experiment_sections, load_config_schema
+from segflow.config import (
+    ConfigError,
+    check_config,
+    experiment_planning,
+    experiment_plans,
+    experiment_sections,
+    load_config_schema,
+)
 from segflow.containers import apptainer_args
 from segflow.errors import SegflowError
 from segflow.inference.settings import InferenceSettings
@@ -22,6 +29,7 @@ from segflow.layout import (
     model_name,
     parse_model_name,
 )
+from segflow.preprocessing.sharing import preprocessed_owners
 from segflow.settings import to_arguments
 from segflow.networks.variants import NetworkVariant
 from segflow.training.pretraining_settings import PretrainingSettings
@@ -47,6 +55,16 @@ except ConfigError as err:
 # <configuration>, or <configuration>__<experiment> with experiments (segflow/layout.py): the
 # `{configuration}` wildcard of train, validate and crossval is that model name.
 EXPERIMENTS = experiment_sections(config)
+# Experiment name -> the name of the plans it trains with: None for plans.json (the `planning`
+# section's), or, for an experiment with its own `planning` overrides, the name of its plans
+# <results>/plans/<name>.json (segflow/config.py: `resenc_m`, or the preset and a digest).
+EXPERIMENT_PLANS = experiment_plans(config)
+# Plans name -> its planning section, for every plans but plans.json.
+PLANNING = {
+    EXPERIMENT_PLANS[name]: planning
+    for name, planning in experiment_planning(config).items()
+    if EXPERIMENT_PLANS[name] is not None
+}
 
 # A run killed with SIGKILL leaves Snakemake's locks behind; the same command resumes.
 if workflow.is_main_process and claim_working_directory(Path.cwd()):
@@ -91,6 +109,7 @@ if DeploymentMethod.APPTAINER in DEPLOYMENT:
         config["splits"]["groups"],
         *(section["pretrained_weights"] for section in EXPERIMENTS.values()),
         config["planning"]["plans_from"],
+        *(planning["plans_from"] for planning in PLANNING.values()),
     ]
     try:
         workflow.deployment_settings.apptainer_args = apptainer_args(
@@ -113,6 +132,7 @@ else:
 wildcard_constraints:
     case=r"[^/]+",
     configuration=r"[^/]+",
+    plans=r"[^/]+",
     batch=r"batch_\d+",
     fold=r"\d+",
 
@@ -179,14 +199,76 @@ def training_case_files(wildcards):
 
 
 def planned_configurations(wildcards=None):
-    """Configurations with preprocessed data of their own, from the plan checkpoint.
+    """The preprocessed folders (named as LAYOUT.preprocessed takes them) of every plans.
 
-    The cascade's full-resolution stage trains on the 3d_fullres data (same data_identifier).
+    A configuration preprocessed exactly as an earlier one (segflow/preprocessing/sharing.py)
+    has none of its own: the cascade's full-resolution stage trains on the 3d_fullres data,
+    and the residual-encoder presets' 2d and 3d_fullres on the default planner's.
     """
-    owners = {}
-    for name, conf in planned()["configurations"].items():
-        owners.setdefault(conf["data_identifier"], name)
-    return list(owners.values())
+    return list(dict.fromkeys(_preprocessed_owners().values()))
+
+
+def used_plans():
+    """The name of every plans the run makes: None (plans.json) first, then the experiments'
+    own, by name."""
+    return [None, *sorted(PLANNING)]
+
+
+def experiment_planning_section(plans):
+    """The planning section of the plans called `plans` (not plans.json)."""
+    if plans not in PLANNING:
+        raise WorkflowError(f"plans '{plans}' belong to no experiment: {sorted(PLANNING)}")
+    return PLANNING[plans]
+
+
+def planning_command(planning):
+    """The command that makes a planning section's plans: moved from another dataset's
+    (`plans_from`), or planned."""
+    return "move-plans" if planning["plans_from"] else "plan"
+
+
+def planning_options(planning, input):
+    """The options of planning_command, one whole argument each, from the planning rule's
+    input (dataset_json, fingerprint, source_plans)."""
+    if planning["plans_from"]:
+        return [
+            f"--source-plans={input.source_plans}",
+            f"--target-dataset-json={input.dataset_json}",
+            f"--target-fingerprint={input.fingerprint}",
+        ]
+    options = [
+        f"--dataset-json={input.dataset_json}",
+        f"--fingerprint={input.fingerprint}",
+        f"--preset={planning['preset']}",
+    ]
+    if planning["gpu_memory_target_gb"]:
+        options.append(f"--gpu-memory-gb={planning['gpu_memory_target_gb']}")
+    options += [
+        f"--{key.replace('_', '-')}={planning[key]}"
+        for key in ("base_features", "max_features")
+        if planning[key] is not None
+    ]
+    return [*options, f"--seed={config['seed']}"]
+
+
+def plans_file(plans=None):
+    """The path of the plans called `plans` (None: plans.json)."""
+    return LAYOUT.named_plans(plans)
+
+
+def _preprocessed_owners():
+    """(plans, configuration) -> the preprocessed folder's name it trains on."""
+    versions = []
+    for plans in used_plans():
+        path = _plans_path(plans)
+        versions.append((plans, path, os.stat(path).st_mtime_ns))
+    return _owners(tuple(versions))
+
+
+@functools.lru_cache(maxsize=4)
+def _owners(versions):
+    owners = preprocessed_owners({plans: _plans_content(path, mtime) for plans, path, mtime in versions})
+    return {key: model_name(conf, plans) for key, (plans, conf) in owners.items()}
 
 
 def fingerprint_batches():
@@ -239,15 +321,32 @@ def preprocessed_manifests(wildcards=None):
     )
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def _plans_content(path, mtime_ns):
     return read_json(path)
 
 
-def planned():
-    """plans.json's content (the plan checkpoint's output), parsed once per version."""
-    path = checkpoints.plan.get().output[0]
+def _plans_path(plans=None):
+    # The plan checkpoint's output for plans.json; plan_experiment's for an experiment's.
+    if plans is None:
+        return checkpoints.plan.get().output[0]
+    return checkpoints.plan_experiment.get(plans=plans).output[0]
+
+
+def planned(plans=None):
+    """The content of the plans called `plans` (None: plans.json), parsed once per version."""
+    path = _plans_path(plans)
     return _plans_content(path, os.stat(path).st_mtime_ns)
+
+
+def model_plans(model):
+    """The name of the plans a model (its folder name) trains with (None: plans.json)."""
+    return EXPERIMENT_PLANS[model_experiment(model)]
+
+
+def model_plans_file(wildcards):
+    """The plans file of the model of a train or validate job."""
+    return plans_file(model_plans(wildcards.configuration))
 
 
 def plans_configuration(model):
@@ -267,33 +366,39 @@ def model_experiment(model):
 
 
 def preprocessed_configuration(name):
-    """The configuration whose preprocessed folder model `name` trains on (same
-    data_identifier)."""
-    name = plans_configuration(name)
-    configurations = planned()["configurations"]
-    if name not in configurations:
-        raise WorkflowError(f"configuration '{name}' is not in the plans: {list(configurations)}")
-    identifier = configurations[name]["data_identifier"]
-    return next(n for n, c in configurations.items() if c["data_identifier"] == identifier)
+    """The preprocessed folder model `name` trains on: its plans' configuration's, or that of
+    the first configuration preprocessed the same way (segflow/preprocessing/sharing.py)."""
+    plans, configuration = model_plans(name), plans_configuration(name)
+    configurations = planned(plans)["configurations"]
+    if configuration not in configurations:
+        raise WorkflowError(
+            f"configuration '{configuration}' is not in the plans {plans_file(plans)}: "
+            f"{list(configurations)}"
+        )
+    return _preprocessed_owners()[(plans, configuration)]
 
 
 def trained_configurations(wildcards=None):
     """The name of every model trained: each experiment's (model_name) of every configuration
     of `training.configurations`, or of every planned one but the cascade's second stage
     (which needs the first stage's predictions)."""
-    return [model_name(c, e) for c in _trained_plans_configurations() for e in EXPERIMENTS]
+    trained = {e: _trained_plans_configurations(EXPERIMENT_PLANS[e]) for e in EXPERIMENTS}
+    # By configuration, then experiment; an experiment's plans may hold other configurations
+    # (a preset may plan 3d_lowres where another does not).
+    order = list(dict.fromkeys(c for configurations in trained.values() for c in configurations))
+    return [model_name(c, e) for c in order for e in EXPERIMENTS if c in trained[e]]
 
 
-def _trained_plans_configurations():
-    configurations = planned()["configurations"]
+def _trained_plans_configurations(plans=None):
+    configurations = planned(plans)["configurations"]
     chosen = config["training"]["configurations"]
     if chosen is None:
         return [n for n, c in configurations.items() if not c.get("previous_stage")]
     unknown = [n for n in chosen if n not in configurations]
     if unknown:
         raise WorkflowError(
-            f"config training.configurations: {unknown} not in the plans; planned: "
-            f"{list(configurations)}"
+            f"config training.configurations: {unknown} not in the plans "
+            f"{plans_file(plans)}; planned: {list(configurations)}"
         )
     return list(chosen)
 

@@ -4,7 +4,7 @@ rule validate:
     input:
         unpack(train_inputs),
         checkpoint=LAYOUT.checkpoint("{configuration}", "{fold}"),
-        plans=LAYOUT.plans,
+        plans=model_plans_file,
         splits=LAYOUT.splits,
         dataset_json=DATASET / "dataset.json",
         dataset_report=LAYOUT.dataset_report,

@@ -5,6 +5,8 @@ rule export:
     input:
         dataset_json=DATASET / "dataset.json",
         plans=LAYOUT.plans,
+        # The experiments' own plans (experiments.<name>.planning), for the models they trained.
+        experiment_plans=lambda wc: [plans_file(p) for p in used_plans() if p is not None],
         fingerprint=LAYOUT.fingerprint,
         selection=LAYOUT.selection,
         postprocessing=LAYOUT.postprocessing,
@@ -16,6 +18,11 @@ rule export:
     params:
         models=LAYOUT.models,
         crossval=LAYOUT.crossval,
+        model_plans=lambda wc: [
+            f"--model-plans={model}={plans_file(model_plans(model))}"
+            for model in trained_configurations()
+            if model_plans(model) is not None
+        ],
     conda:
         "../../envs/cpu.yaml"
     log:
@@ -25,4 +32,4 @@ rule export:
         " --plans={input.plans:q} --fingerprint={input.fingerprint:q}"
         " --selection={input.selection:q} --postprocessing={input.postprocessing:q}"
         " --models={params.models:q} --crossval={params.crossval:q} --out={output.model:q}"
-        " --zip={output.zip:q}"
+        " --zip={output.zip:q} {params.model_plans:q}"

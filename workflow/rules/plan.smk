@@ -35,3 +35,24 @@ checkpoint plan:
             " --fingerprint={input.fingerprint:q} --preset={params.preset:q}"
             " {params.gpu_memory:q} {params.widths:q} --seed={params.seed:q} --out={output:q}"
         )
+
+
+# An experiment's own planning (`experiments.<name>.planning`, e.g. {preset: resenc_m}): its
+# plans, named by the planning values (segflow/config.py), shared by the experiments that plan
+# alike. Changing one experiment's planning renames its plans: only its jobs rerun.
+checkpoint plan_experiment:
+    input:
+        dataset_json=DATASET / "dataset.json",
+        fingerprint=LAYOUT.fingerprint,
+        source_plans=lambda wc: experiment_planning_section(wc.plans)["plans_from"] or [],
+    output:
+        LAYOUT.named_plans("{plans}"),
+    params:
+        command=lambda wc: planning_command(experiment_planning_section(wc.plans)),
+        options=lambda wc, input: planning_options(experiment_planning_section(wc.plans), input),
+    conda:
+        "../../envs/cpu.yaml"
+    log:
+        LOGS / "plan" / "{plans}.log",
+    shell:
+        "python -m segflow --log={log:q} {params.command:q} {params.options:q} --out={output:q}"

@@ -3,7 +3,8 @@
 rule pretrain:
     input:
         unpack(train_inputs),
-        plans=LAYOUT.plans,
+        # The model's experiment's plans (plans.json, or its own planning's).
+        plans=model_plans_file,
         splits=LAYOUT.splits,
         dataset_json=DATASET / "dataset.json",
     output:

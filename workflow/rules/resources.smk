@@ -34,8 +34,10 @@ def preprocess_mem_mb(wildcards, input, threads, attempt):
             ([DATASET / p for p in cases[c]["images"]], DATASET / cases[c]["label"])
             for c in preprocess_batches()[wildcards.batch]
         ]
+        # preprocess_experiment's jobs name the plans (an experiment's own planning).
+        plans = getattr(wildcards, "plans", None)
         return job_resources.preprocess_mem_mb(
-            batch, planned(), wildcards.configuration, workers=threads, attempt=attempt
+            batch, planned(plans), wildcards.configuration, workers=threads, attempt=attempt
         )
     except Exception:
         return _fallback_mem_mb(input, attempt)

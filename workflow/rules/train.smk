@@ -3,7 +3,8 @@
 rule train:
     input:
         unpack(train_inputs),
-        plans=LAYOUT.plans,
+        # The model's experiment's plans (plans.json, or its own planning's).
+        plans=model_plans_file,
         splits=LAYOUT.splits,
         dataset_json=DATASET / "dataset.json",
         # Fine-tuning: the weights decide the result, so changing the file retrains.

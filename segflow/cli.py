@@ -54,6 +54,7 @@ ORDER = (
     "preprocess",
     "split",
     "holdout",
+    "pretrain",
     "train",
     "validate-fold",
     "predict",

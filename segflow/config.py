@@ -556,6 +556,38 @@ def check_config(
     _fill_defaults(config, schema)
     problems += _value_problems(config, None if base is None else Path(base))
     problems += _experiment_problems(config, schema, None if base is None else Path(base))
+    if not problems:
+        problems += _ssl_pretrain_problems(config)
     if problems:
         raise ConfigError("the workflow configuration is invalid", problems)
     return config
+
+
+def _ssl_pretrain_problems(config: dict[str, Any]) -> list[Problem]:
+    """ssl_pretrain with pretrained weights of its own, or with a network of the model zoo
+    (which has no U-Net encoder to pretrain)."""
+    from segflow.networks.variants import ZOO_NAMES
+
+    problems = []
+    for name, section in experiment_sections(config).items():
+        if not section.get("ssl_pretrain"):
+            continue
+        where = "training" if name is None else f"experiments.{name}"
+        if section.get("pretrained_weights"):
+            problems.append(
+                Problem(
+                    f"{where}.ssl_pretrain",
+                    "the folds start from the pretrain job's checkpoint: leave "
+                    "pretrained_weights null",
+                )
+            )
+        architecture = (section.get("network") or {}).get("architecture")
+        if architecture in ZOO_NAMES:
+            problems.append(
+                Problem(
+                    f"{where}.ssl_pretrain",
+                    f"self-supervised pretraining needs a U-Net encoder (PlainConvUNet, "
+                    f"ResidualEncoderUNet); {architecture} of the model zoo has none",
+                )
+            )
+    return problems

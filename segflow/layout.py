@@ -162,6 +162,17 @@ class Results:
     def progress_plot(self, configuration: str, fold: int | str) -> Path:
         return self.fold_model(configuration, fold) / PROGRESS_PLOT
 
+    # Self-supervised pretraining (training.ssl_pretrain).
+    def pretraining(self, configuration: str) -> Path:
+        """A model's pretraining folder: ``checkpoint_ssl.pt`` and its loss curve."""
+        return self.root / "pretraining" / configuration
+
+    def ssl_checkpoint(self, configuration: str) -> Path:
+        return self.pretraining(configuration) / "checkpoint_ssl.pt"
+
+    def ssl_progress_plot(self, configuration: str) -> Path:
+        return self.pretraining(configuration) / "ssl_progress.png"
+
     # Cross-validation.
     @property
     def crossval(self) -> Path:

@@ -20,7 +20,7 @@ from segflow.errors import SegflowError
 REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "requirements.lock"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-GPU_RULES = {"train", "validate", "predict"}
+GPU_RULES = {"train", "pretrain", "validate", "predict"}
 
 
 def _name(requirement: str) -> str:

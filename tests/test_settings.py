@@ -179,7 +179,21 @@ def _schema_agrees(cls, properties, where, elsewhere=frozenset(), workflow_only=
 )
 def test_every_setting_is_a_config_key_with_the_same_default(cls, section, elsewhere):
     properties = SCHEMA["properties"][section]["properties"]
-    _schema_agrees(cls, properties, section, elsewhere, {"configurations", "folds", "threads"})
+    # ssl_pretrain: the workflow runs a pretrain job and passes its checkpoint as
+    # pretrained_weights (workflow/rules/pretrain.smk).
+    workflow_only = {"configurations", "folds", "threads", "ssl_pretrain"}
+    _schema_agrees(cls, properties, section, elsewhere, workflow_only)
+
+
+def test_the_pretraining_section_is_the_pretraining_settings():
+    # The device and workers are training's, the seed the config's, the threads the rule's.
+    from segflow.training.pretraining_settings import PretrainingSettings
+
+    properties = SCHEMA["properties"]["pretraining"]["properties"]
+    shared = {"seed", "device", "threads", "num_workers"}
+    fields = {f.name: f.default for f, _, _ in fields_of(PretrainingSettings)}
+    assert set(properties) == set(fields) - shared
+    assert all(properties[name]["default"] == fields[name] for name in properties)
 
 
 def test_choices_in_the_schema_are_the_settings_choices():

@@ -31,8 +31,11 @@ def model_facts(checkpoints: Sequence[str | os.PathLike[str]]) -> dict[str, Any]
         raise SegflowError("no checkpoint to describe the model with")
     states = [load_checkpoint(path) for path in checkpoints]
     network = states[0]["network"]
+    # Integer tensors are index buffers (SwinUNETR's relative position indices), never weights.
     parameters = sum(
-        int(tensor.numel()) for key, tensor in network.items() if not key.endswith(_BUFFER_SUFFIXES)
+        int(tensor.numel())
+        for key, tensor in network.items()
+        if not key.endswith(_BUFFER_SUFFIXES) and tensor.is_floating_point()
     )
     per_iteration = []
     problems = []

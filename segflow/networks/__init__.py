@@ -9,7 +9,9 @@ equal tensors.
 
 A :class:`~segflow.networks.variants.NetworkVariant` changes the planned network without
 changing the plans: another architecture, a wider encoder, group or batch normalization, axial
-attention in the decoder (the extensions of the BraTS 2021 winner, :data:`BRATS2021_VARIANTS`).
+attention in the decoder (the extensions of the BraTS 2021 winner, :data:`BRATS2021_VARIANTS`),
+a network of the model zoo (:data:`ZOO`: MONAI's Attention U-Net, UNet++, SegResNet, UNETR and
+SwinUNETR, sized from the plans) and a spatial transformer in front of any of them.
 """
 
 from __future__ import annotations
@@ -24,20 +26,25 @@ if TYPE_CHECKING:
     from segflow.networks.build import build_network, memory_format_for
     from segflow.networks.registry import ARCHITECTURES, NETWORKS, NetworkBuilder
     from segflow.networks.resenc import ResidualEncoderUNet
+    from segflow.networks.spatial_transformer import SpatialTransformer
     from segflow.networks.unet import PlainConvUNet, UNet
     from segflow.networks.variants import BRATS2021_VARIANTS, NetworkVariant
+    from segflow.networks.zoo import ZOO, ZooNetwork
 
 __all__ = [
     "ARCHITECTURES",
     "BRATS2021_VARIANTS",
     "NETWORKS",
+    "ZOO",
     "AxialAttention",
     "LayerOps",
     "NetworkBuilder",
     "NetworkVariant",
     "PlainConvUNet",
     "ResidualEncoderUNet",
+    "SpatialTransformer",
     "UNet",
+    "ZooNetwork",
     "build_network",
     "memory_format_for",
 ]
@@ -52,7 +59,9 @@ __getattr__, __dir__ = lazy_exports(
         "build": ("build_network", "memory_format_for"),
         "registry": ("ARCHITECTURES", "NETWORKS", "NetworkBuilder"),
         "resenc": ("ResidualEncoderUNet",),
+        "spatial_transformer": ("SpatialTransformer",),
         "unet": ("PlainConvUNet", "UNet"),
         "variants": ("BRATS2021_VARIANTS", "NetworkVariant"),
+        "zoo": ("ZOO", "ZooNetwork"),
     },
 )

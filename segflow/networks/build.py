@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from segflow.errors import Problem, SegflowError
 from segflow.networks.blocks import resolve_layer_ops
 from segflow.networks.registry import NETWORKS, unknown_network
-from segflow.networks.unet import UNet
 from segflow.networks.variants import NetworkVariant
 from segflow.planning.plans import ConfigurationPlan, NetworkPlan
 
@@ -85,8 +85,9 @@ def build_network(
     num_outputs: int,
     deep_supervision: bool = True,
     variant: NetworkVariant | None = None,
-) -> UNet:
-    """The U-Net a configuration plans, freshly initialized as nnU-Net initializes it.
+) -> nn.Module:
+    """The U-Net a configuration plans, freshly initialized as nnU-Net initializes it, or the
+    network of the model zoo a variant names, sized from the configuration.
 
     Args:
         configuration: the configuration; its ``network`` names the architecture and layers.
@@ -96,17 +97,40 @@ def build_network(
         deep_supervision: return one output per decoder stage, finest first (training), or only
             the finest (inference). Switch later with ``network.set_deep_supervision(flag)``.
         variant: changes to the planned network (architecture, encoder width, normalization,
-            axial attention); ``None`` or the default variant: the network as planned.
+            axial attention, a spatial transformer in front); ``None`` or the default variant:
+            the network as planned.
 
     Returns:
-        A :class:`~segflow.networks.unet.UNet` on the default device, in float32.
+        A :class:`~segflow.networks.unet.UNet` (a
+        :class:`~segflow.networks.zoo.ZooNetwork` for a zoo architecture; either behind a
+        :class:`~segflow.networks.spatial_transformer.SpatialTransformer` when the variant
+        asks for one) on the default device, in float32. Each has ``set_deep_supervision``
+        and ``num_deep_supervision_outputs`` (1 for the zoo).
 
     Raises:
         SegflowError: every problem with the network plan and the variant at once: an unknown
             architecture or layer name, lists whose lengths do not match ``n_stages``, kernel
-            sizes or strides of the wrong dimensionality, channel counts below one, or group
-            normalization whose groups do not divide a width.
+            sizes or strides of the wrong dimensionality, channel counts below one, group
+            normalization whose groups do not divide a width, or a plan a zoo network cannot
+            be sized from.
     """
+    network = _build_planned_or_zoo(
+        configuration, num_input_channels, num_outputs, deep_supervision, variant
+    )
+    if variant is not None and variant.spatial_transformer:
+        from segflow.networks.spatial_transformer import SpatialTransformer
+
+        network = SpatialTransformer(network, len(configuration.patch_size), num_input_channels)
+    return network
+
+
+def _build_planned_or_zoo(
+    configuration: ConfigurationPlan,
+    num_input_channels: int,
+    num_outputs: int,
+    deep_supervision: bool,
+    variant: NetworkVariant | None,
+) -> nn.Module:
     where = f"configuration '{configuration.name}': network"
     problems: list[Problem] = []
     if variant is None:
@@ -123,6 +147,9 @@ def build_network(
     if values is None:
         raise SegflowError("the network cannot be built", problems)
     name = variant.architecture or values["architecture"]
+    if variant.is_zoo:
+        return _build_zoo(name, configuration, values, num_input_channels, num_outputs,
+                          deep_supervision, where, problems)  # fmt: skip
     builder = NETWORKS.get(name)
     if builder is None:
         key = "network variant.architecture" if variant.architecture else f"{where}.architecture"
@@ -161,6 +188,34 @@ def build_network(
         decoder_features=decoder_features,
         attention=variant.attention_per_stage(values["n_stages"] - 1),
     )
+
+
+def _build_zoo(
+    name: str,
+    configuration: ConfigurationPlan,
+    values: dict[str, Any],
+    num_input_channels: int,
+    num_outputs: int,
+    deep_supervision: bool,
+    where: str,
+    problems: list[Problem],
+) -> nn.Module:
+    """The zoo network ``name`` sized from the configuration (its patch, the plans' widths
+    and strides)."""
+    from segflow.networks.zoo import ZooPlan, build_zoo_network
+
+    patch = tuple(int(p) for p in configuration.patch_size)
+    problems += _topology_problems(values, len(patch), where)
+    if problems:
+        raise SegflowError("the network cannot be built", problems)
+    plan = ZooPlan(
+        patch_size=patch,
+        in_channels=num_input_channels,
+        num_outputs=num_outputs,
+        features_per_stage=tuple(int(f) for f in values["features_per_stage"]),
+        strides=tuple(tuple(int(v) for v in s) for s in values["strides"]),
+    )
+    return build_zoo_network(name, plan, deep_supervision)
 
 
 def memory_format_for(

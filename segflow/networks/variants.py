@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from segflow.networks.blocks import LayerOps
 
-__all__ = ["ARCHITECTURE_NAMES", "BRATS2021_VARIANTS", "NORMS", "NetworkVariant"]
+__all__ = ["ARCHITECTURE_NAMES", "BRATS2021_VARIANTS", "NORMS", "ZOO_NAMES", "NetworkVariant"]
 
 NORMS = ("instance", "group", "batch")
 """The normalizations a variant may put in place of the planned one."""
@@ -34,6 +34,12 @@ NORMS = ("instance", "group", "batch")
 #: The architectures a variant may name (the keys of segflow.networks.NETWORKS, which a test
 #: keeps equal; spelled here so that the settings load without torch).
 ARCHITECTURE_NAMES = (PLAIN_UNET, RESIDUAL_ENCODER_UNET)
+#: The networks of the model zoo (the keys of segflow.networks.zoo.ZOO, which a test keeps
+#: equal): MONAI's, sized from the plans; the U-Net settings below do not apply to them.
+ZOO_NAMES = ("AttentionUNet", "UNetPlusPlus", "SegResNet", "UNETR", "SwinUNETR")
+_NETWORK_NAMES = ARCHITECTURE_NAMES + ZOO_NAMES
+#: The settings that change a U-Net of the plans, with the value that changes nothing.
+_UNET_ONLY = {"encoder_scale": 1, "norm": None, "axial_attention": False}
 # Of the planned normalization's arguments, those every normalization takes.
 _SHARED_NORM_KWARGS = ("eps", "affine")
 _POSITIVE_INTEGERS = (
@@ -51,8 +57,10 @@ class NetworkVariant:
     """Changes to the planned network; the defaults change nothing.
 
     Attributes:
-        architecture: the network, by its name in :data:`~segflow.networks.NETWORKS`;
-            ``None``: the plan's ``architecture``.
+        architecture: the network, by its name in :data:`~segflow.networks.NETWORKS` or in
+            the model zoo (:data:`ZOO_NAMES`, :mod:`segflow.networks.zoo`); ``None``: the
+            plan's ``architecture``. The encoder, normalization and attention settings change
+            the U-Nets of the plans only.
         encoder_scale: multiplies the encoder's features per stage (BraTS 2021's larger
             encoder: 2), capped at ``encoder_max_features`` (never below the planned width);
             the decoder keeps the planned widths.
@@ -68,6 +76,9 @@ class NetworkVariant:
         attention_heads: heads at the finest attended stage (paper: 4); heads and head size
             double at each coarser stage.
         attention_head_size: channels per head there (paper: 16).
+        spatial_transformer: put a spatial transformer (a localization network predicting an
+            affine transform, initialized to the identity) in front of the network
+            (:mod:`segflow.networks.spatial_transformer`; JMedSeg's SAS framework).
     """
 
     architecture: str | None = setting(None, "the network by name (default: the plan's)")
@@ -79,6 +90,9 @@ class NetworkVariant:
     attention_stages: int = setting(4, "decoder stages with axial attention")
     attention_heads: int = setting(4, "attention heads at the finest attended stage")
     attention_head_size: int = setting(16, "channels per head at the finest attended stage")
+    spatial_transformer: bool = setting(
+        False, "a spatial transformer (learned affine, identity at start) before the network"
+    )
 
     def __post_init__(self) -> None:
         problems = _value_problems(self.to_dict(), "network variant")
@@ -117,6 +131,11 @@ class NetworkVariant:
     def is_default(self) -> bool:
         """Whether every setting is its default (then any plan's network is built unchanged)."""
         return self == NetworkVariant()
+
+    @property
+    def is_zoo(self) -> bool:
+        """Whether the network is one of the model zoo's (:mod:`segflow.networks.zoo`)."""
+        return self.architecture in ZOO_NAMES
 
     def encoder_features(self, planned: Sequence[int]) -> tuple[int, ...]:
         """The encoder's features per stage for the ``planned`` ones."""
@@ -216,26 +235,34 @@ def _value_problems(values: Mapping[str, Any], where: str) -> list[Problem]:
         problems.append(
             Problem(f"{where}.norm", _unknown("norm", norm, NORMS, "; null: the planned one"))
         )
-    if "axial_attention" in values and not isinstance(values["axial_attention"], bool):
-        problems.append(
-            Problem(
-                f"{where}.axial_attention",
-                f"must be true or false, got {values['axial_attention']!r}",
+    for key in ("axial_attention", "spatial_transformer"):
+        if key in values and not isinstance(values[key], bool):
+            problems.append(
+                Problem(f"{where}.{key}", f"must be true or false, got {values[key]!r}")
             )
-        )
     architecture = values.get("architecture")
     if architecture is not None and (
-        not isinstance(architecture, str) or architecture not in ARCHITECTURE_NAMES
+        not isinstance(architecture, str) or architecture not in _NETWORK_NAMES
     ):
-        close = difflib.get_close_matches(str(architecture), ARCHITECTURE_NAMES, n=1, cutoff=0.5)
+        close = difflib.get_close_matches(str(architecture), _NETWORK_NAMES, n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         problems.append(
             Problem(
                 f"{where}.architecture",
                 f"architecture '{architecture}' is not supported{hint} "
-                f"(valid: {', '.join(ARCHITECTURE_NAMES)})",
+                f"(valid: {', '.join(_NETWORK_NAMES)})",
             )
         )
+    if architecture in ZOO_NAMES:
+        for key, unchanged in _UNET_ONLY.items():
+            if key in values and values[key] != unchanged:
+                problems.append(
+                    Problem(
+                        f"{where}.{key}",
+                        f"changes the U-Nets of the plans only, not the zoo network "
+                        f"'{architecture}' (leave it at {unchanged!r})",
+                    )
+                )
     return problems
 
 

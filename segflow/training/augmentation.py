@@ -172,6 +172,7 @@ def training_transforms(
     patch_size: Sequence[int],
     mirror_axes: Sequence[int] | None = None,
     use_mask_for_norm: Sequence[bool] | None = None,
+    sas: bool = False,
 ) -> Compose:
     """nnU-Net's training augmentation for a configuration's (final) patch.
 
@@ -182,6 +183,8 @@ def training_transforms(
             when empty.
         use_mask_for_norm: per channel, whether it was normalized within the nonzero region
             (the plans' ``use_mask_for_norm``); those channels are masked after augmentation.
+        sas: add JMedSeg SAS's colour and intensity transforms before mirroring
+            (:mod:`segflow.training.sas_augmentation`).
 
     Returns:
         a batchgenerators ``Compose`` called as ``transforms(data=..., seg=...)`` on numpy
@@ -250,6 +253,10 @@ def training_transforms(
             (0.7, 1.5), invert_image=False, per_channel=True, retain_stats=True, p_per_sample=0.3
         ),
     ]
+    if sas:
+        from segflow.training.sas_augmentation import sas_transforms
+
+        transforms += sas_transforms()
     if mirror:
         transforms.append(MirrorTransform(mirror))
     if use_mask_for_norm is not None and any(use_mask_for_norm):

@@ -1,4 +1,5 @@
-"""``segflow split`` (the cross-validation folds) and ``segflow train`` (one fold)."""
+"""``segflow split`` (the cross-validation folds), ``segflow train`` (one fold) and
+``segflow pretrain`` (self-supervised pretraining of a configuration's encoder)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,37 @@ def _train(args: argparse.Namespace) -> None:
     )
 
 
+def _pretrain_arguments(p: argparse.ArgumentParser) -> None:
+    from segflow.networks.variants import NetworkVariant
+    from segflow.training.pretraining_settings import PretrainingSettings
+
+    p.add_argument("--plans", type=Path, required=True, help="plans.json")
+    p.add_argument("--configuration", required=True, help="e.g. 2d, 3d_fullres")
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--splits", type=Path, required=True, help="splits.json (its cases)")
+    p.add_argument("--preprocessed", type=Path, required=True, help="preprocessed folder")
+    p.add_argument("--out-dir", type=Path, required=True, help="where checkpoint_ssl.pt goes")
+    add_arguments(p, PretrainingSettings)
+    add_arguments(p, NetworkVariant, prefix="network_")
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from segflow.networks.variants import NetworkVariant
+    from segflow.training.contrastive import pretrain_encoder
+    from segflow.training.pretraining_settings import PretrainingSettings
+
+    pretrain_encoder(
+        plans_path=args.plans,
+        configuration=args.configuration,
+        dataset_json=args.dataset_json,
+        splits_path=args.splits,
+        preprocessed_folder=args.preprocessed,
+        output_folder=args.out_dir,
+        settings=from_arguments(PretrainingSettings, args),
+        variant=from_arguments(NetworkVariant, args, prefix="network_"),
+    )
+
+
 COMMANDS = (
     Command(
         "split",
@@ -76,5 +108,12 @@ COMMANDS = (
         "checkpoint_latest.pt in --out-dir)",
         _train_arguments,
         _train,
+    ),
+    Command(
+        "pretrain",
+        "self-supervised contrastive pretraining (MoCo) of a configuration's encoder "
+        "(checkpoint_ssl.pt, which the folds start from as pretrained weights)",
+        _pretrain_arguments,
+        _pretrain,
     ),
 )

@@ -57,8 +57,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Stream identifiers: part of every batch's seed, so training and validation batches differ.
-STREAMS = {"train": 0, "val": 1}
+#: Stream identifiers: part of every batch's seed, so training and validation batches differ
+#: (``ssl``: the views of self-supervised pretraining, :mod:`segflow.training.contrastive`).
+STREAMS = {"train": 0, "val": 1, "ssl": 2}
 #: The most background workers :func:`workers_for` chooses (nnU-Net's default is 12).
 MAX_WORKERS = 12
 
@@ -113,6 +114,7 @@ class TrainingBatches(Dataset):
         mirror_axes: axes mirrored in training; every axis when None.
         use_mask_for_norm: the plans' per-channel ``use_mask_for_norm``.
         oversample_foreground_percent: the share of each batch forced to hold foreground.
+        sas_augmentation: add JMedSeg SAS's colour and intensity augmentation in training.
 
     Items are ``{"data": float32 tensor (b, c, *patch_size), "target": int16 tensor
     (b, 1, *patch_size), "keys": [case id per patch]}``; targets are label maps with the
@@ -132,6 +134,7 @@ class TrainingBatches(Dataset):
         mirror_axes: Sequence[int] | None = None,
         use_mask_for_norm: Sequence[bool] | None = None,
         oversample_foreground_percent: float = OVERSAMPLE_FOREGROUND_PERCENT,
+        sas_augmentation: bool = False,
     ) -> None:
         batch_seed_sequence(seed, fold, stream, 0)  # checks the arguments
         self.seed, self.fold, self.stream = int(seed), int(fold), stream
@@ -147,7 +150,9 @@ class TrainingBatches(Dataset):
         )
         if augment:
             mirror = default_mirror_axes(self.patch_size) if mirror_axes is None else mirror_axes
-            self.transforms = training_transforms(self.patch_size, mirror, use_mask_for_norm)
+            self.transforms = training_transforms(
+                self.patch_size, mirror, use_mask_for_norm, sas=sas_augmentation
+            )
         else:
             self.transforms = validation_transforms()
 

@@ -3,8 +3,9 @@
 
 Every parameter and buffer of the network is taken from the pretrained checkpoint's network
 except the segmentation heads (the decoder's 1x1 output convolutions, one per deep-supervision
-resolution), which keep their fresh initialization: the new dataset may have other classes.
-Everything else must match by name and shape; the input channels too, since the first
+resolution; a network of the model zoo or a spatial transformer names its own in
+``head_prefixes``), which keep their fresh initialization: the new dataset may have other
+classes. Everything else must match by name and shape; the input channels too, since the first
 convolution's weight has one slice per channel (as in nnU-Net, a pretrained network is only
 used on data with as many channels). A network whose topology differs (other plans) is
 refused with every mismatching layer listed; ``segflow move-plans`` gives the new dataset the
@@ -26,7 +27,13 @@ from torch import nn
 from segflow.errors import Problem, SegflowError
 from segflow.training.checkpoint import load_checkpoint
 
-__all__ = ["HEAD_PREFIX", "file_sha256", "load_pretrained_weights", "pretrained_problems"]
+__all__ = [
+    "HEAD_PREFIX",
+    "file_sha256",
+    "head_prefixes",
+    "load_pretrained_weights",
+    "pretrained_problems",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +58,21 @@ def _shape(tensor: torch.Tensor) -> str:
     return str(tuple(tensor.shape)).replace(",)", ")")
 
 
+def head_prefixes(network: nn.Module) -> tuple[str, ...]:
+    """The state-dict prefixes of ``network``'s segmentation heads: those it declares
+    (``head_prefixes``: the zoo's networks, a spatial transformer), else the U-Net's."""
+    return tuple(getattr(network, "head_prefixes", (HEAD_PREFIX,)))
+
+
 def pretrained_problems(
-    pretrained: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]
+    pretrained: Mapping[str, torch.Tensor],
+    own: Mapping[str, torch.Tensor],
+    heads: tuple[str, ...] = (HEAD_PREFIX,),
 ) -> list[Problem]:
-    """Every layer (but the heads) whose name or shape differs between the two state dicts."""
+    """Every layer (but the ``heads``) whose name or shape differs between the state dicts."""
     problems = []
     for name, tensor in own.items():
-        if name.startswith(HEAD_PREFIX):
+        if name.startswith(heads):
             continue
         if name not in pretrained:
             problems.append(Problem(name, "missing from the pretrained network"))
@@ -69,7 +84,7 @@ def pretrained_problems(
                 )
             )
     for name in pretrained:
-        if not name.startswith(HEAD_PREFIX) and name not in own:
+        if not name.startswith(heads) and name not in own:
             problems.append(Problem(name, "in the pretrained network, not in this one"))
     return problems
 
@@ -105,14 +120,15 @@ def load_pretrained_weights(
                 f"{num_input_channels}; fine-tuning needs the same channels",
             )
         )
-    problems += pretrained_problems(weights, own)
+    heads = head_prefixes(network)
+    problems += pretrained_problems(weights, own, heads)
     if problems:
         problems.append(Problem("hint", _HINT))
         raise SegflowError(
             f"the pretrained weights {path} do not fit this network ({len(problems) - 1} problems)",
             problems,
         )
-    copied = {k: v for k, v in weights.items() if not k.startswith(HEAD_PREFIX)}
+    copied = {k: v for k, v in weights.items() if not k.startswith(heads)}
     with torch.no_grad():
         for name, tensor in own.items():
             if name in copied:
@@ -121,6 +137,6 @@ def load_pretrained_weights(
         "started from the pretrained weights %s: %d layers copied, %d head tensors fresh",
         path,
         len(copied),
-        sum(name.startswith(HEAD_PREFIX) for name in own),
+        sum(name.startswith(heads) for name in own),
     )
     return {"path": str(path), "sha256": file_sha256(path), "layers": len(copied)}

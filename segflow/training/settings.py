@@ -57,6 +57,9 @@ class TrainingSettings:
     oversample_foreground_percent: float = setting(
         0.33, "share of each batch centred on a foreground voxel"
     )
+    sas_augmentation: bool = setting(
+        False, "add JMedSeg SAS's colour jitter, gamma, blur and random resized crops"
+    )
     seed: int = setting(12345, "seed of the initial weights and of every batch")
     experiment: str | None = setting(
         None, "the config's experiment this run trains (recorded in the checkpoint)"

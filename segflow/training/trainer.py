@@ -79,6 +79,7 @@ from segflow.training.loss import (
     foreground_regions,
     label_map_to_regions,
 )
+from segflow.training.losses.deep_supervision import DeepSupervisionLoss
 from segflow.training.losses.ranks import summing_over_ranks
 from segflow.training.pretrained import file_sha256, load_pretrained_weights
 from segflow.training.progress import TrainingHistory, pseudo_dice
@@ -286,12 +287,17 @@ class FoldTrainer:
             self.network = synchronized_batch_norm(self.network, self.device)
         self.optimizer = build_optimizer(self.network.parameters(), self.settings)
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        # A network without nnU-Net's deep supervision (the model zoo's) returns one output.
+        outputs = getattr(self.network, "num_deep_supervision_outputs", len(self.scales))
+        self.scales = self.scales[:outputs]
         self.loss = build_loss(
             self.dataset,
             name=self.settings.loss,
             batch_dice=self.configuration.batch_dice,
             num_outputs=len(self.scales),
         )
+        if len(self.scales) == 1:
+            self.loss = DeepSupervisionLoss(self.loss, [1.0])  # takes the lists of one
         #: What the training steps call: the network, or its DDP wrapper (which averages the
         #: ranks' gradients); checkpoints hold the network's own state dict either way.
         self.model: nn.Module = self.network
@@ -328,6 +334,7 @@ class FoldTrainer:
             mirror_axes=self.mirror_axes,
             use_mask_for_norm=self.configuration.use_mask_for_norm,
             oversample_foreground_percent=self.settings.oversample_foreground_percent,
+            sas_augmentation=self.settings.sas_augmentation,
         )
         workers = self.settings.num_workers
         if workers is None:

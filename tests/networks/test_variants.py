@@ -390,6 +390,7 @@ def test_variant_round_trips_through_plain_data():
         "attention_stages": 4,
         "attention_heads": 4,
         "attention_head_size": 16,
+        "spatial_transformer": False,
     }
 
 

@@ -31,6 +31,8 @@ from segflow.layout import (
 )
 from segflow.preprocessing.sharing import preprocessed_owners
 from segflow.settings import to_arguments
+from segflow.networks.variants import NetworkVariant
+from segflow.training.pretraining_settings import PretrainingSettings
 from segflow.training.settings import TrainingSettings
 from segflow.training.splits import load_manual_splits
 from segflow.workflow_locks import SNAKEMAKE_LOCKS, claim_working_directory
@@ -421,16 +423,37 @@ def train_inputs(wildcards):
     }
 
 
-def training_options(experiment=None):
+def training_options(experiment=None, model=None):
     """Options of `segflow train` from an experiment's training section (TrainingSettings'
-    fields; the rule passes --threads itself), one argument each."""
+    fields; the rule passes --threads itself), one argument each. With ssl_pretrain, the
+    pretrained weights are the model's `pretrain` checkpoint."""
     values = {**EXPERIMENTS[experiment], "seed": config["seed"], "experiment": experiment}
+    if EXPERIMENTS[experiment].get("ssl_pretrain") and model is not None:
+        values["pretrained_weights"] = str(LAYOUT.ssl_checkpoint(model))
     return to_arguments(TrainingSettings, values, exclude=("threads",))
 
 
 def pretrained_weights(wildcards):
-    """The train rule's pretrained weights: the model's experiment's, if any."""
-    return EXPERIMENTS[model_experiment(wildcards.configuration)]["pretrained_weights"] or []
+    """The train rule's pretrained weights: the model's experiment's, or its `pretrain`
+    checkpoint (ssl_pretrain), if any."""
+    section = EXPERIMENTS[model_experiment(wildcards.configuration)]
+    if section.get("ssl_pretrain"):
+        return LAYOUT.ssl_checkpoint(wildcards.configuration)
+    return section["pretrained_weights"] or []
+
+
+def pretraining_options(experiment=None):
+    """Options of `segflow pretrain`: the `pretraining` section, training's device and
+    workers, the config's seed and the experiment's network (the rule passes --threads)."""
+    training = EXPERIMENTS[experiment]
+    values = {
+        **config["pretraining"],
+        "seed": config["seed"],
+        "device": training["device"],
+        "num_workers": training["num_workers"],
+    }
+    network = to_arguments(NetworkVariant, training["network"] or {}, prefix="network_")
+    return to_arguments(PretrainingSettings, values, exclude=("threads",)) + network
 
 
 def prediction_options():

@@ -23,7 +23,7 @@ rule train:
         out_dir=lambda wc: LAYOUT.fold_model(wc.configuration, wc.fold),
         configuration=lambda wc: plans_configuration(wc.configuration),
         # Per model: changing one experiment's overrides reruns only its jobs.
-        options=lambda wc: training_options(model_experiment(wc.configuration)),
+        options=lambda wc: training_options(model_experiment(wc.configuration), wc.configuration),
     threads: config["training"]["threads"]
     resources:
         # One GPU per data-parallel process of the fold (training.num_processes).

@@ -1,0 +1,200 @@
+"""The model zoo against nnU-Net's U-Net, with and without SSL pretraining and the spatial
+transformer: ISBI 2012 EM (2d) and Hippocampus (3d_fullres), same fold, same small budget.
+
+Issue 18 ("A model zoo and the SAS training framework"). How: the real workflow, one config
+per dataset whose ``experiments`` section names every network (and the SAS variants), run by
+Snakemake to each model's cross-validation summary of one fold (``training.folds: [fold]``):
+
+* ``nnunet``: the plans' PlainConvUNet (nnU-Net's own network and trainer);
+* ``AttentionUNet``, ``UNetPlusPlus``, ``SegResNet``, ``UNETR``, ``SwinUNETR``: MONAI's,
+  sized from the same plans (``segflow/networks/zoo.py``);
+* with ``--sas``: ``nnunet+SSL`` (a ``pretrain`` job, MoCo, before the fold),
+  ``nnunet+STN`` (a spatial transformer in front) and ``nnunet+SASaug`` (the colour and
+  intensity augmentation); ``--zoo-sas`` adds the STN to every zoo network too.
+
+Every model trains the same fold with the same epochs, iterations and seed, on the same
+preprocessing and splits. The summary of each gives the validation Dice per class (the fold's
+held-out cases predicted at full size, without test-time mirroring unless ``--mirroring``),
+the parameters and the median seconds per training iteration. The jobs run one after another
+(``--cores`` = ``--threads``), so the models never share the CPU.
+
+Prints one JSON line (``--result FILE`` also writes it): per dataset, a row per model with
+the Dice per class and their mean, parameters, seconds per iteration; the budget and the
+machine. A tiny smoke run (minutes per model on 2 busy cores; UNETR's ViT-B is the slowest)::
+
+    .venv/bin/python benchmarks/model_zoo.py --datasets isbi --epochs 1 --iterations 2 \\
+        --val-iterations 1 --work /tmp/model_zoo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segflow.layout import Results, model_name
+
+logger = logging.getLogger("model_zoo")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SEGFLOW_SHARED_DATA", "/work/shared/data"))
+DATASETS = {
+    "isbi": ("Dataset121_ISBI2012EM", "2d"),
+    "hippocampus": ("Dataset004_Hippocampus", "3d_fullres"),
+}
+ZOO = ("AttentionUNet", "UNetPlusPlus", "SegResNet", "UNETR", "SwinUNETR")
+
+
+def experiments(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The models compared: overrides of the ``training`` section."""
+    chosen: dict[str, dict[str, Any]] = {"nnunet": {}}
+    for name in args.networks:
+        chosen[name] = {"network": {"architecture": name}}
+        if args.zoo_sas:
+            chosen[f"{name}+STN"] = {"network": {"architecture": name, "spatial_transformer": True}}
+    if args.sas:
+        chosen["nnunet+SSL"] = {"ssl_pretrain": True}
+        chosen["nnunet+STN"] = {"network": {"spatial_transformer": True}}
+        chosen["nnunet+SASaug"] = {"sas_augmentation": True}
+    return chosen
+
+
+def workflow_config(args: argparse.Namespace, dataset: Path, configuration: str, results: Path):
+    return {
+        "dataset": str(dataset),
+        "results": str(results),
+        "seed": 12345,
+        "preprocessing": {"cases_per_job": 100, "threads": 1},
+        "training": {
+            "configurations": [configuration],
+            "folds": [args.fold],
+            "epochs": args.epochs,
+            "iterations_per_epoch": args.iterations,
+            "val_iterations_per_epoch": args.val_iterations,
+            "checkpoint_every": args.epochs,
+            "device": "cpu",
+            "threads": args.threads,
+        },
+        "pretraining": {
+            "epochs": args.ssl_epochs,
+            "iterations_per_epoch": args.iterations,
+        },
+        "experiments": experiments(args),
+        "inference": {"device": "cpu", "threads": args.threads, "mirroring": args.mirroring},
+    }
+
+
+def _snakemake(args: argparse.Namespace, work: Path, config_file: Path, *targets: Path) -> int:
+    cmd = [
+        sys.executable, "-m", "snakemake", *map(str, targets), "--snakefile",
+        str(REPO / "Snakefile"), "--directory", str(work), "--cores", str(args.cores),
+        "--configfile", str(config_file), "--keep-going",
+    ]  # fmt: skip
+    with open(work / "snakemake.log", "a", encoding="utf-8") as fh:
+        return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
+
+
+def _row(name: str, summary_path: Path) -> dict[str, Any]:
+    if not summary_path.exists():
+        return {"model": name, "error": "did not finish; see snakemake.log"}
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    per_class = {c: summary["mean"][c]["dice"] for c in summary["classes"]}
+    per_iteration = summary["model"]["seconds_per_iteration"]
+    return {
+        "model": name,
+        "dice": {c: None if v is None else round(v, 4) for c, v in per_class.items()},
+        "mean_dice": None
+        if summary["mean_foreground_dice"] is None
+        else round(summary["mean_foreground_dice"], 4),
+        "parameters": summary["model"]["parameters"],
+        "seconds_per_iteration": None if per_iteration is None else round(per_iteration, 2),
+        "num_validation_cases": summary["num_cases"],
+    }
+
+
+def run_dataset(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    folder, configuration = DATASETS[key]
+    work = (args.work / key).absolute()
+    work.mkdir(parents=True, exist_ok=True)
+    results = work / "results"
+    config_file = work / "config.yaml"
+    config = workflow_config(args, args.data / folder, configuration, results)
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    layout = Results(results)
+    models = {name: model_name(configuration, name) for name in config["experiments"]}
+    started = time.perf_counter()
+    rows = []
+    for name, model in models.items():  # one at a time: each model's CPU time its own
+        logger.info("%s: %s", key, model)
+        began = time.perf_counter()
+        rc = _snakemake(args, work, config_file, layout.crossval_summary(model))
+        row = _row(name, layout.crossval_summary(model))
+        row["wall_s"] = round(time.perf_counter() - began, 1)
+        if rc:
+            row["snakemake_status"] = rc
+        rows.append(row)
+        logger.info("%s", json.dumps(row))
+    return {
+        "dataset": folder,
+        "configuration": configuration,
+        "models": rows,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
+    parser.add_argument("--networks", nargs="*", choices=ZOO, default=list(ZOO))
+    parser.add_argument("--sas", action="store_true", help="add nnunet+SSL, +STN, +SASaug")
+    parser.add_argument("--zoo-sas", action="store_true", help="each zoo network with an STN")
+    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--iterations", type=int, required=True, help="per epoch")
+    parser.add_argument("--val-iterations", type=int, default=5, help="per epoch")
+    parser.add_argument("--ssl-epochs", type=int, default=2, help="pretraining epochs")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--mirroring", action="store_true", help="test-time mirroring")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cores", type=int, default=2, help="snakemake --cores")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the shared datasets")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/model_zoo"))
+    parser.add_argument("--result", type=Path, default=None, help="also write the line here")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    result = {
+        "benchmark": "model_zoo",
+        "budget": {
+            "epochs": args.epochs,
+            "iterations_per_epoch": args.iterations,
+            "val_iterations_per_epoch": args.val_iterations,
+            "ssl_epochs": args.ssl_epochs,
+            "fold": args.fold,
+            "test_time_mirroring": args.mirroring,
+            "threads": args.threads,
+        },
+        "datasets": [run_dataset(args, key) for key in args.datasets],
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{len(os.sched_getaffinity(0))} cpus",
+    }
+    line = json.dumps(result)
+    if args.result is not None:
+        args.result.parent.mkdir(parents=True, exist_ok=True)
+        args.result.write_text(line + "\n", encoding="utf-8")
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""A spatial transformer network (Jaderberg et al., NeurIPS 2015) in front of any network.
+
+The SAS training framework of JMedSeg puts a spatial transformer before the segmentation
+network: a small localization network looks at the image and predicts an affine transform,
+the image is resampled through it, and the segmentation network sees the resampled image.
+For segmentation the labels stay in the image's own frame, so here the network's output (each
+deep-supervision output too) is resampled back through the inverse transform: the transformer
+learns the view of the image the network segments best, and the loss, the sliding window and
+the predictions keep the frame of the data.
+
+The localization network's last layer starts with zero weights and the identity as its bias,
+so at initialization the transform is the identity and the whole is the wrapped network
+(output equal to input up to float rounding of the resampling grid).
+
+Coordinates are normalized to [-1, 1] per axis (``align_corners=False``), so one transform
+applies to every resolution of deep supervision. The input is padded with zeros outside the
+image, the outputs with their border values. On CUDA with ``deterministic``, PyTorch has no
+deterministic backward pass for ``grid_sample``: such a run fails with PyTorch's error.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["SpatialTransformer", "identity_affine"]
+
+_WIDTH = 16
+_HIDDEN = 32
+
+
+def identity_affine(ndim: int) -> Tensor:
+    """The identity as the ``(ndim, ndim + 1)`` matrix ``affine_grid`` takes."""
+    return torch.cat((torch.eye(ndim), torch.zeros(ndim, 1)), dim=1)
+
+
+class SpatialTransformer(nn.Module):
+    """``network`` behind a learned affine resampling of its input (and the inverse one of
+    its outputs).
+
+    Args:
+        network: the segmentation network (a U-Net of the plans or a zoo network).
+        ndim: spatial axes (2 or 3).
+        in_channels: the input's channels.
+        width: channels of the localization network's first convolution (then doubled).
+    """
+
+    def __init__(self, network: nn.Module, ndim: int, in_channels: int, width: int = _WIDTH):
+        super().__init__()
+        if ndim not in (2, 3):
+            raise ValueError(f"a spatial transformer needs 2 or 3 spatial axes, got {ndim}")
+        conv = nn.Conv2d if ndim == 2 else nn.Conv3d
+        pool = nn.AdaptiveAvgPool2d if ndim == 2 else nn.AdaptiveAvgPool3d
+        self.ndim = ndim
+        self.localization = nn.Sequential(
+            conv(in_channels, width, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.01, inplace=True),
+            conv(width, 2 * width, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.01, inplace=True),
+            conv(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.01, inplace=True),
+            pool(1),
+            nn.Flatten(),
+            nn.Linear(2 * width, _HIDDEN),
+            nn.LeakyReLU(0.01, inplace=True),
+            nn.Linear(_HIDDEN, ndim * (ndim + 1)),
+        )
+        last = self.localization[-1]
+        nn.init.zeros_(last.weight)
+        with torch.no_grad():
+            last.bias.copy_(identity_affine(ndim).flatten())
+        self.network = network
+        inner = getattr(network, "head_prefixes", ("decoder.heads.",))
+        self.head_prefixes = tuple(f"network.{p}" for p in inner)
+
+    def set_deep_supervision(self, enabled: bool) -> SpatialTransformer:
+        """Switch the wrapped network's deep supervision; returns ``self``."""
+        self.network.set_deep_supervision(enabled)
+        return self
+
+    @property
+    def deep_supervision(self) -> bool:
+        return bool(self.network.deep_supervision)
+
+    @property
+    def num_deep_supervision_outputs(self) -> int:
+        return int(self.network.num_deep_supervision_outputs)
+
+    def affine(self, x: Tensor) -> Tensor:
+        """The predicted transforms, ``(B, ndim, ndim + 1)``, in float32."""
+        return self.localization(x).float().view(-1, self.ndim, self.ndim + 1)
+
+    def transform(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
+        """``x`` resampled through ``theta`` (default: the predicted transform)."""
+        if theta is None:
+            theta = self.affine(x)
+        return _warp(x, theta, "zeros")
+
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+        theta = self.affine(x)
+        outputs = self.network(_warp(x, theta, "zeros"))
+        inverse = _inverse(theta)
+        if isinstance(outputs, (list, tuple)):
+            return [_warp(o, inverse, "border") for o in outputs]
+        return _warp(outputs, inverse, "border")
+
+
+def _inverse(theta: Tensor) -> Tensor:
+    """The inverse affine transforms of ``theta`` ``(B, n, n + 1)``."""
+    matrix, shift = theta[..., :-1], theta[..., -1:]
+    inverted = torch.linalg.inv(matrix)
+    return torch.cat((inverted, -inverted @ shift), dim=-1)
+
+
+def _warp(x: Tensor, theta: Tensor, padding: str) -> Tensor:
+    grid = F.affine_grid(theta.to(torch.float32), list(x.shape), align_corners=False)
+    return F.grid_sample(
+        x.float(), grid, mode="bilinear", padding_mode=padding, align_corners=False
+    ).to(x.dtype)

@@ -1,0 +1,428 @@
+"""Self-supervised pretraining of a network's encoder: momentum contrast (MoCo v2), the first
+part of JMedSeg's SAS framework.
+
+He et al., "Momentum Contrast for Unsupervised Visual Representation Learning" (CVPR 2020),
+and Chen et al., "Improved Baselines with Momentum Contrastive Learning" (arXiv 2003.04297):
+two augmented views of each patch go through a query encoder and a key encoder (a copy
+updated as an exponential moving average of the query encoder, ``key_momentum``); each
+encoder is the network's encoder, its deepest features averaged over 2 parts per axis (not
+over the whole patch: see :class:`ProjectedEncoder`), and a projection head (two linear
+layers, ``projection_dim`` outputs, L2-normalized). The InfoNCE loss is the
+cross entropy of telling a query's own key among the keys of a queue of ``queue_size`` earlier
+batches, with similarities divided by ``temperature``; each batch's keys then replace the
+oldest in the queue. JMedSeg's SAS: K = 1024, temperature 0.07, 128-d projection. Unlike MoCo,
+the queue starts full of keys of the untrained encoder (of batches not used for training),
+not random vectors, so that the loss curve starts at the untrained network's level.
+
+The views are those of segmentation training: nnU-Net's spatial and intensity augmentation of
+a patch drawn from the configuration's preprocessed data, then the SAS colour and intensity
+set with random resized crops (:mod:`segflow.training.sas_augmentation`), each view with its
+own random numbers. Patches are drawn from every case of the splits (labels unused); test
+images are not used. Instance normalization (nnU-Net's) has no statistics across the batch,
+so MoCo's shuffled batch normalization is not needed.
+
+The checkpoint holds the state dict of the whole network the configuration and variant build
+(the encoder pretrained, the rest freshly initialized), so that the folds start from it with
+``pretrained_weights`` (:mod:`segflow.training.pretrained`, which leaves the heads fresh),
+and the loss per epoch, plotted in ``ssl_progress.png``. Pretraining works on networks with
+the U-Net's encoder (PlainConvUNet, ResidualEncoderUNet, with or without a spatial
+transformer); the model zoo's networks are refused with an error. A killed run starts over.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from segflow import __version__
+from segflow.errors import Problem, SegflowError
+from segflow.networks.variants import NetworkVariant
+from segflow.planning.plans import ConfigurationPlan
+from segflow.training.pretraining_settings import PretrainingSettings
+
+__all__ = [
+    "SSL_CHECKPOINT",
+    "ContrastiveViews",
+    "MomentumContrast",
+    "ProjectedEncoder",
+    "encoder_of",
+    "pretrain_encoder",
+]
+
+logger = logging.getLogger(__name__)
+
+SSL_CHECKPOINT = "checkpoint_ssl.pt"
+# Instance normalization leaves each channel's mean over the whole patch the same for every
+# sample (before the nonlinearity: zero), so a global average says little about the sample and
+# the loss stays at chance; the means over 2 parts per axis keep where the features are.
+_POOLED = 2
+#: Batches of views held out to measure the encoder before and after pretraining.
+_EVALUATION_BATCHES = 4
+SSL_PROGRESS_CSV = "ssl_progress.csv"
+SSL_PROGRESS_PLOT = "ssl_progress.png"
+
+
+class ContrastiveViews(Dataset):
+    """Batch ``k``: two independently augmented views of the same patches.
+
+    Args:
+        folder: the configuration's preprocessed folder.
+        case_ids: the cases to draw patches from.
+        configuration: the configuration (patch, batch size, masking).
+        seed: the run's seed.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        case_ids: list[str],
+        configuration: ConfigurationPlan,
+        seed: int,
+    ) -> None:
+        from segflow.training.augmentation import default_mirror_axes, training_transforms
+        from segflow.training.sampling import PatchSampler, training_patch_size
+
+        patch = tuple(int(p) for p in configuration.patch_size)
+        self.seed = int(seed)
+        self.sampler = PatchSampler(
+            folder,
+            case_ids,
+            training_patch_size(patch),
+            configuration.batch_size,
+            oversample_foreground_percent=0.0,
+            final_patch_size=patch,
+        )
+        self.transforms = training_transforms(
+            patch, default_mirror_axes(patch), configuration.use_mask_for_norm, sas=True
+        )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from segflow.training.augmentation import apply_transforms
+        from segflow.training.dataloading import _global_generators_seeded, batch_seed_sequence
+
+        sampling, first, second = batch_seed_sequence(self.seed, 0, "ssl", int(index)).spawn(3)
+        data, seg, _ = self.sampler.next_batch(np.random.default_rng(sampling))
+        views = []
+        for sequence in (first, second):
+            with _global_generators_seeded(sequence):
+                view, _ = apply_transforms(self.transforms, data.copy(), seg.copy())
+            views.append(torch.from_numpy(view))
+        return {"query": views[0], "key": views[1]}
+
+
+class ProjectedEncoder(nn.Module):
+    """An encoder, its deepest features averaged over 2 parts per axis, and a projection
+    head.
+
+    Args:
+        encoder: returns a tensor, or a list of features whose last is the deepest.
+        width: channels of the deepest features.
+        projection_dim: outputs of the head.
+        ndim: spatial axes.
+    """
+
+    def __init__(self, encoder: nn.Module, width: int, projection_dim: int, ndim: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        pool = nn.AdaptiveAvgPool2d if ndim == 2 else nn.AdaptiveAvgPool3d
+        self.pool = pool(_POOLED)
+        pooled = width * _POOLED**ndim
+        # Batch normalization in the head (as SimCLR's): the pooled features of a fresh
+        # encoder differ little between samples, and it scales up what differs.
+        self.projection = nn.Sequential(
+            nn.Linear(pooled, width),
+            nn.BatchNorm1d(width),
+            nn.ReLU(inplace=True),
+            nn.Linear(width, projection_dim),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.encoder(x)
+        if isinstance(features, (list, tuple)):
+            features = features[-1]
+        pooled = self.pool(features).flatten(1)
+        return F.normalize(self.projection(pooled).float(), dim=1)
+
+
+class MomentumContrast(nn.Module):
+    """MoCo: the InfoNCE loss of a query encoder against a momentum key encoder and a queue.
+
+    Args:
+        query: the query encoder (trained).
+        queue_size: negative keys kept.
+        temperature: divides the similarities.
+        key_momentum: the key encoder's weights become ``m * key + (1 - m) * query`` before
+            each batch.
+    """
+
+    def __init__(
+        self, query: ProjectedEncoder, queue_size: int, temperature: float, key_momentum: float
+    ) -> None:
+        super().__init__()
+        self.query = query
+        self.key = copy.deepcopy(query)
+        for parameter in self.key.parameters():
+            parameter.requires_grad_(False)
+        self.temperature = float(temperature)
+        self.key_momentum = float(key_momentum)
+        dim = query.projection[-1].out_features
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _update_key_encoder(self) -> None:
+        m = self.key_momentum
+        for key, query in zip(self.key.parameters(), self.query.parameters(), strict=True):
+            key.mul_(m).add_(query.detach(), alpha=1 - m)
+        for key, query in zip(self.key.buffers(), self.query.buffers(), strict=True):
+            key.copy_(query)
+
+    @torch.no_grad()
+    def _enqueue(self, keys: Tensor) -> None:
+        size = self.queue.shape[0]
+        keys = keys[-size:]  # a batch larger than the queue: its last keys
+        start = int(self.queue_pointer)
+        rows = (torch.arange(keys.shape[0], device=keys.device) + start) % size
+        self.queue[rows] = keys
+        self.queue_pointer.fill_((start + keys.shape[0]) % size)
+
+    @torch.no_grad()
+    def fill_queue(self, key_views: Iterable[Tensor]) -> int:
+        """Fill the queue with the keys of ``key_views`` until it is full; returns the batches
+        used."""
+        used = 0
+        for view in key_views:
+            self._enqueue(self.key(view))
+            used += 1
+            if int(self.queue_pointer) == 0 or used * view.shape[0] >= self.queue.shape[0]:
+                break
+        self.queue_pointer.zero_()
+        return used
+
+    @torch.no_grad()
+    def evaluate(self, pairs: list[tuple[Tensor, Tensor]]) -> float:
+        """The InfoNCE loss of the query encoder on fixed view pairs, each pair's other views
+        its negatives (no queue, no key encoder: it compares two states of one encoder)."""
+        training = self.query.training
+        self.query.eval()
+        q = torch.cat([self.query(a) for a, _ in pairs])
+        k = torch.cat([self.query(b) for _, b in pairs])
+        self.query.train(training)
+        logits = q @ k.t() / self.temperature
+        return float(F.cross_entropy(logits, torch.arange(q.shape[0], device=q.device)))
+
+    def logits(self, query_view: Tensor, key_view: Tensor) -> tuple[Tensor, Tensor]:
+        """``(logits, keys)``: per sample, its positive then the queue's similarities, divided
+        by the temperature; and the batch's keys."""
+        q = self.query(query_view)
+        with torch.no_grad():
+            self._update_key_encoder()
+            k = self.key(key_view)
+        positive = (q * k).sum(1, keepdim=True)
+        negative = q @ self.queue.clone().t()
+        return torch.cat((positive, negative), dim=1) / self.temperature, k
+
+    def forward(self, query_view: Tensor, key_view: Tensor) -> Tensor:
+        """The InfoNCE loss of the batch; its keys join the queue."""
+        logits, keys = self.logits(query_view, key_view)
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        loss = F.cross_entropy(logits, target)
+        self._enqueue(keys)
+        return loss
+
+
+def encoder_of(network: nn.Module) -> nn.Module:
+    """The encoder of ``network`` (inside a spatial transformer too).
+
+    Raises:
+        SegflowError: ``network`` has no U-Net encoder (the model zoo's networks).
+    """
+    from segflow.networks.spatial_transformer import SpatialTransformer
+    from segflow.networks.unet import UNet
+
+    inner = network.network if isinstance(network, SpatialTransformer) else network
+    if isinstance(inner, UNet):
+        return inner.encoder
+    name = getattr(inner, "family", type(inner).__name__)
+    raise SegflowError(
+        "cannot pretrain this network's encoder",
+        [
+            Problem(
+                "network.architecture",
+                f"{name} has no encoder that returns its stages' features; self-supervised "
+                "pretraining supports PlainConvUNet and ResidualEncoderUNet",
+            )
+        ],
+    )
+
+
+def _cosine_lr(initial: float, step: int, steps: int) -> float:
+    return initial * 0.5 * (1 + math.cos(math.pi * step / steps))
+
+
+def pretrain_encoder(
+    *,
+    plans_path: str | os.PathLike[str],
+    configuration: str,
+    dataset_json: str | os.PathLike[str],
+    splits_path: str | os.PathLike[str],
+    preprocessed_folder: str | os.PathLike[str],
+    output_folder: str | os.PathLike[str],
+    settings: PretrainingSettings,
+    variant: NetworkVariant | None = None,
+) -> Path:
+    """Pretrain the encoder of the configuration's network; returns ``checkpoint_ssl.pt``.
+
+    Raises:
+        SegflowError: an unknown configuration, cases missing from the preprocessed folder,
+            or a network without a U-Net encoder; each named.
+    """
+    from segflow.compute import set_up_compute
+    from segflow.io.dataset import load_dataset_json
+    from segflow.networks import build_network
+    from segflow.planning.plans import load_plans
+    from segflow.preprocessing.storage import is_case_complete
+    from segflow.training.checkpoint import save_checkpoint
+    from segflow.training.dataloading import batch_loader, workers_for
+    from segflow.training.splits import fold_cases
+
+    plans = load_plans(plans_path)
+    dataset = load_dataset_json(dataset_json)
+    plan = plans.configuration(configuration)
+    train, val = fold_cases(splits_path, 0)
+    cases = sorted(set(train) | set(val))
+    missing = [
+        Problem(str(Path(preprocessed_folder) / c), "not preprocessed (or incomplete)")
+        for c in cases
+        if not is_case_complete(preprocessed_folder, c)
+    ]
+    if missing:
+        raise SegflowError(f"{len(missing)} cases are missing from the preprocessed data", missing)
+    variant = variant or NetworkVariant()
+    device = set_up_compute(settings.device, settings.threads)
+    torch.manual_seed(settings.seed)
+    network = build_network(
+        plan, dataset.num_channels, dataset.num_segmentation_heads, variant=variant
+    )
+    width = variant.encoder_features(plan.network.features_per_stage)[-1]
+    model = MomentumContrast(
+        ProjectedEncoder(encoder_of(network), width, settings.projection_dim, plan.ndim),
+        settings.queue_size,
+        settings.temperature,
+        settings.key_momentum,
+    ).to(device)
+    optimizer = torch.optim.SGD(
+        model.query.parameters(),
+        lr=settings.initial_lr,
+        momentum=0.9,
+        weight_decay=settings.weight_decay,
+    )
+    views = ContrastiveViews(preprocessed_folder, cases, plan, settings.seed)
+    workers = settings.num_workers
+    if workers is None:
+        workers = workers_for(settings.threads or torch.get_num_threads())
+    steps = settings.epochs * settings.iterations_per_epoch
+    history: list[dict[str, float]] = []
+    output = Path(output_folder)
+    output.mkdir(parents=True, exist_ok=True)
+    logger.info(
+        "pretraining the encoder of %s on %d cases: %d epochs x %d iterations, queue %d, "
+        "temperature %g, projection %d",
+        configuration, len(cases), settings.epochs, settings.iterations_per_epoch,
+        settings.queue_size, settings.temperature, settings.projection_dim,
+    )  # fmt: skip
+    # The queue starts full of the untrained key encoder's keys (MoCo starts it random: then
+    # the loss starts near zero and rises while real keys fill the queue, which hides the
+    # learning in a short run).
+    fill = -(-settings.queue_size // plan.batch_size)
+    model.train()
+    model.fill_queue(b["key"].to(device) for b in batch_loader(views, steps, steps + fill, workers))
+    # Fixed pairs of views, never trained on: the loss of the encoder before and after.
+    held = [
+        (b["query"].to(device), b["key"].to(device))
+        for b in batch_loader(views, steps + fill, steps + fill + _EVALUATION_BATCHES, workers)
+    ]
+    evaluation = {"before": model.evaluate(held)}
+    for epoch in range(settings.epochs):
+        started, losses = time.perf_counter(), []
+        first = epoch * settings.iterations_per_epoch
+        loader = batch_loader(views, first, first + settings.iterations_per_epoch, workers)
+        for step, batch in enumerate(loader, start=first):
+            for group in optimizer.param_groups:
+                group["lr"] = _cosine_lr(settings.initial_lr, step, steps)
+            loss = model(batch["query"].to(device), batch["key"].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.query.parameters(), 12.0)
+            optimizer.step()
+            losses.append(float(loss.detach().cpu()))
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)),
+                "first_loss": losses[0],
+                "last_loss": losses[-1],
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        logger.info("pretraining epoch %d: InfoNCE %.4f", epoch, history[-1]["loss"])
+    evaluation["after"] = model.evaluate(held)
+    logger.info(
+        "InfoNCE of %d held-out view pairs against each other: %.4f before, %.4f after",
+        sum(len(a) for a, _ in held), evaluation["before"], evaluation["after"],
+    )  # fmt: skip
+    write_ssl_progress(output, history)
+    state = {
+        "segflow_version": __version__,
+        "kind": "ssl_pretraining",
+        "configuration": configuration,
+        "num_input_channels": dataset.num_channels,
+        "num_outputs": dataset.num_segmentation_heads,
+        "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        "network_variant": variant.to_dict(),
+        "settings": settings.result_fields(),
+        "history": history,
+        "evaluation": evaluation,
+    }
+    return save_checkpoint(output / SSL_CHECKPOINT, state)
+
+
+def write_ssl_progress(folder: Path, history: list[dict[str, float]]) -> None:
+    """``ssl_progress.csv`` and ``ssl_progress.png`` (the InfoNCE loss per epoch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from segflow.io.atomic import atomic_path
+
+    with (
+        atomic_path(folder / SSL_PROGRESS_CSV) as tmp,
+        open(tmp, "w", newline="", encoding="utf-8") as fh,
+    ):
+        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    figure = Figure(figsize=(7, 4))
+    axes = figure.add_subplot()
+    axes.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("InfoNCE loss (mean over the epoch)")
+    axes.set_title("Self-supervised pretraining (MoCo)")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    with atomic_path(folder / SSL_PROGRESS_PLOT) as tmp:
+        figure.savefig(tmp, format="png", dpi=80)

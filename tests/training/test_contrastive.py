@@ -1,0 +1,169 @@
+"""Self-supervised pretraining (MoCo): the InfoNCE loss against hand values, the queue, a tiny
+run that lowers its loss, and folds that start from its encoder."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+from torch import nn
+
+from segflow.errors import SegflowError
+from segflow.io.image import write_image
+from segflow.networks import NetworkVariant, build_network
+from segflow.planning import Plans
+from segflow.preprocessing.preprocessor import CaseSpec, preprocess_cases
+from segflow.training.checkpoint import load_checkpoint
+from segflow.training.contrastive import (
+    MomentumContrast,
+    ProjectedEncoder,
+    encoder_of,
+    pretrain_encoder,
+)
+from segflow.training.pretrained import load_pretrained_weights
+from segflow.training.pretraining_settings import PretrainingSettings
+from segflow.training.splits import make_splits
+from tests.training.conftest import make_tiny_dataset, tiny_plans
+
+
+class _Fixed(nn.Module):
+    """An 'encoder' returning its input as constant (B, C, 2, 2) features."""
+
+    def forward(self, x):
+        return x[:, :, None, None].expand(-1, -1, 2, 2)
+
+
+def _contrast(queue_size=4, dim=2, momentum=0.0):
+    encoder = ProjectedEncoder(_Fixed(), dim, dim, ndim=2)
+    with torch.no_grad():  # the projection: the identity (a ReLU between, inputs positive)
+        first = torch.zeros(dim, dim * 4)
+        first[:, ::4] = torch.eye(dim)  # the pooled features of each channel's first part
+        encoder.projection[0].weight.copy_(first)
+        encoder.projection[3].weight.copy_(torch.eye(dim))
+        for layer in (encoder.projection[0], encoder.projection[3]):
+            layer.bias.zero_()
+    # Evaluation mode: the head's batch normalization scales by 1 / sqrt(1 + eps), which the
+    # L2 normalization undoes.
+    return MomentumContrast(encoder, queue_size, temperature=0.5, key_momentum=momentum).eval()
+
+
+def test_infonce_against_hand_values():
+    moco = _contrast()
+    with torch.no_grad():
+        moco.queue.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6]]))
+    q = torch.tensor([[3.0, 0.0]])  # normalized: (1, 0)
+    k = torch.tensor([[0.0, 2.0]])  # normalized: (0, 1)
+    loss = moco(q, k)
+    # Similarities: positive (1,0).(0,1) = 0; queue 1, 0, 0.6, 0.8; divided by 0.5.
+    logits = torch.tensor([0.0, 1.0, 0.0, 0.6, 0.8]) / 0.5
+    expected = -logits[0] + torch.logsumexp(logits, 0)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
+    # The key replaced the oldest entry of the queue.
+    assert torch.allclose(moco.queue[0], torch.tensor([0.0, 1.0]))
+    assert int(moco.queue_pointer) == 1
+
+
+def test_the_queue_wraps_around():
+    moco = _contrast(queue_size=3)
+    for i in range(4):
+        moco(torch.tensor([[1.0, 0.5]]), torch.tensor([[float(i + 1), 1.0]]))
+    assert int(moco.queue_pointer) == 1
+    # The 4th key overwrote the first slot.
+    assert torch.allclose(
+        moco.queue[0], torch.nn.functional.normalize(torch.tensor([4.0, 1.0]), dim=0)
+    )
+
+
+def test_a_batch_larger_than_the_queue_keeps_its_last_keys():
+    moco = _contrast(queue_size=2)
+    keys = torch.tensor([[1.0, 0.1], [2.0, 1.0], [1.0, 3.0]])
+    moco(torch.ones(3, 2), keys)
+    expected = torch.nn.functional.normalize(keys[1:], dim=1)
+    assert torch.allclose(moco.queue, expected) and int(moco.queue_pointer) == 0
+
+
+def test_the_key_encoder_follows_by_momentum():
+    moco = _contrast(momentum=0.9)
+    with torch.no_grad():
+        moco.query.projection[0].weight.add_(1.0)
+    before = moco.key.projection[0].weight.clone()
+    moco(torch.ones(1, 2), torch.ones(1, 2))
+    query = moco.query.projection[0].weight.detach()
+    assert torch.allclose(moco.key.projection[0].weight, 0.9 * before + 0.1 * query)
+    assert not any(p.requires_grad for p in moco.key.parameters())
+
+
+def test_zoo_networks_have_no_encoder_to_pretrain(tiny_experiment):
+    pytest.importorskip("monai")
+    plan = tiny_experiment.plans.configuration("3d_fullres")
+    network = build_network(plan, 1, 3, variant=NetworkVariant(architecture="UNetPlusPlus"))
+    with pytest.raises(SegflowError, match="UNetPlusPlus has no encoder"):
+        encoder_of(network)
+    stn = build_network(plan, 1, 3, variant=NetworkVariant(spatial_transformer=True))
+    assert encoder_of(stn) is stn.network.encoder
+
+
+@pytest.fixture(scope="module")
+def textures(tmp_path_factory):
+    """Four 32^3 cases of smooth random texture: patches that differ from each other (the
+    tiny ellipsoids of the training fixture all look alike), preprocessed, batch 8."""
+    root = tmp_path_factory.mktemp("textures")
+    dataset = make_tiny_dataset()
+    (root / "dataset.json").write_text(json.dumps(dataset.raw))
+    data = tiny_plans(dataset).to_dict()
+    data["configurations"]["3d_fullres"]["batch_size"] = 8
+    plans = Plans.from_dict(data)
+    (root / "plans.json").write_text(json.dumps(data))
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(4):
+        image = gaussian_filter(rng.normal(size=(32, 32, 32)), 2.0) * 400 + 100
+        paths = root / f"c{i}_0000.nii.gz", root / f"c{i}.nii.gz"
+        write_image(paths[0], image.astype(np.float32), (1.0, 1.0, 1.0))
+        write_image(paths[1], (image > 100).astype(np.uint8), (1.0, 1.0, 1.0))
+        cases.append(CaseSpec(f"c{i}", (paths[0],), paths[1]))
+    preprocess_cases(cases, plans, "3d_fullres", dataset, seed=0, out_dir=root / "pre")
+    splits = make_splits([c.case_id for c in cases], 2, 1)
+    (root / "splits.json").write_text(json.dumps(splits))
+    return root
+
+
+@pytest.fixture(scope="module")
+def ssl_run(textures):
+    settings = PretrainingSettings(
+        epochs=8, iterations_per_epoch=8, queue_size=32, initial_lr=0.1, device="cpu",
+        threads=1, num_workers=0,
+    )  # fmt: skip
+    return pretrain_encoder(
+        plans_path=textures / "plans.json", configuration="3d_fullres",
+        dataset_json=textures / "dataset.json", splits_path=textures / "splits.json",
+        preprocessed_folder=textures / "pre", output_folder=textures / "ssl", settings=settings,
+    )  # fmt: skip
+
+
+def test_a_tiny_ssl_run_lowers_its_loss(ssl_run):
+    state = load_checkpoint(ssl_run)
+    losses = [h["loss"] for h in state["history"]]
+    assert len(losses) == 8 and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0] - 1.0
+    # The held-out pairs' loss is recorded; at this budget it stays near chance (ln 32).
+    assert set(state["evaluation"]) == {"before", "after"}
+    assert all(abs(v - math.log(32)) < 0.5 for v in state["evaluation"].values())
+    assert (ssl_run.parent / "ssl_progress.png").stat().st_size > 0
+    assert (ssl_run.parent / "ssl_progress.csv").read_text().startswith("epoch,loss")
+
+
+def test_folds_start_from_the_pretrained_encoder(textures, ssl_run):
+    state = load_checkpoint(ssl_run)
+    plans = Plans.from_dict(json.loads((textures / "plans.json").read_text()))
+    torch.manual_seed(1)
+    network = build_network(plans.configuration("3d_fullres"), 1, 3)
+    record = load_pretrained_weights(network, ssl_run, 1)
+    own = network.state_dict()
+    encoder = [k for k in own if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(own[k], state["network"][k]) for k in encoder)
+    assert record["layers"] == len([k for k in own if not k.startswith("decoder.heads.")])

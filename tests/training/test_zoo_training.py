@@ -1,0 +1,125 @@
+"""Zoo networks and the spatial transformer train through the same trainer (one output, no
+deep supervision), the checkpoint records them, and prediction rebuilds them without the
+config."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from segflow.inference.images import gather_input_cases, predict_images
+from segflow.inference.model import load_model
+from segflow.io.image import read_image
+from segflow.networks import NetworkVariant, SpatialTransformer, ZooNetwork
+from segflow.networks.variants import ZOO_NAMES
+from segflow.planning import Plans
+from segflow.training.checkpoint import load_checkpoint
+from segflow.training.settings import TrainingSettings
+from segflow.training.trainer import FoldTrainer, train_fold
+
+pytest.importorskip("monai")
+
+
+def _settings(**network):
+    return TrainingSettings(
+        epochs=1, iterations_per_epoch=2, val_iterations_per_epoch=1, device="cpu", threads=1,
+        num_workers=0, network=NetworkVariant(**network),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def wide_plans(tiny_experiment, tmp_path_factory):
+    """The tiny plans with 8-16-32 features (SegResNet's groups need a first width of 8)."""
+    data = tiny_experiment.plans.to_dict()
+    for conf in data["configurations"].values():
+        conf["network"]["features_per_stage"] = [8, 16, 32]
+    path = tmp_path_factory.mktemp("wide") / "plans.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _trainer(tiny_experiment, plans_path, tmp_path, settings):
+    fold = tiny_experiment.fold(0)
+    return FoldTrainer(
+        Plans.from_dict(json.loads(plans_path.read_text())), "3d_fullres",
+        tiny_experiment.dataset, tiny_experiment.preprocessed["3d_fullres"], fold["train"],
+        fold["val"], 0, tmp_path / "fold_0", settings,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ZOO_NAMES)
+def test_a_trainer_step_trains_each_zoo_network(name, tiny_experiment, wide_plans, tmp_path):
+    trainer = _trainer(tiny_experiment, wide_plans, tmp_path, _settings(architecture=name))
+    trainer.prepare()
+    assert isinstance(trainer.network, ZooNetwork)
+    assert trainer.scales == [(1.0, 1.0, 1.0)]  # one output, at the patch's resolution
+    before = [p.detach().clone() for p in trainer.network.parameters()]
+    batch = next(trainer.batches("train", 0, 1))
+    loss = trainer.train_step(batch)
+    assert math.isfinite(loss) and loss > 0
+    after = list(trainer.network.parameters())
+    changed = sum(not torch.equal(b, a.detach()) for b, a in zip(before, after, strict=True))
+    assert changed > len(before) // 2
+    val_loss, counts = trainer.validation_step(next(trainer.batches("val", 0, 1)))
+    assert math.isfinite(val_loss) and counts.shape == (3, 2)
+
+
+@pytest.fixture(scope="module")
+def zoo_model(tiny_experiment, wide_plans, tmp_path_factory):
+    models = tmp_path_factory.mktemp("zoo_models")
+    train_fold(
+        plans_path=wide_plans, configuration="3d_fullres", fold=0,
+        dataset_json=tiny_experiment.dataset_json, splits_path=tiny_experiment.splits_path,
+        preprocessed_folder=tiny_experiment.preprocessed["3d_fullres"],
+        output_folder=models / "3d_fullres" / "fold_0",
+        settings=_settings(architecture="SegResNet", spatial_transformer=True),
+    )  # fmt: skip
+    return models / "3d_fullres"
+
+
+def test_the_checkpoint_rebuilds_the_zoo_network_for_prediction(
+    tiny_experiment, zoo_model, tmp_path
+):
+    state = load_checkpoint(zoo_model / "fold_0" / "checkpoint_final.pt")
+    assert state["settings"]["network"]["architecture"] == "SegResNet"
+    assert state["settings"]["network"]["spatial_transformer"] is True
+    model = load_model(zoo_model)  # from the checkpoint alone: no config, no settings
+    network = model.folds[0].network
+    assert isinstance(network, SpatialTransformer)
+    assert isinstance(network.network, ZooNetwork) and network.network.family == "SegResNet"
+    trained = state["network"]
+    assert all(torch.equal(network.state_dict()[k], v) for k, v in trained.items())
+    raw = tiny_experiment.root / "raw"
+    cases = gather_input_cases([raw / "tiny_00_0000.nii.gz"], model.dataset)
+    [written] = predict_images(model, cases, tmp_path / "out")
+    out = read_image(written)
+    assert out.shape == read_image(raw / "tiny_00_0000.nii.gz").shape
+    assert set(np.unique(out.array)) <= {0, 1, 2}
+
+
+def test_fine_tuning_a_zoo_network_keeps_its_head_fresh(tiny_experiment, wide_plans, zoo_model):
+    from segflow.networks import build_network
+    from segflow.training.pretrained import load_pretrained_weights
+
+    checkpoint = zoo_model / "fold_0" / "checkpoint_final.pt"
+    trained = load_checkpoint(checkpoint)["network"]
+    plans = Plans.from_dict(json.loads(wide_plans.read_text()))
+    torch.manual_seed(99)
+    network = build_network(
+        plans.configuration("3d_fullres"), 1, 3,
+        variant=NetworkVariant(architecture="SegResNet", spatial_transformer=True),
+    )  # fmt: skip
+    assert network.head_prefixes == ("network.network.conv_final.2.",)
+    fresh = {k: v.clone() for k, v in network.state_dict().items()}
+    record = load_pretrained_weights(network, checkpoint, 1)
+    own = network.state_dict()
+    heads = [k for k in own if k.startswith(network.head_prefixes)]
+    assert heads == ["network.network.conv_final.2.conv.weight",
+                     "network.network.conv_final.2.conv.bias"]  # fmt: skip
+    assert record["layers"] == len(own) - len(heads)
+    assert all(torch.equal(own[k], fresh[k]) for k in heads)
+    assert all(torch.equal(own[k], trained[k]) for k in own if k not in heads)

@@ -1,0 +1,72 @@
+"""The SAS parts and the model zoo in one DAG on a tiny dataset: an experiment whose folds start
+from a `pretrain` job's encoder, and an experiment with a MONAI network behind a spatial
+transformer trained with the SAS augmentation; both cross-validate, `select` compares them and
+the exported model predicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from segflow.demo import make_demo_dataset
+from segflow.training.checkpoint import load_checkpoint
+
+from .conftest import run_snakemake
+
+pytestmark = pytest.mark.workflow
+pytest.importorskip("monai")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    dataset = make_demo_dataset(root / "Dataset993_TinyZoo", num_training=4, num_test=1, seed=3)
+    work = tmp_path_factory.mktemp("zoo")
+    config = {
+        "dataset": str(dataset),
+        "results": str(work / "out"),
+        # base_features 8: SegResNet's group normalization needs a first width of 8.
+        "planning": "{gpu_memory_target_gb: 0.25, base_features: 8, max_features: 32}",
+        "preprocessing": "{cases_per_job: 10, threads: 1}",
+        "splits": "{num_folds: 2}",
+        "training": (
+            "{configurations: [2d], folds: [0], epochs: 1, iterations_per_epoch: 2, "
+            "val_iterations_per_epoch: 1, checkpoint_every: 1, device: cpu, threads: 1, "
+            "num_workers: 0}"
+        ),
+        "pretraining": "{epochs: 2, iterations_per_epoch: 2, queue_size: 16}",
+        "experiments": (
+            "{ssl: {ssl_pretrain: true}, "
+            "zoo: {network: {architecture: SegResNet, spatial_transformer: true}, "
+            "sas_augmentation: true}}"
+        ),
+        "inference": "{device: cpu, threads: 1}",
+    }
+    run = run_snakemake(work, "-p", config=config)
+    assert run.returncode == 0, run.output
+    return work / "out", run
+
+
+def test_the_pretrain_job_runs_once_and_its_folds_start_from_it(finished):
+    out, run = finished
+    counts = run.job_counts()
+    assert counts.get("pretrain") == 1 and counts.get("train") == 2, counts
+    ssl = out / "pretraining" / "2d__ssl" / "checkpoint_ssl.pt"
+    assert (out / "pretraining" / "2d__ssl" / "ssl_progress.png").stat().st_size > 0
+    assert "--queue-size=16" in run.output and "--temperature=0.07" in run.output
+    state = load_checkpoint(out / "models" / "2d__ssl" / "fold_0" / "checkpoint_final.pt")
+    assert state["pretrained"]["path"] == str(ssl)
+    assert state["settings"]["pretrained_weights"] == str(ssl)
+    assert not (out / "pretraining" / "2d__zoo").exists()
+
+
+def test_the_zoo_experiment_trains_predicts_and_exports(finished):
+    out, run = finished
+    state = load_checkpoint(out / "models" / "2d__zoo" / "fold_0" / "checkpoint_final.pt")
+    network = state["settings"]["network"]
+    assert network["architecture"] == "SegResNet" and network["spatial_transformer"]
+    assert state["settings"]["sas_augmentation"] is True
+    assert "--sas-augmentation" in run.output and "--network-architecture=SegResNet" in run.output
+    assert any(Path(out / "predictions").iterdir())
+    assert (out / "model").is_dir()

@@ -1,0 +1,37 @@
+# Self-supervised pretraining (training.ssl_pretrain): one job per model (configuration, or
+# configuration and experiment) whose checkpoint every fold of that model starts from.
+rule pretrain:
+    input:
+        unpack(train_inputs),
+        # The model's experiment's plans (plans.json, or its own planning's).
+        plans=model_plans_file,
+        splits=LAYOUT.splits,
+        dataset_json=DATASET / "dataset.json",
+    output:
+        checkpoint=LAYOUT.ssl_checkpoint("{configuration}"),
+        progress=report(
+            LAYOUT.ssl_progress_plot("{configuration}"),
+            caption="../report/ssl_pretraining.rst",
+            category="3. Training",
+            subcategory="{configuration}",
+            labels={"configuration": "{configuration}", "stage": "self-supervised pretraining"},
+        ),
+    params:
+        preprocessed=lambda wc: LAYOUT.preprocessed(preprocessed_configuration(wc.configuration)),
+        out_dir=lambda wc: LAYOUT.pretraining(wc.configuration),
+        configuration=lambda wc: plans_configuration(wc.configuration),
+        options=lambda wc: pretraining_options(model_experiment(wc.configuration)),
+    threads: config["training"]["threads"]
+    resources:
+        gpu=0 if config["training"]["device"] == "cpu" else 1,
+    conda:
+        "../../envs/gpu.yaml"
+    container:
+        config["containers"]["gpu"]
+    log:
+        LOGS / "pretrain" / "{configuration}.log",
+    shell:
+        "python -m segflow --log={log:q} pretrain --plans={input.plans:q}"
+        " --configuration={params.configuration:q} --dataset-json={input.dataset_json:q}"
+        " --splits={input.splits:q} --preprocessed={params.preprocessed:q}"
+        " --out-dir={params.out_dir:q} --threads={threads:q} {params.options:q}"

@@ -164,7 +164,12 @@ def _check_archive(
     if manifest is None:
         return None, problems
     listed = set(manifest["files"])
-    expected = set(bundle_files({k: tuple(v) for k, v in manifest["configurations"].items()}))
+    expected = set(
+        bundle_files(
+            {k: tuple(v) for k, v in manifest["configurations"].items()},
+            {k: tuple(v) for k, v in manifest.get("previous_stages", {}).items()},
+        )
+    )
     folders = {parent for name in expected for parent in _parents(name)}
     files = {i.filename for i in entries if not i.is_dir()}
     problems += [

@@ -318,6 +318,7 @@ def test_predict_images_refuses_an_output_that_is_a_file(model_dir, tiny_experim
         predict_images(model, cases, tmp_path / "taken")
 
 
+
 def test_an_error_in_a_worker_process_travels_back_whole(monkeypatch):
     """With --jobs, a case that fails in a worker (an image unreadable past its header)
     comes back to the parent pickled; ImageReadError's own arguments cannot be unpickled,

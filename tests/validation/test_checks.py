@@ -80,9 +80,8 @@ def test_differences_within_tolerance_are_accepted(tiny, helpers):
 
 def test_geometry_tolerances_scale_with_the_voxel_size(tmp_path, helpers):
     def image(name, spacing, origin):
-        return read_image(
-            helpers.volume(tmp_path / name, np.zeros((2, 3, 4), np.float32), spacing, origin)
-        )
+        return read_image(helpers.volume(tmp_path / name, np.zeros((2, 3, 4), np.float32),
+                                         spacing, origin))
 
     # 4 um voxels: 0.001 mm of origin shift is a quarter voxel and must be caught.
     ref = image("ref.nii.gz", (0.004, 0.004, 0.004), (0.0, 0.0, 0.0))
@@ -190,9 +189,8 @@ def test_nii_gz_cut_in_half(tiny, problems_of):
     tiny.image("case_001").write_bytes(data[: len(data) // 2])
     [problem] = problems_of(tiny)
     assert problem.startswith("imagesTr/case_001_0000.nii.gz: truncated file: holds ")
-    assert problem.endswith(
-        " of the 712 bytes its header announces (was it cut off while copying?)"
-    )
+    assert problem.endswith(" of the 712 bytes its header announces (was it cut off while "
+                            "copying?)")
 
 
 def test_uncompressed_nii_cut_short(make_dataset, problems_of):
@@ -262,9 +260,7 @@ def test_grayscale_png_dataset_is_2d(make_dataset, helpers):
     assert report["is_2d"] is True
     assert report["num_channels"] == 1
     assert report["training_cases"][0] == {
-        "case_id": "em_0",
-        "images": ["imagesTr/em_0_0000.png"],
-        "label": "labelsTr/em_0.png",
+        "case_id": "em_0", "images": ["imagesTr/em_0_0000.png"], "label": "labelsTr/em_0.png"
     }
 
 
@@ -310,10 +306,8 @@ def test_2d_label_for_a_3d_image(tiny, problems_of, helpers):
     helpers.volume(tiny.label("one_slice"), helpers.label((6, 5)), spacing=(1.0, 1.0))
     tiny.write_json()
     problems = problems_of(tiny)
-    assert (
-        "labelsTr/one_slice.nii.gz: the file is 2D but its image "
-        "imagesTr/one_slice_0000.nii.gz is 3D" in problems
-    )
+    assert "labelsTr/one_slice.nii.gz: the file is 2D but its image " \
+           "imagesTr/one_slice_0000.nii.gz is 3D" in problems
     assert problems[0].startswith("labelsTr/case_000.nii.gz: the file is 2D but its image")
 
 
@@ -346,12 +340,14 @@ def test_test_images_and_labels_are_checked_too(make_dataset, problems_of, helpe
         (
             {"background": 0, "a": 1, "b": 2, "ignore": 4},
             {},
-            "the 'ignore' label must be the highest label value, one above the others (3); found 4",
+            "the 'ignore' label must be the highest label value, one above the others (3); "
+            "found 4",
         ),
         (
             {"background": 0, "a": 1, "b": 3},
             {},
-            "label values must be consecutive integers 0, 1, 2, ...; declared: 0, 1, 3; missing: 2",
+            "label values must be consecutive integers 0, 1, 2, ...; declared: 0, 1, 3; "
+            "missing: 2",
         ),
         (
             {"background": 0, "whole": [1, 2], "core": 2},

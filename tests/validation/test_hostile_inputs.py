@@ -455,7 +455,8 @@ def test_float_label_value_beyond_any_integer(tiny, problems_of, helpers):
     label[0, 0, 0] = 1e30
     helpers.volume(tiny.label("case_001"), label)
     assert problems_of(tiny) == [
-        "labelsTr/case_001.nii.gz: label values [1e+30] are far beyond any label value (0 to 32767)"
+        "labelsTr/case_001.nii.gz: label values [1e+30] are far beyond any label value "
+        "(0 to 32767)"
     ]
 
 

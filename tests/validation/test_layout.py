@@ -50,9 +50,8 @@ def test_nnunet_v1_dataset_json_gets_hints(tiny, problems_of):
     )
     problems = problems_of(tiny)
     assert "dataset.json: missing required key 'channel_names'" in problems
-    assert any(
-        "'modality' is the nnU-Net v1 name; v2 calls it 'channel_names'" in p for p in problems
-    )
+    assert any("'modality' is the nnU-Net v1 name; v2 calls it 'channel_names'" in p
+               for p in problems)
     assert any("'labels' maps values to names (nnU-Net v1)" in p for p in problems)
 
 
@@ -99,11 +98,9 @@ def test_label_without_image(tiny, problems_of):
 def test_label_named_like_a_channel_file_gets_a_hint(tiny, problems_of):
     tiny.label("case_001").rename(tiny.root / "labelsTr" / "case_001_0000.nii.gz")
     problems = problems_of(tiny)
-    assert (
-        "labelsTr/case_001_0000.nii.gz: label has no image: expected "
-        "imagesTr/case_001_0000_0000.nii.gz; label files carry no channel suffix: if this "
-        "is the label of case 'case_001', name it case_001.nii.gz" in problems
-    )
+    assert "labelsTr/case_001_0000.nii.gz: label has no image: expected " \
+           "imagesTr/case_001_0000_0000.nii.gz; label files carry no channel suffix: if this " \
+           "is the label of case 'case_001', name it case_001.nii.gz" in problems
     assert any(p.startswith("labelsTr/case_001.nii.gz: label file missing") for p in problems)
 
 
@@ -115,10 +112,8 @@ def test_empty_dataset(make_dataset, problems_of):
 
 
 def test_same_case_as_nii_and_nii_gz_is_a_duplicate(tiny, problems_of):
-    sitk.WriteImage(
-        sitk.ReadImage(str(tiny.image("case_000"))),
-        str(tiny.root / "imagesTr" / "case_000_0000.nii"),
-    )
+    sitk.WriteImage(sitk.ReadImage(str(tiny.image("case_000"))),
+                    str(tiny.root / "imagesTr" / "case_000_0000.nii"))
     assert problems_of(tiny) == [
         "imagesTr/case_000_0000.nii: duplicate of imagesTr/case_000_0000.nii.gz (case "
         "'case_000', channel 0) with another ending; file ending '.nii' differs from "
@@ -131,10 +126,8 @@ def test_file_ending_different_from_dataset_json(tiny, problems_of):
     for path in (tiny.image("case_002"), tiny.label("case_002")):
         sitk.WriteImage(sitk.ReadImage(str(path)), str(path).replace(".nii.gz", ".nrrd"))
         path.unlink()
-    message = (
-        "file ending '.nrrd' differs from dataset.json file_ending '.nii.gz'; all images "
-        "and labels must use the same format"
-    )
+    message = ("file ending '.nrrd' differs from dataset.json file_ending '.nii.gz'; all images "
+               "and labels must use the same format")
     problems = problems_of(tiny)
     assert f"imagesTr/case_002_0000.nrrd: {message}" in problems
     assert f"labelsTr/case_002.nrrd: {message}" in problems
@@ -160,7 +153,8 @@ def test_stray_and_misnamed_files(tiny, problems_of):
         "<case>_<XXXX>.nii.gz (XXXX: the 4-digit channel index)",
         "imagesTr/scan.nii.gz: name does not end in _XXXX (the 4-digit channel index) before "
         ".nii.gz; if this is case 'scan', name its first channel scan_0000.nii.gz",
-        "labelsTr/README: stray file: labelsTr/ must only hold label files named <case>.nii.gz",
+        "labelsTr/README: stray file: labelsTr/ must only hold label files named "
+        "<case>.nii.gz",
     ]
 
 
@@ -202,7 +196,9 @@ def test_discover_cases_orders_channels_and_cases(make_dataset):
         "imagesTr/case_001_0002.nii.gz",
     )
     assert layout.training[1].label == "labelsTr/case_001.nii.gz"
-    assert [(c.case_id, c.split, c.label) for c in layout.test] == [("test_000", "test", None)]
+    assert [(c.case_id, c.split, c.label) for c in layout.test] == [
+        ("test_000", "test", None)
+    ]
 
 
 def test_test_labels_must_have_images_and_unlabelled_test_cases_are_warned(
@@ -219,11 +215,8 @@ def test_test_labels_must_have_images_and_unlabelled_test_cases_are_warned(
     dataset.label("orphan", "Ts").unlink()
     report = validate_dataset(dataset.root)
     assert report["test_cases"] == [
-        {
-            "case_id": "test_000",
-            "images": ["imagesTs/test_000_0000.nii.gz"],
-            "label": "labelsTs/test_000.nii.gz",
-        },
+        {"case_id": "test_000", "images": ["imagesTs/test_000_0000.nii.gz"],
+         "label": "labelsTs/test_000.nii.gz"},
         {"case_id": "test_001", "images": ["imagesTs/test_001_0000.nii.gz"], "label": None},
     ]
     assert report["warnings"] == [

@@ -59,9 +59,8 @@ def test_damaged_copy_of_real_cases(shared_data, tmp_path):
     # A real image cut in half, and a label paired with another case's image.
     image = copy / "imagesTr" / "hippocampus_003_0000.nii.gz"
     image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
-    shutil.copy(
-        copy / "labelsTr" / "hippocampus_001.nii.gz", copy / "labelsTr" / "hippocampus_004.nii.gz"
-    )
+    shutil.copy(copy / "labelsTr" / "hippocampus_001.nii.gz",
+                copy / "labelsTr" / "hippocampus_004.nii.gz")
     with pytest.raises(DatasetError) as info:
         validate_dataset(copy, workers=2)
     problems = [str(p) for p in info.value.problems]

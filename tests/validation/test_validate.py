@@ -30,20 +30,15 @@ def test_report_of_a_valid_dataset(make_dataset):
         "training_cases": [
             {
                 "case_id": f"case_{i:03d}",
-                "images": [
-                    f"imagesTr/case_{i:03d}_0000.nii.gz",
-                    f"imagesTr/case_{i:03d}_0001.nii.gz",
-                ],
+                "images": [f"imagesTr/case_{i:03d}_0000.nii.gz",
+                           f"imagesTr/case_{i:03d}_0001.nii.gz"],
                 "label": f"labelsTr/case_{i:03d}.nii.gz",
             }
             for i in range(3)
         ],
         "test_cases": [
-            {
-                "case_id": "test_000",
-                "images": ["imagesTs/test_000_0000.nii.gz", "imagesTs/test_000_0001.nii.gz"],
-                "label": None,
-            }
+            {"case_id": "test_000", "images": ["imagesTs/test_000_0000.nii.gz",
+                                               "imagesTs/test_000_0001.nii.gz"], "label": None}
         ],
         "warnings": [],
     }
@@ -69,11 +64,7 @@ def test_cases_are_sorted_and_the_name_falls_back_to_the_folder(tiny):
     tiny.write_json(name=tiny.REMOVE)
     report = validate_dataset(tiny.root)
     assert [c["case_id"] for c in report["training_cases"]] == [
-        "a_first",
-        "case_000",
-        "case_001",
-        "case_002",
-        "z_last",
+        "a_first", "case_000", "case_001", "case_002", "z_last"
     ]
     assert report["name"] == "Dataset900_Tiny"
 
@@ -115,7 +106,8 @@ def test_the_error_renders_one_line_per_problem(tiny):
         f"{tiny.root} is not a valid nnU-Net v2 raw dataset (2 problems)",
         "  - labelsTr/case_001.nii.gz: label file missing: case 'case_001' has image "
         "imagesTr/case_001_0000.nii.gz but no label",
-        "  - dataset.json: numTraining is 9 but imagesTr/ and labelsTr/ hold 3 training case(s)",
+        "  - dataset.json: numTraining is 9 but imagesTr/ and labelsTr/ hold 3 training "
+        "case(s)",
     ]
 
 
@@ -140,18 +132,8 @@ def test_workers_must_be_positive(tiny, workers):
 
 def _cli(dataset, out):
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segflow",
-            "validate-dataset",
-            "--dataset",
-            str(dataset),
-            "--out",
-            str(out),
-            "--workers",
-            "2",
-        ],
+        [sys.executable, "-m", "segflow", "validate-dataset", "--dataset", str(dataset),
+         "--out", str(out), "--workers", "2"],
         capture_output=True,
         text=True,
     )

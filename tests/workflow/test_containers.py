@@ -152,7 +152,7 @@ def test_the_cpu_image_is_pulled_and_the_local_gpu_image_is_not(container_run):
 def test_every_job_runs_in_its_stage_image(container_run):
     work, run = container_run["work"], container_run["run"]
     url = _default_cpu_image()
-    cpu_image = work / ".snakemake" / "singularity" / hashlib.md5(url.encode()).hexdigest()
+    cpu_image = (work / ".snakemake" / "singularity" / hashlib.md5(url.encode()).hexdigest())
     cpu_image = cpu_image.with_suffix(".simg")
     ran: Counter[str] = Counter()
     for record in container_run["records"]:

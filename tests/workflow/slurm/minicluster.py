@@ -244,12 +244,9 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
             self._run("scancel", "--full", "--partition", PARTITION)
             # Let slurmd end the jobs' processes before it goes.
             deadline = time.monotonic() + 20
-            while (
-                time.monotonic() < deadline
-                and self._run(
-                    "squeue", "-h", "--states=PENDING,RUNNING,COMPLETING,SUSPENDED", "-o", "%i"
-                ).stdout.strip()
-            ):
+            while time.monotonic() < deadline and self._run(
+                "squeue", "-h", "--states=PENDING,RUNNING,COMPLETING,SUSPENDED", "-o", "%i"
+            ).stdout.strip():
                 time.sleep(0.5)
         for name in reversed(DAEMONS):
             proc = self.processes.get(name)

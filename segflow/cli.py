@@ -56,6 +56,7 @@ ORDER = (
     "holdout",
     "train",
     "validate-fold",
+    "previous-stage",
     "predict",
     "select",
     "postprocess",

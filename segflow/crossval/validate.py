@@ -96,7 +96,7 @@ def validate_fold(
             [Problem(str(previous_stage or plans_path), "the cascade's second stage alone takes "
                      "the previous stage's segmentations (--previous-stage)")],
         )  # fmt: skip
-    labels = previous_stage_labels(dataset) if cascade else ()
+    encoded = previous_stage_labels(dataset) if cascade else ()
     trained = load_trained_fold(checkpoint, plans, torch_device)
     if trained.configuration != configuration or trained.fold != fold:
         raise SegflowError(
@@ -112,7 +112,7 @@ def validate_fold(
         data = case.data
         if previous_stage is not None:
             segmentation = load_previous_stage(previous_stage, case_id, case.shape)
-            data = with_previous_stage(case.data[...], segmentation, labels)
+            data = with_previous_stage(case.data[...], segmentation, encoded)
         with torch.inference_mode():
             predict_case(
                 trained.network, data, case.properties, plans, configuration, dataset,

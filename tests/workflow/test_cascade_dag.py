@@ -137,11 +137,13 @@ def test_the_exported_cascade_predicts_what_the_models_predict(finished, tmp_pat
     only["selected"] = {**only["selected"], "configurations": ["3d_cascade_fullres"]}
     write_json(tmp_path / "selection.json", only)
     status = main(["export", "--dataset-json", str(dataset / "dataset.json"),
-                   "--plans", str(out / "plans.json"), "--fingerprint", str(out / "fingerprint.json"),
+                   "--plans", str(out / "plans.json"),
+                   "--fingerprint", str(out / "fingerprint.json"),
                    "--selection", str(tmp_path / "selection.json"),
                    "--postprocessing", str(out / "postprocessing.json"),
                    "--models", str(out / "models"), "--crossval", str(out / "crossval"),
-                   "--out", str(tmp_path / "bundle"), "--zip", str(tmp_path / "bundle.zip")])  # fmt: skip
+                   "--out", str(tmp_path / "bundle"),
+                   "--zip", str(tmp_path / "bundle.zip")])  # fmt: skip
     assert status == 0
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["configurations"] == {"3d_cascade_fullres": [0, 1]}

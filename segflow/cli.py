@@ -57,6 +57,7 @@ ORDER = (
     "pretrain",
     "train",
     "validate-fold",
+    "previous-stage",
     "predict",
     "select",
     "postprocess",

@@ -53,12 +53,10 @@ SHARED_TRAINING_KEYS = (
 )
 
 #: The configurations segflow.planning can plan (which of them a dataset gets is decided by
-#: the plans); the trainer trains all but the cascade's second stage.
+#: the plans).
 PLANNED_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
-_UNTRAINABLE = {
-    "3d_cascade_fullres": "the cascade's second stage is not trained by segflow (it needs the "
-    "3d_lowres predictions as input); train 3d_lowres and 3d_fullres instead"
-}
+#: The cascade's stages: each trains on the cross-validation predictions of the one before.
+PREVIOUS_STAGES = {"3d_cascade_fullres": "3d_lowres"}
 
 
 class ConfigError(SegflowError):
@@ -197,12 +195,27 @@ def _training_problems(config: dict[str, Any], base: Path | None) -> list[Proble
         problems.append(Problem("training.folds", f"fold(s) {duplicates} listed twice"))
     names = training["configurations"] or []
     for name in names:
-        if name in _UNTRAINABLE:
-            problems.append(Problem("training.configurations", f"'{name}': {_UNTRAINABLE[name]}"))
-        elif name not in PLANNED_CONFIGURATIONS:
+        previous = PREVIOUS_STAGES.get(name)
+        if previous is not None and previous not in names:
+            problems.append(
+                Problem(
+                    "training.configurations",
+                    f"'{name}' trains on the cross-validation predictions of '{previous}': "
+                    f"list '{previous}' too",
+                )
+            )
+        if previous is not None and training["folds"] is not None:
+            problems.append(
+                Problem(
+                    "training.folds",
+                    f"'{name}' needs every fold of '{previous}' (each case predicted by the "
+                    "fold that held it out): leave training.folds null",
+                )
+            )
+        if name not in PLANNED_CONFIGURATIONS:
             close = difflib.get_close_matches(name, PLANNED_CONFIGURATIONS, n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            valid = ", ".join(n for n in PLANNED_CONFIGURATIONS if n not in _UNTRAINABLE)
+            valid = ", ".join(PLANNED_CONFIGURATIONS)
             problems.append(
                 Problem(
                     "training.configurations",

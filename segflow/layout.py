@@ -15,6 +15,8 @@ results layout, used by the stages and by the workflow's rules.
     <results>/crossval/<model>/fold_<k>/        validate (predictions/, probabilities/,
                                                 metrics.csv, summary.json)
     <results>/crossval/<model>/                 crossval (metrics.csv, summary.json)
+    <results>/previous_stage/<model>/           previous_stage: a cascade stage's input, the
+                                                previous stage's CV segmentations on its grid
     <results>/selection.json                    select (selection/crossval_predictions/)
     <results>/postprocessing.json               postprocess
     <results>/predictions_raw/<case><ending>    predict
@@ -203,6 +205,11 @@ class Results:
 
     def fold_probabilities(self, configuration: str, fold: int | str) -> Path:
         return self.validation_folder(configuration, fold) / PROBABILITIES_FOLDER
+
+    def previous_stage(self, configuration: str) -> Path:
+        """A cascade stage's input: the previous stage's cross-validation segmentations on
+        its grid (``<case>.npy``)."""
+        return self.root / "previous_stage" / configuration
 
     # Selection and postprocessing.
     @property

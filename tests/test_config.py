@@ -156,10 +156,11 @@ def test_values_that_would_fail_at_training_are_refused_at_parse_time_all_at_onc
         "training.folds: fold 7 does not exist: splits.num_folds is 3 (valid: 0 to 2)",
         "training.folds: fold(s) [1] listed twice",
         "training.configurations: unknown configuration '3d_fulres'; did you mean "
-        "'3d_fullres'? (segflow plans: 2d, 3d_fullres, 3d_lowres)",
-        "training.configurations: '3d_cascade_fullres': the cascade's second stage is not "
-        "trained by segflow (it needs the 3d_lowres predictions as input); train 3d_lowres "
-        "and 3d_fullres instead",
+        "'3d_fullres'? (segflow plans: 2d, 3d_fullres, 3d_lowres, 3d_cascade_fullres)",
+        "training.configurations: '3d_cascade_fullres' trains on the cross-validation "
+        "predictions of '3d_lowres': list '3d_lowres' too",
+        "training.folds: '3d_cascade_fullres' needs every fold of '3d_lowres' (each case "
+        "predicted by the fold that held it out): leave training.folds null",
     ]
 
 

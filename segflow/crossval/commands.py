@@ -28,6 +28,12 @@ def _validate_fold_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preprocessed", type=Path, required=True, help="preprocessed folder")
     p.add_argument("--checkpoint", type=Path, required=True, help="the fold's checkpoint_final.pt")
     p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument(
+        "--previous-stage",
+        type=Path,
+        default=None,
+        help="a cascade stage's input: the previous stage's segmentations on its grid",
+    )
     add_prediction_options(p)
 
 
@@ -44,7 +50,40 @@ def _validate_fold(args: argparse.Namespace) -> None:
         preprocessed_folder=args.preprocessed,
         checkpoint=args.checkpoint,
         output_folder=args.out_dir,
+        previous_stage=args.previous_stage,
         **dataclasses.asdict(from_arguments(InferenceSettings, args)),
+    )
+
+
+def _previous_stage_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plans", type=Path, required=True, help="plans.json")
+    p.add_argument("--configuration", required=True, help="the cascade stage")
+    p.add_argument("--dataset-json", type=Path, required=True)
+    p.add_argument("--splits", type=Path, required=True, help="splits.json")
+    p.add_argument(
+        "--fold-predictions",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="the previous stage's folds' predictions folders",
+    )
+    p.add_argument(
+        "--preprocessed", type=Path, required=True, help="the cascade stage's preprocessed folder"
+    )
+    p.add_argument("--out-dir", type=Path, required=True)
+
+
+def _previous_stage(args: argparse.Namespace) -> None:
+    from segflow.crossval.previous_stage import write_previous_stage
+
+    write_previous_stage(
+        plans_path=args.plans,
+        configuration=args.configuration,
+        dataset_json=args.dataset_json,
+        splits_path=args.splits,
+        fold_predictions=args.fold_predictions,
+        preprocessed_folder=args.preprocessed,
+        output_folder=args.out_dir,
     )
 
 
@@ -84,6 +123,13 @@ COMMANDS = (
         "(predictions/, metrics.csv, summary.json in --out-dir)",
         _validate_fold_arguments,
         _validate_fold,
+    ),
+    Command(
+        "previous-stage",
+        "write a cascade stage's input: the previous stage's cross-validation segmentations "
+        "on its grid (<case>.npy in --out-dir)",
+        _previous_stage_arguments,
+        _previous_stage,
     ),
     Command(
         "crossval",

@@ -5,7 +5,9 @@ them.
 the fold's final checkpoint (sliding window, Gaussian weighting, test-time mirroring over the
 axes the training mirrored), writes the segmentations in the original geometry and, for
 ensembling, the probabilities, and scores them against the raw labels (``metrics.csv``,
-``summary.json``).
+``summary.json``). A cascade stage's cases get the previous stage's cross-validation
+segmentations (``previous_stage``, see :mod:`segflow.crossval.previous_stage`) as one-hot
+input channels, as in its training.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from segflow.io.atomic import read_json, write_json
 from segflow.io.dataset import load_dataset_json
 from segflow.layout import METRICS_FILE, PREDICTIONS_FOLDER, PROBABILITIES_FOLDER, SUMMARY_FILE
 from segflow.planning.plans import load_plans
+from segflow.preprocessing.previous_stage import (
+    load_previous_stage,
+    previous_stage_labels,
+    with_previous_stage,
+)
 from segflow.preprocessing.storage import open_case
 from segflow.training.splits import fold_cases
 
@@ -53,8 +60,12 @@ def validate_fold(
     device: str = "cpu",
     threads: int | None = None,
     cpu_bf16: bool = False,
+    previous_stage: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Predict and score the fold's held-out cases; returns the fold's summary.
+
+    ``previous_stage``: a cascade stage's input, the folder of the previous stage's
+    segmentations on its grid (required for a cascade stage, refused for any other).
 
     Writes ``<output_folder>/predictions/<case><ending>``, with ``save_probabilities`` the
     class probabilities ``<output_folder>/probabilities/<case>.npz`` (for ensembles),
@@ -77,6 +88,15 @@ def validate_fold(
                if c not in labels]  # fmt: skip
     if unknown:
         raise SegflowError(f"fold {fold} holds cases the dataset does not have", unknown)
+    cascade = plans.configuration(configuration).previous_stage is not None
+    if cascade != (previous_stage is not None):
+        need = "needs" if cascade else "takes no"
+        raise SegflowError(
+            f"configuration '{configuration}' {need} previous-stage segmentations",
+            [Problem(str(previous_stage or plans_path), "the cascade's second stage alone takes "
+                     "the previous stage's segmentations (--previous-stage)")],
+        )  # fmt: skip
+    encoded = previous_stage_labels(dataset) if cascade else ()
     trained = load_trained_fold(checkpoint, plans, torch_device)
     if trained.configuration != configuration or trained.fold != fold:
         raise SegflowError(
@@ -89,9 +109,13 @@ def validate_fold(
     for i, case_id in enumerate(cases, 1):
         case = open_case(preprocessed_folder, case_id)
         output_file = predictions / f"{case_id}{dataset.file_ending}"
+        data = case.data
+        if previous_stage is not None:
+            segmentation = load_previous_stage(previous_stage, case_id, case.shape)
+            data = with_previous_stage(case.data[...], segmentation, encoded)
         with torch.inference_mode():
             predict_case(
-                trained.network, case.data, case.properties, plans, configuration, dataset,
+                trained.network, data, case.properties, plans, configuration, dataset,
                 mirror_axes=mirror_axes, device=torch_device, output_file=output_file,
                 save_probabilities=save_probabilities, cpu_bf16=bf16,
                 probabilities_file=probabilities / f"{case_id}.npz",

@@ -10,6 +10,9 @@ An exported model (written by :func:`segflow.export.exporting.export_model`) is 
     <configuration>/fold_<k>/checkpoint_final.pt
     <configuration>/plans.json      only for a model trained with other plans than plans.json
                                     (an experiment with its own planning preset)
+    <previous stage>/fold_<k>/checkpoint_final.pt   a selected cascade stage's previous stage
+                                    (manifest ``previous_stages``), unless itself selected
+    <previous stage>/plans.json     as for a configuration
 
 It is also a model folder for :func:`segflow.inference.model.load_model` (one configuration's
 folds per subfolder). :func:`load_bundle` checks that nothing is missing or changed.
@@ -103,11 +106,17 @@ def unsafe_name_reason(name: str) -> str | None:
     return None
 
 
-def bundle_files(configurations: Mapping[str, tuple[int, ...]]) -> list[str]:
-    """Every file a bundle of ``configurations`` must hold, manifest excluded."""
+def bundle_files(
+    configurations: Mapping[str, tuple[int, ...]],
+    previous_stages: Mapping[str, tuple[int, ...]] | None = None,
+) -> list[str]:
+    """Every file a bundle of ``configurations`` (and the ``previous_stages`` its cascade
+    stages predict after) must hold, manifest excluded."""
     files = list(TOP_LEVEL_FILES)
     for name, folds in configurations.items():
         files.append(f"{name}/{CROSSVAL_SUMMARY_NAME}")
+        files += [f"{name}/fold_{k}/{CHECKPOINT_NAME}" for k in folds]
+    for name, folds in (previous_stages or {}).items():
         files += [f"{name}/fold_{k}/{CHECKPOINT_NAME}" for k in folds]
     return files
 
@@ -207,10 +216,14 @@ def manifest_problems(manifest: Any, where: str) -> list[Problem]:
             Problem(where, f"format {manifest.get('format')!r}, this segflow reads {BUNDLE_FORMAT}")
         )
     configurations = manifest.get("configurations")
+    previous_stages = manifest.get("previous_stages", {})
+    if not isinstance(previous_stages, dict):
+        problems.append(Problem(where, "'previous_stages' must map configurations to folds"))
+        previous_stages = {}
     if not isinstance(configurations, dict) or not configurations:
         problems.append(Problem(where, "'configurations' must map configurations to folds"))
     else:
-        for name, folds in configurations.items():
+        for name, folds in {**configurations, **previous_stages}.items():
             if unsafe_name_reason(name) is not None or "/" in name:
                 problems.append(Problem(where, f"configuration {name!r} is not a folder name"))
             if not (isinstance(folds, list) and folds and all(_is_fold(k) for k in folds)):
@@ -236,6 +249,10 @@ def manifest_problems(manifest: Any, where: str) -> list[Problem]:
 
 def _configurations(manifest: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return {name: tuple(folds) for name, folds in manifest["configurations"].items()}
+
+
+def _previous_stages(manifest: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(folds) for name, folds in manifest.get("previous_stages", {}).items()}
 
 
 def _read_json_file(path: Path, problems: list[Problem]) -> Any:
@@ -276,7 +293,7 @@ def load_bundle(model_dir: str | os.PathLike[str], *, verify: bool = True) -> Mo
 
     files: dict[str, str] = manifest["files"]
     configurations = _configurations(manifest)
-    for name in bundle_files(configurations):
+    for name in bundle_files(configurations, _previous_stages(manifest)):
         if name not in files:
             problems.append(Problem(str(manifest_path), f"does not list the required {name}"))
     for name, digest in files.items():

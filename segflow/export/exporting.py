@@ -7,6 +7,10 @@ final checkpoint: the weights and the metadata that :mod:`segflow.inference.mode
 without the optimizer, grad scaler, random states and training history a resumed run needs
 (about half the size).
 
+A selected cascade stage predicts after its previous stage (``3d_lowres``), so that stage's
+folds go in too, listed in the manifest's ``previous_stages`` (same folds; no
+cross-validation summary of their own unless they are selected too).
+
 The folder is built beside its final place and renamed onto it only once complete, so a
 killed job never leaves a half-written model under the final name.
 """
@@ -41,7 +45,7 @@ from segflow.export.readme import render_readme
 from segflow.io.atomic import atomic_path, write_json, write_text
 from segflow.io.dataset import parse_dataset_json
 from segflow.io.paths import output_folder_problems, readable_path
-from segflow.layout import parse_model_name
+from segflow.layout import model_name, parse_model_name
 from segflow.training.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["export_model", "inference_checkpoint"]
@@ -142,6 +146,38 @@ def _check_inputs(
             )
         chosen[name] = {k: given[k] for k in folds if k in given}
     return chosen
+
+
+def _previous_stages(
+    plans_of: Mapping[str, Any],
+    chosen: Mapping[str, Mapping[int, Path]],
+    checkpoints: Mapping[str, Mapping[int, str | os.PathLike[str]]],
+    problems: list[Problem],
+) -> tuple[dict[str, dict[int, Path]], dict[str, Any]]:
+    """The checkpoints of the previous stages the selected cascade stages need (those not
+    selected themselves), with a problem for each one missing, and each stage's plans (those
+    of the cascade stage that predicts after it: one experiment plans both)."""
+    needed: dict[str, dict[int, Path]] = {}
+    stage_plans: dict[str, Any] = {}
+    for name, folds in chosen.items():
+        configuration, experiment = parse_model_name(name)
+        configurations = (plans_of.get(name) or {}).get("configurations") or {}
+        previous = (configurations.get(configuration) or {}).get("previous_stage")
+        if previous is None:
+            continue
+        stage = model_name(previous, experiment)
+        if stage in chosen:
+            continue
+        given = {int(k): Path(v) for k, v in checkpoints.get(stage, {}).items()}
+        for k in folds:
+            if k not in given or not given[k].is_file():
+                problems.append(
+                    Problem(f"configuration {stage}", f"no checkpoint of fold {k}: the selected "
+                            f"{name} predicts after it")
+                )  # fmt: skip
+        needed.setdefault(stage, {}).update({k: given[k] for k in folds if k in given})
+        stage_plans[stage] = plans_of[name]
+    return needed, stage_plans
 
 
 def _copy_checkpoint(
@@ -289,11 +325,14 @@ def export_model(
         else raw_plans
         for name in chosen
     }
+    previous_stages, stage_plans = _previous_stages(plans_of, chosen, checkpoints, problems)
     if problems or dataset is None:
         raise SegflowError("cannot export the model", problems)
     if plans_of:
         raw_plans = next(iter(plans_of.values()))
-    # Beside the bundle's plans.json, the plans of a selected model that differ from it.
+    plans_of.update(stage_plans)
+    # Beside the bundle's plans.json, the plans of a selected model (or of the previous stage
+    # a selected cascade stage predicts after) that differ from it.
     own_plans = {name: p for name, p in plans_of.items() if p != raw_plans}
 
     summaries = {
@@ -302,7 +341,7 @@ def export_model(
     }
     folder = make_folder_beside(output, ".tmp-")
     try:
-        for name, folds in chosen.items():
+        for name, folds in {**chosen, **previous_stages}.items():
             for k, source in folds.items():
                 target = folder / name / f"fold_{k}" / CHECKPOINT_NAME
                 _copy_checkpoint(source, target, name, k, raw_dataset, plans_of[name], problems)
@@ -326,12 +365,16 @@ def export_model(
             dataset, dataset_name, raw_selection, raw_postprocessing, configurations, output.name
         )
         write_text(folder / README_NAME, readme)
-        files = bundle_files(configurations) + [f"{n}/{MODEL_PLANS_NAME}" for n in own_plans]
+        stages = {name: tuple(folds) for name, folds in previous_stages.items()}
+        files = bundle_files(configurations, stages) + [
+            f"{n}/{MODEL_PLANS_NAME}" for n in own_plans
+        ]
         manifest = {
             "format": BUNDLE_FORMAT,
             "segflow_version": segflow.__version__,
             "dataset": dataset_name,
             "configurations": {name: list(folds) for name, folds in configurations.items()},
+            **({"previous_stages": {n: list(f) for n, f in stages.items()}} if stages else {}),
             "files": {name: file_sha256(folder / name) for name in sorted(files)},
         }
         write_json(folder / MANIFEST_NAME, manifest)

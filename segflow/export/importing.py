@@ -168,8 +168,9 @@ def _check_archive(
         return None, problems
     listed = set(manifest["files"])
     configurations = {k: tuple(v) for k, v in manifest["configurations"].items()}
-    required = set(bundle_files(configurations))
-    expected = required | set(optional_bundle_files(configurations))
+    previous_stages = {k: tuple(v) for k, v in manifest.get("previous_stages", {}).items()}
+    required = set(bundle_files(configurations, previous_stages))
+    expected = required | set(optional_bundle_files({**configurations, **previous_stages}))
     folders = {parent for name in expected for parent in _parents(name)}
     files = {i.filename for i in entries if not i.is_dir()}
     problems += [

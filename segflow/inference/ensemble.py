@@ -9,6 +9,11 @@ probabilities in the input's geometry, as model selection scored it
 ``postprocessing.json``) applies to the final label map; saved probabilities are those before
 postprocessing.
 
+A cascade stage predicts after its previous stage: the previous stage's folds segment the
+case (exported to the input's geometry, as any prediction), that segmentation is brought onto
+the cascade stage's preprocessed grid and joins the image as one-hot channels
+(:mod:`segflow.preprocessing.previous_stage`), then the cascade stage's folds predict.
+
 :func:`load_predictor` reads what ``segflow predict -m`` is given: an exported model folder
 (``segflow export``: the selected configurations, folds and postprocessing), or a folder of
 trained folds (``<results>/models`` or one configuration's folder), optionally with a
@@ -39,10 +44,63 @@ from segflow.inference.model import TrainedModel, load_model, model_path_problem
 from segflow.inference.predictor import predict_case_logits, preprocess_for_prediction
 from segflow.io.dataset import DatasetJson
 from segflow.io.paths import access_reason, readable_path
+from segflow.preprocessing.previous_stage import (
+    previous_stage_labels,
+    to_next_stage_grid,
+    with_previous_stage,
+)
 
-__all__ = ["Predictor", "load_predictor"]
+__all__ = ["Predictor", "load_predictor", "model_input", "predict_model_segmentation"]
 
 logger = logging.getLogger(__name__)
+
+
+def model_input(
+    model: TrainedModel,
+    images: Sequence[str | os.PathLike[str]],
+    *,
+    mirroring: bool = True,
+    device: str | torch.device = "cpu",
+    cpu_bf16: bool = False,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The network input of ``model`` for raw channel files, and the case's properties: the
+    preprocessed image, and for a cascade stage the previous stage's one-hot segmentation
+    (predicted here, by the previous stage's folds) after it."""
+    data, properties = preprocess_for_prediction(
+        images, model.plans, model.configuration, model.dataset
+    )
+    if model.previous_stage is None:
+        return data, properties
+    segmentation = predict_model_segmentation(
+        model.previous_stage, images, mirroring=mirroring, device=device, cpu_bf16=cpu_bf16
+    )
+    configuration = model.plans.configuration(model.configuration)
+    on_grid = to_next_stage_grid(segmentation, properties, configuration)
+    return with_previous_stage(data, on_grid, previous_stage_labels(model.dataset)), properties
+
+
+def predict_model_segmentation(
+    model: TrainedModel,
+    images: Sequence[str | os.PathLike[str]],
+    *,
+    mirroring: bool = True,
+    device: str | torch.device = "cpu",
+    cpu_bf16: bool = False,
+) -> np.ndarray:
+    """One model's segmentation (its folds averaged) in the input's geometry, without
+    postprocessing: what a previous stage passes on."""
+    data, properties = model_input(
+        model, images, mirroring=mirroring, device=device, cpu_bf16=cpu_bf16
+    )
+    with torch.inference_mode():
+        logits = predict_case_logits(
+            model.networks, data, model.plans, model.configuration,
+            mirror_axes=model.mirror_axes if mirroring else None, device=device,
+            cpu_bf16=cpu_bf16,
+        )  # fmt: skip
+    return logits_to_segmentation(
+        logits, properties, model.plans, model.configuration, model.dataset
+    )
 
 
 @dataclass(frozen=True)
@@ -76,7 +134,7 @@ class Predictor:
         return "+".join(m.configuration for m in self.models)
 
     def describe(self) -> str:
-        parts = [f"{m.configuration} folds {[f.fold for f in m.folds]}" for m in self.models]
+        parts = [_describe(m) for m in self.models]
         rules = f", postprocessing {list(self.postprocessing)}" if self.postprocessing else ""
         return " + ".join(parts) + rules
 
@@ -112,8 +170,8 @@ class Predictor:
         properties = None
         segmentation = None
         for model in self.models:
-            data, case_properties = preprocess_for_prediction(
-                images, model.plans, model.configuration, model.dataset
+            data, case_properties = model_input(
+                model, images, mirroring=mirroring, device=device, cpu_bf16=cpu_bf16
             )
             properties = properties or case_properties
             with torch.inference_mode():
@@ -140,6 +198,13 @@ class Predictor:
             write_probabilities(total, properties, probabilities_path(output_file))
         write_segmentation(segmentation, properties, output_file)
         return segmentation
+
+
+def _describe(model: TrainedModel) -> str:
+    text = f"{model.configuration} folds {[f.fold for f in model.folds]}"
+    if model.previous_stage is not None:
+        text += f" (after {_describe(model.previous_stage)})"
+    return text
 
 
 def _rules(postprocessing: str | os.PathLike[str] | Mapping[str, Any] | None) -> tuple:

@@ -6,6 +6,11 @@ outputs, the axes mirrored in training, the plans and dataset.json. A *model fol
 configuration's folds as ``fold_<k>/checkpoint_final.pt`` (``<results>/models/<configuration>``);
 a folder of such folders (``<results>/models``) names the configuration with
 ``configuration``. Loading never runs pickled code (``weights_only``).
+
+A cascade stage (a configuration with a ``previous_stage`` in its plans) is loaded together
+with its previous stage, from the folder beside it (``3d_lowres`` beside
+``3d_cascade_fullres``, with experiments ``3d_lowres__<experiment>``): the same folds when
+folds are chosen, else all of them.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from torch import nn
 from segflow.errors import Problem, SegflowError
 from segflow.io.dataset import DatasetJson, parse_dataset_json
 from segflow.io.paths import access_reason, readable_path
-from segflow.layout import CHECKPOINT_FINAL, fold_of_folder, parse_model_name
+from segflow.layout import CHECKPOINT_FINAL, fold_of_folder, model_name, parse_model_name
 from segflow.networks.variants import NetworkVariant
 from segflow.planning.plans import Plans
 from segflow.training.checkpoint import load_checkpoint
@@ -142,6 +147,8 @@ class TrainedModel:
     folds: tuple[TrainedFold, ...]
     plans: Plans
     dataset: DatasetJson
+    #: A cascade stage's previous stage (whose segmentation is its extra input); else None.
+    previous_stage: TrainedModel | None = None
 
     @property
     def networks(self) -> list[nn.Module]:
@@ -278,4 +285,24 @@ def load_model(
             [Problem(str(folder), f"holds folds of {', '.join(sorted(trained))}, not "
                                   f"'{configuration}'")],
         )  # fmt: skip
-    return TrainedModel(loaded[0].configuration, loaded, plans, dataset)
+    previous = plans.configuration(loaded[0].configuration).previous_stage
+    previous_stage = None
+    if previous is not None:
+        previous_stage = _previous_stage_model(folder, previous, folds, device)
+    return TrainedModel(loaded[0].configuration, loaded, plans, dataset, previous_stage)
+
+
+def _previous_stage_model(
+    folder: Path, previous: str, folds: Sequence[int] | None, device: str | torch.device
+) -> TrainedModel:
+    """The previous stage of the cascade stage in ``folder``: the model beside it."""
+    experiment = parse_model_name(folder.name)[1]
+    name = model_name(previous, experiment)
+    beside = folder.parent / name
+    if not _has_folds(beside):
+        raise SegflowError(
+            "the cascade's previous stage is missing",
+            [Problem(readable_path(beside), f"{folder.name} predicts from the segmentation of "
+                     f"{previous}, whose folds belong in this folder beside it")],
+        )  # fmt: skip
+    return load_model(folder.parent, configuration=name, folds=folds, device=device)

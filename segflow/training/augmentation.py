@@ -54,9 +54,36 @@ Segmentations are interpolated label by label (order 1, each voxel taking the la
 largest interpolated indicator) as in both nnU-Net versions; the order 0 of batchgenerators'
 own default is not what nnU-Net uses. batchgenerators lacks nnU-Net's slice/channel reshaping
 for dummy 2D and its mask transform; :class:`SlicesToChannels`, :class:`ChannelsToSlices` and
-:class:`MaskOutsideNonzero` are ours. Cascade inputs (the previous stage's segmentation as
-extra channels) and region targets are not built here: targets stay label maps, turned into
-regions and deep-supervision scales by :mod:`segflow.training.loss`.
+:class:`MaskOutsideNonzero` are ours. Region targets are not built here: targets stay label
+maps, turned into regions and deep-supervision scales by :mod:`segflow.training.loss`.
+
+The cascade's second stage (a configuration with a ``previous_stage``) draws the previous
+stage's segmentation as a second segmentation channel, so the spatial transform and mirroring
+move it with the label. After everything above, three transforms of our own follow, as in
+nnU-Net's cascade trainer (values of nnU-Net's cascade defaults, v1 and v2 alike):
+
+======================  ================================================================
+one-hot                 :class:`PreviousStageToOneHot`: that channel leaves the
+                        segmentation and joins the image as one channel per foreground
+                        label (:func:`segflow.preprocessing.previous_stage.one_hot`); the
+                        intensity transforms above never touch it
+binary operators        :class:`RandomBinaryOperator`, probability 0.4 per sample: every
+                        one-hot channel (probability 1 each, in random order) gets one of
+                        dilation, erosion, opening or closing, drawn uniformly, with a ball
+                        of radius drawn from [1, 8] voxels; voxels a channel gains are
+                        taken from the others, so the channels stay one-hot
+connected components    :class:`RemoveRandomComponent`, probability 0.2 per sample: in
+                        every one-hot channel, one connected component (drawn uniformly
+                        among those smaller than 15% of the patch) is removed, left
+                        as background
+======================  ================================================================
+
+These teach the second stage to correct the first stage's errors instead of copying them.
+Binary operators use Euclidean distance transforms: dilation by a ball of radius ``r`` keeps
+voxels within ``r`` of the channel, erosion those farther than ``r`` from its complement,
+which is what morphology with the ball ``|offset| <= r`` computes, at a cost that does not
+grow with ``r``; the patch border is not treated as background (a structure leaving the patch
+is not eroded from the border).
 
 Cost: the spatial transform dominates (scipy's ``map_coordinates``: one cubic pass for the
 image, one linear pass per label value, -1 included, for the segmentation). On one CPU of a
@@ -90,14 +117,22 @@ from batchgenerators.transforms.resample_transforms import SimulateLowResolution
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 from batchgenerators.transforms.utility_transforms import RemoveLabelTransform
 
+from segflow.preprocessing.previous_stage import one_hot
 from segflow.training.sampling import augmentation_rotation
 
 __all__ = [
+    "BINARY_OPERATOR_P",
+    "BINARY_OPERATOR_RADIUS",
     "ORDER_DATA",
     "ORDER_SEG",
     "OUTSIDE_LABEL",
+    "REMOVE_COMPONENT_MAX_FRACTION",
+    "REMOVE_COMPONENT_P",
     "ChannelsToSlices",
     "MaskOutsideNonzero",
+    "PreviousStageToOneHot",
+    "RandomBinaryOperator",
+    "RemoveRandomComponent",
     "SlicesToChannels",
     "apply_transforms",
     "default_mirror_axes",
@@ -111,6 +146,13 @@ ORDER_DATA = 3
 ORDER_SEG = 1
 #: Segmentation value outside the nonzero region and outside the image.
 OUTSIDE_LABEL = -1
+#: Cascade: probability per sample of the random binary operators, and their ball radii.
+BINARY_OPERATOR_P = 0.4
+BINARY_OPERATOR_RADIUS = (1.0, 8.0)
+#: Cascade: probability per sample of removing connected components, and the largest share of
+#: the patch a removed component may cover.
+REMOVE_COMPONENT_P = 0.2
+REMOVE_COMPONENT_MAX_FRACTION = 0.15
 
 
 class SlicesToChannels(AbstractTransform):
@@ -157,6 +199,142 @@ class MaskOutsideNonzero(AbstractTransform):
         return data_dict
 
 
+class PreviousStageToOneHot(AbstractTransform):
+    """Move segmentation channel 1 (the previous stage's label map) to the image as one-hot
+    channels, one per value of ``labels``; the segmentation keeps channel 0 (the target)."""
+
+    def __init__(self, labels: Sequence[int]) -> None:
+        self.labels = tuple(int(v) for v in labels)
+
+    def __call__(self, **data_dict: Any) -> dict[str, Any]:
+        data, seg = data_dict["data"], data_dict["seg"]
+        if seg.shape[1] != 2:
+            raise ValueError(
+                f"a cascade batch holds the target and the previous stage's segmentation, "
+                f"got {seg.shape[1]} segmentation channel(s)"
+            )
+        encoded = np.stack([one_hot(s, self.labels, data.dtype) for s in seg[:, 1]])
+        data_dict["data"] = np.concatenate([data, encoded], axis=1)
+        data_dict["seg"] = seg[:, :1]
+        return data_dict
+
+
+def _ball_operation(mask: np.ndarray, operation: str, radius: float) -> np.ndarray:
+    """Binary morphology of ``mask`` with the ball ``|offset| <= radius`` (see the module
+    docstring)."""
+    from scipy.ndimage import distance_transform_edt
+
+    def dilate(m: np.ndarray) -> np.ndarray:
+        return m if m.all() else distance_transform_edt(~m) <= radius
+
+    def erode(m: np.ndarray) -> np.ndarray:
+        return m if not m.any() or m.all() else distance_transform_edt(m) > radius
+
+    if operation == "dilation":
+        return dilate(mask)
+    if operation == "erosion":
+        return erode(mask)
+    if operation == "opening":
+        return dilate(erode(mask))
+    if operation == "closing":
+        return erode(dilate(mask))
+    raise ValueError(f"unknown binary operation '{operation}'")
+
+
+class RandomBinaryOperator(AbstractTransform):
+    """Dilate, erode, open or close the one-hot ``channels`` of the image at random.
+
+    Args:
+        channels: the image channels holding the one-hot maps (negative: from the end).
+        p_per_sample: probability that a sample is changed at all.
+        p_per_channel: probability of each channel, once the sample is.
+        radius: the ball's radius in voxels, drawn uniformly from this range.
+    """
+
+    OPERATIONS = ("dilation", "erosion", "opening", "closing")
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        p_per_sample: float = BINARY_OPERATOR_P,
+        p_per_channel: float = 1.0,
+        radius: tuple[float, float] = BINARY_OPERATOR_RADIUS,
+    ) -> None:
+        self.channels = [int(c) for c in channels]
+        self.p_per_sample, self.p_per_channel = float(p_per_sample), float(p_per_channel)
+        self.radius = (float(radius[0]), float(radius[1]))
+
+    def __call__(self, **data_dict: Any) -> dict[str, Any]:
+        data = data_dict["data"]
+        for b in range(data.shape[0]):
+            if np.random.uniform() >= self.p_per_sample:
+                continue
+            for c in np.random.permutation(self.channels):
+                if np.random.uniform() >= self.p_per_channel:
+                    continue
+                operation = self.OPERATIONS[np.random.randint(len(self.OPERATIONS))]
+                radius = np.random.uniform(*self.radius)
+                before = data[b, c] > 0.5
+                after = _ball_operation(before, operation, radius)
+                data[b, c] = after
+                gained = after & ~before
+                if gained.any():
+                    for other in self.channels:
+                        if other != c:
+                            data[b, other][gained] = 0
+        return data_dict
+
+
+class RemoveRandomComponent(AbstractTransform):
+    """Remove one connected component of each one-hot channel at random.
+
+    Args:
+        channels: the image channels holding the one-hot maps (negative: from the end).
+        p_per_sample: probability that a sample is changed.
+        max_fraction: only components smaller than this share of the patch are removed.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        p_per_sample: float = REMOVE_COMPONENT_P,
+        max_fraction: float = REMOVE_COMPONENT_MAX_FRACTION,
+    ) -> None:
+        self.channels = [int(c) for c in channels]
+        self.p_per_sample, self.max_fraction = float(p_per_sample), float(max_fraction)
+
+    def __call__(self, **data_dict: Any) -> dict[str, Any]:
+        from scipy.ndimage import label
+
+        data = data_dict["data"]
+        for b in range(data.shape[0]):
+            if np.random.uniform() >= self.p_per_sample:
+                continue
+            for c in self.channels:
+                mask = data[b, c] > 0.5
+                if not mask.any():
+                    continue
+                components, _ = label(mask)
+                sizes = np.bincount(components.ravel())[1:]
+                small = np.flatnonzero(sizes < self.max_fraction * mask.size) + 1
+                if small.size:
+                    chosen = small[np.random.randint(small.size)]
+                    data[b, c][components == chosen] = 0
+        return data_dict
+
+
+def _previous_stage_transforms(
+    labels: Sequence[int] | None, augment: bool
+) -> list[AbstractTransform]:
+    if labels is None:
+        return []
+    transforms: list[AbstractTransform] = [PreviousStageToOneHot(labels)]
+    if augment and labels:
+        channels = list(range(-len(labels), 0))
+        transforms += [RandomBinaryOperator(channels), RemoveRandomComponent(channels)]
+    return transforms
+
+
 def default_mirror_axes(patch_size: Sequence[int]) -> tuple[int, ...]:
     """nnU-Net's mirror axes: every spatial axis, (0, 1) in 2D and (0, 1, 2) in 3D.
 
@@ -173,6 +351,7 @@ def training_transforms(
     mirror_axes: Sequence[int] | None = None,
     use_mask_for_norm: Sequence[bool] | None = None,
     sas: bool = False,
+    previous_stage_labels: Sequence[int] | None = None,
 ) -> Compose:
     """nnU-Net's training augmentation for a configuration's (final) patch.
 
@@ -185,6 +364,9 @@ def training_transforms(
             (the plans' ``use_mask_for_norm``); those channels are masked after augmentation.
         sas: add JMedSeg SAS's colour and intensity transforms before mirroring
             (:mod:`segflow.training.sas_augmentation`).
+        previous_stage_labels: for a cascade stage, the label values one-hot encoded from
+            the second segmentation channel (the previous stage's), which is then augmented
+            (see the module docstring); None for any other configuration.
 
     Returns:
         a batchgenerators ``Compose`` called as ``transforms(data=..., seg=...)`` on numpy
@@ -262,12 +444,19 @@ def training_transforms(
     if use_mask_for_norm is not None and any(use_mask_for_norm):
         transforms.append(MaskOutsideNonzero([i for i, m in enumerate(use_mask_for_norm) if m]))
     transforms.append(RemoveLabelTransform(OUTSIDE_LABEL, 0))
+    transforms += _previous_stage_transforms(previous_stage_labels, augment=True)
     return Compose(transforms)
 
 
-def validation_transforms() -> Compose:
-    """Validation batches are not augmented: only -1 becomes background."""
-    return Compose([RemoveLabelTransform(OUTSIDE_LABEL, 0)])
+def validation_transforms(previous_stage_labels: Sequence[int] | None = None) -> Compose:
+    """Validation batches are not augmented: only -1 becomes background (and a cascade
+    stage's previous-stage channel becomes one-hot image channels)."""
+    return Compose(
+        [
+            RemoveLabelTransform(OUTSIDE_LABEL, 0),
+            *_previous_stage_transforms(previous_stage_labels, augment=False),
+        ]
+    )
 
 
 def apply_transforms(

@@ -45,6 +45,13 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--splits", type=Path, required=True, help="splits.json")
     p.add_argument("--preprocessed", type=Path, required=True, help="preprocessed folder")
     p.add_argument("--out-dir", type=Path, required=True, help="the fold's model folder")
+    p.add_argument(
+        "--previous-stage",
+        type=Path,
+        default=None,
+        help="a cascade stage's input: the previous stage's cross-validation segmentations "
+        "on this configuration's grid (segflow previous-stage)",
+    )
     add_arguments(p, TrainingSettings)
 
 
@@ -61,6 +68,7 @@ def _train(args: argparse.Namespace) -> None:
         preprocessed_folder=args.preprocessed,
         output_folder=args.out_dir,
         settings=settings,
+        previous_stage=args.previous_stage,
     )
 
 

@@ -115,6 +115,10 @@ class TrainingBatches(Dataset):
         use_mask_for_norm: the plans' per-channel ``use_mask_for_norm``.
         oversample_foreground_percent: the share of each batch forced to hold foreground.
         sas_augmentation: add JMedSeg SAS's colour and intensity augmentation in training.
+        previous_stage: for a cascade stage, the folder of the previous stage's
+            segmentations on this configuration's grid; they become one-hot image channels
+            (augmented in training), one per value of ``previous_stage_labels``.
+        previous_stage_labels: the label values encoded (with ``previous_stage``).
 
     Items are ``{"data": float32 tensor (b, c, *patch_size), "target": int16 tensor
     (b, 1, *patch_size), "keys": [case id per patch]}``; targets are label maps with the
@@ -135,8 +139,12 @@ class TrainingBatches(Dataset):
         use_mask_for_norm: Sequence[bool] | None = None,
         oversample_foreground_percent: float = OVERSAMPLE_FOREGROUND_PERCENT,
         sas_augmentation: bool = False,
+        previous_stage: str | os.PathLike[str] | None = None,
+        previous_stage_labels: Sequence[int] | None = None,
     ) -> None:
         batch_seed_sequence(seed, fold, stream, 0)  # checks the arguments
+        if (previous_stage is None) != (previous_stage_labels is None):
+            raise ValueError("previous_stage and previous_stage_labels go together")
         self.seed, self.fold, self.stream = int(seed), int(fold), stream
         self.patch_size = tuple(int(p) for p in patch_size)
         augment = stream == "train"
@@ -147,14 +155,20 @@ class TrainingBatches(Dataset):
             batch_size,
             oversample_foreground_percent=oversample_foreground_percent,
             final_patch_size=self.patch_size,
+            previous_stage=previous_stage,
         )
+        labels = previous_stage_labels
         if augment:
             mirror = default_mirror_axes(self.patch_size) if mirror_axes is None else mirror_axes
             self.transforms = training_transforms(
-                self.patch_size, mirror, use_mask_for_norm, sas=sas_augmentation
+                self.patch_size,
+                mirror,
+                use_mask_for_norm,
+                sas=sas_augmentation,
+                previous_stage_labels=labels,
             )
         else:
-            self.transforms = validation_transforms()
+            self.transforms = validation_transforms(previous_stage_labels=labels)
 
     @classmethod
     def from_configuration(

@@ -34,6 +34,7 @@ import numpy as np
 
 from segflow.errors import Problem, SegflowError
 from segflow.preprocessing.preprocessor import ANNOTATED_KEY
+from segflow.preprocessing.previous_stage import load_previous_stage
 from segflow.preprocessing.storage import PreprocessedCase, open_case
 
 __all__ = [
@@ -218,6 +219,10 @@ class PatchSampler:
         probabilistic_oversampling: force each sample with probability
             ``oversample_foreground_percent`` instead of forcing the last ones.
         open_cases: how many opened cases to keep (see :data:`OPEN_CASES`).
+        previous_stage: for a cascade stage, the folder of the previous stage's
+            segmentations on this configuration's grid
+            (:mod:`segflow.preprocessing.previous_stage`); each patch's segmentation then has
+            it as a second channel.
 
     Raises:
         ValueError: on an empty case list or inconsistent sizes.
@@ -234,6 +239,7 @@ class PatchSampler:
         final_patch_size: Sequence[int] | None = None,
         probabilistic_oversampling: bool = False,
         open_cases: int = OPEN_CASES,
+        previous_stage: str | os.PathLike[str] | None = None,
     ) -> None:
         if not case_ids:
             raise ValueError("PatchSampler needs at least one case")
@@ -261,6 +267,8 @@ class PatchSampler:
         self.rng = rng if rng is not None else np.random.default_rng()
         self.open_cases = max(1, int(open_cases))
         self._open_cases: OrderedDict[str, PreprocessedCase] = OrderedDict()
+        self.previous_stage = None if previous_stage is None else Path(previous_stage)
+        self._previous: dict[str, np.ndarray] = {}
         self.patch_size = patch
         self.final_patch_size = final
         # 2D patches are one slice thick patches of the 3D cases.
@@ -342,9 +350,14 @@ class PatchSampler:
         case.properties["class_locations"] = {
             key: np.asarray(flat, dtype=np.int64) for key, flat in locations.items()
         }
+        if self.previous_stage is not None:
+            self._previous[case_id] = load_previous_stage(self.previous_stage, case_id, case.shape)[
+                None
+            ]
         self._open_cases[case_id] = case
         if len(self._open_cases) > self.open_cases:
-            self._open_cases.popitem(last=False)
+            closed, _ = self._open_cases.popitem(last=False)
+            self._previous.pop(closed, None)
         return case
 
     def next_batch(
@@ -360,14 +373,18 @@ class PatchSampler:
         Returns:
             ``(data, seg, case_ids)``: data float32 ``(b, c, *patch_size)``, seg int16
             ``(b, 1, *patch_size)`` (-1 where the patch leaves the image or the nonzero
-            region), and the case of each patch.
+            region; ``(b, 2, ...)`` with the previous stage's segmentation second for a
+            cascade stage), and the case of each patch.
         """
         rng = self.rng if rng is None else rng
         chosen = [
             self.case_ids[int(i)] for i in rng.integers(len(self.case_ids), size=self.batch_size)
         ]
         data: np.ndarray | None = None
-        seg = np.full((self.batch_size, 1, *self._patch3d), PAD_VALUE_SEG, dtype=np.int16)
+        seg_channels = 1 if self.previous_stage is None else 2
+        seg = np.full(
+            (self.batch_size, seg_channels, *self._patch3d), PAD_VALUE_SEG, dtype=np.int16
+        )
         for index, case_id in enumerate(chosen):
             case = self._open(case_id)
             if data is None:
@@ -382,7 +399,9 @@ class PatchSampler:
                 )
             corner = self.patch_box(case, self._is_forced(index, rng), rng)
             self._read_into(case.data, corner, data[index])
-            self._read_into(case.seg, corner, seg[index])
+            self._read_into(case.seg, corner, seg[index, :1])
+            if self.previous_stage is not None:
+                self._read_into(self._previous[case_id], corner, seg[index, 1:])
         assert data is not None  # batch_size >= 1
         if len(self.patch_size) == 2:
             data, seg = data[:, :, 0], seg[:, :, 0]

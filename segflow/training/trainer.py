@@ -64,6 +64,7 @@ from segflow.errors import Interrupted, Problem, SegflowError
 from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
 from segflow.layout import CHECKPOINT_FINAL
 from segflow.planning.plans import ConfigurationPlan, Plans
+from segflow.preprocessing.previous_stage import previous_stage_labels, previous_stage_path
 from segflow.progress_bar import ProgressBar
 from segflow.training.checkpoint import (
     capture_rng_state,
@@ -160,6 +161,10 @@ class FoldTrainer:
         output_folder: where checkpoints, ``progress.csv``, ``progress.png`` and
             ``training.log`` go.
         settings: the training settings.
+        previous_stage: for a cascade stage (a configuration with a ``previous_stage``), the
+            folder of the previous stage's cross-validation segmentations on this
+            configuration's grid (:mod:`segflow.preprocessing.previous_stage`); they are
+            one-hot input channels after the image's. Required there, refused elsewhere.
     """
 
     def __init__(
@@ -173,6 +178,7 @@ class FoldTrainer:
         fold: int,
         output_folder: str | os.PathLike[str],
         settings: TrainingSettings | None = None,
+        previous_stage: str | os.PathLike[str] | None = None,
     ) -> None:
         self.plans = plans
         self.configuration: ConfigurationPlan = plans.configuration(configuration)
@@ -195,13 +201,21 @@ class FoldTrainer:
         problems += batch_size_problems(
             self.configuration.batch_size, self.settings.num_processes, configuration
         )
+        self.previous_stage = None if previous_stage is None else Path(previous_stage)
+        problems += _previous_stage_problems(
+            self.configuration, self.previous_stage, self.train_cases + self.val_cases
+        )
         if problems:
             raise SegflowError("cannot train this fold", problems)
 
         self.regions = foreground_regions(dataset) if dataset.has_regions else None
         self.class_names = self._class_names()
         self.num_outputs = dataset.num_segmentation_heads
-        self.num_input_channels = dataset.num_channels
+        #: Cascade: the label values one-hot encoded as extra input channels; None otherwise.
+        self.previous_stage_labels = (
+            previous_stage_labels(dataset) if self.previous_stage is not None else None
+        )
+        self.num_input_channels = dataset.num_channels + len(self.previous_stage_labels or ())
         self.scales = deep_supervision_scales(self.configuration.network.strides)
         # The pretrained weights decide the result: their content is part of the signature,
         # so a checkpoint_latest.pt of a run from other weights is not resumed.
@@ -335,6 +349,8 @@ class FoldTrainer:
             use_mask_for_norm=self.configuration.use_mask_for_norm,
             oversample_foreground_percent=self.settings.oversample_foreground_percent,
             sas_augmentation=self.settings.sas_augmentation,
+            previous_stage=self.previous_stage,
+            previous_stage_labels=self.previous_stage_labels,
         )
         workers = self.settings.num_workers
         if workers is None:
@@ -361,6 +377,9 @@ class FoldTrainer:
             "fold": self.fold,
             "num_input_channels": self.num_input_channels,
             "num_outputs": self.num_outputs,
+            "previous_stage_labels": (
+                list(self.previous_stage_labels) if self.previous_stage_labels else None
+            ),
             "class_names": list(self.class_names),
             "regions": [list(r) for r in self.regions] if self.regions is not None else None,
             "mirror_axes": list(self.mirror_axes),
@@ -700,6 +719,28 @@ class FoldTrainer:
         self._check_stop()
 
 
+def _previous_stage_problems(
+    configuration: ConfigurationPlan, folder: Path | None, cases: Sequence[str]
+) -> list[Problem]:
+    """A cascade stage needs the previous stage's segmentation of every case; any other
+    configuration takes none."""
+    if configuration.previous_stage is None:
+        if folder is None:
+            return []
+        return [Problem(str(folder), f"{configuration.name} is not a cascade stage: it takes "
+                        "no previous-stage segmentations")]  # fmt: skip
+    if folder is None:
+        return [Problem(configuration.name, f"is the cascade's stage after "
+                        f"{configuration.previous_stage}: it needs that stage's "
+                        "segmentations (previous_stage)")]  # fmt: skip
+    missing = [c for c in cases if not previous_stage_path(folder, c).is_file()]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        shown = ", ".join(missing[:5]) + more
+        return [Problem(str(folder), f"has no previous-stage segmentation of {shown}")]
+    return []
+
+
 def _values(value: int | tuple[int, ...]) -> tuple[int, ...]:
     return value if isinstance(value, tuple) else (value,)
 
@@ -714,8 +755,12 @@ def train_fold(
     preprocessed_folder: str | os.PathLike[str],
     output_folder: str | os.PathLike[str],
     settings: TrainingSettings,
+    previous_stage: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Train one fold from the workflow's files; checks them all before any work.
+
+    ``previous_stage``: a cascade stage's previous-stage segmentations (see
+    :class:`FoldTrainer`).
 
     Raises:
         SegflowError: listing every problem with the inputs (unknown configuration or fold,
@@ -751,5 +796,6 @@ def train_fold(
         fold,
         output_folder,
         settings,
+        previous_stage=previous_stage,
     )
     return trainer.run()

@@ -380,8 +380,7 @@ def preprocessed_configuration(name):
 
 def trained_configurations(wildcards=None):
     """The name of every model trained: each experiment's (model_name) of every configuration
-    of `training.configurations`, or of every planned one but the cascade's second stage
-    (which needs the first stage's predictions)."""
+    of `training.configurations`, or of every planned one (the cascade's stages included)."""
     trained = {e: _trained_plans_configurations(EXPERIMENT_PLANS[e]) for e in EXPERIMENTS}
     # By configuration, then experiment; an experiment's plans may hold other configurations
     # (a preset may plan 3d_lowres where another does not).
@@ -393,7 +392,7 @@ def _trained_plans_configurations(plans=None):
     configurations = planned(plans)["configurations"]
     chosen = config["training"]["configurations"]
     if chosen is None:
-        return [n for n, c in configurations.items() if not c.get("previous_stage")]
+        return list(configurations)
     unknown = [n for n in chosen if n not in configurations]
     if unknown:
         raise WorkflowError(
@@ -401,6 +400,43 @@ def _trained_plans_configurations(plans=None):
             f"{plans_file(plans)}; planned: {list(configurations)}"
         )
     return list(chosen)
+
+
+def previous_stage_model(model):
+    """The model whose cross-validation a cascade stage's model trains on (same experiment),
+    or None for a configuration outside the cascade's second stage."""
+    configuration, experiment = parse_model_name(model)
+    previous = planned(model_plans(model))["configurations"][configuration].get("previous_stage")
+    return None if previous is None else model_name(previous, experiment)
+
+
+def previous_stage_inputs(wildcards):
+    """The previous_stage rule's input: every fold's predictions of the previous stage (the
+    cascade's fold k needs cases that every other fold held out)."""
+    previous = previous_stage_model(wildcards.configuration)
+    if previous is None:
+        raise WorkflowError(f"'{wildcards.configuration}' is not a cascade stage")
+    return {
+        "predictions": expand(
+            LAYOUT.fold_predictions("{configuration}", "{fold}"),
+            configuration=previous,
+            fold=training_folds(),
+        ),
+        "manifests": train_inputs(wildcards)["manifests"],
+    }
+
+
+def previous_stage_input(wildcards):
+    """A cascade stage's train and validate input: its previous_stage folder; [] otherwise."""
+    if previous_stage_model(wildcards.configuration) is None:
+        return []
+    return [LAYOUT.previous_stage(wildcards.configuration)]
+
+
+def previous_stage_option(wildcards):
+    if previous_stage_model(wildcards.configuration) is None:
+        return []
+    return [f"--previous-stage={LAYOUT.previous_stage(wildcards.configuration)}"]
 
 
 def training_folds():

@@ -8,6 +8,7 @@ rule validate:
         splits=LAYOUT.splits,
         dataset_json=DATASET / "dataset.json",
         dataset_report=LAYOUT.dataset_report,
+        previous_stage=previous_stage_input,
     output:
         metrics=LAYOUT.fold_metrics("{configuration}", "{fold}"),
         summary=LAYOUT.fold_summary("{configuration}", "{fold}"),
@@ -20,6 +21,7 @@ rule validate:
         out_dir=lambda wc: LAYOUT.validation_folder(wc.configuration, wc.fold),
         configuration=lambda wc: plans_configuration(wc.configuration),
         options=inference_options(),
+        previous_stage=previous_stage_option,
     threads: config["inference"]["threads"]
     resources:
         gpu=0 if config["inference"]["device"] == "cpu" else 1,
@@ -35,7 +37,31 @@ rule validate:
         " --dataset-json={input.dataset_json:q} --dataset-report={input.dataset_report:q}"
         " --splits={input.splits:q} --preprocessed={params.preprocessed:q}"
         " --checkpoint={input.checkpoint:q} --out-dir={params.out_dir:q} --threads={threads:q}"
-        " {params.options:q}"
+        " {params.options:q} {params.previous_stage:q}"
+
+
+# The cascade: the previous stage's cross-validation segmentations (each case predicted by the
+# fold that held it out), on the grid of the cascade stage; its every fold waits for them all.
+rule previous_stage:
+    input:
+        unpack(previous_stage_inputs),
+        plans=model_plans_file,
+        splits=LAYOUT.splits,
+        dataset_json=DATASET / "dataset.json",
+    output:
+        directory(LAYOUT.previous_stage("{configuration}")),
+    params:
+        preprocessed=lambda wc: LAYOUT.preprocessed(preprocessed_configuration(wc.configuration)),
+        configuration=lambda wc: plans_configuration(wc.configuration),
+    conda:
+        "../../envs/cpu.yaml"
+    log:
+        LOGS / "previous_stage" / "{configuration}.log",
+    shell:
+        "python -m segflow --log={log:q} previous-stage --plans={input.plans:q}"
+        " --configuration={params.configuration:q} --dataset-json={input.dataset_json:q}"
+        " --splits={input.splits:q} --fold-predictions {input.predictions:q}"
+        " --preprocessed={params.preprocessed:q} --out-dir={output:q}"
 
 
 rule crossval:

@@ -9,6 +9,8 @@ rule train:
         dataset_json=DATASET / "dataset.json",
         # Fine-tuning: the weights decide the result, so changing the file retrains.
         pretrained=pretrained_weights,
+        # The cascade's second stage: the previous stage's CV segmentations on its grid.
+        previous_stage=previous_stage_input,
     output:
         checkpoint=LAYOUT.checkpoint("{configuration}", "{fold}"),
         progress=report(
@@ -24,6 +26,7 @@ rule train:
         configuration=lambda wc: plans_configuration(wc.configuration),
         # Per model: changing one experiment's overrides reruns only its jobs.
         options=lambda wc: training_options(model_experiment(wc.configuration), wc.configuration),
+        previous_stage=previous_stage_option,
     threads: config["training"]["threads"]
     resources:
         # One GPU per data-parallel process of the fold (training.num_processes).
@@ -39,4 +42,4 @@ rule train:
         " --configuration={params.configuration:q} --fold={wildcards.fold:q}"
         " --dataset-json={input.dataset_json:q} --splits={input.splits:q}"
         " --preprocessed={params.preprocessed:q} --out-dir={params.out_dir:q}"
-        " --threads={threads:q} {params.options:q}"
+        " --threads={threads:q} {params.options:q} {params.previous_stage:q}"

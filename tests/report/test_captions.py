@@ -10,7 +10,8 @@ import pytest
 from segflow.report import REPORT_FILES, TEST_REPORT_FILES
 
 CAPTIONS = Path(__file__).resolve().parents[2] / "workflow" / "report"
-NAMES = ["workflow", "learning_curves", *REPORT_FILES, *TEST_REPORT_FILES]
+# Items of rules other than report: the workflow page, the training and SSL pretraining curves.
+NAMES = ["workflow", "learning_curves", "ssl_pretraining", *REPORT_FILES, *TEST_REPORT_FILES]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -180,3 +180,106 @@ def test_the_exported_cascade_predicts_what_the_models_predict(finished, tmp_pat
     direct = read_image(tmp_path / "pred_models" / "large_test_000.nii.gz")
     np.testing.assert_array_equal(bundled.array, direct.array)
     assert bundled.shape == image.shape and bundled.spacing == pytest.approx(image.spacing)
+
+
+# The cascade of an experiment with its own planning: plans.json (the config's planning, a
+# large memory target) has no cascade, the experiment's plans have it. Its previous stage is
+# read from the experiment's plans, trained and exported with them.
+EXPERIMENT = "small"
+
+
+@pytest.fixture(scope="module")
+def in_experiment(tmp_path_factory):
+    from .conftest import run_snakemake
+
+    dataset = make_large_dataset(tmp_path_factory.mktemp("raw") / "Dataset993_Large")
+    work = tmp_path_factory.mktemp("cascade_experiment")
+    out = work / "out"
+    config = {
+        "dataset": str(dataset),
+        "results": str(out),
+        "planning": "{base_features: 4, max_features: 32}",
+        "experiments": (
+            f"{{{EXPERIMENT}: {{planning: {{gpu_memory_target_gb: {GPU_MEMORY_GB}}}}}}}"
+        ),
+        "preprocessing": "{cases_per_job: 10, threads: 1}",
+        "splits": "{num_folds: 2}",
+        "training": (
+            "{configurations: [3d_lowres, 3d_cascade_fullres], epochs: 1, "
+            "iterations_per_epoch: 2, val_iterations_per_epoch: 1, checkpoint_every: 1, "
+            "device: cpu, threads: 1, num_workers: 0}"
+        ),
+        "inference": "{device: cpu, threads: 1, mirroring: false}",
+    }
+    run = run_snakemake(work, str(out / "model"), str(out / "predictions"), config=config)
+    assert run.returncode == 0, run.output
+    return out, dataset, run
+
+
+def test_an_experiments_own_plans_carry_its_cascade(in_experiment, tmp_path):
+    out, dataset, run = in_experiment
+    lowres, cascade = (f"{c}__{EXPERIMENT}" for c in CASCADE)
+    assert not set(CASCADE) & set(json.loads((out / "plans.json").read_text())["configurations"])
+    (own,) = [
+        json.loads(p.read_text())
+        for p in (out / "plans").glob("*.json")
+        if set(CASCADE) <= set(json.loads(p.read_text())["configurations"])
+    ]
+    assert own["configurations"]["3d_cascade_fullres"]["previous_stage"] == "3d_lowres"
+    counts = run.job_counts()
+    for rule, count in {"train": 4, "validate": 4, "previous_stage": 1, "export": 1}.items():
+        assert counts.get(rule) == count, (rule, counts)
+    assert (out / "previous_stage" / cascade).is_dir()
+    state = torch_load(out / "models" / cascade / "fold_0" / "checkpoint_final.pt")
+    assert state["num_input_channels"] == 3
+    assert state["plans"]["configurations"] == own["configurations"]
+
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    selected = json.loads((out / "selection.json").read_text())["selected"]["configurations"]
+    assert list(manifest["configurations"]) == selected
+    assert set(selected) <= {lowres, cascade}
+    if selected == [cascade]:
+        assert manifest["previous_stages"] == {lowres: [0, 1]}
+    # The exported model predicts what the workflow predicted.
+    status = main(["predict", "-i", str(dataset / "imagesTs"), "-o", str(tmp_path / "pred"),
+                   "-m", str(out / "model"), *NO_MIRRORING])  # fmt: skip
+    assert status == 0
+    ours = read_image(tmp_path / "pred" / "large_test_000.nii.gz")
+    workflow = read_image(out / "predictions" / "large_test_000.nii.gz")
+    np.testing.assert_array_equal(ours.array, workflow.array)
+
+    # The cascade alone, exported with its experiment's plans: its previous stage comes along
+    # with them, and the bundle predicts what the models folder predicts.
+    only = {**json.loads((out / "selection.json").read_text())}
+    only["selected"] = {**only["selected"], "configurations": [cascade]}
+    write_json(tmp_path / "selection.json", only)
+    (plans_path,) = [
+        p for p in (out / "plans").glob("*.json") if json.loads(p.read_text()) == own
+    ]
+    status = main(["export", "--dataset-json", str(dataset / "dataset.json"),
+                   "--plans", str(out / "plans.json"),
+                   "--fingerprint", str(out / "fingerprint.json"),
+                   "--selection", str(tmp_path / "selection.json"),
+                   "--postprocessing", str(out / "postprocessing.json"),
+                   "--models", str(out / "models"), "--crossval", str(out / "crossval"),
+                   "--out", str(tmp_path / "bundle"), "--zip", str(tmp_path / "bundle.zip"),
+                   f"--model-plans={cascade}={plans_path}"])  # fmt: skip
+    assert status == 0
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["previous_stages"] == {lowres: [0, 1]}
+    assert json.loads((tmp_path / "bundle" / "plans.json").read_text()) == own
+    assert main(["import-model", str(tmp_path / "bundle.zip"), "-o", str(tmp_path / "m")]) == 0
+    for model, extra in ((tmp_path / "m", []), (out / "models", ["-c", cascade])):
+        status = main(["predict", "-i", str(dataset / "imagesTs"),
+                       "-o", str(tmp_path / f"pred_{model.name}"), "-m", str(model), *extra,
+                       "--no-postprocessing", *NO_MIRRORING])  # fmt: skip
+        assert status == 0
+    bundled = read_image(tmp_path / "pred_m" / "large_test_000.nii.gz")
+    direct = read_image(tmp_path / "pred_models" / "large_test_000.nii.gz")
+    np.testing.assert_array_equal(bundled.array, direct.array)
+
+
+def torch_load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=True)

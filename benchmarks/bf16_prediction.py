@@ -40,7 +40,6 @@ PATCH = (40, 56, 40)  # the Hippocampus 3d_fullres patch
 CLASSES = {"Anterior": 1, "Posterior": 2}
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--holdout", type=Path, default=HOLDOUT)

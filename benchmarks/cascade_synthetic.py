@@ -122,7 +122,8 @@ def _run_workflow(args: argparse.Namespace, dataset: Path, results: Path) -> flo
         "splits": "{num_folds: 2}",
         "training": f"{{configurations: [{', '.join(CONFIGURATIONS)}], epochs: {args.epochs}, "
         f"iterations_per_epoch: {args.iterations}, val_iterations_per_epoch: 2, "
-        f"device: cpu, threads: {args.threads}, num_workers: 0}}",
+        f"device: cpu, threads: {args.threads}, num_workers: 0, "
+        f"mirror_axes: {args.mirror_axes}}}",
         "inference": f"{{device: cpu, threads: {args.threads}, "
         f"mirroring: {str(not args.no_mirroring).lower()}}}",
     }
@@ -150,6 +151,10 @@ def main() -> None:
         "--no-mirroring", action="store_true", help="validate without test-time mirroring"
     )
     parser.add_argument(
+        "--mirror-axes", default="null",
+        help="training.mirror_axes, e.g. '[0, 1]' to keep the sides (default null: every axis)",
+    )  # fmt: skip
+    parser.add_argument(
         "--report-only", action="store_true",
         help="print the numbers of the run already under --out (same options) without running",
     )  # fmt: skip
@@ -167,7 +172,8 @@ def main() -> None:
         sys.exit(f"the plans hold {sorted(planned)}; the benchmark needs {CONFIGURATIONS}")
     report = {"benchmark": "cascade_synthetic", "shape": list(shape), "cases": args.cases,
               "epochs": args.epochs, "iterations_per_epoch": args.iterations,
-              "mirroring": not args.no_mirroring, "threads": args.threads,
+              "mirroring": not args.no_mirroring, "mirror_axes": args.mirror_axes,
+              "threads": args.threads,
               "wall_seconds": wall, "configurations": {}}  # fmt: skip
     plans = planned
     for name in CONFIGURATIONS:

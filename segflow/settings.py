@@ -95,6 +95,27 @@ def _scalar_type(kind: Any) -> Any:
     return scalars[0] if len(scalars) == 1 and scalars[0] in (int, float, str) else None
 
 
+def _is_int_tuple(kind: Any) -> bool:
+    """Whether a field's type is ``tuple[int, ...]`` or ``tuple[int, ...] | None``."""
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    tuples = [t for t in options if t is not type(None)]
+    return (
+        len(tuples) == 1
+        and typing.get_origin(tuples[0]) is tuple
+        and typing.get_args(tuples[0]) == (int, ...)
+    )
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    """``"0,2"`` as ``(0, 2)``; ``""`` as ``()`` (the option form of a list of integers)."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
+
+
 def _choice_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -127,6 +148,14 @@ def add_arguments(
                 choices=tuple(texts),
                 default=_choice_text(field.default),
                 help=meta.help,
+            )
+        elif _is_int_tuple(kind):
+            parser.add_argument(
+                _flag(name),
+                dest=name,
+                type=_int_tuple,
+                default=field.default,
+                help=f"{meta.help} (comma-separated; empty for none)",
             )
         elif _is_switch(kind, field.default):
             flag = _flag(("no_" if field.default else "") + name)
@@ -186,6 +215,8 @@ def to_arguments(
             arguments += to_arguments(kind, value if value is not None else {}, prefix=f"{name}_")
         elif meta.choices is not None:
             arguments.append(f"{_flag(name)}={_choice_text(value)}")
+        elif _is_int_tuple(kind) and value is not None:
+            arguments.append(f"{_flag(name)}={','.join(str(int(v)) for v in value)}")
         elif _is_switch(kind, field.default):
             if bool(value) != field.default:
                 arguments.append(_flag(("no_" if field.default else "") + name))

@@ -394,3 +394,26 @@ def test_an_experiments_planning_is_checked_with_the_closest_valid_name(tmp_path
         "(planning.plans_from); set experiments.m.planning.plans_from to null to plan with "
         "the preset"
     ]
+
+
+def test_mirror_axes_in_training_and_experiments():
+    given = {
+        "dataset": "d",
+        "training": {"mirror_axes": ["0", "1"]},  # Snakemake's --config gives strings
+        "experiments": {"all": {"mirror_axes": None}, "none": {"mirror_axes": []}, "same": None},
+    }
+    sections = experiment_sections(check_config(given, SCHEMA))
+    assert sections["same"]["mirror_axes"] == [0, 1]
+    assert sections["all"]["mirror_axes"] is None and sections["none"]["mirror_axes"] == []
+    assert check_config({"dataset": "d"}, SCHEMA)["training"]["mirror_axes"] is None
+    text = "\n".join(
+        _problems(
+            {
+                "dataset": "d",
+                "training": {"mirror_axes": [0, 3]},
+                "experiments": {"x": {"mirror_axes": [1, 1]}},
+            }
+        )
+    )
+    assert "training.mirror_axes.1: 3 is not one of [0, 1, 2]" in text, text
+    assert "experiments.x.mirror_axes" in text and "non-unique" in text, text

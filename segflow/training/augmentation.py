@@ -135,6 +135,7 @@ __all__ = [
     "RemoveRandomComponent",
     "SlicesToChannels",
     "apply_transforms",
+    "configured_mirror_axes",
     "default_mirror_axes",
     "training_transforms",
     "validation_transforms",
@@ -344,6 +345,30 @@ def default_mirror_axes(patch_size: Sequence[int]) -> tuple[int, ...]:
     if len(patch_size) not in (2, 3):
         raise ValueError(f"a patch has 2 or 3 axes, not {len(patch_size)}: {tuple(patch_size)}")
     return tuple(range(len(patch_size)))
+
+
+def configured_mirror_axes(
+    image_axes: Sequence[int] | None, transpose_forward: Sequence[int], ndim: int
+) -> tuple[int, ...]:
+    """The patch axes to mirror for the image axes a run chose (``training.mirror_axes``).
+
+    ``image_axes`` are axes of the image arrays as segflow reads them (0, 1, 2: z, y, x; a 2D
+    image is one z slice); preprocessing transposes them by the plans' ``transpose_forward``,
+    and a 2D configuration's patch is a slice across the first transposed axis, which it
+    cannot mirror. None: every axis of the patch (:func:`default_mirror_axes`).
+    """
+    if image_axes is None:
+        return tuple(range(ndim))
+    order = list(transpose_forward)
+    axes = []
+    for axis in image_axes:
+        position = order.index(axis)
+        if ndim == 2:
+            if position == 0:
+                continue
+            position -= 1
+        axes.append(position)
+    return tuple(sorted(axes))
 
 
 def training_transforms(

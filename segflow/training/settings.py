@@ -57,6 +57,11 @@ class TrainingSettings:
     oversample_foreground_percent: float = setting(
         0.33, "share of each batch centred on a foreground voxel"
     )
+    mirror_axes: tuple[int, ...] | None = setting(
+        None,
+        "image axes mirrored in training and at test time (0, 1, 2: z, y, x of the image "
+        "arrays; 1, 2 for 2D images); every axis when unset, none when empty",
+    )
     sas_augmentation: bool = setting(
         False, "add JMedSeg SAS's colour jitter, gamma, blur and random resized crops"
     )
@@ -127,9 +132,28 @@ class TrainingSettings:
             problems.append(Problem("experiment", "must be a name without '__'"))
         if self.num_workers is not None and self.num_workers < 0:
             problems.append(Problem("num_workers", f"must be 0 or more, got {self.num_workers}"))
+        problems += self._mirror_axes_problems()
         problems += self._num_processes_problems()
         if problems:
             raise SegflowError("invalid training settings", problems)
+
+    def _mirror_axes_problems(self) -> list[Problem]:
+        if self.mirror_axes is None:
+            return []
+        axes = self.mirror_axes
+        if isinstance(axes, list | tuple) and all(
+            isinstance(a, int) and not isinstance(a, bool) for a in axes
+        ):
+            # A config's list becomes the tuple the field declares (hashable, as frozen).
+            object.__setattr__(self, "mirror_axes", tuple(axes))
+            if all(a in (0, 1, 2) for a in axes) and len(set(axes)) == len(axes):
+                return []
+        return [
+            Problem(
+                "mirror_axes",
+                f"must be distinct image axes among 0, 1, 2 (z, y, x), got {axes!r}",
+            )
+        ]
 
     def _num_processes_problems(self) -> list[Problem]:
         if self.num_processes < 1:

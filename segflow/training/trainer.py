@@ -66,6 +66,7 @@ from segflow.layout import CHECKPOINT_FINAL
 from segflow.planning.plans import ConfigurationPlan, Plans
 from segflow.preprocessing.previous_stage import previous_stage_labels, previous_stage_path
 from segflow.progress_bar import ProgressBar
+from segflow.training.augmentation import configured_mirror_axes
 from segflow.training.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -226,8 +227,11 @@ class FoldTrainer:
         )
         #: What the run started from (path, sha256, layers copied); None: its own init.
         self.pretrained: dict[str, Any] | None = None
-        #: Axes mirrored in training (all of them, as nnU-Net); inference mirrors the same.
-        self.mirror_axes = tuple(range(self.configuration.ndim))
+        #: Patch axes mirrored in training (all of them, as nnU-Net, unless the settings
+        #: choose image axes); inference mirrors the same.
+        self.mirror_axes = configured_mirror_axes(
+            self.settings.mirror_axes, plans.transpose_forward, self.configuration.ndim
+        )
         self.signature = _signature(
             {
                 "configuration": self.configuration.to_dict(),

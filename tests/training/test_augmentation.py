@@ -25,6 +25,7 @@ from segflow.training.augmentation import (
     MaskOutsideNonzero,
     SlicesToChannels,
     apply_transforms,
+    configured_mirror_axes,
     default_mirror_axes,
     training_transforms,
     validation_transforms,
@@ -271,3 +272,21 @@ def test_slices_to_channels_round_trip():
     assert np.array_equal(flat["data"][1, 1 * 4 + 2], data[1, 1, 2])  # channel c, slice z
     back = ChannelsToSlices()(**flat)
     assert np.array_equal(back["data"], data) and back["seg"].shape == seg.shape
+
+
+def test_configured_mirror_axes_follow_the_plans_axis_order():
+    # Unset: every patch axis, as nnU-Net.
+    assert configured_mirror_axes(None, (0, 1, 2), 3) == (0, 1, 2)
+    assert configured_mirror_axes(None, (2, 0, 1), 2) == (0, 1)
+    # Image x (axis 2) left out; the plans keep the axis order.
+    assert configured_mirror_axes((0, 1), (0, 1, 2), 3) == (0, 1)
+    # The plans move image x to the front: patch axis 0 is x, so z and y are patch axes 1, 2.
+    assert configured_mirror_axes((0, 1), (2, 0, 1), 3) == (1, 2)
+    assert configured_mirror_axes((2,), (2, 0, 1), 3) == (0,)
+    # A 2D configuration slices across the first transposed axis and cannot mirror it.
+    assert configured_mirror_axes((0, 1, 2), (0, 1, 2), 2) == (0, 1)
+    assert configured_mirror_axes((1,), (0, 1, 2), 2) == (0,)
+    assert configured_mirror_axes((0,), (0, 1, 2), 2) == ()
+    assert configured_mirror_axes((0, 2), (2, 0, 1), 2) == (0,)
+    # None mirrored.
+    assert configured_mirror_axes((), (0, 1, 2), 3) == ()

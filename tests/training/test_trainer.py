@@ -272,6 +272,32 @@ def test_the_train_command(tiny_experiment, tmp_path, capsys):
     assert "configuration '4d' does not exist" in capsys.readouterr().err
 
 
+def test_mirror_axes_reach_the_checkpoint_from_the_command(tiny_experiment, tmp_path):
+    args = [
+        *("train", "--plans", str(tiny_experiment.plans_path), "--configuration", "3d_fullres"),
+        *("--fold", "0", "--dataset-json", str(tiny_experiment.dataset_json)),
+        *("--splits", str(tiny_experiment.splits_path)),
+        *("--preprocessed", str(tiny_experiment.preprocessed["3d_fullres"])),
+        *("--epochs", "1", "--iterations-per-epoch", "1", "--val-iterations-per-epoch", "1"),
+        *("--threads", "1", "--num-workers", "0", "--deterministic"),
+    ]
+    order = list(tiny_experiment.plans.transpose_forward)
+    assert main([*args, "--out-dir", str(tmp_path / "some"), "--mirror-axes=0,1"]) == 0
+    state = load_checkpoint(tmp_path / "some" / CHECKPOINT_FINAL)
+    assert tuple(state["settings"]["mirror_axes"]) == (0, 1)
+    assert state["mirror_axes"] == sorted([order.index(0), order.index(1)])
+    assert main([*args, "--out-dir", str(tmp_path / "none"), "--mirror-axes="]) == 0
+    assert load_checkpoint(tmp_path / "none" / CHECKPOINT_FINAL)["mirror_axes"] == []
+
+
+def test_mirror_axes_are_checked():
+    with pytest.raises(SegflowError, match="mirror_axes"):
+        TrainingSettings(mirror_axes=[0, 3])
+    with pytest.raises(SegflowError, match="mirror_axes"):
+        TrainingSettings(mirror_axes=[1, 1])
+    assert TrainingSettings(mirror_axes=[2, 0]).mirror_axes == (2, 0)
+
+
 @pytest.mark.parametrize(
     ("configuration", "setting", "channels_last"),
     [

@@ -5,9 +5,10 @@ Measured (README, "The cascade"): ``--epochs 20 --iterations 25 --threads 2 --no
 on 2 idle vCPUs. Every configuration finds the organs (Dice with sides ignored up to 0.999)
 and none tells left from right (about half of the organ voxels get the other side's label):
 training mirrors every sample along every axis, as nnU-Net does, which shows the left organ
-on the right with its left label, so the side cannot be learned until the training's mirror
-axes can be set. ``--report-only`` prints the numbers of a run already under ``--out`` again,
-without running anything.
+on the right with its left label, so the side cannot be learned. ``--mirror-axes "[0, 1]"``
+(``training.mirror_axes``) keeps the side; the small budget with it still did not learn the
+side, the larger one with it has not run yet. ``--report-only`` prints the numbers of a run
+already under ``--out`` again, without running anything.
 
 The defaults were chosen by calling the planner on fingerprints of these volumes: at
 16 x 96 x 96 voxels (3 x 1 x 1 mm) and a 0.002 GB memory target with 8 base features the

@@ -97,7 +97,7 @@ def side_confusion(results: Path, labels: Path, name: str) -> dict[str, float]:
     with sides ignored (any foreground against any foreground), and of the organ voxels
     predicted as an organ the share given the other side's label. A network that finds the
     organs but cannot tell left from right has the first high and the second near 0.5."""
-    overlap = reference = predicted = wrong = found = 0
+    overlap = reference = predicted = wrong = 0
     for prediction in sorted((results / "crossval" / name).glob("fold_*/predictions/*.nii.gz")):
         truth = np.asarray(read_image(labels / prediction.name).array)
         guess = np.asarray(read_image(prediction).array)
@@ -105,11 +105,10 @@ def side_confusion(results: Path, labels: Path, name: str) -> dict[str, float]:
         overlap += int(both.sum())
         reference += int((truth > 0).sum())
         predicted += int((guess > 0).sum())
-        found += int(both.sum())
         wrong += int((both & (truth != guess)).sum())
     return {
         "organ_dice_sides_ignored": round(2 * overlap / max(reference + predicted, 1), 4),
-        "wrong_side_share": round(wrong / max(found, 1), 4),
+        "wrong_side_share": round(wrong / max(overlap, 1), 4),
     }
 
 

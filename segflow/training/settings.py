@@ -97,6 +97,8 @@ class TrainingSettings:
     RUNTIME_ONLY: ClassVar[tuple[str, ...]]
 
     def __post_init__(self) -> None:
+        if isinstance(self.mirror_axes, list):  # a config's list: the declared (hashable) tuple
+            object.__setattr__(self, "mirror_axes", tuple(self.mirror_axes))
         problems = []
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch",
                      "checkpoint_every"):  # fmt: skip
@@ -141,13 +143,13 @@ class TrainingSettings:
         if self.mirror_axes is None:
             return []
         axes = self.mirror_axes
-        if isinstance(axes, list | tuple) and all(
-            isinstance(a, int) and not isinstance(a, bool) for a in axes
+        if (
+            isinstance(axes, tuple)
+            and all(isinstance(a, int) and not isinstance(a, bool) for a in axes)
+            and all(a in (0, 1, 2) for a in axes)
+            and len(set(axes)) == len(axes)
         ):
-            # A config's list becomes the tuple the field declares (hashable, as frozen).
-            object.__setattr__(self, "mirror_axes", tuple(axes))
-            if all(a in (0, 1, 2) for a in axes) and len(set(axes)) == len(axes):
-                return []
+            return []
         return [
             Problem(
                 "mirror_axes",

@@ -139,12 +139,7 @@ def test_selection_compares_the_cascade_and_its_ensemble(finished):
     assert summary["num_cases"] == 3
 
 
-def test_the_exported_cascade_predicts_what_the_models_predict(finished, tmp_path):
-    out, dataset, _ = finished
-    # The workflow's own export holds whatever was selected (and 3d_lowres with a cascade).
-    manifest = json.loads((out / "model" / "manifest.json").read_text())
-    selected = json.loads((out / "selection.json").read_text())["selected"]["configurations"]
-    assert list(manifest["configurations"]) == selected
+def _assert_export_predicts_what_the_workflow_predicted(out: Path, dataset: Path, tmp_path: Path):
     status = main(["predict", "-i", str(dataset / "imagesTs"), "-o", str(tmp_path / "pred"),
                    "-m", str(out / "model"), *NO_MIRRORING])  # fmt: skip
     assert status == 0
@@ -152,10 +147,14 @@ def test_the_exported_cascade_predicts_what_the_models_predict(finished, tmp_pat
     workflow = read_image(out / "predictions" / "large_test_000.nii.gz")
     np.testing.assert_array_equal(ours.array, workflow.array)
 
-    # An export of the cascade alone bundles 3d_lowres as its previous stage, and predicts
-    # what the models folder predicts; both in the input's geometry.
+
+def _export_cascade_alone(
+    out: Path, dataset: Path, tmp_path: Path, cascade: str, *options: str
+) -> dict:
+    """The selection narrowed to ``cascade``, exported to ``tmp_path / "bundle"`` (and its
+    zip); the bundle's manifest."""
     only = {**json.loads((out / "selection.json").read_text())}
-    only["selected"] = {**only["selected"], "configurations": ["3d_cascade_fullres"]}
+    only["selected"] = {**only["selected"], "configurations": [cascade]}
     write_json(tmp_path / "selection.json", only)
     status = main(["export", "--dataset-json", str(dataset / "dataset.json"),
                    "--plans", str(out / "plans.json"),
@@ -163,22 +162,42 @@ def test_the_exported_cascade_predicts_what_the_models_predict(finished, tmp_pat
                    "--selection", str(tmp_path / "selection.json"),
                    "--postprocessing", str(out / "postprocessing.json"),
                    "--models", str(out / "models"), "--crossval", str(out / "crossval"),
-                   "--out", str(tmp_path / "bundle"),
-                   "--zip", str(tmp_path / "bundle.zip")])  # fmt: skip
+                   "--out", str(tmp_path / "bundle"), "--zip", str(tmp_path / "bundle.zip"),
+                   *options])  # fmt: skip
     assert status == 0
-    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
-    assert manifest["configurations"] == {"3d_cascade_fullres": [0, 1]}
-    assert manifest["previous_stages"] == {"3d_lowres": [0, 1]}
+    return json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+
+
+def _bundle_and_models_predictions(out: Path, dataset: Path, tmp_path: Path, cascade: str):
+    """The test case predicted by the imported bundle and by the models folder's
+    ``cascade``: the two segmentations."""
     assert main(["import-model", str(tmp_path / "bundle.zip"), "-o", str(tmp_path / "m")]) == 0
-    for model, extra in ((tmp_path / "m", []), (out / "models", ["-c", "3d_cascade_fullres"])):
-        target = tmp_path / f"pred_{model.name}"
-        status = main(["predict", "-i", str(dataset / "imagesTs"), "-o", str(target),
-                       "-m", str(model), *extra, "--no-postprocessing", *NO_MIRRORING])  # fmt: skip
+    for model, extra in ((tmp_path / "m", []), (out / "models", ["-c", cascade])):
+        status = main(["predict", "-i", str(dataset / "imagesTs"),
+                       "-o", str(tmp_path / f"pred_{model.name}"), "-m", str(model), *extra,
+                       "--no-postprocessing", *NO_MIRRORING])  # fmt: skip
         assert status == 0
-    image = read_image(dataset / "imagesTs" / "large_test_000_0000.nii.gz")
     bundled = read_image(tmp_path / "pred_m" / "large_test_000.nii.gz")
     direct = read_image(tmp_path / "pred_models" / "large_test_000.nii.gz")
     np.testing.assert_array_equal(bundled.array, direct.array)
+    return bundled, direct
+
+
+def test_the_exported_cascade_predicts_what_the_models_predict(finished, tmp_path):
+    out, dataset, _ = finished
+    # The workflow's own export holds whatever was selected (and 3d_lowres with a cascade).
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    selected = json.loads((out / "selection.json").read_text())["selected"]["configurations"]
+    assert list(manifest["configurations"]) == selected
+    _assert_export_predicts_what_the_workflow_predicted(out, dataset, tmp_path)
+
+    # An export of the cascade alone bundles 3d_lowres as its previous stage, and predicts
+    # what the models folder predicts; both in the input's geometry.
+    manifest = _export_cascade_alone(out, dataset, tmp_path, "3d_cascade_fullres")
+    assert manifest["configurations"] == {"3d_cascade_fullres": [0, 1]}
+    assert manifest["previous_stages"] == {"3d_lowres": [0, 1]}
+    bundled, _ = _bundle_and_models_predictions(out, dataset, tmp_path, "3d_cascade_fullres")
+    image = read_image(dataset / "imagesTs" / "large_test_000_0000.nii.gz")
     assert bundled.shape == image.shape and bundled.spacing == pytest.approx(image.spacing)
 
 
@@ -230,7 +249,9 @@ def test_an_experiments_own_plans_carry_its_cascade(in_experiment, tmp_path):
     for rule, count in {"train": 4, "validate": 4, "previous_stage": 1, "export": 1}.items():
         assert counts.get(rule) == count, (rule, counts)
     assert (out / "previous_stage" / cascade).is_dir()
-    state = torch_load(out / "models" / cascade / "fold_0" / "checkpoint_final.pt")
+    from segflow.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(out / "models" / cascade / "fold_0" / "checkpoint_final.pt")
     assert state["num_input_channels"] == 3
     assert state["plans"]["configurations"] == own["configurations"]
 
@@ -241,45 +262,14 @@ def test_an_experiments_own_plans_carry_its_cascade(in_experiment, tmp_path):
     if selected == [cascade]:
         assert manifest["previous_stages"] == {lowres: [0, 1]}
     # The exported model predicts what the workflow predicted.
-    status = main(["predict", "-i", str(dataset / "imagesTs"), "-o", str(tmp_path / "pred"),
-                   "-m", str(out / "model"), *NO_MIRRORING])  # fmt: skip
-    assert status == 0
-    ours = read_image(tmp_path / "pred" / "large_test_000.nii.gz")
-    workflow = read_image(out / "predictions" / "large_test_000.nii.gz")
-    np.testing.assert_array_equal(ours.array, workflow.array)
+    _assert_export_predicts_what_the_workflow_predicted(out, dataset, tmp_path)
 
     # The cascade alone, exported with its experiment's plans: its previous stage comes along
     # with them, and the bundle predicts what the models folder predicts.
-    only = {**json.loads((out / "selection.json").read_text())}
-    only["selected"] = {**only["selected"], "configurations": [cascade]}
-    write_json(tmp_path / "selection.json", only)
-    (plans_path,) = [
-        p for p in (out / "plans").glob("*.json") if json.loads(p.read_text()) == own
-    ]
-    status = main(["export", "--dataset-json", str(dataset / "dataset.json"),
-                   "--plans", str(out / "plans.json"),
-                   "--fingerprint", str(out / "fingerprint.json"),
-                   "--selection", str(tmp_path / "selection.json"),
-                   "--postprocessing", str(out / "postprocessing.json"),
-                   "--models", str(out / "models"), "--crossval", str(out / "crossval"),
-                   "--out", str(tmp_path / "bundle"), "--zip", str(tmp_path / "bundle.zip"),
-                   f"--model-plans={cascade}={plans_path}"])  # fmt: skip
-    assert status == 0
-    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    (plans_path,) = [p for p in (out / "plans").glob("*.json") if json.loads(p.read_text()) == own]
+    manifest = _export_cascade_alone(
+        out, dataset, tmp_path, cascade, f"--model-plans={cascade}={plans_path}"
+    )
     assert manifest["previous_stages"] == {lowres: [0, 1]}
     assert json.loads((tmp_path / "bundle" / "plans.json").read_text()) == own
-    assert main(["import-model", str(tmp_path / "bundle.zip"), "-o", str(tmp_path / "m")]) == 0
-    for model, extra in ((tmp_path / "m", []), (out / "models", ["-c", cascade])):
-        status = main(["predict", "-i", str(dataset / "imagesTs"),
-                       "-o", str(tmp_path / f"pred_{model.name}"), "-m", str(model), *extra,
-                       "--no-postprocessing", *NO_MIRRORING])  # fmt: skip
-        assert status == 0
-    bundled = read_image(tmp_path / "pred_m" / "large_test_000.nii.gz")
-    direct = read_image(tmp_path / "pred_models" / "large_test_000.nii.gz")
-    np.testing.assert_array_equal(bundled.array, direct.array)
-
-
-def torch_load(path: Path) -> dict:
-    import torch
-
-    return torch.load(path, weights_only=True)
+    _bundle_and_models_predictions(out, dataset, tmp_path, cascade)

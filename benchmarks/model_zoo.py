@@ -8,14 +8,18 @@ Snakemake to each model's cross-validation summary of one fold (``training.folds
 * ``nnunet``: the plans' PlainConvUNet (nnU-Net's own network and trainer);
 * ``AttentionUNet``, ``UNetPlusPlus``, ``SegResNet``, ``UNETR``, ``SwinUNETR``: MONAI's,
   sized from the same plans (``segflow/networks/zoo.py``);
-* with ``--sas``: ``nnunet+SSL`` (a ``pretrain`` job, MoCo, before the fold),
-  ``nnunet+STN`` (a spatial transformer in front) and ``nnunet+SASaug`` (the colour and
-  intensity augmentation); ``--zoo-sas`` adds the STN to every zoo network too.
+* with ``--sas`` (all three) or ``--sas ssl stn`` (some): ``nnunet+SSL`` (a ``pretrain`` job,
+  MoCo, before the fold), ``nnunet+STN`` (a spatial transformer in front) and
+  ``nnunet+SASaug`` (the colour and intensity augmentation); ``--zoo-sas`` adds the STN to
+  every zoo network too.
 
 Every model trains the same fold with the same epochs, iterations and seed, on the same
-preprocessing and splits. The summary of each gives the validation Dice per class (the fold's
-held-out cases predicted at full size, without test-time mirroring unless ``--mirroring``),
-the parameters and the median seconds per training iteration. The jobs run one after another
+preprocessing and splits (made once, before the first model). The summary of each gives the
+validation Dice per class (the fold's held-out cases predicted at full size, without test-time
+mirroring unless ``--mirroring``), the parameters and the median seconds per training
+iteration; the training job (with the ``pretrain`` job before it, for SSL) runs alone under
+``train_vs_nnunet.TreeMonitor``, which gives the peak RSS of its process tree (Snakemake, the
+trainer and its augmentation worker) sampled every second. The jobs run one after another
 (``--cores`` = ``--threads``), so the models never share the CPU.
 
 Prints one JSON line (``--result FILE`` also writes it): per dataset, a row per model with
@@ -43,6 +47,9 @@ import yaml
 
 from segflow.layout import Results, model_name
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_vs_nnunet import TreeMonitor
+
 logger = logging.getLogger("model_zoo")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +59,7 @@ DATASETS = {
     "hippocampus": ("Dataset004_Hippocampus", "3d_fullres"),
 }
 ZOO = ("AttentionUNet", "UNetPlusPlus", "SegResNet", "UNETR", "SwinUNETR")
+SAS = ("ssl", "stn", "aug")
 
 
 def experiments(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -61,9 +69,11 @@ def experiments(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         chosen[name] = {"network": {"architecture": name}}
         if args.zoo_sas:
             chosen[f"{name}+STN"] = {"network": {"architecture": name, "spatial_transformer": True}}
-    if args.sas:
+    if "ssl" in args.sas:
         chosen["nnunet+SSL"] = {"ssl_pretrain": True}
+    if "stn" in args.sas:
         chosen["nnunet+STN"] = {"network": {"spatial_transformer": True}}
+    if "aug" in args.sas:
         chosen["nnunet+SASaug"] = {"sas_augmentation": True}
     return chosen
 
@@ -93,14 +103,20 @@ def workflow_config(args: argparse.Namespace, dataset: Path, configuration: str,
     }
 
 
-def _snakemake(args: argparse.Namespace, work: Path, config_file: Path, *targets: Path) -> int:
+def _snakemake(
+    args: argparse.Namespace, work: Path, config_file: Path, *targets: Path | str
+) -> tuple[int, float]:
+    """Snakemake for ``targets``; its status and the peak RSS (GB) of its process tree."""
     cmd = [
         sys.executable, "-m", "snakemake", *map(str, targets), "--snakefile",
         str(REPO / "Snakefile"), "--directory", str(work), "--cores", str(args.cores),
         "--configfile", str(config_file), "--keep-going",
     ]  # fmt: skip
     with open(work / "snakemake.log", "a", encoding="utf-8") as fh:
-        return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        with TreeMonitor(proc.pid) as monitor:
+            rc = proc.wait()
+    return rc, round(monitor.peak_rss / 1024**3, 2)
 
 
 def _row(name: str, summary_path: Path) -> dict[str, Any]:
@@ -132,12 +148,21 @@ def run_dataset(args: argparse.Namespace, key: str) -> dict[str, Any]:
     layout = Results(results)
     models = {name: model_name(configuration, name) for name in config["experiments"]}
     started = time.perf_counter()
+    logger.info("%s: preprocessing and splits", key)
+    rc, _ = _snakemake(args, work, config_file, "preprocessed", layout.splits)
+    if rc:
+        sys.exit(f"snakemake failed (status {rc}) before training; see {work / 'snakemake.log'}")
     rows = []
     for name, model in models.items():  # one at a time: each model's CPU time its own
         logger.info("%s: %s", key, model)
         began = time.perf_counter()
-        rc = _snakemake(args, work, config_file, layout.crossval_summary(model))
+        rc, peak = _snakemake(args, work, config_file, layout.checkpoint(model, args.fold))
+        train_wall = time.perf_counter() - began
+        if not rc:
+            rc, _ = _snakemake(args, work, config_file, layout.crossval_summary(model))
         row = _row(name, layout.crossval_summary(model))
+        row["peak_rss_train_gb"] = peak
+        row["train_wall_s"] = round(train_wall, 1)
         row["wall_s"] = round(time.perf_counter() - began, 1)
         if rc:
             row["snakemake_status"] = rc
@@ -155,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--networks", nargs="*", choices=ZOO, default=list(ZOO))
-    parser.add_argument("--sas", action="store_true", help="add nnunet+SSL, +STN, +SASaug")
+    parser.add_argument(
+        "--sas", nargs="*", choices=SAS, default=None,
+        help="add nnunet+SSL (ssl), +STN (stn), +SASaug (aug); alone: all three",
+    )  # fmt: skip
     parser.add_argument("--zoo-sas", action="store_true", help="each zoo network with an STN")
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--iterations", type=int, required=True, help="per epoch")
@@ -173,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
+    args.sas = () if args.sas is None else (args.sas or SAS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     result = {
         "benchmark": "model_zoo",

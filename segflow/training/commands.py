@@ -82,6 +82,12 @@ def _pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--splits", type=Path, required=True, help="splits.json (its cases)")
     p.add_argument("--preprocessed", type=Path, required=True, help="preprocessed folder")
     p.add_argument("--out-dir", type=Path, required=True, help="where checkpoint_ssl.pt goes")
+    p.add_argument(
+        "--dataset-report",
+        type=Path,
+        default=None,
+        help="validate_dataset's report: the test images --test-images adds",
+    )
     add_arguments(p, PretrainingSettings)
     add_arguments(p, NetworkVariant, prefix="network_")
 
@@ -100,6 +106,7 @@ def _pretrain(args: argparse.Namespace) -> None:
         output_folder=args.out_dir,
         settings=from_arguments(PretrainingSettings, args),
         variant=from_arguments(NetworkVariant, args, prefix="network_"),
+        dataset_report=args.dataset_report,
     )
 
 

@@ -17,9 +17,13 @@ not random vectors, so that the loss curve starts at the untrained network's lev
 The views are those of segmentation training: nnU-Net's spatial and intensity augmentation of
 a patch drawn from the configuration's preprocessed data, then the SAS colour and intensity
 set with random resized crops (:mod:`segflow.training.sas_augmentation`), each view with its
-own random numbers. Patches are drawn from every case of the splits (labels unused); test
-images are not used. Instance normalization (nnU-Net's) has no statistics across the batch,
-so MoCo's shuffled batch normalization is not needed.
+own random numbers. Patches are drawn from every case of the splits (labels unused) and, with
+``test_images`` (JMedSeg's SAS pretrains on unlabelled images too), from the test images
+(``imagesTs``), which the job preprocesses as the configuration's training images into a
+temporary folder beside its checkpoint (their labels, if any, are never read). Each batch
+comes from one of the two sets, chosen with a probability proportional to its number of
+cases, so that every image is equally likely. Instance normalization (nnU-Net's) has no
+statistics across the batch, so MoCo's shuffled batch normalization is not needed.
 
 The checkpoint holds the state dict of the whole network the configuration and variant build
 (the encoder pretrained, the rest freshly initialized), so that the folds start from it with
@@ -33,9 +37,11 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import logging
 import math
 import os
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -83,6 +89,9 @@ class ContrastiveViews(Dataset):
         case_ids: the cases to draw patches from.
         configuration: the configuration (patch, batch size, masking).
         seed: the run's seed.
+        unlabelled: more images, preprocessed without labels: ``(folder, case_ids)``
+            (the test images); each batch is drawn from one set, chosen with a probability
+            proportional to its number of cases.
     """
 
     def __init__(
@@ -91,20 +100,28 @@ class ContrastiveViews(Dataset):
         case_ids: list[str],
         configuration: ConfigurationPlan,
         seed: int,
+        unlabelled: tuple[str | os.PathLike[str], list[str]] | None = None,
     ) -> None:
         from segflow.training.augmentation import default_mirror_axes, training_transforms
         from segflow.training.sampling import PatchSampler, training_patch_size
 
         patch = tuple(int(p) for p in configuration.patch_size)
         self.seed = int(seed)
-        self.sampler = PatchSampler(
-            folder,
-            case_ids,
-            training_patch_size(patch),
-            configuration.batch_size,
-            oversample_foreground_percent=0.0,
-            final_patch_size=patch,
-        )
+        sources = [(folder, case_ids)] + ([] if unlabelled is None else [unlabelled])
+        self.samplers = [
+            PatchSampler(
+                source,
+                cases,
+                training_patch_size(patch),
+                configuration.batch_size,
+                oversample_foreground_percent=0.0,
+                final_patch_size=patch,
+                unlabelled=True,
+            )
+            for source, cases in sources
+        ]
+        sizes = np.array([len(cases) for _, cases in sources], dtype=np.float64)
+        self.weights = sizes / sizes.sum()
         self.transforms = training_transforms(
             patch, default_mirror_axes(patch), configuration.use_mask_for_norm, sas=True
         )
@@ -114,7 +131,11 @@ class ContrastiveViews(Dataset):
         from segflow.training.dataloading import _global_generators_seeded, batch_seed_sequence
 
         sampling, first, second = batch_seed_sequence(self.seed, 0, "ssl", int(index)).spawn(3)
-        data, seg, _ = self.sampler.next_batch(np.random.default_rng(sampling))
+        rng = np.random.default_rng(sampling)
+        sampler = self.samplers[0]
+        if len(self.samplers) > 1:
+            sampler = self.samplers[int(rng.choice(len(self.samplers), p=self.weights))]
+        data, seg, _ = sampler.next_batch(rng)
         views = []
         for sequence in (first, second):
             with _global_generators_seeded(sequence):
@@ -283,12 +304,18 @@ def pretrain_encoder(
     output_folder: str | os.PathLike[str],
     settings: PretrainingSettings,
     variant: NetworkVariant | None = None,
+    dataset_report: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Pretrain the encoder of the configuration's network; returns ``checkpoint_ssl.pt``.
 
+    Args:
+        dataset_report: ``validate_dataset``'s report, whose test cases are the images
+            ``settings.test_images`` adds (needed only then).
+
     Raises:
         SegflowError: an unknown configuration, cases missing from the preprocessed folder,
-            or a network without a U-Net encoder; each named.
+            a network without a U-Net encoder, or ``test_images`` without test images;
+            each named.
     """
     from segflow.compute import set_up_compute
     from segflow.io.dataset import load_dataset_json
@@ -296,7 +323,6 @@ def pretrain_encoder(
     from segflow.planning.plans import load_plans
     from segflow.preprocessing.storage import is_case_complete
     from segflow.training.checkpoint import save_checkpoint
-    from segflow.training.dataloading import batch_loader, workers_for
     from segflow.training.splits import fold_cases
 
     plans = load_plans(plans_path)
@@ -311,6 +337,7 @@ def pretrain_encoder(
     ]
     if missing:
         raise SegflowError(f"{len(missing)} cases are missing from the preprocessed data", missing)
+    test_cases = _test_cases(dataset_report) if settings.test_images else []
     variant = variant or NetworkVariant()
     device = set_up_compute(settings.device, settings.threads)
     torch.manual_seed(settings.seed)
@@ -330,18 +357,103 @@ def pretrain_encoder(
         momentum=0.9,
         weight_decay=settings.weight_decay,
     )
-    views = ContrastiveViews(preprocessed_folder, cases, plan, settings.seed)
+    output = Path(output_folder)
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".test_images.", dir=output) as unlabelled:
+        if test_cases:
+            _preprocess_unlabelled(test_cases, plans, configuration, dataset, settings, unlabelled)
+        views = ContrastiveViews(
+            preprocessed_folder,
+            cases,
+            plan,
+            settings.seed,
+            unlabelled=(unlabelled, [c.case_id for c in test_cases]) if test_cases else None,
+        )
+        history, evaluation = _pretrain(model, optimizer, views, plan, settings, device)
+    write_ssl_progress(output, history)
+    state = {
+        "segflow_version": __version__,
+        "kind": "ssl_pretraining",
+        "configuration": configuration,
+        "num_input_channels": dataset.num_channels,
+        "num_outputs": dataset.num_segmentation_heads,
+        "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        "network_variant": variant.to_dict(),
+        "settings": settings.result_fields(),
+        "cases": {"training": len(cases), "test": len(test_cases)},
+        "history": history,
+        "evaluation": evaluation,
+    }
+    return save_checkpoint(output / SSL_CHECKPOINT, state)
+
+
+def _test_cases(dataset_report: str | os.PathLike[str] | None) -> list[Any]:
+    """The test cases of the dataset report, without their labels."""
+    from segflow.io.atomic import read_json
+
+    where = "pretraining.test_images"
+    if dataset_report is None:
+        raise SegflowError(
+            "cannot pretrain on the test images",
+            [Problem(where, "needs the dataset report (--dataset-report) listing them")],
+        )
+    from segflow.preprocessing.preprocessor import CaseSpec
+
+    report = read_json(dataset_report)
+    root = Path(report["dataset"])
+    cases = [
+        dataclasses.replace(CaseSpec.from_dict(entry, root), label=None)
+        for entry in report.get("test_cases") or []
+    ]
+    if not cases:
+        raise SegflowError(
+            "cannot pretrain on the test images",
+            [Problem(where, f"{root / 'imagesTs'} has none ({dataset_report})")],
+        )
+    return cases
+
+
+def _preprocess_unlabelled(
+    cases: list[Any],
+    plans: Any,
+    configuration: str,
+    dataset: Any,
+    settings: PretrainingSettings,
+    folder: str,
+) -> None:
+    """The test images preprocessed as the configuration's training images, into ``folder``."""
+    from segflow.preprocessing.preprocessor import preprocess_cases
+
+    started = time.perf_counter()
+    workers = max(1, settings.threads or 1)
+    preprocess_cases(cases, plans, configuration, dataset, settings.seed, folder, workers)
+    logger.info(
+        "preprocessed %d test images to pretrain on (labels not read) in %.1f s",
+        len(cases), time.perf_counter() - started,
+    )  # fmt: skip
+
+
+def _pretrain(
+    model: MomentumContrast,
+    optimizer: torch.optim.Optimizer,
+    views: ContrastiveViews,
+    plan: ConfigurationPlan,
+    settings: PretrainingSettings,
+    device: torch.device,
+) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """The pretraining loop: the loss per epoch and of the held-out pairs before and after."""
+    from segflow.training.dataloading import batch_loader, workers_for
+
     workers = settings.num_workers
     if workers is None:
         workers = workers_for(settings.threads or torch.get_num_threads())
     steps = settings.epochs * settings.iterations_per_epoch
     history: list[dict[str, float]] = []
-    output = Path(output_folder)
-    output.mkdir(parents=True, exist_ok=True)
     logger.info(
-        "pretraining the encoder of %s on %d cases: %d epochs x %d iterations, queue %d, "
+        "pretraining the encoder on %s: %d epochs x %d iterations, queue %d, "
         "temperature %g, projection %d",
-        configuration, len(cases), settings.epochs, settings.iterations_per_epoch,
+        " and ".join(f"{len(s.case_ids)} cases" for s in views.samplers),
+        settings.epochs, settings.iterations_per_epoch,
         settings.queue_size, settings.temperature, settings.projection_dim,
     )  # fmt: skip
     # The queue starts full of the untrained key encoder's keys (MoCo starts it random: then
@@ -384,20 +496,7 @@ def pretrain_encoder(
         "InfoNCE of %d held-out view pairs against each other: %.4f before, %.4f after",
         sum(len(a) for a, _ in held), evaluation["before"], evaluation["after"],
     )  # fmt: skip
-    write_ssl_progress(output, history)
-    state = {
-        "segflow_version": __version__,
-        "kind": "ssl_pretraining",
-        "configuration": configuration,
-        "num_input_channels": dataset.num_channels,
-        "num_outputs": dataset.num_segmentation_heads,
-        "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
-        "network_variant": variant.to_dict(),
-        "settings": settings.result_fields(),
-        "history": history,
-        "evaluation": evaluation,
-    }
-    return save_checkpoint(output / SSL_CHECKPOINT, state)
+    return history, evaluation
 
 
 def write_ssl_progress(folder: Path, history: list[dict[str, float]]) -> None:

@@ -25,6 +25,9 @@ class PretrainingSettings:
     key_momentum: float = setting(0.999, "momentum of the key encoder's update (MoCo: 0.999)")
     initial_lr: float = setting(0.01, "SGD learning rate, cosine-decayed to 0")
     weight_decay: float = setting(1e-4, "SGD weight decay (MoCo: 1e-4)")
+    test_images: bool = setting(
+        False, "also draw patches from the test images (imagesTs); their labels are never read"
+    )
     seed: int = setting(12345, "seed of the initial weights and of every batch")
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps", runtime_only=True)
     threads: int | None = setting(None, "CPU threads (default: torch's)", runtime_only=True)

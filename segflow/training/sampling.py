@@ -223,6 +223,9 @@ class PatchSampler:
             segmentations on this configuration's grid
             (:mod:`segflow.preprocessing.previous_stage`); each patch's segmentation then has
             it as a second channel.
+        unlabelled: accept cases stored without a segmentation (images to pretrain on
+            without labels, such as the test images): their patches' segmentation is 0
+            (background) inside the image; with it off such a case is an error.
 
     Raises:
         ValueError: on an empty case list or inconsistent sizes.
@@ -240,6 +243,7 @@ class PatchSampler:
         probabilistic_oversampling: bool = False,
         open_cases: int = OPEN_CASES,
         previous_stage: str | os.PathLike[str] | None = None,
+        unlabelled: bool = False,
     ) -> None:
         if not case_ids:
             raise ValueError("PatchSampler needs at least one case")
@@ -268,6 +272,7 @@ class PatchSampler:
         self.open_cases = max(1, int(open_cases))
         self._open_cases: OrderedDict[str, PreprocessedCase] = OrderedDict()
         self.previous_stage = None if previous_stage is None else Path(previous_stage)
+        self.unlabelled = unlabelled
         self._previous: dict[str, np.ndarray] = {}
         self.patch_size = patch
         self.final_patch_size = final
@@ -322,17 +327,25 @@ class PatchSampler:
             for lo, v, extent in zip(low, voxel, self._patch3d, strict=True)
         ]
 
-    def _read_into(self, array: object, corner: Sequence[int], out: np.ndarray) -> None:
-        """Copy the part of ``array[:, box]`` inside the image into ``out`` (already padded)."""
-        shape = array.shape[1:]  # type: ignore[attr-defined]
+    def _inside(
+        self, corner: Sequence[int], shape: Sequence[int]
+    ) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+        """The patch's part inside an image of ``shape``: ``(source, target)`` slices of the
+        image's and the patch's arrays (channels first), or None when none of it is."""
         source, target = [slice(None)], [slice(None)]
         for start, extent, size in zip(corner, self._patch3d, shape, strict=True):
             lo, hi = max(start, 0), min(start + extent, int(size))
             if hi <= lo:
-                return
+                return None
             source.append(slice(lo, hi))
             target.append(slice(lo - start, hi - start))
-        out[tuple(target)] = array[tuple(source)]  # type: ignore[index]
+        return tuple(source), tuple(target)
+
+    def _read_into(self, array: object, corner: Sequence[int], out: np.ndarray) -> None:
+        """Copy the part of ``array[:, box]`` inside the image into ``out`` (already padded)."""
+        inside = self._inside(corner, array.shape[1:])  # type: ignore[attr-defined]
+        if inside is not None:
+            out[inside[1]] = array[inside[0]]  # type: ignore[index]
 
     def _open(self, case_id: str) -> PreprocessedCase:
         case = self._open_cases.get(case_id)
@@ -340,7 +353,7 @@ class PatchSampler:
             self._open_cases.move_to_end(case_id)
             return case
         case = open_case(self.folder, case_id)
-        if case.seg is None:
+        if case.seg is None and not self.unlabelled:
             raise SegflowError(
                 f"preprocessed case '{case_id}' has no segmentation",
                 [Problem(str(self.folder), "training needs labelled cases")],
@@ -399,7 +412,10 @@ class PatchSampler:
                 )
             corner = self.patch_box(case, self._is_forced(index, rng), rng)
             self._read_into(case.data, corner, data[index])
-            self._read_into(case.seg, corner, seg[index, :1])
+            if case.seg is not None:
+                self._read_into(case.seg, corner, seg[index, :1])
+            elif (inside := self._inside(corner, case.shape)) is not None:
+                seg[index, :1][inside[1]] = 0  # unlabelled: background inside the image
             if self.previous_stage is not None:
                 self._read_into(self._previous[case_id], corner, seg[index, 1:])
         assert data is not None  # batch_size >= 1

@@ -26,6 +26,7 @@ from segflow.training.contrastive import (
 )
 from segflow.training.pretrained import load_pretrained_weights
 from segflow.training.pretraining_settings import PretrainingSettings
+from segflow.training.sampling import PatchSampler
 from segflow.training.splits import make_splits
 from tests.training.conftest import make_tiny_dataset, tiny_plans
 
@@ -167,3 +168,80 @@ def test_folds_start_from_the_pretrained_encoder(textures, ssl_run):
     encoder = [k for k in own if k.startswith("encoder.")]
     assert encoder and all(torch.equal(own[k], state["network"][k]) for k in encoder)
     assert record["layers"] == len([k for k in own if not k.startswith("decoder.heads.")])
+
+
+def _test_images(root, count, rng):
+    """``count`` texture images in ``root/imagesTs`` whose labels are not images at all: the
+    pretraining must never read them."""
+    (root / "imagesTs").mkdir()
+    (root / "labelsTs").mkdir()
+    entries = []
+    for i in range(count):
+        image = gaussian_filter(rng.normal(size=(32, 32, 32)), 2.0) * 400 + 100
+        write_image(root / "imagesTs" / f"t{i}_0000.nii.gz", image.astype(np.float32), (1.0,) * 3)
+        (root / "labelsTs" / f"t{i}.nii.gz").write_bytes(b"not an image")
+        entries.append(
+            {
+                "case_id": f"t{i}",
+                "images": [f"imagesTs/t{i}_0000.nii.gz"],
+                "label": f"labelsTs/t{i}.nii.gz",
+            }
+        )
+    return {"dataset": str(root), "training_cases": [], "test_cases": entries}
+
+
+def test_test_images_join_the_pretraining_without_their_labels(textures, tmp_path, monkeypatch):
+    report = tmp_path / "dataset_report.json"
+    report.write_text(json.dumps(_test_images(tmp_path, 2, np.random.default_rng(5))))
+    drawn = []
+    next_batch = PatchSampler.next_batch
+
+    def recording(self, rng=None):
+        batch = next_batch(self, rng)
+        drawn.append((self.folder.name, tuple(batch[2])))
+        return batch
+
+    monkeypatch.setattr(PatchSampler, "next_batch", recording)
+    settings = PretrainingSettings(
+        epochs=1, iterations_per_epoch=6, queue_size=16, device="cpu", threads=1,
+        num_workers=0, test_images=True, seed=3,
+    )  # fmt: skip
+    out = tmp_path / "ssl"
+    checkpoint = pretrain_encoder(
+        plans_path=textures / "plans.json", configuration="3d_fullres",
+        dataset_json=textures / "dataset.json", splits_path=textures / "splits.json",
+        preprocessed_folder=textures / "pre", output_folder=out, settings=settings,
+        dataset_report=report,
+    )  # fmt: skip
+    state = load_checkpoint(checkpoint)
+    assert state["cases"] == {"training": 4, "test": 2}
+    assert state["settings"]["test_images"] is True
+    # Every batch comes from one set, the training images with probability 4/6: with seed 3,
+    # 7 of the 12 batches (6 trained on, 2 filling the queue, 4 held out). The preprocessed
+    # test images are gone with the job.
+    training = [cases for folder, cases in drawn if folder == "pre"]
+    test = [cases for folder, cases in drawn if folder != "pre"]
+    assert (len(training), len(test)) == (7, 5)
+    assert all(set(c) <= {"c0", "c1", "c2", "c3"} for c in training)
+    assert all(set(c) <= {"t0", "t1"} for c in test)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint_ssl.pt", "ssl_progress.csv", "ssl_progress.png",
+    ]  # fmt: skip
+
+
+def test_test_images_without_any_is_an_error_before_pretraining(textures, tmp_path):
+    settings = PretrainingSettings(epochs=1, iterations_per_epoch=1, device="cpu", test_images=True)
+    common = {
+        "plans_path": textures / "plans.json", "configuration": "3d_fullres",
+        "dataset_json": textures / "dataset.json", "splits_path": textures / "splits.json",
+        "preprocessed_folder": textures / "pre", "output_folder": tmp_path / "ssl",
+        "settings": settings,
+    }  # fmt: skip
+    with pytest.raises(SegflowError, match="needs the dataset report"):
+        pretrain_encoder(**common)
+    report = tmp_path / "dataset_report.json"
+    report.write_text(json.dumps({"dataset": str(tmp_path), "test_cases": []}))
+    with pytest.raises(SegflowError, match="imagesTs has none") as err:
+        pretrain_encoder(**common, dataset_report=report)
+    assert "pretraining.test_images" in err.value.render()
+    assert not (tmp_path / "ssl").exists()

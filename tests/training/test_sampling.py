@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from segflow.errors import SegflowError
 from segflow.preprocessing.preprocessor import ANNOTATED_KEY, sample_class_locations
 from segflow.preprocessing.storage import save_case
 from segflow.training.sampling import (
@@ -209,6 +210,22 @@ def test_padding_values_where_the_patch_leaves_the_image(tmp_path):
     # one with the extra voxel on either side.
     z, y, x = np.nonzero(inside)
     assert (z.min(), y.min(), x.min()) in {(a, b, c) for a in (1, 2) for b in (2,) for c in (2, 3)}
+
+
+def test_unlabelled_cases_are_background_inside_the_image(tmp_path):
+    # A case stored without a segmentation (a test image to pretrain on): refused for
+    # training; with unlabelled=True its patches' segmentation is 0 inside, -1 outside.
+    shape = (3, 4, 5)
+    save_case(tmp_path, "t", np.full((1, *shape), 7.0, np.float32), None, {}, (6, 8, 10))
+    with pytest.raises(SegflowError, match="'t' has no segmentation"):
+        PatchSampler(tmp_path, ["t"], (6, 8, 10), 1).next_batch()
+    sampler = PatchSampler(
+        tmp_path, ["t"], (6, 8, 10), 2, rng=np.random.default_rng(0), unlabelled=True
+    )
+    d, s, _ = sampler.next_batch()
+    inside = d == 7.0
+    assert inside[0, 0].sum() == 3 * 4 * 5
+    assert (s[inside] == 0).all() and (s[~inside] == PAD_VALUE_SEG).all()
 
 
 def test_reproducible_from_a_seed(tmp_path):

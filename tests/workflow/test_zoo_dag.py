@@ -35,7 +35,8 @@ def finished(tmp_path_factory):
             "val_iterations_per_epoch: 1, checkpoint_every: 1, device: cpu, threads: 1, "
             "num_workers: 0}"
         ),
-        "pretraining": "{epochs: 2, iterations_per_epoch: 2, queue_size: 16}",
+        # The test image too (JMedSeg's SAS pretrains on unlabelled images).
+        "pretraining": "{epochs: 2, iterations_per_epoch: 2, queue_size: 16, test_images: true}",
         "experiments": (
             "{ssl: {ssl_pretrain: true}, "
             "zoo: {network: {architecture: SegResNet, spatial_transformer: true}, "
@@ -59,6 +60,22 @@ def test_the_pretrain_job_runs_once_and_its_folds_start_from_it(finished):
     assert state["pretrained"]["path"] == str(ssl)
     assert state["settings"]["pretrained_weights"] == str(ssl)
     assert not (out / "pretraining" / "2d__zoo").exists()
+    pretrained = load_checkpoint(ssl)
+    assert pretrained["cases"] == {"training": 4, "test": 1}
+    assert "--test-images" in run.output and "--dataset-report=" in run.output
+
+
+def test_pretraining_on_test_images_needs_test_images(tmp_path):
+    dataset = make_demo_dataset(tmp_path / "Dataset994_NoTest", num_training=4, num_test=0)
+    config = {
+        "dataset": str(dataset),
+        "pretraining": "{test_images: true}",
+        "experiments": "{ssl: {ssl_pretrain: true}}",
+    }
+    run = run_snakemake(tmp_path, "-n", config=config)
+    assert run.returncode != 0
+    assert "pretraining.test_images" in run.output
+    assert f"{dataset / 'imagesTs'} holds no test images" in run.output
 
 
 def test_the_zoo_experiment_trains_predicts_and_exports(finished):

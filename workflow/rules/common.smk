@@ -478,6 +478,23 @@ def pretrained_weights(wildcards):
     return section["pretrained_weights"] or []
 
 
+def pretraining_test_inputs(wildcards):
+    """With pretraining.test_images, the pretrain job's inputs beyond the training data: the
+    dataset report that lists the test images, and their files (changing one reruns it)."""
+    if not config["pretraining"]["test_images"]:
+        return {}
+    return {
+        "dataset_report": checkpoints.validate_dataset.get().output[0],
+        "test_images": [DATASET / p for case in test_cases().values() for p in case["images"]],
+    }
+
+
+def pretraining_test_option(wildcards, input):
+    if not config["pretraining"]["test_images"]:
+        return []
+    return [f"--dataset-report={input.dataset_report}"]
+
+
 def pretraining_options(experiment=None):
     """Options of `segflow pretrain`: the `pretraining` section, training's device and
     workers, the config's seed and the experiment's network (the rule passes --threads)."""
@@ -536,6 +553,16 @@ elif HOLDOUT is not None:
 else:
     HAS_TEST_IMAGES = _has_files(DATASET / "imagesTs")
     HAS_TEST_LABELS = HAS_TEST_IMAGES and _has_files(DATASET / "labelsTs")
+
+if (
+    config["pretraining"]["test_images"]
+    and not HAS_TEST_IMAGES
+    and any(section.get("ssl_pretrain") for section in EXPERIMENTS.values())
+):
+    raise WorkflowError(
+        f"config 'pretraining.test_images': {DATASET / 'imagesTs'} holds no test images to "
+        "pretrain on; set it to false"
+    )
 
 # The validate jobs write each case's class probabilities when selection compares ensembles
 # (or the user keeps them); they are temporary unless inference.save_probabilities is set.

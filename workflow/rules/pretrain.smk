@@ -3,6 +3,8 @@
 rule pretrain:
     input:
         unpack(train_inputs),
+        # pretraining.test_images: the dataset report and the test images.
+        unpack(pretraining_test_inputs),
         # The model's experiment's plans (plans.json, or its own planning's).
         plans=model_plans_file,
         splits=LAYOUT.splits,
@@ -21,6 +23,7 @@ rule pretrain:
         out_dir=lambda wc: LAYOUT.pretraining(wc.configuration),
         configuration=lambda wc: plans_configuration(wc.configuration),
         options=lambda wc: pretraining_options(model_experiment(wc.configuration)),
+        test_images=pretraining_test_option,
     threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
@@ -35,3 +38,4 @@ rule pretrain:
         " --configuration={params.configuration:q} --dataset-json={input.dataset_json:q}"
         " --splits={input.splits:q} --preprocessed={params.preprocessed:q}"
         " --out-dir={params.out_dir:q} --threads={threads:q} {params.options:q}"
+        " {params.test_images:q}"

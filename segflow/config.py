@@ -577,10 +577,7 @@ def check_config(
 
 
 def _ssl_pretrain_problems(config: dict[str, Any]) -> list[Problem]:
-    """ssl_pretrain with pretrained weights of its own, or with a network of the model zoo
-    (which has no U-Net encoder to pretrain)."""
-    from segflow.networks.variants import ZOO_NAMES
-
+    """ssl_pretrain with pretrained weights of its own."""
     problems = []
     for name, section in experiment_sections(config).items():
         if not section.get("ssl_pretrain"):
@@ -592,15 +589,6 @@ def _ssl_pretrain_problems(config: dict[str, Any]) -> list[Problem]:
                     f"{where}.ssl_pretrain",
                     "the folds start from the pretrain job's checkpoint: leave "
                     "pretrained_weights null",
-                )
-            )
-        architecture = (section.get("network") or {}).get("architecture")
-        if architecture in ZOO_NAMES:
-            problems.append(
-                Problem(
-                    f"{where}.ssl_pretrain",
-                    f"self-supervised pretraining needs a U-Net encoder (PlainConvUNet, "
-                    f"ResidualEncoderUNet); {architecture} of the model zoo has none",
                 )
             )
     return problems

@@ -102,9 +102,6 @@ DELIBERATE: dict[tuple[str, str], str] = {
     # split stage's own checked readers, so that a malformed file stops the run before any
     # job; lazy imports of the light segflow.training.splits.
     ("segflow.config", "training"): "checks splits.manual and splits.groups",
-    # ssl_pretrain with a network of the model zoo (no U-Net encoder) stops the run before any
-    # job; a lazy import of the light name list (no torch).
-    ("segflow.config", "networks"): "refuses ssl_pretrain for the model zoo's networks",
 }
 
 #: Parts that must not import torch: they neither build nor run networks.

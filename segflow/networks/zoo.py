@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from segflow.errors import Problem, SegflowError
 
-__all__ = ["ZOO", "ZooFamily", "ZooNetwork", "ZooPlan", "build_zoo_network"]
+__all__ = ["ZOO", "ZooEncoder", "ZooFamily", "ZooNetwork", "ZooPlan", "build_zoo_network"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +98,78 @@ class ZooFamily:
             fine-tuning leaves freshly initialized: it has one channel per class.
         size: the MONAI arguments for a plan, and the input sizes they take; raises
             :class:`~segflow.errors.SegflowError` for a plan the family cannot be sized from.
+        encoder: the network's encoder (what self-supervised pretraining trains): a module
+            that shares the MONAI network's layers and maps an input of a size the network
+            takes to its deepest encoder features ``(b, c, *spatial)``.
     """
 
     name: str
     source: str
     head: str
     size: Callable[[ZooPlan], _Sized]
+    encoder: Callable[[nn.Module], nn.Module]
+
+
+def _attention_unet_encoder(network: nn.Module) -> nn.Module:
+    """MONAI's AttentionUnet nests each level in the one above (``model.1`` is the first
+    attention layer; its ``submodule`` is the strided ConvBlock and the next layer, or the
+    bottom ConvBlock): the head and the strided blocks down that path, in order."""
+    blocks = [network.model[0]]
+    layer = network.model[1]
+    while isinstance(layer.submodule, nn.Sequential):
+        blocks.append(layer.submodule[0])
+        layer = layer.submodule[1]
+    blocks.append(layer.submodule)
+    return nn.Sequential(*blocks)
+
+
+def _unet_plus_plus_encoder(network: nn.Module) -> nn.Module:
+    """BasicUNetPlusPlus's backbone column, ``conv_0_0`` to ``conv_4_0``."""
+    return nn.Sequential(*(getattr(network, f"conv_{level}_0") for level in range(5)))
+
+
+class _SegResNetEncoder(nn.Module):
+    """SegResNet's ``encode``: the first convolution (dropout, if any) and the down layers."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.convInit = network.convInit
+        self.dropout = network.dropout if network.dropout_prob is not None else None
+        self.down_layers = network.down_layers
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.convInit(x)
+        if self.dropout is not None:
+            x = self.dropout(x)
+        for down in self.down_layers:
+            x = down(x)
+        return x
+
+
+class _ViTEncoder(nn.Module):
+    """UNETR's ViT: its last tokens laid back on the grid of patches, ``(b, hidden, *grid)``."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.vit = network.vit
+        self.view_shape = list(network.proj_view_shape)
+        self.axes = list(network.proj_axes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens, _ = self.vit(x)
+        return tokens.view([tokens.shape[0], *self.view_shape]).permute(self.axes).contiguous()
+
+
+class _SwinEncoder(nn.Module):
+    """SwinUNETR's Swin transformer: its deepest stage."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.swinViT = network.swinViT
+        self.normalize = bool(network.normalize)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.swinViT(x, self.normalize)[-1]
 
 
 def _axis_products(strides: Sequence[Sequence[int]]) -> tuple[int, ...]:
@@ -222,12 +288,14 @@ ZOO: dict[str, ZooFamily] = {
     family.name: family
     for family in (
         ZooFamily("AttentionUNet", "MONAI AttentionUnet (Oktay et al. 2018)", "model.2.",
-                  _attention_unet),
+                  _attention_unet, _attention_unet_encoder),
         ZooFamily("UNetPlusPlus", "MONAI BasicUNetPlusPlus (Zhou et al. 2018)", "final_conv_0_",
-                  _unet_plus_plus),
-        ZooFamily("SegResNet", "MONAI SegResNet (Myronenko 2018)", "conv_final.2.", _segresnet),
-        ZooFamily("UNETR", "MONAI UNETR (Hatamizadeh et al. 2022)", "out.", _unetr),
-        ZooFamily("SwinUNETR", "MONAI SwinUNETR (Hatamizadeh et al. 2022)", "out.", _swin_unetr),
+                  _unet_plus_plus, _unet_plus_plus_encoder),
+        ZooFamily("SegResNet", "MONAI SegResNet (Myronenko 2018)", "conv_final.2.", _segresnet,
+                  _SegResNetEncoder),
+        ZooFamily("UNETR", "MONAI UNETR (Hatamizadeh et al. 2022)", "out.", _unetr, _ViTEncoder),
+        ZooFamily("SwinUNETR", "MONAI SwinUNETR (Hatamizadeh et al. 2022)", "out.", _swin_unetr,
+                  _SwinEncoder),
     )
 }  # fmt: skip
 """The zoo's networks by name (the names an experiment's ``network.architecture`` takes)."""
@@ -248,6 +316,44 @@ def fitted_size(
         axis = max(range(len(fitted)), key=lambda a: size[a])
         fitted[axis] += multiple[axis]
     return tuple(fitted)
+
+
+@dataclass(frozen=True)
+class _InputSizes:
+    """The input sizes a zoo network takes (what its network and its encoder pad to)."""
+
+    family: str
+    multiple: tuple[int, ...]
+    fixed_size: tuple[int, ...] | None
+    min_voxels_at_bottom: int
+
+    def of(self, size: Sequence[int]) -> tuple[int, ...]:
+        if self.fixed_size is None:
+            return fitted_size(size, self.multiple, self.min_voxels_at_bottom)
+        if any(s > f for s, f in zip(size, self.fixed_size, strict=True)):
+            raise SegflowError(
+                f"{self.family} cannot take this input",
+                [
+                    Problem(
+                        "input size",
+                        f"{'x'.join(map(str, size))} is larger than the "
+                        f"{'x'.join(map(str, self.fixed_size))} that {self.family}'s position "
+                        "embedding was built for (the planned patch, padded to a multiple of "
+                        f"{self.multiple[0]})",
+                    )
+                ],
+            )
+        return self.fixed_size
+
+    def pad(self, x: Tensor) -> tuple[Tensor, list[int]]:
+        size = tuple(x.shape[2:])
+        extra = [t - s for t, s in zip(self.of(size), size, strict=True)]
+        if any(extra):
+            pads: list[int] = []
+            for e in reversed(extra):  # F.pad takes the last axis first
+                pads += [e // 2, e - e // 2]
+            x = F.pad(x, pads)
+        return x, extra
 
 
 class ZooNetwork(nn.Module):
@@ -285,6 +391,7 @@ class ZooNetwork(nn.Module):
         self.multiple = tuple(multiple)
         self.fixed_size = tuple(fixed_size) if fixed_size is not None else None
         self.min_voxels_at_bottom = min_voxels_at_bottom
+        self.sizes = _InputSizes(family, self.multiple, self.fixed_size, min_voxels_at_bottom)
         self.head_prefixes = (f"network.{head}",)
         self.arguments = arguments
         self.deep_supervision = bool(deep_supervision)
@@ -305,38 +412,45 @@ class ZooNetwork(nn.Module):
         Raises:
             SegflowError: ``size`` is larger than a fixed-size network takes.
         """
-        if self.fixed_size is None:
-            return fitted_size(size, self.multiple, self.min_voxels_at_bottom)
-        if any(s > f for s, f in zip(size, self.fixed_size, strict=True)):
-            raise SegflowError(
-                f"{self.family} cannot take this input",
-                [
-                    Problem(
-                        "input size",
-                        f"{'x'.join(map(str, size))} is larger than the "
-                        f"{'x'.join(map(str, self.fixed_size))} that {self.family}'s position "
-                        "embedding was built for (the planned patch, padded to a multiple of "
-                        f"{self.multiple[0]})",
-                    )
-                ],
-            )
-        return self.fixed_size
+        return self.sizes.of(size)
+
+    def padded(self, x: Tensor) -> tuple[Tensor, list[int]]:
+        """``x`` padded symmetrically with zeros to :meth:`input_size`, and the voxels added
+        per axis."""
+        return self.sizes.pad(x)
+
+    def encoder(self) -> ZooEncoder:
+        """The encoder of this network (sharing its layers), for self-supervised pretraining."""
+        return ZooEncoder(self)
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         size = tuple(x.shape[2:])
-        target = self.input_size(size)
-        extra = [t - s for t, s in zip(target, size, strict=True)]
-        if any(extra):
-            pads: list[int] = []
-            for e in reversed(extra):  # F.pad takes the last axis first
-                pads += [e // 2, e - e // 2]
-            x = F.pad(x, pads)
+        x, extra = self.padded(x)
         y = self.network(x)
         if isinstance(y, (list, tuple)):  # BasicUNetPlusPlus returns a list
             y = y[0]
         if any(extra):
             y = y[(..., *(slice(e // 2, e // 2 + s) for e, s in zip(extra, size, strict=True)))]
         return [y] if self.deep_supervision else y
+
+
+class ZooEncoder(nn.Module):
+    """A zoo network's encoder: the input padded as the network pads it, then the family's
+    encoder (:attr:`ZooFamily.encoder`), whose layers are the network's own, so that training
+    it trains them. Returns the deepest encoder features.
+
+    Args:
+        network: the zoo network.
+    """
+
+    def __init__(self, network: ZooNetwork) -> None:
+        super().__init__()
+        self.layers = ZOO[network.family].encoder(network.network)
+        self.sizes = network.sizes
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, _ = self.sizes.pad(x)
+        return self.layers(x)
 
 
 def build_zoo_network(name: str, plan: ZooPlan, deep_supervision: bool = True) -> ZooNetwork:

@@ -29,8 +29,11 @@ The checkpoint holds the state dict of the whole network the configuration and v
 (the encoder pretrained, the rest freshly initialized), so that the folds start from it with
 ``pretrained_weights`` (:mod:`segflow.training.pretrained`, which leaves the heads fresh),
 and the loss per epoch, plotted in ``ssl_progress.png``. Pretraining works on networks with
-the U-Net's encoder (PlainConvUNet, ResidualEncoderUNet, with or without a spatial
-transformer); the model zoo's networks are refused with an error. A killed run starts over.
+the U-Net's encoder (PlainConvUNet, ResidualEncoderUNet) and on the model zoo's, each
+family's encoder path (:attr:`segflow.networks.zoo.ZooFamily.encoder`: Attention U-Net's and
+UNet++'s strided blocks, SegResNet's down layers, UNETR's ViT, SwinUNETR's Swin
+transformer), with or without a spatial transformer in front (which pretraining leaves out).
+A killed run starts over.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ __all__ = [
     "ContrastiveViews",
     "MomentumContrast",
     "ProjectedEncoder",
+    "deepest_width",
     "encoder_of",
     "pretrain_encoder",
 ]
@@ -266,28 +270,44 @@ class MomentumContrast(nn.Module):
 
 
 def encoder_of(network: nn.Module) -> nn.Module:
-    """The encoder of ``network`` (inside a spatial transformer too).
+    """The encoder of ``network`` (inside a spatial transformer too): the U-Net's encoder, or
+    a zoo network's (:class:`~segflow.networks.zoo.ZooEncoder`), sharing its layers.
 
     Raises:
-        SegflowError: ``network`` has no U-Net encoder (the model zoo's networks).
+        SegflowError: ``network`` has neither.
     """
     from segflow.networks.spatial_transformer import SpatialTransformer
     from segflow.networks.unet import UNet
+    from segflow.networks.zoo import ZooNetwork
 
     inner = network.network if isinstance(network, SpatialTransformer) else network
     if isinstance(inner, UNet):
         return inner.encoder
-    name = getattr(inner, "family", type(inner).__name__)
+    if isinstance(inner, ZooNetwork):
+        return inner.encoder()
     raise SegflowError(
         "cannot pretrain this network's encoder",
         [
             Problem(
                 "network.architecture",
-                f"{name} has no encoder that returns its stages' features; self-supervised "
-                "pretraining supports PlainConvUNet and ResidualEncoderUNet",
+                f"{type(inner).__name__} is neither a U-Net of the plans nor a network of the "
+                "model zoo",
             )
         ],
     )
+
+
+@torch.no_grad()
+def deepest_width(encoder: nn.Module, in_channels: int, patch_size: tuple[int, ...]) -> int:
+    """Channels of the deepest features ``encoder`` gives for one patch (one evaluation-mode
+    pass on zeros: the families differ in how wide their deepest stage is)."""
+    training = encoder.training
+    encoder.eval()
+    features = encoder(torch.zeros(1, in_channels, *patch_size))
+    encoder.train(training)
+    if isinstance(features, (list, tuple)):
+        features = features[-1]
+    return int(features.shape[1])
 
 
 def _cosine_lr(initial: float, step: int, steps: int) -> float:
@@ -314,8 +334,8 @@ def pretrain_encoder(
 
     Raises:
         SegflowError: an unknown configuration, cases missing from the preprocessed folder,
-            a network without a U-Net encoder, or ``test_images`` without test images;
-            each named.
+            a network without an encoder to pretrain, or ``test_images`` without test
+            images; each named.
     """
     from segflow.compute import set_up_compute
     from segflow.io.dataset import load_dataset_json
@@ -344,9 +364,10 @@ def pretrain_encoder(
     network = build_network(
         plan, dataset.num_channels, dataset.num_segmentation_heads, variant=variant
     )
-    width = variant.encoder_features(plan.network.features_per_stage)[-1]
+    encoder = encoder_of(network)
+    width = deepest_width(encoder, dataset.num_channels, tuple(plan.patch_size))
     model = MomentumContrast(
-        ProjectedEncoder(encoder_of(network), width, settings.projection_dim, plan.ndim),
+        ProjectedEncoder(encoder, width, settings.projection_dim, plan.ndim),
         settings.queue_size,
         settings.temperature,
         settings.key_momentum,

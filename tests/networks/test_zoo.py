@@ -162,3 +162,37 @@ def test_heads_are_named_for_fine_tuning():
         # Every head tensor has one slice per output (the layer fine-tuning keeps fresh).
         weights = [net.state_dict()[k] for k in heads if k.endswith("weight")]
         assert weights and all(w.shape[0] == outputs for w in weights), name
+
+
+# Deepest encoder widths: Attention U-Net's last planned width; UNet++'s f3 (the plans' fourth
+# width, or the third doubled); SegResNet's init_filters x 8; UNETR's ViT-B 768; SwinUNETR's
+# 16 x feature_size (12 for f0 = 8).
+ENCODER_WIDTHS = {"UNetPlusPlus": 64, "SegResNet": 64, "UNETR": 768, "SwinUNETR": 192}
+
+
+@pytest.mark.parametrize("plan", ["3d_iso_3stages", "2d_aniso_4stages"])
+@pytest.mark.parametrize("name", ZOO_NAMES)
+def test_the_encoder_is_the_networks_own_down_path(name, plan):
+    conf, channels, outputs = PLANS[plan]
+    torch.manual_seed(0)
+    network = build_network(conf, channels, outputs, False, NetworkVariant(architecture=name))
+    encoder = network.encoder()
+    own = {id(p) for p in network.parameters()}
+    mine = {id(p) for p in encoder.parameters()}
+    heads = {id(p) for n, p in network.named_parameters() if n.startswith(network.head_prefixes)}
+    assert mine and mine < own and not mine & heads  # shared layers, no decoder, no head
+    x = torch.randn(2, channels, *conf.patch_size)
+    features = encoder(x)
+    width = ENCODER_WIDTHS.get(name, conf.network.features_per_stage[-1])
+    assert features.shape[:2] == (2, width) and features.ndim == x.ndim
+    padded = network.input_size(conf.patch_size)
+    assert all(f < p for f, p in zip(features.shape[2:], padded, strict=True))
+    # Training the encoder trains the network: a step on its output moves the shared layers.
+    before = {n: p.detach().clone() for n, p in network.named_parameters()}
+    features.square().mean().backward()
+    with torch.no_grad():
+        for p in encoder.parameters():
+            if p.grad is not None:
+                p -= 0.1 * p.grad
+    moved = [n for n, p in network.named_parameters() if not torch.equal(p, before[n])]
+    assert moved and not any(n.startswith(network.head_prefixes) for n in moved)

@@ -15,12 +15,14 @@ from torch import nn
 from segflow.errors import SegflowError
 from segflow.io.image import write_image
 from segflow.networks import NetworkVariant, build_network
+from segflow.networks.zoo import ZooEncoder
 from segflow.planning import Plans
 from segflow.preprocessing.preprocessor import CaseSpec, preprocess_cases
 from segflow.training.checkpoint import load_checkpoint
 from segflow.training.contrastive import (
     MomentumContrast,
     ProjectedEncoder,
+    deepest_width,
     encoder_of,
     pretrain_encoder,
 )
@@ -98,14 +100,18 @@ def test_the_key_encoder_follows_by_momentum():
     assert not any(p.requires_grad for p in moco.key.parameters())
 
 
-def test_zoo_networks_have_no_encoder_to_pretrain(tiny_experiment):
-    pytest.importorskip("monai")
+def test_the_encoder_of_each_kind_of_network(tiny_experiment):
     plan = tiny_experiment.plans.configuration("3d_fullres")
-    network = build_network(plan, 1, 3, variant=NetworkVariant(architecture="UNetPlusPlus"))
-    with pytest.raises(SegflowError, match="UNetPlusPlus has no encoder"):
-        encoder_of(network)
     stn = build_network(plan, 1, 3, variant=NetworkVariant(spatial_transformer=True))
-    assert encoder_of(stn) is stn.network.encoder
+    assert encoder_of(stn) is stn.network.encoder  # the transformer is left out
+    assert deepest_width(encoder_of(stn), 1, tuple(plan.patch_size)) == 16  # 4-8-16
+    pytest.importorskip("monai")
+    variant = NetworkVariant(architecture="UNetPlusPlus", spatial_transformer=True)
+    zoo = build_network(plan, 1, 3, variant=variant)
+    encoder = encoder_of(zoo)
+    assert isinstance(encoder, ZooEncoder) and encoder.layers[0] is zoo.network.network.conv_0_0
+    with pytest.raises(SegflowError, match="Conv3d is neither a U-Net of the plans nor"):
+        encoder_of(nn.Conv3d(1, 1, 3))
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +174,42 @@ def test_folds_start_from_the_pretrained_encoder(textures, ssl_run):
     encoder = [k for k in own if k.startswith("encoder.")]
     assert encoder and all(torch.equal(own[k], state["network"][k]) for k in encoder)
     assert record["layers"] == len([k for k in own if not k.startswith("decoder.heads.")])
+
+
+def test_a_zoo_networks_encoder_is_pretrained_and_its_folds_start_from_it(textures, tmp_path):
+    pytest.importorskip("monai")
+    variant = NetworkVariant(architecture="UNetPlusPlus")
+    settings = PretrainingSettings(
+        epochs=2, iterations_per_epoch=3, queue_size=16, device="cpu", threads=1, num_workers=0,
+    )  # fmt: skip
+    ssl = pretrain_encoder(
+        plans_path=textures / "plans.json", configuration="3d_fullres",
+        dataset_json=textures / "dataset.json", splits_path=textures / "splits.json",
+        preprocessed_folder=textures / "pre", output_folder=tmp_path / "ssl", settings=settings,
+        variant=variant,
+    )  # fmt: skip
+    state = load_checkpoint(ssl)
+    assert state["network_variant"]["architecture"] == "UNetPlusPlus"
+    assert len(state["history"]) == 2 and all(math.isfinite(h["loss"]) for h in state["history"])
+    plan = Plans.from_dict(json.loads((textures / "plans.json").read_text()))
+    plan = plan.configuration("3d_fullres")
+    torch.manual_seed(settings.seed)  # the pretraining's initial weights
+    initial = build_network(plan, 1, 3, variant=variant).state_dict()
+    weights = state["network"]
+    # The backbone column (conv_0_0 to conv_4_0) was trained, the nested decoder (upcat_*)
+    # was not.
+    backbone = [k for k in weights if k.startswith("network.conv_")]
+    decoder = [k for k in weights if k.startswith("network.upcat_")]
+    assert backbone and decoder
+    assert any(not torch.equal(weights[k], initial[k]) for k in backbone)
+    assert all(torch.equal(weights[k], initial[k]) for k in decoder)
+    torch.manual_seed(1)
+    fold = build_network(plan, 1, 3, variant=variant)
+    record = load_pretrained_weights(fold, ssl, 1)
+    own = fold.state_dict()
+    assert all(torch.equal(own[k], weights[k]) for k in backbone)
+    heads = [k for k in own if k.startswith(fold.head_prefixes)]
+    assert heads and record["layers"] == len(own) - len(heads)
 
 
 def _test_images(root, count, rng):

@@ -1,7 +1,8 @@
 """The SAS parts and the model zoo in one DAG on a tiny dataset: an experiment whose folds start
 from a `pretrain` job's encoder, and an experiment with a MONAI network behind a spatial
-transformer trained with the SAS augmentation; both cross-validate, `select` compares them and
-the exported model predicts."""
+transformer, pretrained the same way and trained with the SAS augmentation; both pretrain on
+the test image too, both cross-validate, `select` compares them and the exported model
+predicts."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def finished(tmp_path_factory):
         "experiments": (
             "{ssl: {ssl_pretrain: true}, "
             "zoo: {network: {architecture: SegResNet, spatial_transformer: true}, "
-            "sas_augmentation: true}}"
+            "sas_augmentation: true, ssl_pretrain: true}}"
         ),
         "inference": "{device: cpu, threads: 1}",
     }
@@ -49,18 +50,19 @@ def finished(tmp_path_factory):
     return work / "out", run
 
 
-def test_the_pretrain_job_runs_once_and_its_folds_start_from_it(finished):
+@pytest.mark.parametrize("model", ["2d__ssl", "2d__zoo"])
+def test_each_models_pretrain_job_runs_once_and_its_folds_start_from_it(finished, model):
     out, run = finished
     counts = run.job_counts()
-    assert counts.get("pretrain") == 1 and counts.get("train") == 2, counts
-    ssl = out / "pretraining" / "2d__ssl" / "checkpoint_ssl.pt"
-    assert (out / "pretraining" / "2d__ssl" / "ssl_progress.png").stat().st_size > 0
+    assert counts.get("pretrain") == 2 and counts.get("train") == 2, counts
+    ssl = out / "pretraining" / model / "checkpoint_ssl.pt"
+    assert (out / "pretraining" / model / "ssl_progress.png").stat().st_size > 0
     assert "--queue-size=16" in run.output and "--temperature=0.07" in run.output
-    state = load_checkpoint(out / "models" / "2d__ssl" / "fold_0" / "checkpoint_final.pt")
+    state = load_checkpoint(out / "models" / model / "fold_0" / "checkpoint_final.pt")
     assert state["pretrained"]["path"] == str(ssl)
     assert state["settings"]["pretrained_weights"] == str(ssl)
-    assert not (out / "pretraining" / "2d__zoo").exists()
     pretrained = load_checkpoint(ssl)
+    assert pretrained["network_variant"] == state["settings"]["network"]
     assert pretrained["cases"] == {"training": 4, "test": 1}
     assert "--test-images" in run.output and "--dataset-report=" in run.output
 

@@ -10,8 +10,8 @@ Snakemake to each model's cross-validation summary of one fold (``training.folds
   sized from the same plans (``segflow/networks/zoo.py``);
 * with ``--sas`` (all three) or ``--sas ssl stn`` (some): ``nnunet+SSL`` (a ``pretrain`` job,
   MoCo, before the fold), ``nnunet+STN`` (a spatial transformer in front) and
-  ``nnunet+SASaug`` (the colour and intensity augmentation); ``--zoo-sas`` adds the STN to
-  every zoo network too.
+  ``nnunet+SASaug`` (the colour and intensity augmentation); ``--zoo-sas`` adds the chosen
+  ones of SSL and STN to every zoo network too (``<network>+SSL``, ``<network>+STN``).
 
 Every model trains the same fold with the same epochs, iterations and seed, on the same
 preprocessing and splits (made once, before the first model). The summary of each gives the
@@ -67,7 +67,9 @@ def experiments(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     chosen: dict[str, dict[str, Any]] = {"nnunet": {}}
     for name in args.networks:
         chosen[name] = {"network": {"architecture": name}}
-        if args.zoo_sas:
+        if args.zoo_sas and "ssl" in args.sas:
+            chosen[f"{name}+SSL"] = {"network": {"architecture": name}, "ssl_pretrain": True}
+        if args.zoo_sas and "stn" in args.sas:
             chosen[f"{name}+STN"] = {"network": {"architecture": name, "spatial_transformer": True}}
     if "ssl" in args.sas:
         chosen["nnunet+SSL"] = {"ssl_pretrain": True}
@@ -184,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sas", nargs="*", choices=SAS, default=None,
         help="add nnunet+SSL (ssl), +STN (stn), +SASaug (aug); alone: all three",
     )  # fmt: skip
-    parser.add_argument("--zoo-sas", action="store_true", help="each zoo network with an STN")
+    parser.add_argument(
+        "--zoo-sas", action="store_true", help="each zoo network with SSL and STN (as --sas)"
+    )
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--iterations", type=int, required=True, help="per epoch")
     parser.add_argument("--val-iterations", type=int, default=5, help="per epoch")

@@ -120,7 +120,12 @@ def build_network(
     if variant is not None and variant.spatial_transformer:
         from segflow.networks.spatial_transformer import SpatialTransformer
 
-        network = SpatialTransformer(network, len(configuration.patch_size), num_input_channels)
+        network = SpatialTransformer(
+            network,
+            len(configuration.patch_size),
+            num_input_channels,
+            lr_scale=variant.spatial_transformer_lr_scale,
+        )
     return network
 
 

@@ -79,6 +79,9 @@ class NetworkVariant:
         spatial_transformer: put a spatial transformer (a localization network predicting an
             affine transform, initialized to the identity) in front of the network
             (:mod:`segflow.networks.spatial_transformer`; JMedSeg's SAS framework).
+        spatial_transformer_lr_scale: the factor on the learning rate of the spatial
+            transformer's localization network; ``None``: 0.01
+            (:data:`~segflow.networks.spatial_transformer.LOCALIZATION_LR_SCALE`).
     """
 
     architecture: str | None = setting(None, "the network by name (default: the plan's)")
@@ -92,6 +95,9 @@ class NetworkVariant:
     attention_head_size: int = setting(16, "channels per head at the finest attended stage")
     spatial_transformer: bool = setting(
         False, "a spatial transformer (learned affine, identity at start) before the network"
+    )
+    spatial_transformer_lr_scale: float | None = setting(
+        None, "factor on the learning rate of the transformer's localization network (0.01)"
     )
 
     def __post_init__(self) -> None:
@@ -234,6 +240,16 @@ def _value_problems(values: Mapping[str, Any], where: str) -> list[Problem]:
     if norm is not None and (not isinstance(norm, str) or norm not in NORMS):
         problems.append(
             Problem(f"{where}.norm", _unknown("norm", norm, NORMS, "; null: the planned one"))
+        )
+    scale = values.get("spatial_transformer_lr_scale")
+    if scale is not None and (
+        isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1
+    ):
+        problems.append(
+            Problem(
+                f"{where}.spatial_transformer_lr_scale",
+                f"must be a number in (0, 1], got {scale!r}",
+            )
         )
     for key in ("axial_attention", "spatial_transformer"):
         if key in values and not isinstance(values[key], bool):

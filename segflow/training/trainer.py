@@ -96,7 +96,9 @@ __all__ = [
     "TrainingInterrupted",
     "TrainingSettings",
     "build_optimizer",
+    "parameter_groups",
     "poly_learning_rate",
+    "set_learning_rate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,23 +121,46 @@ class TrainingInterrupted(Interrupted):
         )
 
 
+def parameter_groups(network: nn.Module) -> list[dict[str, Any]]:
+    """``network``'s parameters grouped by the factor on the learning rate its modules ask for
+    (``learning_rate_scales``: state-dict prefix -> factor; the spatial transformer's
+    localization network), each group ``{"params": [...], "lr_scale": factor}``; one group
+    of factor 1 for a network that asks for none."""
+    scales = dict(getattr(network, "learning_rate_scales", {}))
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, parameter in network.named_parameters():
+        scale = next((f for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
+        groups.setdefault(float(scale), []).append(parameter)
+    return [{"params": params, "lr_scale": scale} for scale, params in groups.items()]
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """``lr`` for every parameter group, times the group's ``lr_scale`` (if any)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
 def build_optimizer(
-    parameters: Iterable[nn.Parameter], settings: TrainingSettings
+    parameters: Iterable[nn.Parameter] | Iterable[dict[str, Any]], settings: TrainingSettings
 ) -> torch.optim.Optimizer:
     """The optimizer ``settings`` name: nnU-Net's SGD with Nesterov ``momentum``, or AdamW
-    (PyTorch's betas; ``momentum`` is SGD's only). Either starts at ``initial_lr`` with
+    (PyTorch's betas; ``momentum`` is SGD's only). Either starts at ``initial_lr`` (times
+    each group's ``lr_scale``, for groups of :func:`parameter_groups`) with
     ``weight_decay``; the poly schedule sets the rate of every epoch."""
     if settings.optimizer == "adamw":
-        return torch.optim.AdamW(
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(
             parameters, lr=settings.initial_lr, weight_decay=settings.weight_decay
         )
-    return torch.optim.SGD(
-        parameters,
-        lr=settings.initial_lr,
-        momentum=settings.momentum,
-        weight_decay=settings.weight_decay,
-        nesterov=True,
-    )
+    else:
+        optimizer = torch.optim.SGD(
+            parameters,
+            lr=settings.initial_lr,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+            nesterov=True,
+        )
+    set_learning_rate(optimizer, settings.initial_lr)
+    return optimizer
 
 
 def poly_learning_rate(initial_lr: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
@@ -303,7 +328,7 @@ class FoldTrainer:
             from segflow.training.data_parallel import synchronized_batch_norm
 
             self.network = synchronized_batch_norm(self.network, self.device)
-        self.optimizer = build_optimizer(self.network.parameters(), self.settings)
+        self.optimizer = build_optimizer(parameter_groups(self.network), self.settings)
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
         # A network without nnU-Net's deep supervision (the model zoo's) returns one output.
         outputs = getattr(self.network, "num_deep_supervision_outputs", len(self.scales))
@@ -653,8 +678,7 @@ class FoldTrainer:
         settings = self.settings
         started = time.perf_counter()
         lr = self._learning_rate()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(self.optimizer, lr)
         self.network.train()
         first = self.epoch * settings.iterations_per_epoch
         batches = self.batches(

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from segflow.networks import NetworkVariant, SpatialTransformer, build_network
-from segflow.networks.spatial_transformer import identity_affine
+from segflow.networks.spatial_transformer import LOCALIZATION_LR_SCALE, identity_affine
 from tests.networks.conftest import _configuration, _network_section
 
 
@@ -72,3 +72,17 @@ def test_the_localization_network_learns():
     stn(x).square().mean().backward()
     last = stn.localization[-1]
     assert last.bias.grad is not None and last.bias.grad.abs().sum() > 0
+
+
+def test_the_localization_network_asks_for_a_lower_learning_rate():
+    stn = SpatialTransformer(nn.Conv2d(1, 2, 3, padding=1), 2, in_channels=1)
+    assert stn.learning_rate_scales == {"localization.": LOCALIZATION_LR_SCALE}
+    assert LOCALIZATION_LR_SCALE == 0.01
+    inner = nn.Conv2d(1, 2, 3, padding=1)
+    inner.learning_rate_scales = {"weight": 0.5}  # a wrapped network's own factors are kept
+    stn = SpatialTransformer(inner, 2, in_channels=1, lr_scale=0.1)
+    assert stn.learning_rate_scales == {"network.weight": 0.5, "localization.": 0.1}
+    conf = _configuration(_network_section(ndim=2), patch_size=[16, 16], name="2d")
+    variant = NetworkVariant(spatial_transformer=True, spatial_transformer_lr_scale=0.001)
+    built = build_network(conf, 1, 2, variant=variant)
+    assert built.learning_rate_scales == {"localization.": 0.001}

@@ -391,7 +391,15 @@ def test_variant_round_trips_through_plain_data():
         "attention_heads": 4,
         "attention_head_size": 16,
         "spatial_transformer": False,
+        "spatial_transformer_lr_scale": None,
     }
+
+
+@pytest.mark.parametrize("scale", [0, -0.1, 1.5, True, "0.1"])
+def test_the_localization_learning_rate_scale_is_a_factor_in_0_1(scale):
+    with pytest.raises(SegflowError, match=r"spatial_transformer_lr_scale: must be a number in"):
+        NetworkVariant(spatial_transformer=True, spatial_transformer_lr_scale=scale)
+    assert NetworkVariant(spatial_transformer_lr_scale=1).spatial_transformer_lr_scale == 1
 
 
 def test_variant_validation_names_every_key_and_the_closest_valid_one():

@@ -16,13 +16,19 @@ from segflow.errors import SegflowError
 from segflow.inference.images import gather_input_cases, predict_images
 from segflow.inference.model import load_model
 from segflow.io.image import read_image
-from segflow.networks import NETWORKS, NetworkVariant, build_network
+from segflow.networks import NETWORKS, NetworkVariant, SpatialTransformer, build_network
 from segflow.networks.variants import ARCHITECTURE_NAMES
 from segflow.settings import from_arguments, to_arguments
 from segflow.training.checkpoint import load_checkpoint
 from segflow.training.losses import LOSSES
 from segflow.training.settings import LOSS_NAMES, TrainingSettings
-from segflow.training.trainer import FoldTrainer, build_optimizer, train_fold
+from segflow.training.trainer import (
+    FoldTrainer,
+    build_optimizer,
+    parameter_groups,
+    set_learning_rate,
+    train_fold,
+)
 
 VARIANT = NetworkVariant(encoder_scale=2, norm="group", groups=4)
 SETTINGS = TrainingSettings(
@@ -46,6 +52,27 @@ def test_the_optimizers():
     assert adamw.defaults["lr"] == 0.01 and adamw.defaults["weight_decay"] == 0.01
     with pytest.raises(SegflowError, match="optimizer: must be one of sgd, adamw"):
         TrainingSettings(optimizer="adam")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_localization_network_learns_at_its_own_rate(optimizer):
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    plain = parameter_groups(conv)
+    assert [g["lr_scale"] for g in plain] == [1.0] and len(plain[0]["params"]) == 2
+    stn = SpatialTransformer(conv, 2, in_channels=1)
+    groups = parameter_groups(stn)
+    localization = {id(p) for p in stn.localization.parameters()}
+    assert [g["lr_scale"] for g in groups] == [0.01, 1.0]
+    assert {id(p) for p in groups[0]["params"]} == localization
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in conv.parameters()}
+    opt = build_optimizer(groups, TrainingSettings(optimizer=optimizer, initial_lr=0.02))
+    assert [g["lr"] for g in opt.param_groups] == [0.0002, 0.02]
+    set_learning_rate(opt, 0.005)  # the poly schedule's rate of an epoch
+    assert [g["lr"] for g in opt.param_groups] == [0.00005, 0.005]
+    # An optimizer state saved before the groups had a scale has none: the factor is 1.
+    del opt.param_groups[1]["lr_scale"]
+    set_learning_rate(opt, 0.004)
+    assert opt.param_groups[1]["lr"] == 0.004
 
 
 def test_the_train_command_takes_the_variant_loss_and_optimizer():

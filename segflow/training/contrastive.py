@@ -44,6 +44,7 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable
@@ -82,6 +83,8 @@ _POOLED = 2
 #: Batches of views held out to measure the encoder before and after pretraining.
 _EVALUATION_BATCHES = 4
 SSL_PROGRESS_CSV = "ssl_progress.csv"
+#: The temporary folder of the preprocessed test images, in the output folder.
+_TEST_IMAGES_PREFIX = ".test_images."
 SSL_PROGRESS_PLOT = "ssl_progress.png"
 
 
@@ -380,7 +383,9 @@ def pretrain_encoder(
     )
     output = Path(output_folder)
     output.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".test_images.", dir=output) as unlabelled:
+    for leftover in output.glob(f"{_TEST_IMAGES_PREFIX}*"):  # of a killed run
+        shutil.rmtree(leftover, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=_TEST_IMAGES_PREFIX, dir=output) as unlabelled:
         if test_cases:
             _preprocess_unlabelled(test_cases, plans, configuration, dataset, settings, unlabelled)
         views = ContrastiveViews(

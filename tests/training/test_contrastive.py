@@ -249,6 +249,7 @@ def test_test_images_join_the_pretraining_without_their_labels(textures, tmp_pat
         num_workers=0, test_images=True, seed=3,
     )  # fmt: skip
     out = tmp_path / "ssl"
+    (out / ".test_images.killed").mkdir(parents=True)  # a killed run's, removed
     checkpoint = pretrain_encoder(
         plans_path=textures / "plans.json", configuration="3d_fullres",
         dataset_json=textures / "dataset.json", splits_path=textures / "splits.json",

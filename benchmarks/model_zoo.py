@@ -16,11 +16,12 @@ Snakemake to each model's cross-validation summary of one fold (``training.folds
 Every model trains the same fold with the same epochs, iterations and seed, on the same
 preprocessing and splits (made once, before the first model). The summary of each gives the
 validation Dice per class (the fold's held-out cases predicted at full size, without test-time
-mirroring unless ``--mirroring``), the parameters and the median seconds per training
-iteration; the training job (with the ``pretrain`` job before it, for SSL) runs alone under
-``train_vs_nnunet.TreeMonitor``, which gives the peak RSS of its process tree (Snakemake, the
-trainer and its augmentation worker) sampled every second. The jobs run one after another
-(``--cores`` = ``--threads``), so the models never share the CPU.
+mirroring unless ``--mirroring``), the parameters and the seconds per training iteration
+(the median over the epochs of an epoch's seconds, its validation iterations included, over
+its training iterations); the training job (with the ``pretrain`` job before it, for SSL)
+runs alone under ``train_vs_nnunet.TreeMonitor``, which gives the peak RSS of its process
+tree (Snakemake, the trainer and its augmentation worker) sampled every second. The jobs
+run one after another (``--cores`` = ``--threads``), so the models never share the CPU.
 
 Prints one JSON line (``--result FILE`` also writes it): per dataset, a row per model with
 the Dice per class and their mean, parameters, seconds per iteration; the budget and the
@@ -28,6 +29,13 @@ machine. A tiny smoke run (minutes per model on 2 busy cores; UNETR's ViT-B is t
 
     .venv/bin/python benchmarks/model_zoo.py --datasets isbi --epochs 1 --iterations 2 \\
         --val-iterations 1 --work /tmp/model_zoo
+
+The run in the README (2 epochs x 10 iterations, 2 validation iterations, SSL 2 x 10; about
+an hour per dataset on 2 cores: UNet++ and SwinUNETR in 3D take 30-45 s per iteration, and
+SSL's queue of 1024 keys takes 512 batches to fill at ISBI's batch of 2)::
+
+    .venv/bin/python benchmarks/model_zoo.py --sas --epochs 2 --iterations 10 \\
+        --val-iterations 2 --ssl-epochs 2 --work /tmp/model_zoo_run --result /tmp/model_zoo.json
 """
 
 from __future__ import annotations

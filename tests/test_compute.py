@@ -14,6 +14,7 @@ from segflow.compute import (
     GLIBC_TUNABLES_REUSE_FREED_MEMORY,
     REUSE_FREED_MEMORY_ENV,
     choose_device,
+    release_freed_memory,
     set_up_compute,
 )
 from segflow.errors import SegflowError
@@ -114,3 +115,42 @@ def test_the_tunables_give_another_process_the_same_setting():
     applied, _, mapped = _probe("cpu", **env)
     assert not applied  # segflow left the allocator alone; glibc took the setting at start-up
     assert mapped < 2**20
+
+
+# Frees a written 256 MiB tensor with the heap kept for reuse, then releases the free heap:
+# prints the resident memory (MiB) after the free and after the release.
+_RELEASE_PROBE = textwrap.dedent(
+    """
+    import os
+    import torch
+    from segflow.compute import release_freed_memory, set_up_compute
+
+    def resident():
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+
+    set_up_compute("cpu", 1)
+    tensor = torch.empty(256 * 2**20, dtype=torch.uint8)
+    tensor.fill_(1)
+    del tensor
+    kept = resident()
+    released = release_freed_memory()
+    print(kept, resident(), released)
+    """
+)
+
+
+@pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="needs glibc 2.33 or newer")
+def test_the_kept_heap_is_given_back_before_a_fork():
+    run = subprocess.run(
+        [sys.executable, "-c", _RELEASE_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    kept, after, released = run.stdout.split()
+    assert released == "True"
+    assert int(kept) - int(after) > 200  # the freed 256 MiB stayed resident until released
+
+
+def test_nothing_to_release_without_the_kept_heap(monkeypatch):
+    monkeypatch.setattr("segflow.compute._applied", False)
+    assert release_freed_memory() is False

@@ -41,6 +41,11 @@ padding is computed for the planned patch when the network is built and logged; 
 larger than a fixed-size network takes is refused with an error naming the constraint.
 Constraints no padding can meet (SegResNet's group normalization needs f0 divisible by 8)
 raise :class:`~segflow.errors.SegflowError` naming the constraint.
+
+Self-supervised pretraining (:mod:`segflow.training.contrastive`) trains a zoo network's
+encoder: each family names its down path (:attr:`ZooFamily.encoder`), and
+:class:`ZooEncoder` runs it on the input padded as the network pads it, sharing the
+network's layers.
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ tree (Snakemake, the trainer and its augmentation worker) sampled every second. 
 run one after another (``--cores`` = ``--threads``), so the models never share the CPU.
 
 Prints one JSON line (``--result FILE`` also writes it): per dataset, a row per model with
-the Dice per class and their mean, parameters, seconds per iteration; the budget and the
-machine. A tiny smoke run (minutes per model on 2 busy cores; UNETR's ViT-B is the slowest)::
+the Dice per class and their mean, parameters, seconds per iteration, the training job's peak
+RSS and wall time; the budget and the machine. A tiny smoke run (minutes per model on 2 busy
+cores; UNETR's ViT-B is the slowest)::
 
     .venv/bin/python benchmarks/model_zoo.py --datasets isbi --epochs 1 --iterations 2 \\
         --val-iterations 1 --work /tmp/model_zoo

@@ -351,6 +351,8 @@ class _InputSizes:
         return self.fixed_size
 
     def pad(self, x: Tensor) -> tuple[Tensor, list[int]]:
+        """``x`` padded symmetrically with zeros to :meth:`of` its size, and the voxels added
+        per axis."""
         size = tuple(x.shape[2:])
         extra = [t - s for t, s in zip(self.of(size), size, strict=True)]
         if any(extra):
@@ -393,10 +395,13 @@ class ZooNetwork(nn.Module):
         super().__init__()
         self.family = family
         self.network = network
-        self.multiple = tuple(multiple)
-        self.fixed_size = tuple(fixed_size) if fixed_size is not None else None
-        self.min_voxels_at_bottom = min_voxels_at_bottom
-        self.sizes = _InputSizes(family, self.multiple, self.fixed_size, min_voxels_at_bottom)
+        #: The input sizes it takes (its encoder pads to the same).
+        self.sizes = _InputSizes(
+            family,
+            tuple(multiple),
+            tuple(fixed_size) if fixed_size is not None else None,
+            min_voxels_at_bottom,
+        )
         self.head_prefixes = (f"network.{head}",)
         self.arguments = arguments
         self.deep_supervision = bool(deep_supervision)
@@ -411,6 +416,11 @@ class ZooNetwork(nn.Module):
         """One: no zoo network has nnU-Net's deep supervision."""
         return 1
 
+    @property
+    def fixed_size(self) -> tuple[int, ...] | None:
+        """The one input size the network takes (UNETR), or ``None``."""
+        return self.sizes.fixed_size
+
     def input_size(self, size: Sequence[int]) -> tuple[int, ...]:
         """The size an input of spatial ``size`` is padded to.
 
@@ -419,18 +429,13 @@ class ZooNetwork(nn.Module):
         """
         return self.sizes.of(size)
 
-    def padded(self, x: Tensor) -> tuple[Tensor, list[int]]:
-        """``x`` padded symmetrically with zeros to :meth:`input_size`, and the voxels added
-        per axis."""
-        return self.sizes.pad(x)
-
     def encoder(self) -> ZooEncoder:
         """The encoder of this network (sharing its layers), for self-supervised pretraining."""
         return ZooEncoder(self)
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         size = tuple(x.shape[2:])
-        x, extra = self.padded(x)
+        x, extra = self.sizes.pad(x)
         y = self.network(x)
         if isinstance(y, (list, tuple)):  # BasicUNetPlusPlus returns a list
             y = y[0]

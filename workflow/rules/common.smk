@@ -484,7 +484,7 @@ def pretraining_test_inputs(wildcards):
     if not config["pretraining"]["test_images"]:
         return {}
     return {
-        "dataset_report": checkpoints.validate_dataset.get().output[0],
+        "dataset_report": LAYOUT.dataset_report,
         "test_images": [DATASET / p for case in test_cases().values() for p in case["images"]],
     }
 

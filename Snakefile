@@ -44,6 +44,7 @@ report: "workflow/report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         LAYOUT.plans,
         preprocessed_manifests,
@@ -51,7 +52,6 @@ rule all:
         trained_models,
         crossval_summaries,
         final_targets,
-    default_target: True
 
 
 # `snakemake preprocessed`: everything before training (plans, preprocessed data, splits).

@@ -129,6 +129,7 @@ else:
     INTERPRETER_BIN = str(Path(sys.executable).parent)
     shell.prefix('export PATH={INTERPRETER_BIN:q}:"$PATH"; ')
 
+
 wildcard_constraints:
     case=r"[^/]+",
     configuration=r"[^/]+",
@@ -267,7 +268,9 @@ def _preprocessed_owners():
 
 @functools.lru_cache(maxsize=4)
 def _owners(versions):
-    owners = preprocessed_owners({plans: _plans_content(path, mtime) for plans, path, mtime in versions})
+    owners = preprocessed_owners(
+        {plans: _plans_content(path, mtime) for plans, path, mtime in versions}
+    )
     return {key: model_name(conf, plans) for key, (plans, conf) in owners.items()}
 
 
@@ -308,7 +311,9 @@ def preprocess_batch_inputs(wildcards):
     cases = training_cases()
     files = []
     for case_id in batch:
-        files += [DATASET / p for p in cases[case_id]["images"]] + [DATASET / cases[case_id]["label"]]
+        files += [DATASET / p for p in cases[case_id]["images"]] + [
+            DATASET / cases[case_id]["label"]
+        ]
     return {"cases": files}
 
 
@@ -566,8 +571,9 @@ if (
 
 # The validate jobs write each case's class probabilities when selection compares ensembles
 # (or the user keeps them); they are temporary unless inference.save_probabilities is set.
-SAVE_CV_PROBABILITIES = config["selection"]["ensembles"] or config["inference"]["save_probabilities"]
-
+SAVE_CV_PROBABILITIES = (
+    config["selection"]["ensembles"] or config["inference"]["save_probabilities"]
+)
 
 
 def cv_probabilities_output():
@@ -652,5 +658,11 @@ def final_targets(wildcards=None):
 
 # The names of segflow.report's REPORT_FILES and TEST_REPORT_FILES, written out: importing
 # segflow.report (pandas, matplotlib) would add most of a second to every Snakemake start.
-REPORT_PAGES = ["dataset.html", "plans.html", "crossval.html", "crossval_dice.png", "selection.html"]
+REPORT_PAGES = [
+    "dataset.html",
+    "plans.html",
+    "crossval.html",
+    "crossval_dice.png",
+    "selection.html",
+]
 TEST_REPORT_PAGES = ["test.html", "test_dice.png"]

@@ -16,21 +16,21 @@ rule validate:
         # Class probabilities for ensembles: empty unless SAVE_CV_PROBABILITIES; deleted once
         # `select` has read them unless inference.save_probabilities keeps them.
         probabilities=cv_probabilities_output(),
+    log:
+        LOGS / "validate" / "{configuration}" / "fold_{fold}.log",
+    conda:
+        "../../envs/gpu.yaml"
+    container:
+        config["containers"]["gpu"]
+    threads: config["inference"]["threads"]
+    resources:
+        gpu=0 if config["inference"]["device"] == "cpu" else 1,
     params:
         preprocessed=lambda wc: LAYOUT.preprocessed(preprocessed_configuration(wc.configuration)),
         out_dir=lambda wc: LAYOUT.validation_folder(wc.configuration, wc.fold),
         configuration=lambda wc: plans_configuration(wc.configuration),
         options=inference_options(),
         previous_stage=previous_stage_option,
-    threads: config["inference"]["threads"]
-    resources:
-        gpu=0 if config["inference"]["device"] == "cpu" else 1,
-    conda:
-        "../../envs/gpu.yaml"
-    container:
-        config["containers"]["gpu"]
-    log:
-        LOGS / "validate" / "{configuration}" / "fold_{fold}.log",
     shell:
         "python -m segflow --log={log:q} validate-fold --plans={input.plans:q}"
         " --configuration={params.configuration:q} --fold={wildcards.fold:q}"
@@ -50,13 +50,13 @@ rule previous_stage:
         dataset_json=DATASET / "dataset.json",
     output:
         directory(LAYOUT.previous_stage("{configuration}")),
+    log:
+        LOGS / "previous_stage" / "{configuration}.log",
+    conda:
+        "../../envs/cpu.yaml"
     params:
         preprocessed=lambda wc: LAYOUT.preprocessed(preprocessed_configuration(wc.configuration)),
         configuration=lambda wc: plans_configuration(wc.configuration),
-    conda:
-        "../../envs/cpu.yaml"
-    log:
-        LOGS / "previous_stage" / "{configuration}.log",
     shell:
         "python -m segflow --log={log:q} previous-stage --plans={input.plans:q}"
         " --configuration={params.configuration:q} --dataset-json={input.dataset_json:q}"
@@ -80,12 +80,12 @@ rule crossval:
     output:
         metrics=LAYOUT.crossval_metrics("{configuration}"),
         summary=LAYOUT.crossval_summary("{configuration}"),
-    params:
-        out_dir=lambda wc: LAYOUT.crossval_folder(wc.configuration),
-    conda:
-        "../../envs/cpu.yaml"
     log:
         LOGS / "crossval" / "{configuration}.log",
+    conda:
+        "../../envs/cpu.yaml"
+    params:
+        out_dir=lambda wc: LAYOUT.crossval_folder(wc.configuration),
     shell:
         "python -m segflow --log={log:q} crossval --configuration={wildcards.configuration:q}"
         " --fold-metrics {input.metrics:q} --checkpoints {input.checkpoints:q}"

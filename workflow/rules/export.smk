@@ -15,6 +15,10 @@ rule export:
     output:
         model=directory(LAYOUT.model),
         zip=LAYOUT.model_zip,
+    log:
+        LOGS / "export.log",
+    conda:
+        "../../envs/cpu.yaml"
     params:
         models=LAYOUT.models,
         crossval=LAYOUT.crossval,
@@ -23,10 +27,6 @@ rule export:
             for model in trained_configurations()
             if model_plans(model) is not None
         ],
-    conda:
-        "../../envs/cpu.yaml"
-    log:
-        LOGS / "export.log",
     shell:
         "python -m segflow --log={log:q} export --dataset-json={input.dataset_json:q}"
         " --plans={input.plans:q} --fingerprint={input.fingerprint:q}"

@@ -7,6 +7,13 @@ rule fingerprint_batch:
         dataset_json=DATASET / "dataset.json",
     output:
         LAYOUT.fingerprint_batch("{batch}"),
+    log:
+        LOGS / "fingerprint" / "{batch}.log",
+    conda:
+        "../../envs/cpu.yaml"
+    threads: config["fingerprint"]["threads"]
+    resources:
+        mem_mb=fingerprint_batch_mem_mb,
     params:
         # The report names the batch's cases; their files are the inputs above, so the report
         # itself, rewritten whenever any case changes, does not rerun every batch.
@@ -14,13 +21,6 @@ rule fingerprint_batch:
         cases_per_job=config["fingerprint"]["cases_per_job"],
         seed=config["seed"],
         samples=config["fingerprint"]["samples_per_case"],
-    threads: config["fingerprint"]["threads"]
-    resources:
-        mem_mb=fingerprint_batch_mem_mb,
-    conda:
-        "../../envs/cpu.yaml"
-    log:
-        LOGS / "fingerprint" / "{batch}.log",
     shell:
         "python -m segflow --log={log:q} fingerprint-batch --dataset-json={input.dataset_json:q}"
         " --dataset-report={params.report:q} --batch={wildcards.batch:q}"
@@ -34,14 +34,14 @@ rule fingerprint:
         batches=lambda wc: [LAYOUT.fingerprint_batch(b) for b in fingerprint_batches()],
     output:
         LAYOUT.fingerprint,
-    params:
-        seed=config["seed"],
-    resources:
-        mem_mb=fingerprint_mem_mb,
-    conda:
-        "../../envs/cpu.yaml"
     log:
         LOGS / "fingerprint.log",
+    conda:
+        "../../envs/cpu.yaml"
+    resources:
+        mem_mb=fingerprint_mem_mb,
+    params:
+        seed=config["seed"],
     shell:
         "python -m segflow --log={log:q} fingerprint --dataset-json={input.dataset_json:q}"
         " --batches {input.batches:q} --seed={params.seed:q} --out={output:q}"

@@ -6,15 +6,15 @@ if HOLDOUT is not None:
     rule make_holdout:
         output:
             DATASET / "dataset.json",
+        log:
+            LOGS / "make_holdout.log",
+        conda:
+            "../../envs/cpu.yaml"
         params:
             source=_argument_path(HOLDOUT["source"]),
             dataset=DATASET,
             test_cases=HOLDOUT["test_cases"],
             seed=HOLDOUT["seed"],
-        conda:
-            "../../envs/cpu.yaml"
-        log:
-            LOGS / "make_holdout.log",
         shell:
             "python -m segflow --log={log:q} holdout --dataset={params.source:q}"
             " --output={params.dataset:q} --num-test={params.test_cases:q} --seed={params.seed:q}"

@@ -7,6 +7,10 @@ checkpoint plan:
         source_plans=config["planning"]["plans_from"] or [],
     output:
         LAYOUT.plans,
+    log:
+        LOGS / "plan.log",
+    conda:
+        "../../envs/cpu.yaml"
     params:
         preset=config["planning"]["preset"],
         # Options as lists of whole arguments: `:q` quotes each one.
@@ -21,10 +25,6 @@ checkpoint plan:
             if config["planning"][key] is not None
         ],
         seed=config["seed"],
-    conda:
-        "../../envs/cpu.yaml"
-    log:
-        LOGS / "plan.log",
     shell:
         (
             "python -m segflow --log={log:q} move-plans --source-plans={input.source_plans:q}"
@@ -47,12 +47,12 @@ checkpoint plan_experiment:
         source_plans=lambda wc: experiment_planning_section(wc.plans)["plans_from"] or [],
     output:
         LAYOUT.named_plans("{plans}"),
+    log:
+        LOGS / "plan" / "{plans}.log",
+    conda:
+        "../../envs/cpu.yaml"
     params:
         command=lambda wc: planning_command(experiment_planning_section(wc.plans)),
         options=lambda wc, input: planning_options(experiment_planning_section(wc.plans), input),
-    conda:
-        "../../envs/cpu.yaml"
-    log:
-        LOGS / "plan" / "{plans}.log",
     shell:
         "python -m segflow --log={log:q} {params.command:q} {params.options:q} --out={output:q}"

@@ -7,19 +7,19 @@ rule predict:
         models=trained_models,
     output:
         LAYOUT.raw_prediction("{case}", "{ending}"),
-    params:
-        models=LAYOUT.models,
-        out_dir=LAYOUT.raw_predictions,
-        options=prediction_options(),
-    threads: config["inference"]["threads"]
-    resources:
-        gpu=0 if config["inference"]["device"] == "cpu" else 1,
+    log:
+        LOGS / "predict" / "{case}{ending}.log",
     conda:
         "../../envs/gpu.yaml"
     container:
         config["containers"]["gpu"]
-    log:
-        LOGS / "predict" / "{case}{ending}.log",
+    threads: config["inference"]["threads"]
+    resources:
+        gpu=0 if config["inference"]["device"] == "cpu" else 1,
+    params:
+        models=LAYOUT.models,
+        out_dir=LAYOUT.raw_predictions,
+        options=prediction_options(),
     shell:
         "python -m segflow --log={log:q} predict -i {input.images:q} --output={params.out_dir:q}"
         " --model={params.models:q} --selection={input.selection:q} --no-postprocessing"
@@ -33,10 +33,10 @@ rule apply_postprocessing:
         dataset_json=DATASET / "dataset.json",
     output:
         directory(LAYOUT.predictions),
-    conda:
-        "../../envs/cpu.yaml"
     log:
         LOGS / "apply_postprocessing.log",
+    conda:
+        "../../envs/cpu.yaml"
     shell:
         "python -m segflow --log={log:q} apply-postprocessing"
         " --postprocessing={input.postprocessing:q} -i {input.raw:q} --output={output:q}"
@@ -51,13 +51,13 @@ rule evaluate:
     output:
         metrics=LAYOUT.test_metrics,
         summary=LAYOUT.test_summary,
+    log:
+        LOGS / "evaluate.log",
+    conda:
+        "../../envs/cpu.yaml"
     params:
         cases=labelled_test_predictions,
         references=DATASET / "labelsTs",
-    conda:
-        "../../envs/cpu.yaml"
-    log:
-        LOGS / "evaluate.log",
     shell:
         "python -m segflow --log={log:q} evaluate --references={params.references:q}"
         " --predictions {params.cases:q} --dataset-json={input.dataset_json:q}"

@@ -9,18 +9,18 @@ rule preprocess:
         dataset_json=DATASET / "dataset.json",
     output:
         LAYOUT.preprocess_manifest("{configuration}", "{batch}"),
+    log:
+        LOGS / "preprocess" / "{configuration}" / "{batch}.log",
+    conda:
+        "../../envs/cpu.yaml"
+    threads: config["preprocessing"]["threads"]
+    resources:
+        mem_mb=preprocess_mem_mb,
     params:
         report=LAYOUT.dataset_report,
         # One `--case-ids=<id>` each: an id beginning with '-' is still a value.
         case_ids=lambda wc: [f"--case-ids={c}" for c in preprocess_batches()[wc.batch]],
         out_dir=lambda wc: LAYOUT.preprocessed(wc.configuration),
-    threads: config["preprocessing"]["threads"]
-    resources:
-        mem_mb=preprocess_mem_mb,
-    conda:
-        "../../envs/cpu.yaml"
-    log:
-        LOGS / "preprocess" / "{configuration}" / "{batch}.log",
     shell:
         "python -m segflow --log={log:q} preprocess --plans={input.plans:q}"
         " --configuration={wildcards.configuration:q} --dataset-json={input.dataset_json:q}"
@@ -37,17 +37,17 @@ rule preprocess_experiment:
         dataset_json=DATASET / "dataset.json",
     output:
         LAYOUT.preprocess_manifest(model_name("{configuration}", "{plans}"), "{batch}"),
+    log:
+        LOGS / "preprocess" / model_name("{configuration}", "{plans}") / "{batch}.log",
+    conda:
+        "../../envs/cpu.yaml"
+    threads: config["preprocessing"]["threads"]
+    resources:
+        mem_mb=preprocess_mem_mb,
     params:
         report=LAYOUT.dataset_report,
         case_ids=lambda wc: [f"--case-ids={c}" for c in preprocess_batches()[wc.batch]],
         out_dir=lambda wc: LAYOUT.preprocessed(model_name(wc.configuration, wc.plans)),
-    threads: config["preprocessing"]["threads"]
-    resources:
-        mem_mb=preprocess_mem_mb,
-    conda:
-        "../../envs/cpu.yaml"
-    log:
-        LOGS / "preprocess" / model_name("{configuration}", "{plans}") / "{batch}.log",
     shell:
         "python -m segflow --log={log:q} preprocess --plans={input.plans:q}"
         " --configuration={wildcards.configuration:q} --dataset-json={input.dataset_json:q}"

@@ -18,21 +18,21 @@ rule pretrain:
             subcategory="{configuration}",
             labels={"configuration": "{configuration}", "stage": "self-supervised pretraining"},
         ),
+    log:
+        LOGS / "pretrain" / "{configuration}.log",
+    conda:
+        "../../envs/gpu.yaml"
+    container:
+        config["containers"]["gpu"]
+    threads: config["training"]["threads"]
+    resources:
+        gpu=0 if config["training"]["device"] == "cpu" else 1,
     params:
         preprocessed=lambda wc: LAYOUT.preprocessed(preprocessed_configuration(wc.configuration)),
         out_dir=lambda wc: LAYOUT.pretraining(wc.configuration),
         configuration=lambda wc: plans_configuration(wc.configuration),
         options=lambda wc: pretraining_options(model_experiment(wc.configuration)),
         test_images=pretraining_test_option,
-    threads: config["training"]["threads"]
-    resources:
-        gpu=0 if config["training"]["device"] == "cpu" else 1,
-    conda:
-        "../../envs/gpu.yaml"
-    container:
-        config["containers"]["gpu"]
-    log:
-        LOGS / "pretrain" / "{configuration}.log",
     shell:
         "python -m segflow --log={log:q} pretrain --plans={input.plans:q}"
         " --configuration={params.configuration:q} --dataset-json={input.dataset_json:q}"

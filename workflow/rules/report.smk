@@ -10,7 +10,9 @@ rule report_pages:
         selection=LAYOUT.selection,
         postprocessing=LAYOUT.postprocessing,
     output:
-        report(LAYOUT.report / "dataset.html", caption="../report/dataset.rst", category="1. Dataset"),
+        report(
+            LAYOUT.report / "dataset.html", caption="../report/dataset.rst", category="1. Dataset"
+        ),
         report(LAYOUT.report / "plans.html", caption="../report/plans.rst", category="2. Plans"),
         report(
             LAYOUT.report / "crossval.html",
@@ -27,12 +29,12 @@ rule report_pages:
             caption="../report/selection.rst",
             category="5. Selection and postprocessing",
         ),
-    params:
-        out_dir=LAYOUT.report,
-    conda:
-        "../../envs/cpu.yaml"
     log:
         LOGS / "report_pages.log",
+    conda:
+        "../../envs/cpu.yaml"
+    params:
+        out_dir=LAYOUT.report,
     shell:
         "python -m segflow --log={log:q} report-pages --part=main"
         " --dataset-json={input.dataset_json:q} --dataset-report={input.dataset_report:q}"
@@ -47,18 +49,20 @@ if HAS_TEST_LABELS:
         input:
             metrics=LAYOUT.test_metrics,
         output:
-            report(LAYOUT.report / "test.html", caption="../report/test.rst", category="6. Test set"),
+            report(
+                LAYOUT.report / "test.html", caption="../report/test.rst", category="6. Test set"
+            ),
             report(
                 LAYOUT.report / "test_dice.png",
                 caption="../report/test_dice.rst",
                 category="6. Test set",
             ),
-        params:
-            out_dir=LAYOUT.report,
-        conda:
-            "../../envs/cpu.yaml"
         log:
             LOGS / "report_test_pages.log",
+        conda:
+            "../../envs/cpu.yaml"
+        params:
+            out_dir=LAYOUT.report,
         shell:
             "python -m segflow --log={log:q} report-pages --part=test"
             " --test-metrics={input.metrics:q} --out-dir={params.out_dir:q}"

@@ -7,13 +7,13 @@ rule select:
     output:
         selection=LAYOUT.selection,
         predictions=directory(LAYOUT.selection_predictions),
+    log:
+        LOGS / "select.log",
+    conda:
+        "../../envs/cpu.yaml"
     params:
         crossval=crossval_folders,
         options=[] if config["selection"]["ensembles"] else ["--no-ensembles"],
-    conda:
-        "../../envs/cpu.yaml"
-    log:
-        LOGS / "select.log",
     shell:
         "python -m segflow --log={log:q} select --crossval {params.crossval:q}"
         " --dataset-json={input.dataset_json:q} --dataset-report={input.dataset_report:q}"
@@ -26,13 +26,13 @@ rule postprocess:
         dataset_json=DATASET / "dataset.json",
     output:
         LAYOUT.postprocessing,
+    log:
+        LOGS / "postprocess.log",
+    conda:
+        "../../envs/cpu.yaml"
     params:
         references=DATASET / "labelsTr",
         options=[] if config["postprocessing"]["largest_component"] else ["--no-largest-component"],
-    conda:
-        "../../envs/cpu.yaml"
-    log:
-        LOGS / "postprocess.log",
     shell:
         "python -m segflow --log={log:q} postprocess --predictions {input.predictions:q}"
         " --references={params.references:q} --dataset-json={input.dataset_json:q}"

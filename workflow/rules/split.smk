@@ -5,6 +5,10 @@ rule split:
         extra=[config["splits"][k] for k in ("manual", "groups") if config["splits"][k]],
     output:
         LAYOUT.splits,
+    log:
+        LOGS / "split.log",
+    conda:
+        "../../envs/cpu.yaml"
     params:
         num_folds=config["splits"]["num_folds"],
         seed=config["seed"],
@@ -13,10 +17,6 @@ rule split:
             for k in ("manual", "groups")
             if config["splits"][k]
         ],
-    conda:
-        "../../envs/cpu.yaml"
-    log:
-        LOGS / "split.log",
     shell:
         "python -m segflow --log={log:q} split --dataset-report={input.report:q}"
         " --num-folds={params.num_folds:q} --seed={params.seed:q} {params.options:q}"

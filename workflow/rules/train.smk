@@ -20,6 +20,16 @@ rule train:
             subcategory="{configuration}",
             labels={"configuration": "{configuration}", "fold": "{fold}"},
         ),
+    log:
+        LOGS / "train" / "{configuration}" / "fold_{fold}.log",
+    conda:
+        "../../envs/gpu.yaml"
+    container:
+        config["containers"]["gpu"]
+    threads: config["training"]["threads"]
+    resources:
+        # One GPU per data-parallel process of the fold (training.num_processes).
+        gpu=0 if config["training"]["device"] == "cpu" else config["training"]["num_processes"],
     params:
         preprocessed=lambda wc: LAYOUT.preprocessed(preprocessed_configuration(wc.configuration)),
         out_dir=lambda wc: LAYOUT.fold_model(wc.configuration, wc.fold),
@@ -27,16 +37,6 @@ rule train:
         # Per model: changing one experiment's overrides reruns only its jobs.
         options=lambda wc: training_options(model_experiment(wc.configuration), wc.configuration),
         previous_stage=previous_stage_option,
-    threads: config["training"]["threads"]
-    resources:
-        # One GPU per data-parallel process of the fold (training.num_processes).
-        gpu=0 if config["training"]["device"] == "cpu" else config["training"]["num_processes"],
-    conda:
-        "../../envs/gpu.yaml"
-    container:
-        config["containers"]["gpu"]
-    log:
-        LOGS / "train" / "{configuration}" / "fold_{fold}.log",
     shell:
         "python -m segflow --log={log:q} train --plans={input.plans:q}"
         " --configuration={params.configuration:q} --fold={wildcards.fold:q}"

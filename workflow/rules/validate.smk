@@ -4,13 +4,13 @@ checkpoint validate_dataset:
         dataset_files,
     output:
         LAYOUT.dataset_report,
-    params:
-        dataset=DATASET,
-    threads: config["validation"]["threads"]
-    conda:
-        "../../envs/cpu.yaml"
     log:
         LOGS / "validate_dataset.log",
+    conda:
+        "../../envs/cpu.yaml"
+    threads: config["validation"]["threads"]
+    params:
+        dataset=DATASET,
     shell:
         "python -m segflow --log={log:q} validate-dataset --dataset={params.dataset:q}"
         " --workers={threads:q} --out={output:q}"

@@ -1,6 +1,8 @@
 # segflow: `make demo` runs the workflow on the built-in synthetic dataset,
 # `make test` runs the test suite. Both create .venv from requirements.lock when needed.
-# `make images` builds the CPU and GPU images (containers/) with podman.
+# `make images` builds the CPU and GPU images (containers/) with podman. `make docs` builds the
+# documentation site into site/; `make docs-reference` regenerates its reference pages (and
+# config/README.md's key list) from the schema, the command line and segflow/layout.py.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +11,7 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint dry-run clean-demo venv images
+.PHONY: demo test lint dry-run clean-demo venv images docs docs-reference
 
 venv: $(STAMP)
 
@@ -38,6 +40,13 @@ dry-run: $(STAMP)
 
 clean-demo:
 	rm -rf results/demo resources/demo
+
+docs-reference: $(STAMP)
+	$(BIN)/python scripts/make_docs_reference.py
+
+# --strict: a broken link or anchor, or a page left out of the navigation, fails the build.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # The images, tagged as the config pulls them (ghcr.io/segflow/segflow-{cpu,gpu}:<version>),
 # with this machine's pip cert and wheel folders mounted for the build

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Developer check: ruff on the package, tests, benchmarks and scripts, snakefmt on the rules,
-# then snakemake --lint on the demo config. Run from the repository root with the virtualenv's tools on PATH
-# (`make lint` does both).
+# then snakemake --lint on the demo config. Run from the repository root with the virtualenv's
+# tools on PATH (`make lint` does both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff check segflow tests benchmarks scripts

@@ -209,3 +209,17 @@ def test_one_version_everywhere():
     images = SCHEMA["properties"]["containers"]["properties"]
     assert images["cpu"]["default"].endswith(f":{version}")
     assert images["gpu"]["default"].endswith(f":{version}")
+
+
+def test_every_script_and_file_the_pages_name_exists():
+    named = set()
+    for page in [REPO / "README.md", REPO / "CHANGELOG.md", *sorted(DOCS.rglob("*.md"))]:
+        named |= set(re.findall(r"\b((?:benchmarks|scripts|containers|envs|tests)/[\w/.-]+\.\w+)\b",
+                                page.read_text()))  # fmt: skip
+    assert any(name.startswith("benchmarks/") for name in named)
+    # benchmarks/README.md (the benchmarks' index) comes from another branch; once merged it is
+    # checked like the rest.
+    missing = sorted(
+        name for name in named - {"benchmarks/README.md"} if not (REPO / name).exists()
+    )
+    assert not missing, f"the documentation names files that do not exist: {missing}"

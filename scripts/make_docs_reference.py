@@ -78,13 +78,15 @@ def _type(sub: dict[str, Any]) -> str:
     if "oneOf" in sub:
         return " or ".join(_type(option) for option in sub["oneOf"])
     if "enum" in sub:
-        return "one of: " + ", ".join(_yaml_value(v) for v in sub["enum"])
+        values = [_yaml_value(v) for v in sub["enum"]]
+        return values[0] if len(values) == 1 else "one of: " + ", ".join(values)
     types = sub.get("type", "any")
     types = [types] if isinstance(types, str) else list(types)
     words = []
     for kind in types:
         if kind == "array" and "items" in sub:
-            words.append(f"list of {_type(sub['items'])}")
+            item = _type(sub["items"])
+            words.append(f"list of ({item})" if " " in item else f"list of {item}")
         elif kind == "object" and isinstance(sub.get("additionalProperties"), dict):
             words.append("mapping of names to objects")
         else:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -254,7 +255,8 @@ def test_the_fine_tuning_files_are_checked(tmp_path):
     ]
     config["planning"]["plans_from"] = "plans.json"
     (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / "checkpoint_final.pt").write_bytes(b"")
+    with zipfile.ZipFile(tmp_path / "runs" / "checkpoint_final.pt", "w") as archive:
+        archive.writestr("checkpoint_final/data.pkl", b"")  # a zip archive, as torch.save's
     checked = check_config(config, SCHEMA, base=tmp_path)
     assert checked["training"]["pretrained_weights"] == "runs/checkpoint_final.pt"
 

@@ -102,6 +102,9 @@ DELIBERATE: dict[tuple[str, str], str] = {
     # split stage's own checked readers, so that a malformed file stops the run before any
     # job; lazy imports of the light segflow.training.splits.
     ("segflow.config", "training"): "checks splits.manual and splits.groups",
+    # ... and that pretrained_weights names a PyTorch checkpoint, with the checkpoint reader's
+    # own test (segflow.io.torch_files: standard library only).
+    ("segflow.config", "io"): "checks pretrained_weights is a PyTorch checkpoint",
 }
 
 #: Parts that must not import torch: they neither build nor run networks.

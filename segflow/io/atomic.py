@@ -26,10 +26,12 @@ from segflow.errors import DiskFullError, Problem, SegflowError, printable
 
 __all__ = [
     "FULL_DISK_MARGIN",
+    "NAME_MAX",
     "atomic_path",
     "check_output_file",
     "disk_full_error",
     "read_json",
+    "temporary_prefix",
     "write_json",
     "write_text",
 ]
@@ -107,7 +109,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         # Keep the real suffix last: some writers (SimpleITK) choose the format by it.
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".tmp-{target.stem}-", suffix="".join(target.suffixes), dir=target.parent
+            prefix=temporary_prefix(target), suffix=_suffixes(target), dir=target.parent
         )
     except OSError as err:
         full = disk_full_error(target, err)
@@ -133,6 +135,27 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         if full is not None:
             raise full from None
         raise
+
+
+#: The longest file name the file systems segflow runs on allow (bytes).
+NAME_MAX = 255
+#: Bytes ``tempfile.mkstemp`` puts between the prefix and the suffix.
+_RANDOM_PART = 8
+
+
+def _suffixes(target: Path) -> str:
+    suffixes = "".join(target.suffixes)
+    return suffixes if len(os.fsencode(suffixes)) <= NAME_MAX // 4 else target.suffix
+
+
+def temporary_prefix(target: str | os.PathLike[str]) -> str:
+    """How the temporary files of :func:`atomic_path` for ``target`` begin:
+    ``.tmp-<target stem>-``, the stem shortened so that the temporary name stays within
+    :data:`NAME_MAX` bytes whenever the target's name does (a case id of 240 bytes)."""
+    target = Path(target)
+    budget = NAME_MAX - len(".tmp--") - _RANDOM_PART - len(os.fsencode(_suffixes(target)))
+    # Cut in bytes; a character cut in two is kept as its bytes (surrogate escapes).
+    return f".tmp-{os.fsdecode(os.fsencode(target.stem)[: max(budget, 1)])}-"
 
 
 def check_output_file(target: str | os.PathLike[str]) -> Path:

@@ -88,7 +88,7 @@ class _LogFile(logging.FileHandler):
     """The ``--log`` file; it stops writing, without a traceback, once the disk is full (the
     error that follows names the file the stage was writing)."""
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+    def handleError(self, record: logging.LogRecord) -> None:
         if isinstance(sys.exc_info()[1], OSError):
             self.setLevel(logging.CRITICAL + 1)
             return

@@ -26,7 +26,6 @@ from segflow.errors import Problem, SegflowError
 __all__ = [
     "DEVICE_NAMES",
     "EXPERIMENT_NAME",
-    "NAME_MAX",
     "PLANNED_CONFIGURATIONS",
     "SHARED_TRAINING_KEYS",
     "ConfigError",
@@ -37,7 +36,6 @@ __all__ = [
     "experiment_sections",
     "load_config_schema",
     "merge_training",
-    "periodic_suffix",
 ]
 
 #: An experiment's name: it becomes part of folder names (``3d_fullres__<name>``), so a short
@@ -58,12 +56,6 @@ SHARED_TRAINING_KEYS = (
 #: The configurations segflow.planning can plan (which of them a dataset gets is decided by
 #: the plans).
 PLANNED_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
-#: The longest name a file or folder may have on the file systems segflow runs on (bytes).
-NAME_MAX = 255
-#: Snakemake refuses a wildcard value that ends in one substring repeated this many times or
-#: more (it takes it for a rule that would call itself without end).
-SNAKEMAKE_PERIODIC_REPEATS = 20
-_PERIODIC_SUFFIX = re.compile(rf"(.+?)\1{{{SNAKEMAKE_PERIODIC_REPEATS - 1},}}$", re.S)
 #: The cascade's stages: each trains on the cross-validation predictions of the one before.
 PREVIOUS_STAGES = {"3d_cascade_fullres": "3d_lowres"}
 
@@ -301,6 +293,8 @@ def _path_problems(config: dict[str, Any], base: Path) -> list[Problem]:
 def _results_problems(config: dict[str, Any], base: Path) -> list[Problem]:
     """The results folder (``results``, default ``results/<dataset folder's name>``): a folder
     it can be, outside the raw dataset, with names a file system takes."""
+    from segflow.io.names import NAME_MAX
+
     given = config.get("results")
     key = "results" if given else "results (default: results/<dataset folder name>)"
     dataset = base / config["dataset"]
@@ -578,18 +572,11 @@ def _experiment_problems(
     return problems
 
 
-def periodic_suffix(value: str) -> tuple[str, int] | None:
-    """The substring ``value`` ends in, repeated :data:`SNAKEMAKE_PERIODIC_REPEATS` times or
-    more, with its count; None when there is none (Snakemake accepts it as a wildcard)."""
-    match = _PERIODIC_SUFFIX.search(value)
-    if match is None:
-        return None
-    unit = match.group(1)
-    return unit, len(match.group(0)) // len(unit)
-
-
 def _experiment_name_problems(name: str, where: str) -> list[Problem]:
     """What the folders and wildcards made from an experiment's name cannot carry."""
+    # Standard library only, like this module (see segflow.io.names).
+    from segflow.io.names import NAME_MAX, SNAKEMAKE_PERIODIC_REPEATS, periodic_suffix
+
     problems = []
     longest = max(PLANNED_CONFIGURATIONS, key=len) + "__" + name
     size = len(longest.encode("utf-8"))

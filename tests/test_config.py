@@ -14,8 +14,8 @@ from segflow.config import (
     experiment_plans,
     experiment_sections,
     load_config_schema,
-    periodic_suffix,
 )
+from segflow.io.names import periodic_suffix
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_config_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")

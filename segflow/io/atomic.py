@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from segflow.errors import DiskFullError, Problem, SegflowError, printable
+from segflow.io.names import NAME_MAX
 
 __all__ = [
     "FULL_DISK_MARGIN",
-    "NAME_MAX",
     "atomic_path",
     "check_output_file",
     "disk_full_error",
@@ -137,8 +137,6 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-#: The longest file name the file systems segflow runs on allow (bytes).
-NAME_MAX = 255
 #: Bytes ``tempfile.mkstemp`` puts between the prefix and the suffix.
 _RANDOM_PART = 8
 

@@ -32,6 +32,7 @@ import numpy as np
 from segflow.errors import Problem
 from segflow.io.dataset import IGNORE_LABEL_NAME, MAX_LABEL_VALUE, DatasetJson, listing
 from segflow.io.image import NATURAL_2D_ENDINGS, ImageData, ImageReadError, read_image
+from segflow.io.names import SNAKEMAKE_PERIODIC_REPEATS, periodic_suffix
 from segflow.io.nifti import scan_nifti
 from segflow.io.resampled_size import resampled_size_problem
 from segflow.validation.layout import CaseFiles
@@ -48,6 +49,7 @@ __all__ = [
     "check_intensities",
     "check_label_declarations",
     "check_resampled_sizes",
+    "check_test_case_ids",
     "geometry_differences",
     "label_warnings",
 ]
@@ -654,3 +656,23 @@ def _median_of_others(values: np.ndarray) -> np.ndarray:
         else:
             out[index] = (kth(m // 2 - 1, rank) + kth(m // 2, rank)) / 2
     return out
+
+
+def check_test_case_ids(cases: Sequence[CaseFiles]) -> list[Problem]:
+    """Test case ids Snakemake refuses as the predict rule's ``{case}`` wildcard: ending in
+    one substring repeated :data:`~segflow.io.names.SNAKEMAKE_PERIODIC_REPEATS` times."""
+    problems = []
+    for case in cases:
+        periodic = periodic_suffix(case.case_id)
+        if periodic is not None:
+            unit, count = periodic
+            problems.append(
+                Problem(
+                    case.images[0] if case.images else case.label or case.case_id,
+                    f"case id '{case.case_id}' ends in {unit!r} repeated {count} times, which "
+                    "Snakemake refuses as a wildcard (the workflow predicts each test case "
+                    "by its id); rename the case without "
+                    f"{SNAKEMAKE_PERIODIC_REPEATS} repeats at its end",
+                )
+            )
+    return problems

@@ -23,6 +23,7 @@ from segflow.validation.checks import (
     check_intensities,
     check_label_declarations,
     check_resampled_sizes,
+    check_test_case_ids,
     label_warnings,
 )
 from segflow.validation.layout import CaseFiles, check_folders, discover_cases
@@ -92,6 +93,7 @@ def validate_dataset(dataset_dir: str | Path, workers: int = 1) -> dict[str, Any
     layout = discover_cases(root, dataset)
     problems += layout.problems
     warnings += layout.warnings
+    problems += check_test_case_ids(layout.test)
 
     cases = [*layout.training, *layout.test]
     logger.info(

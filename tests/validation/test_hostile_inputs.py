@@ -630,6 +630,22 @@ def test_an_mri_case_whose_range_dwarfs_the_others_is_a_warning(tiny, caplog):
     assert warning.endswith("; the channel is normalized per image, but check the file")
 
 
+def test_a_test_case_id_snakemake_refuses_as_a_wildcard(make_dataset, problems_of):
+    dataset = make_dataset(test_cases=1)
+    case = "scan_" + "0" * 25  # Snakemake: PeriodicWildcardError in the predict rule
+    dataset.image("test_000", split="Ts").rename(dataset.image(case, split="Ts"))
+    assert problems_of(dataset) == [
+        f"imagesTs/{case}_0000.nii.gz: case id '{case}' ends in '0' repeated 25 times, which "
+        "Snakemake refuses as a wildcard (the workflow predicts each test case by its id); "
+        "rename the case without 20 repeats at its end"
+    ]
+    # A training case's id is no wildcard; nineteen repeats are fine anywhere.
+    dataset.image(case, split="Ts").rename(dataset.image("scan_" + "0" * 19, split="Ts"))
+    dataset.image("case_001").rename(dataset.image("case_" + "1" * 30))
+    dataset.label("case_001").rename(dataset.label("case_" + "1" * 30))
+    assert len(validate_dataset(dataset.root)["training_cases"]) == 3
+
+
 def test_the_median_of_the_other_cases_is_exact():
     from segflow.validation.checks import _median_of_others
 

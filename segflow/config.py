@@ -337,6 +337,21 @@ def _results_problems(config: dict[str, Any], base: Path) -> list[Problem]:
                 "a results folder outside it",
             )
         )
+    source = (config["holdout"] or {}).get("source")
+    if source is not None:  # the raw data is the holdout's source; `dataset` is built
+        raw = (base / source).resolve()
+        for name, value, path in (("results", shown, out), ("dataset", config["dataset"], dataset)):
+            built = path.resolve()
+            if built == raw or raw in built.parents:
+                where = "is" if built == raw else "lies inside"
+                problems.append(
+                    Problem(
+                        key if name == "results" else "dataset",
+                        f"{value} {where} holdout.source {source}: the run would write among "
+                        "the source dataset's files; keep raw data read-only and choose a "
+                        "folder outside it",
+                    )
+                )
     return problems
 
 

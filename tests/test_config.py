@@ -563,3 +563,21 @@ def test_budget_numbers_beyond_the_bound_are_refused_on_the_command_line_too():
     ]
     with pytest.raises(SegflowError, match="iterations_per_epoch: must be at most 1,000,000"):
         PretrainingSettings(iterations_per_epoch=10**7)
+
+
+def test_a_holdout_built_or_written_inside_its_source_is_refused(tmp_path):
+    _raw(tmp_path)
+    config = {
+        "dataset": "Dataset001_X/held_out",
+        "results": "Dataset001_X/out",
+        "holdout": {"source": "Dataset001_X", "test_cases": 1},
+    }
+    assert _problems(config, base=tmp_path) == [
+        "results: Dataset001_X/out lies inside holdout.source Dataset001_X: the run would write "
+        "among the source dataset's files; keep raw data read-only and choose a folder outside "
+        "it",
+        "dataset: Dataset001_X/held_out lies inside holdout.source Dataset001_X: the run would "
+        "write among the source dataset's files; keep raw data read-only and choose a folder "
+        "outside it",
+    ]
+    check_config({**config, "dataset": "held_out", "results": "out"}, SCHEMA, base=tmp_path)

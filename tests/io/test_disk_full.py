@@ -117,6 +117,8 @@ def test_the_command_line_ends_in_one_line_for_enospc_anywhere(tmp_path, capsys,
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "x.tmp"))
 
     monkeypatch.setattr(segflow.validation.validate, "validate_dataset", full)
+    # The package's lazy export may already hold the function.
+    monkeypatch.setattr(segflow.validation, "validate_dataset", full, raising=False)
     status = main(["validate-dataset", "--dataset", "d", "--out", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert status == 1

@@ -71,15 +71,16 @@ def disk_full_error(target: str | os.PathLike[str], err: BaseException) -> DiskF
     """The one-line error for a write of ``target`` that failed with ``err`` because its file
     system is full; None when something else made it fail.
 
-    ``OSError`` tells by its ``errno`` (``ENOSPC``, ``EDQUOT``); other errors from writers
-    that swallow it (blosc2, ITK, PyTorch raise ``RuntimeError``) count when less than
-    :data:`FULL_DISK_MARGIN` is left on the file system.
+    ``OSError`` tells by its ``errno`` (``ENOSPC``, ``EDQUOT``); the other ``OSError`` and
+    ``RuntimeError`` of writers that swallow it (blosc2, ITK and PyTorch raise
+    ``RuntimeError``) count when less than :data:`FULL_DISK_MARGIN` is left on the file
+    system. Any other exception is never the disk's.
     """
     target = Path(target)
-    if isinstance(err, SegflowError) or not isinstance(err, Exception):
-        return None
     if isinstance(err, OSError) and err.errno in _NO_SPACE:
         cause = _NO_SPACE[err.errno]
+    elif not isinstance(err, OSError | RuntimeError):
+        return None  # a mistake of the caller's, an interruption, a user error: not the disk's
     else:
         free = _free_bytes(target.parent)
         if free is None or free >= FULL_DISK_MARGIN:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from segflow.cli import main
-from segflow.errors import DiskFullError, SegflowError
+from segflow.errors import DiskFullError, Interrupted, SegflowError
 from segflow.io.atomic import (
     FULL_DISK_MARGIN,
     atomic_path,
@@ -93,10 +93,15 @@ def test_quota_and_no_inode_left(tmp_path, monkeypatch):
         write_json(tmp_path / "plans.json", {})
 
 
-def test_other_errors_are_not_taken_for_a_full_disk(tmp_path):
+def test_other_errors_are_not_taken_for_a_full_disk(tmp_path, monkeypatch):
     assert disk_full_error(tmp_path / "a", OSError(errno.EACCES, "Permission denied")) is None
     assert disk_full_error(tmp_path / "a", RuntimeError("boom")) is None  # space is left
+    # On a full disk, only what a writer raises counts: not a caller's mistake, not a signal.
+    monkeypatch.setattr(os, "statvfs", lambda path: _Statvfs(0))
+    assert disk_full_error(tmp_path / "a", RuntimeError("boom")) is not None
+    assert disk_full_error(tmp_path / "a", ValueError("a bad value")) is None
     assert disk_full_error(tmp_path / "a", SegflowError("a user mistake")) is None
+    assert disk_full_error(tmp_path / "a", Interrupted("saved", 15)) is None
     assert disk_full_error(tmp_path / "a", KeyboardInterrupt()) is None
 
 

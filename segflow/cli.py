@@ -129,9 +129,7 @@ def _configure_logging(verbose: bool, log_file: Path | None) -> list[logging.Han
             log_file.parent.mkdir(parents=True, exist_ok=True)
             handlers.append(_LogFile(log_file, mode="w", encoding="utf-8"))
         except OSError as err:
-            raise SegflowError(
-                f"cannot write the log file {log_file}: {_os_reason(err)}"
-            ) from None
+            raise SegflowError(f"cannot write the log file {log_file}: {_os_reason(err)}") from None
         console.setLevel(logging.WARNING)
     handlers.append(console)
     for handler in handlers:

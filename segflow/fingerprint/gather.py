@@ -18,7 +18,7 @@ from segflow import __version__
 from segflow.errors import Problem, SegflowError
 from segflow.fingerprint.case import PERCENTILES
 from segflow.fingerprint.cropping import bounding_box_shape
-from segflow.io.dataset import DatasetJson
+from segflow.io.dataset import DatasetJson, pools_intensities
 from segflow.io.schema import check_against_schema
 
 __all__ = [
@@ -30,7 +30,8 @@ __all__ = [
 
 #: A case counts as flattened by the statistics when CT normalization with them (clip to the
 #: pooled percentiles, subtract the mean, divide by the std, in float32) keeps fewer than this
-#: share of its distinct sampled intensities apart.
+#: share of its distinct sampled intensities apart. Refused in a CT channel (the statistics
+#: normalize it), a warning in any other.
 FLATTENED_SHARE = 0.5
 
 logger = logging.getLogger(__name__)
@@ -315,7 +316,13 @@ def gather_fingerprint(
         )
         stats["min"] = min(s["min"] for s in with_fg)
         stats["max"] = max(s["max"] for s in with_fg)
-        problems += _flattening_problems(c, stats, cases)
+        flattening = _flattening_problems(c, stats, cases)
+        if pools_intensities(dataset.channel_names.get(c, "")):
+            problems += flattening
+        else:  # the channel is normalized per image: the statistics stay unused
+            for problem in flattening:
+                logger.warning("%s: %s (unused: the channel is normalized per image)",
+                               problem.where, problem.message)  # fmt: skip
         intensity_properties[str(c)] = stats
     if problems:
         raise SegflowError(

@@ -30,7 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from segflow.errors import Problem
-from segflow.io.dataset import IGNORE_LABEL_NAME, MAX_LABEL_VALUE, DatasetJson, listing
+from segflow.io.dataset import (
+    IGNORE_LABEL_NAME,
+    MAX_LABEL_VALUE,
+    DatasetJson,
+    listing,
+    pools_intensities,
+)
 from segflow.io.image import NATURAL_2D_ENDINGS, ImageData, ImageReadError, read_image
 from segflow.io.names import SNAKEMAKE_PERIODIC_REPEATS, periodic_suffix
 from segflow.io.nifti import scan_nifti
@@ -608,8 +614,7 @@ def check_intensities(
         magnitudes = np.asarray([r.magnitudes[channel] for r in with_channel], dtype=np.float64)
         others = _median_of_others(magnitudes)
         name = dataset.channel_names.get(channel, "")
-        # segflow.planning.normalization gives a channel named "CT" the CT normalization.
-        pooled = name.casefold() == "ct"
+        pooled = pools_intensities(name)
         for r, value, median in zip(with_channel, magnitudes, others, strict=True):
             if not (median > 0 and value > OUTLIER_MAGNITUDE_RATIO * median):
                 continue

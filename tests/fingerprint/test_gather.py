@@ -228,3 +228,22 @@ def test_a_large_but_real_intensity_range_is_kept(make_case_fp, make_dataset):
     # Metal in one CT case (3e4 HU) widens the statistics but flattens nothing.
     fp = gather_fingerprint(_ct_cases(make_case_fp, 3e4), make_dataset(channels=("CT",)), 0)
     assert fp["foreground_intensity_properties_per_channel"]["0"]["max"] == 3e4
+
+
+def test_statistics_a_channel_does_not_normalize_with_are_only_warned_about(
+    make_case_fp, make_dataset, caplog
+):
+    """An MRI channel is z-scored per image: the pooled statistics stay unused."""
+    fp = gather_fingerprint(_ct_cases(make_case_fp, 1e38), make_dataset(channels=("MRI",)), 0)
+    assert fp["foreground_intensity_properties_per_channel"]["0"]["max"] == 1e38
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("channel 0: mean 2.5e+37 and std ")
+    assert warning.endswith("(unused: the channel is normalized per image)")
+
+
+def test_the_channels_whose_normalization_pools_intensities():
+    from segflow.io.dataset import pools_intensities
+    from segflow.planning.normalization import _BY_CHANNEL_NAME, CT, normalization_scheme
+
+    for name in [*_BY_CHANNEL_NAME, "Ct", "CT", "MRI", "T2", "rgb"]:
+        assert pools_intensities(name) == (normalization_scheme(name) == CT), name

@@ -143,8 +143,12 @@ _RANDOM_PART = 8
 
 
 def _suffixes(target: Path) -> str:
+    """The target's suffixes, which writers choose the format by (``.nii.gz``); the last two
+    only when a dotted name makes them long (``sub.01.ses.02...``)."""
     suffixes = "".join(target.suffixes)
-    return suffixes if len(os.fsencode(suffixes)) <= NAME_MAX // 4 else target.suffix
+    return (
+        suffixes if len(os.fsencode(suffixes)) <= NAME_MAX // 4 else "".join(target.suffixes[-2:])
+    )
 
 
 def temporary_prefix(target: str | os.PathLike[str]) -> str:

@@ -208,3 +208,12 @@ def test_a_stage_on_a_full_tmpfs_ends_in_one_line_without_a_traceback(tmpfs, tmp
     rerun = subprocess.run(fingerprint, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert out.is_file()
+
+
+def test_a_dotted_name_keeps_the_ending_its_writer_chooses_the_format_by(tmp_path):
+    from segflow.io.image import read_image, write_image
+
+    target = tmp_path / (".".join(["sub"] * 30) + ".nii.gz")  # suffixes of 123 bytes
+    write_image(target, np.ones((2, 3, 4), np.float32), (1.0, 1.0, 1.0))
+    assert read_image(target).shape == (2, 3, 4)
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]

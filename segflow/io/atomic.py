@@ -53,14 +53,17 @@ def _mount_point(path: Path) -> Path:
 
 
 def _free_bytes(folder: Path) -> int | None:
-    """Bytes an unprivileged write can still use on ``folder``'s file system (None: unknown).
-    Also 0 when no inode is left, since no file can then be made."""
+    """Bytes an unprivileged write can still use on ``folder``'s file system (None: unknown,
+    also for a file system that reports no size). Also 0 when no inode is left, since no file
+    can then be made."""
     folder = Path(os.path.abspath(folder))
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:
         stat = os.statvfs(folder)
     except OSError:
+        return None
+    if stat.f_blocks == 0:  # a file system that reports no size (some FUSE mounts): unknown
         return None
     if stat.f_files and stat.f_favail == 0:
         return 0

@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 class _Statvfs:
     """What ``os.statvfs`` says of a file system with ``free`` bytes left."""
 
-    def __init__(self, free: int) -> None:
-        self.f_frsize, self.f_bavail = 4096, free // 4096
+    def __init__(self, free: int, blocks: int = 1000) -> None:
+        self.f_frsize, self.f_bavail, self.f_blocks = 4096, free // 4096, blocks
         self.f_files, self.f_favail = 1000, 10
 
 
@@ -103,6 +103,9 @@ def test_other_errors_are_not_taken_for_a_full_disk(tmp_path, monkeypatch):
     assert disk_full_error(tmp_path / "a", SegflowError("a user mistake")) is None
     assert disk_full_error(tmp_path / "a", Interrupted("saved", 15)) is None
     assert disk_full_error(tmp_path / "a", KeyboardInterrupt()) is None
+    # A file system that reports no size at all (some FUSE mounts) says nothing.
+    monkeypatch.setattr(os, "statvfs", lambda path: _Statvfs(0, blocks=0))
+    assert disk_full_error(tmp_path / "a", RuntimeError("boom")) is None
 
 
 def test_a_long_name_gets_a_temporary_name_within_the_limit(tmp_path):

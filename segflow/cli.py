@@ -10,6 +10,7 @@ per problem and exit status 1, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -83,10 +84,40 @@ def commands() -> dict[str, Command]:
     return {name: found[name] for name in ORDER}
 
 
+class _LogFile(logging.FileHandler):
+    """The ``--log`` file; it stops writing, without a traceback, once the disk is full (the
+    error that follows names the file the stage was writing)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            self.setLevel(logging.CRITICAL + 1)
+            return
+        super().handleError(record)
+
+    def write_line(self, line: str) -> None:
+        """Append ``line``, unless the file can no longer be written."""
+        if self.level > logging.CRITICAL or self.stream is None:
+            return
+        try:
+            self.stream.write(line + "\n")
+            self.flush()
+        except OSError:
+            self.setLevel(logging.CRITICAL + 1)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # what was buffered cannot be flushed onto a full disk
+            self.stream = None
+
+
 def _configure_logging(verbose: bool, log_file: Path | None) -> list[logging.Handler]:
     """INFO to stderr, or with a log file: everything to the file and warnings to stderr.
 
     Returns the handlers added, the log file's first, so that :func:`main` can remove them.
+
+    Raises:
+        SegflowError: the log file cannot be made.
     """
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     root = logging.getLogger()
@@ -94,8 +125,11 @@ def _configure_logging(verbose: bool, log_file: Path | None) -> list[logging.Han
     handlers: list[logging.Handler] = []
     console = logging.StreamHandler(sys.stderr)
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(_LogFile(log_file, mode="w", encoding="utf-8"))
+        except OSError as err:
+            raise SegflowError(f"cannot write the log file {log_file}: {_os_reason(err)}") from None
         console.setLevel(logging.WARNING)
     handlers.append(console)
     for handler in handlers:
@@ -126,24 +160,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The errors of a file system without room: full (ENOSPC) or the quota spent (EDQUOT).
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _os_reason(err: OSError) -> str:
+    if err.errno == errno.ENOSPC:
+        return "the disk is full"
+    if err.errno == errno.EDQUOT:
+        return "the disk quota is exceeded"
+    return err.strerror or str(err)
+
+
+def _disk_full_line(err: OSError) -> str:
+    """One line for a full disk met outside :mod:`segflow.io.atomic`'s writes."""
+    where = f"cannot write {err.filename}" if err.filename else "cannot write its output"
+    return (
+        f"{where}: {_os_reason(err)}; free some space and run the same command again: what "
+        "is already written is kept"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = _configure_logging(args.verbose, args.log)
+    try:
+        handlers = _configure_logging(args.verbose, args.log)
+    except SegflowError as err:
+        print(f"segflow {args.command}: error: {err.render()}", file=sys.stderr)
+        return 1
+    log_file = handlers[0] if isinstance(handlers[0], _LogFile) else None
+
+    def report(message: str) -> None:
+        print(message, file=sys.stderr)
+        if log_file is not None:  # into the log file too, without a second copy on stderr
+            log_file.write_line(message)
+
     try:
         args.func(args)
     except SegflowError as err:
-        message = f"segflow {args.command}: error: {err.render()}"
-        print(message, file=sys.stderr)
-        if args.log is not None:  # into the log file too, without a second copy on stderr
-            handlers[0].stream.write(message + "\n")
+        report(f"segflow {args.command}: error: {err.render()}")
+        return 1
+    except OSError as err:
+        if err.errno not in _NO_SPACE:
+            raise
+        report(f"segflow {args.command}: error: {_disk_full_line(err)}")
         return 1
     except Interrupted as err:
-        message = f"segflow {args.command}: {err}"
-        print(message, file=sys.stderr)
-        if args.log is not None:
-            handlers[0].stream.write(message + "\n")
+        report(f"segflow {args.command}: {err}")
         return 128 + err.signum
     except KeyboardInterrupt:
         print(f"segflow {args.command}: interrupted", file=sys.stderr)

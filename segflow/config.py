@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,80 @@ def _path_problems(config: dict[str, Any], base: Path) -> list[Problem]:
             problems.append(Problem(key, f"{value} {what}"))
         elif key == "splits.groups":
             problems += _groups_problems(path, value)
+        elif key == "training.pretrained_weights":
+            # The checkpoint reader's own test (light: no torch).
+            from segflow.io.torch_files import checkpoint_file_reason
+
+            reason = checkpoint_file_reason(path)
+            if reason:
+                problems.append(Problem(key, f"{value} {reason}"))
+    if not any(p.where in ("dataset", "results") for p in problems):
+        problems += _results_problems(config, base)
+    return problems
+
+
+def _results_problems(config: dict[str, Any], base: Path) -> list[Problem]:
+    """The results folder (``results``, default ``results/<dataset folder's name>``): a folder
+    it can be, outside the raw dataset, with names a file system takes."""
+    from segflow.io.names import NAME_MAX
+
+    given = config.get("results")
+    key = "results" if given else "results (default: results/<dataset folder name>)"
+    dataset = base / config["dataset"]
+    results = base / given if given else base / "results" / Path(config["dataset"]).name
+    shown = given or str(results)
+    problems = []
+    too_long = [part for part in results.parts if len(os.fsencode(part)) > NAME_MAX]
+    if too_long:
+        problems.append(
+            Problem(
+                key,
+                f"the folder name '{too_long[0][:40]}...' is "
+                f"{len(os.fsencode(too_long[0]))} bytes long; a file system allows "
+                f"{NAME_MAX}",
+            )
+        )
+        return problems
+    for folder in (results, *results.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                what = "is" if folder == results else f"lies in {folder}, which is"
+                problems.append(
+                    Problem(
+                        key, f"{shown} {what} a file, not a folder; name a folder for the results"
+                    )
+                )
+            elif not os.access(folder, os.W_OK | os.X_OK):
+                problems.append(
+                    Problem(key, f"{shown} cannot be written: no permission to write in {folder}")
+                )
+            break
+    raw, out = dataset.resolve(), results.resolve()
+    if out == raw or raw in out.parents:
+        where = "is" if out == raw else "lies inside"
+        problems.append(
+            Problem(
+                key,
+                f"{shown} {where} the raw dataset {config['dataset']}: the run would write its "
+                "artifacts among the dataset's files; keep raw data read-only and choose "
+                "a results folder outside it",
+            )
+        )
+    source = (config["holdout"] or {}).get("source")
+    if source is not None:  # the raw data is the holdout's source; `dataset` is built
+        raw = (base / source).resolve()
+        for name, value, path in (("results", shown, out), ("dataset", config["dataset"], dataset)):
+            built = path.resolve()
+            if built == raw or raw in built.parents:
+                where = "is" if built == raw else "lies inside"
+                problems.append(
+                    Problem(
+                        key if name == "results" else "dataset",
+                        f"{value} {where} holdout.source {source}: the run would write among "
+                        "the source dataset's files; keep raw data read-only and choose a "
+                        "folder outside it",
+                    )
+                )
     return problems
 
 
@@ -471,6 +546,8 @@ def _experiment_problems(
                     "with a letter or digit, without '__' (it names folders)",
                 )
             )
+        else:
+            problems += _experiment_name_problems(str(name), where)
         if overrides is None:
             experiments[name] = overrides = {}
         if not isinstance(overrides, dict):
@@ -501,6 +578,43 @@ def _experiment_problems(
         if base is not None and isinstance(weights, str) and not (base / weights).is_file():
             what = "is not a file" if (base / weights).exists() else "does not exist"
             problems.append(Problem(f"{where}.pretrained_weights", f"{weights} {what}"))
+        elif base is not None and isinstance(weights, str):
+            from segflow.io.torch_files import checkpoint_file_reason
+
+            reason = checkpoint_file_reason(base / weights)
+            if reason:
+                problems.append(Problem(f"{where}.pretrained_weights", f"{weights} {reason}"))
+    return problems
+
+
+def _experiment_name_problems(name: str, where: str) -> list[Problem]:
+    """What the folders and wildcards made from an experiment's name cannot carry."""
+    # Standard library only, like this module (see segflow.io.names).
+    from segflow.io.names import NAME_MAX, SNAKEMAKE_PERIODIC_REPEATS, periodic_suffix
+
+    problems = []
+    longest = max(PLANNED_CONFIGURATIONS, key=len) + "__" + name
+    size = len(longest.encode("utf-8"))
+    if size > NAME_MAX:
+        problems.append(
+            Problem(
+                where,
+                f"the name is too long: it makes folder names such as "
+                f"'{longest[:40]}...' of {size} bytes, and a file system allows {NAME_MAX}; "
+                f"use at most {NAME_MAX - size + len(name.encode('utf-8'))} bytes",
+            )
+        )
+    periodic = periodic_suffix(name)
+    if periodic is not None:
+        unit, count = periodic
+        problems.append(
+            Problem(
+                where,
+                f"the name ends in {unit!r} repeated {count} times, which Snakemake refuses in "
+                "a wildcard (it takes it for a rule calling itself without end); use a name "
+                f"without {SNAKEMAKE_PERIODIC_REPEATS} repeats at its end",
+            )
+        )
     return problems
 
 

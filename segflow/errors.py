@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["DatasetError", "Interrupted", "Problem", "SegflowError", "printable"]
+__all__ = [
+    "DatasetError",
+    "DiskFullError",
+    "Interrupted",
+    "Problem",
+    "SegflowError",
+    "printable",
+]
 
 
 def printable(text: str) -> str:
@@ -77,6 +84,14 @@ class SegflowError(Exception):
 
 class DatasetError(SegflowError):
     """The raw dataset breaks the layout or contents segflow needs."""
+
+
+class DiskFullError(SegflowError):
+    """A file could not be written because its file system is full (or the quota spent).
+
+    Its summary is one line naming the file; rerunning the command once space is freed
+    completes the work (see :mod:`segflow.io.atomic`).
+    """
 
 
 class Interrupted(Exception):

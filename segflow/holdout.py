@@ -77,10 +77,17 @@ def make_holdout(
 
     Raises:
         SegflowError: bad arguments, a dataset whose file names break the layout, or an
-            ``output_dir`` that holds something else.
+            ``output_dir`` that holds something else or lies in ``dataset_dir``.
     """
     source = Path(dataset_dir).resolve()
     output = Path(output_dir).absolute()
+    if output.resolve() == source or source in output.resolve().parents:
+        where = "is" if output.resolve() == source else "lies inside"
+        raise SegflowError(
+            "the output folder is taken",
+            [Problem(str(output), f"{where} the source dataset {source}; the raw data stays "
+                     "read-only: give a folder outside it")],
+        )  # fmt: skip
     layout = _read_layout(source)
     training_ids = [c.case_id for c in layout.training]
     _check_num_test(num_test, len(training_ids), source)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from segflow.config import (
     experiment_sections,
     load_config_schema,
 )
+from segflow.io.names import periodic_suffix
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_config_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
@@ -254,7 +256,8 @@ def test_the_fine_tuning_files_are_checked(tmp_path):
     ]
     config["planning"]["plans_from"] = "plans.json"
     (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / "checkpoint_final.pt").write_bytes(b"")
+    with zipfile.ZipFile(tmp_path / "runs" / "checkpoint_final.pt", "w") as archive:
+        archive.writestr("checkpoint_final/data.pkl", b"")  # a zip archive, as torch.save's
     checked = check_config(config, SCHEMA, base=tmp_path)
     assert checked["training"]["pretrained_weights"] == "runs/checkpoint_final.pt"
 
@@ -417,3 +420,164 @@ def test_mirror_axes_in_training_and_experiments():
     )
     assert "training.mirror_axes.1: 3 is not one of [0, 1, 2]" in text, text
     assert "experiments.x.mirror_axes" in text and "non-unique" in text, text
+
+
+# --- values the schema accepts but Snakemake or the file system cannot carry (issue 30) ----
+
+
+def _raw(tmp_path, name="Dataset001_X"):
+    raw = tmp_path / name
+    raw.mkdir()
+    return raw
+
+
+def test_an_experiment_name_snakemake_takes_for_a_loop_is_refused_naming_it(tmp_path):
+    _raw(tmp_path)
+    config = {"dataset": "Dataset001_X", "results": "out", "experiments": {"a" * 200: {}}}
+    assert _problems(config, base=tmp_path) == [
+        f"experiments.{'a' * 200}: the name ends in 'a' repeated 200 times, which Snakemake "
+        "refuses in a wildcard (it takes it for a rule calling itself without end); use a name "
+        "without 20 repeats at its end"
+    ]
+
+
+def test_an_experiment_name_too_long_for_a_folder_is_refused(tmp_path):
+    _raw(tmp_path)
+    name = "".join(f"x{i:03d}" for i in range(60))  # 240 bytes, nothing repeated at its end
+    config = {"dataset": "Dataset001_X", "results": "out", "experiments": {name: {}}}
+    assert _problems(config, base=tmp_path) == [
+        f"experiments.{name}: the name is too long: it makes folder names such as "
+        f"'3d_cascade_fullres__x000x001x002x003x004...' of 260 bytes, and a file system allows "
+        "255; use at most 235 bytes"
+    ]
+    config["experiments"] = {name[:235]: {}}
+    check_config(config, SCHEMA, base=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a" * 200, "ab" * 20, "exp" + "xyz" * 20, "a" * 19, "ab" * 19 + "a", "x" * 30 + "y", "run1",
+     "0" * 25, "abc" * 10 + "ab"],
+)  # fmt: skip
+def test_periodic_names_are_those_snakemake_refuses(value):
+    from snakemake.io import PeriodicityDetector
+
+    assert (periodic_suffix(value) is not None) == (
+        PeriodicityDetector().is_periodic(value) is not None
+    )
+
+
+def test_results_that_is_a_file_or_lies_in_one_is_refused(tmp_path):
+    _raw(tmp_path)
+    (tmp_path / "taken").write_text("x")
+    assert _problems({"dataset": "Dataset001_X", "results": "taken"}, base=tmp_path) == [
+        "results: taken is a file, not a folder; name a folder for the results"
+    ]
+    assert _problems({"dataset": "Dataset001_X", "results": "taken/run1"}, base=tmp_path) == [
+        f"results: taken/run1 lies in {tmp_path / 'taken'}, which is a file, not a folder; name "
+        "a folder for the results"
+    ]
+    # Without `results`, the default results/<dataset folder name> is checked.
+    (tmp_path / "results").write_text("x")
+    assert _problems({"dataset": "Dataset001_X"}, base=tmp_path) == [
+        "results (default: results/<dataset folder name>): "
+        f"{tmp_path / 'results' / 'Dataset001_X'} lies in {tmp_path / 'results'}, which is a "
+        "file, not a folder; name a folder for the results"
+    ]
+
+
+@pytest.mark.parametrize("results", ["Dataset001_X", "Dataset001_X/out", "./Dataset001_X/a/b"])
+def test_results_in_the_raw_dataset_is_refused_naming_both(tmp_path, results):
+    _raw(tmp_path)
+    where = "is" if results == "Dataset001_X" else "lies inside"
+    assert _problems({"dataset": "Dataset001_X", "results": results}, base=tmp_path) == [
+        f"results: {results} {where} the raw dataset Dataset001_X: the run would write its "
+        "artifacts among the dataset's files; keep raw data read-only and choose a results "
+        "folder outside it"
+    ]
+
+
+def test_results_in_the_raw_dataset_through_a_link_is_refused(tmp_path):
+    _raw(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path / "Dataset001_X")
+    [problem] = _problems({"dataset": "Dataset001_X", "results": "link/out"}, base=tmp_path)
+    assert problem.startswith("results: link/out lies inside the raw dataset Dataset001_X")
+    # A dataset inside the results folder (the demo's layout) is fine.
+    (tmp_path / "out" / "raw").mkdir(parents=True)
+    check_config({"dataset": "out/raw", "results": "out"}, SCHEMA, base=tmp_path)
+
+
+def test_a_results_folder_name_too_long_is_refused(tmp_path):
+    _raw(tmp_path)
+    name = "r" * 300
+    assert _problems({"dataset": "Dataset001_X", "results": f"out/{name}"}, base=tmp_path) == [
+        f"results: the folder name '{'r' * 40}...' is 300 bytes long; a file system allows 255"
+    ]
+
+
+def test_pretrained_weights_that_are_not_a_pytorch_checkpoint(tmp_path):
+    _raw(tmp_path)
+    (tmp_path / "weights.txt").write_text("hello, I am a text file\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    config = {
+        "dataset": "Dataset001_X",
+        "results": "out",
+        "training": {"pretrained_weights": "weights.txt"},
+        "experiments": {"ft": {"pretrained_weights": "empty.pt"}},
+    }
+    assert _problems(config, base=tmp_path) == [
+        "training.pretrained_weights: weights.txt is not a PyTorch checkpoint: it begins with "
+        "b'hell', where a file written by torch.save begins with a zip archive's b'PK\\x03\\x04'",
+        "experiments.ft.pretrained_weights: empty.pt is empty, not a PyTorch checkpoint (a file "
+        "written by torch.save)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "section,key",
+    [("training", "epochs"), ("training", "iterations_per_epoch"),
+     ("training", "val_iterations_per_epoch"), ("training", "checkpoint_every"),
+     ("pretraining", "epochs"), ("pretraining", "iterations_per_epoch")],
+)  # fmt: skip
+def test_budget_numbers_are_bounded_alike_in_the_schema_and_the_settings(section, key):
+    from segflow.training.settings import MAX_BUDGET
+
+    assert SCHEMA["properties"][section]["properties"][key]["maximum"] == MAX_BUDGET
+    assert _problems({"dataset": "d", section: {key: 10**20}}) == [
+        f"{section}.{key}: 100000000000000000000 is greater than the maximum of 1000000"
+    ]
+    assert _problems({"dataset": "d", section: {key: "1e20"}}) == [
+        f"{section}.{key}: '1e20' is not of type 'integer'"
+    ]
+
+
+def test_budget_numbers_beyond_the_bound_are_refused_on_the_command_line_too():
+    from segflow.errors import SegflowError
+    from segflow.training.pretraining_settings import PretrainingSettings
+    from segflow.training.settings import TrainingSettings
+
+    with pytest.raises(SegflowError) as info:
+        TrainingSettings(epochs=10**20)
+    assert [str(p) for p in info.value.problems] == [
+        "epochs: must lie in [1, 1,000,000], got 100000000000000000000"
+    ]
+    with pytest.raises(SegflowError, match="iterations_per_epoch: must be at most 1,000,000"):
+        PretrainingSettings(iterations_per_epoch=10**7)
+
+
+def test_a_holdout_built_or_written_inside_its_source_is_refused(tmp_path):
+    _raw(tmp_path)
+    config = {
+        "dataset": "Dataset001_X/held_out",
+        "results": "Dataset001_X/out",
+        "holdout": {"source": "Dataset001_X", "test_cases": 1},
+    }
+    assert _problems(config, base=tmp_path) == [
+        "results: Dataset001_X/out lies inside holdout.source Dataset001_X: the run would write "
+        "among the source dataset's files; keep raw data read-only and choose a folder outside "
+        "it",
+        "dataset: Dataset001_X/held_out lies inside holdout.source Dataset001_X: the run would "
+        "write among the source dataset's files; keep raw data read-only and choose a folder "
+        "outside it",
+    ]
+    check_config({**config, "dataset": "held_out", "results": "out"}, SCHEMA, base=tmp_path)

@@ -197,3 +197,17 @@ def test_a_holdout_folder_with_foreign_files_is_not_removed(source, tmp_path):
     with pytest.raises(SegflowError, match="not part of a holdout"):
         make_holdout(source, out, 2, seed=1)
     assert (out / "imagesTr" / "mine.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_holdout_inside_its_source_is_refused_and_nothing_written(source, inside):
+    before = sorted(p.name for p in source.iterdir())
+    output = source / "held_out" if inside else source
+    with pytest.raises(SegflowError) as info:
+        make_holdout(source, output, num_test=1)
+    where = "lies inside" if inside else "is"
+    assert [str(p) for p in info.value.problems] == [
+        f"{output}: {where} the source dataset {source.resolve()}; the raw data stays "
+        "read-only: give a folder outside it"
+    ]
+    assert sorted(p.name for p in source.iterdir()) == before

@@ -102,6 +102,11 @@ DELIBERATE: dict[tuple[str, str], str] = {
     # split stage's own checked readers, so that a malformed file stops the run before any
     # job; lazy imports of the light segflow.training.splits.
     ("segflow.config", "training"): "checks splits.manual and splits.groups",
+    # ... that pretrained_weights names a PyTorch checkpoint, with the checkpoint reader's own
+    # test, and that experiment names fit the file system and Snakemake's wildcards, with the
+    # limits validate-dataset checks case ids against (segflow.io.torch_files and
+    # segflow.io.names: standard library only).
+    ("segflow.config", "io"): "checks pretrained_weights and experiment names",
 }
 
 #: Parts that must not import torch: they neither build nor run networks.

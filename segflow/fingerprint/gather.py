@@ -18,10 +18,21 @@ from segflow import __version__
 from segflow.errors import Problem, SegflowError
 from segflow.fingerprint.case import PERCENTILES
 from segflow.fingerprint.cropping import bounding_box_shape
-from segflow.io.dataset import DatasetJson
+from segflow.io.dataset import DatasetJson, pools_intensities
 from segflow.io.schema import check_against_schema
 
-__all__ = ["gather_fingerprint", "pooled_intensity_statistics"]
+__all__ = [
+    "FLATTENED_SHARE",
+    "flattened_cases",
+    "gather_fingerprint",
+    "pooled_intensity_statistics",
+]
+
+#: A case counts as flattened by the statistics when CT normalization with them (clip to the
+#: pooled percentiles, subtract the mean, divide by the std, in float32) keeps fewer than this
+#: share of its distinct sampled intensities apart. Refused in a CT channel (the statistics
+#: normalize it), a warning in any other.
+FLATTENED_SHARE = 0.5
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +80,64 @@ def pooled_intensity_statistics(samples_per_case: Sequence[np.ndarray]) -> dict[
         "percentile_00_5": float(low),
         "percentile_99_5": float(high),
     }
+
+
+def flattened_cases(
+    samples_per_case: Sequence[np.ndarray], stats: Mapping[str, float]
+) -> list[tuple[int, int, int]]:
+    """The cases whose foreground intensities CT normalization with ``stats`` would flatten.
+
+    Each case's samples are clipped to the pooled ``percentile_00_5``..``percentile_99_5``
+    and standardized with the pooled ``mean`` and ``std`` in float32, as
+    :func:`segflow.preprocessing.normalization.ct_normalization` does. A case is flattened
+    when fewer than :data:`FLATTENED_SHARE` of its distinct clipped values stay distinct:
+    statistics dominated by one case of impossible intensities (a mean of 8e36) make every
+    other case a single constant.
+
+    Returns:
+        ``(index, distinct before, distinct after)`` of each flattened case.
+    """
+    low, high = stats["percentile_00_5"], stats["percentile_99_5"]
+    mean, std = np.float32(stats["mean"]), np.float32(max(stats["std"], 1e-8))
+    flattened = []
+    for index, samples in enumerate(samples_per_case):
+        clipped = np.clip(np.asarray(samples, dtype=np.float32), low, high)
+        before = np.unique(clipped).size
+        after = np.unique((clipped - mean) / std).size
+        if before > 1 and after < FLATTENED_SHARE * before:
+            flattened.append((index, before, after))
+    return flattened
+
+
+def _flattening_problems(
+    channel: int, stats: Mapping[str, float], cases: Sequence[Mapping[str, Any]]
+) -> list[Problem]:
+    """One problem naming the flattened cases of a channel and the case that dominates its
+    statistics (the largest absolute foreground intensity)."""
+    samples = [np.asarray(fp["channels"][channel]["samples"], dtype=np.float32) for fp in cases]
+    flattened = flattened_cases(samples, stats)
+    if not flattened:
+        return []
+
+    def magnitude(fp: Mapping[str, Any]) -> float:
+        own = fp["channels"][channel]["statistics"]
+        return 0.0 if own is None else max(abs(own["min"]), abs(own["max"]))
+
+    culprit = max(cases, key=magnitude)
+    shown = ", ".join(
+        f"'{cases[i]['case_id']}' ({before} distinct values -> {after})"
+        for i, before, after in flattened[:8]
+    )
+    more = f", ... ({len(flattened)} cases)" if len(flattened) > 8 else ""
+    return [
+        Problem(
+            f"channel {channel}",
+            f"mean {stats['mean']:.3g} and std {stats['std']:.3g} of the foreground "
+            f"intensities would make these cases (nearly) constant once normalized: {shown}"
+            f"{more}; case '{culprit['case_id']}' reaches {magnitude(culprit):.3g} and "
+            "dominates the statistics: check its image (validate-dataset reports such cases)",
+        )
+    ]
 
 
 def _where(fp: Any, index: int, sources: Sequence[str] | None) -> str:
@@ -227,6 +296,7 @@ def gather_fingerprint(
     _check_cases(case_fingerprints, dataset, seed, sources)
     cases = sorted(case_fingerprints, key=lambda fp: fp["case_id"])
     intensity_properties = {}
+    problems: list[Problem] = []
     for c in range(dataset.num_channels):
         channels = [fp["channels"][c] for fp in cases]
         with_fg = [ch["statistics"] for ch in channels if ch["statistics"] is not None]
@@ -246,7 +316,18 @@ def gather_fingerprint(
         )
         stats["min"] = min(s["min"] for s in with_fg)
         stats["max"] = max(s["max"] for s in with_fg)
+        flattening = _flattening_problems(c, stats, cases)
+        if pools_intensities(dataset.channel_names.get(c, "")):
+            problems += flattening
+        else:  # the channel is normalized per image: the statistics stay unused
+            for problem in flattening:
+                logger.warning("%s: %s (unused: the channel is normalized per image)",
+                               problem.where, problem.message)  # fmt: skip
         intensity_properties[str(c)] = stats
+    if problems:
+        raise SegflowError(
+            "the intensity statistics would flatten the data; refusing to write them", problems
+        )
     relative_sizes = [fp["relative_size_after_cropping"] for fp in cases]
     logger.info("gathered the fingerprint of %d cases", len(cases))
     return {

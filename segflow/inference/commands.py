@@ -69,6 +69,7 @@ def _predict(args: argparse.Namespace) -> None:
         gather_input_cases,
         predict_images,
         predict_images_in_processes,
+        resampled_size_problems,
     )
     from segflow.inference.sliding_window import predicts_in_cpu_bf16
 
@@ -93,6 +94,9 @@ def _predict(args: argparse.Namespace) -> None:
     )
     predictor = load_predictor(args.model, **options, device=device)
     cases = gather_input_cases(args.input, predictor.dataset, output=args.output)
+    problems = resampled_size_problems(cases, predictor)
+    if problems:
+        raise SegflowError("cannot predict these inputs", problems)
     jobs = min(args.jobs, len(cases))
     cpu_bf16 = predicts_in_cpu_bf16(device, settings.cpu_bf16)
     logger.info(

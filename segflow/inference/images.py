@@ -33,9 +33,16 @@ from segflow.io.paths import (
     output_folder_problems,
     readable_path,
 )
+from segflow.io.resampled_size import header_grid, resampled_size_problem
 from segflow.progress_bar import ProgressBar
 
-__all__ = ["InputCase", "gather_input_cases", "predict_images", "predict_images_in_processes"]
+__all__ = [
+    "InputCase",
+    "gather_input_cases",
+    "predict_images",
+    "predict_images_in_processes",
+    "resampled_size_problems",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +223,34 @@ def gather_input_cases(
     if problems:
         raise SegflowError("cannot predict these inputs", problems)
     return cases
+
+
+def resampled_size_problems(cases: Sequence[InputCase], predictor: Predictor) -> list[Problem]:
+    """The cases that, resampled to a configuration's spacing, would have less than one voxel
+    along an axis or more voxels than prediction can hold (a header spacing of 1e-6 or 1e6
+    mm), told from their headers before any work; one problem per case and configuration."""
+    # Preprocessing's rule for the spacing a case is resampled to (2d keeps its slices').
+    from segflow.preprocessing.preprocessor import target_spacing
+
+    problems = []
+    for case in cases:
+        header = read_image_header(case.files[0])  # read and checked by gather_input_cases
+        shape, spacing = header_grid(header, case.files[0])
+        for model in predictor.models:
+            axes = model.plans.transpose_forward
+            conf = model.plans.configuration(model.configuration)
+            moved = target_spacing(conf, [spacing[a] for a in axes])
+            target = [0.0] * len(axes)
+            for position, axis in enumerate(axes):  # back to (z, y, x)
+                target[axis] = moved[position]
+            reason = resampled_size_problem(
+                shape, spacing, target, model.dataset.num_channels,
+                f"the model's configuration {model.configuration}",
+            )  # fmt: skip
+            if reason is not None:
+                problems.append(Problem(readable_path(case.files[0]),
+                                        f"case '{case.case_id}': {reason}"))  # fmt: skip
+    return problems
 
 
 def _outputs_for(

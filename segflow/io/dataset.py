@@ -29,6 +29,7 @@ __all__ = [
     "listing",
     "load_dataset_json",
     "parse_dataset_json",
+    "pools_intensities",
     "read_dataset_json_file",
 ]
 
@@ -128,6 +129,14 @@ _SHORT.maxlevel = 2
 _SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = 6
 _SHORT.maxstring = _SHORT.maxother = 60
 _SHORT.maxlong = 24
+
+
+def pools_intensities(channel_name: str) -> bool:
+    """Whether a channel so named is normalized with the dataset's pooled foreground
+    intensity statistics (CT normalization, chosen by the name "CT" in any letter case; see
+    :mod:`segflow.planning.normalization`, which a test keeps in step): one case's intensities
+    then change every other case's normalized values."""
+    return channel_name.casefold() == "ct"
 
 
 def listing(values: Sequence[Any], limit: int = 8) -> str:

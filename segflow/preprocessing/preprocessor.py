@@ -37,6 +37,7 @@ from segflow.errors import Problem, SegflowError
 from segflow.fingerprint.cropping import crop_to_nonzero, label_outside_nonzero
 from segflow.io.case import read_case
 from segflow.io.dataset import DatasetJson
+from segflow.io.resampled_size import resampled_size_problem
 from segflow.planning.plans import ConfigurationPlan, Plans
 from segflow.preprocessing.normalization import normalize_channel
 from segflow.preprocessing.resampling import (
@@ -205,6 +206,13 @@ def preprocess_case(
     shape_after_crop = list(data.shape[1:])
 
     new_spacing = target_spacing(conf, spacing)
+    # Before the arrays are made: a spacing far off the plans' (1e-6 or 1e6 mm) would give an
+    # empty or an impossibly large array (moved plans are checked only here).
+    reason = resampled_size_problem(
+        shape_after_crop, spacing, new_spacing, len(data), f"the plans' {configuration} spacing"
+    )
+    if reason is not None:
+        raise SegflowError("cannot preprocess this case", [Problem(str(images[0]), reason)])
     new_shape = compute_new_shape(shape_after_crop, spacing, new_spacing)
 
     intensity = plans.foreground_intensity_properties_per_channel

@@ -44,7 +44,7 @@ import blosc2
 import numpy as np
 
 from segflow.errors import Problem, SegflowError
-from segflow.io.atomic import atomic_path, read_json
+from segflow.io.atomic import atomic_path, read_json, temporary_prefix
 
 __all__ = [
     "BLOCK_BYTES",
@@ -273,9 +273,9 @@ def remove_leftovers(folder: str | os.PathLike[str], case_ids: Iterable[str]) ->
     Returns:
         how many files were removed.
     """
-    # atomic_path names them ".tmp-<target stem>-<random><suffixes>" beside the target.
+    # atomic_path names them "<temporary_prefix><random><suffixes>" beside the target.
     prefixes = tuple(
-        f".tmp-{path.stem}-"
+        temporary_prefix(path)
         for case_id in case_ids
         for path in case_files(folder, case_id).values()
     )

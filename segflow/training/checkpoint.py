@@ -25,6 +25,7 @@ import torch
 
 from segflow.errors import Problem, SegflowError
 from segflow.io.atomic import atomic_path
+from segflow.io.torch_files import checkpoint_file_reason
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -124,6 +125,9 @@ def load_checkpoint(
         SegflowError: the file is unreadable, not a segflow checkpoint, or of another format.
     """
     path = Path(path)
+    reason = checkpoint_file_reason(path) if path.is_file() else None
+    if reason is not None:  # PyTorch's unpickler would say "pop from empty list" or the like
+        raise SegflowError("cannot read a checkpoint", [Problem(str(path), reason)])
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:

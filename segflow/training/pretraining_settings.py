@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from segflow.errors import Problem, SegflowError
 from segflow.settings import runtime_only, setting
+from segflow.training.settings import MAX_BUDGET
 
 __all__ = ["PretrainingSettings"]
 
@@ -43,6 +44,8 @@ class PretrainingSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(Problem(name, f"must be a positive integer, got {value!r}"))
+            elif name in ("epochs", "iterations_per_epoch") and value > MAX_BUDGET:
+                problems.append(Problem(name, f"must be at most {MAX_BUDGET:,}, got {value}"))
         for name in ("temperature", "initial_lr"):
             if not getattr(self, name) > 0:
                 problems.append(Problem(name, f"must be positive, got {getattr(self, name)}"))

@@ -14,7 +14,7 @@ from segflow.errors import Problem, SegflowError
 from segflow.networks.variants import NetworkVariant
 from segflow.settings import runtime_only, setting
 
-__all__ = ["LOSS_NAMES", "OPTIMIZERS", "TrainingSettings"]
+__all__ = ["LOSS_NAMES", "MAX_BUDGET", "OPTIMIZERS", "TrainingSettings"]
 
 #: The losses a run may name: the keys of :data:`segflow.training.losses.LOSSES` (a test keeps
 #: them equal; spelled here so that the settings load without torch).
@@ -23,6 +23,10 @@ LOSS_NAMES = ("dice_ce", "exp_log", "focal", "soft_iou", "dice_focal")
 PLANNED_NETWORK = NetworkVariant()
 #: The optimizers: nnU-Net's SGD with Nesterov momentum, or AdamW.
 OPTIMIZERS = ("sgd", "adamw")
+#: The largest epoch and iteration counts (the config schema's ``maximum``, a test keeps them
+#: equal): a thousand times nnU-Net's budget. The checkpoint keeps a record of every epoch, and
+#: a mistyped 1e20 would train until killed.
+MAX_BUDGET = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +106,9 @@ class TrainingSettings:
         problems = []
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch",
                      "checkpoint_every"):  # fmt: skip
-            if getattr(self, name) < 1:
-                problems.append(Problem(name, f"must be at least 1, got {getattr(self, name)}"))
+            if not 1 <= getattr(self, name) <= MAX_BUDGET:
+                problems.append(Problem(name, f"must lie in [1, {MAX_BUDGET:,}], got "
+                                        f"{getattr(self, name)}"))  # fmt: skip
         for name in ("initial_lr", "grad_clip_norm", "lr_exponent"):
             if not getattr(self, name) > 0:
                 problems.append(Problem(name, f"must be positive, got {getattr(self, name)}"))

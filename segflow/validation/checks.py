@@ -11,6 +11,13 @@ misalignment that matters:
   so the tolerance follows the scale of the data (0.01 mm for 1 mm voxels);
 - direction: each direction cosine within :data:`DIRECTION_ATOL` (1e-3, about 0.06 degrees);
 - shape: exactly equal.
+
+Across cases, two things one case can wreck for all are checked: the size of each case once
+resampled to the median spacing (:func:`check_resampled_sizes`, the bounds of
+:mod:`segflow.io.resampled_size`), and intensities that cannot be real
+(:func:`check_intensities`): beyond :data:`MAX_ABS_INTENSITY` in any channel, or, in a CT
+channel (whose normalization pools every case's intensities), :data:`OUTLIER_MAGNITUDE_RATIO`
+times the other cases' median magnitude.
 """
 
 from __future__ import annotations
@@ -23,19 +30,32 @@ from pathlib import Path
 import numpy as np
 
 from segflow.errors import Problem
-from segflow.io.dataset import IGNORE_LABEL_NAME, MAX_LABEL_VALUE, DatasetJson, listing
+from segflow.io.dataset import (
+    IGNORE_LABEL_NAME,
+    MAX_LABEL_VALUE,
+    DatasetJson,
+    listing,
+    pools_intensities,
+)
 from segflow.io.image import NATURAL_2D_ENDINGS, ImageData, ImageReadError, read_image
+from segflow.io.names import SNAKEMAKE_PERIODIC_REPEATS, periodic_suffix
 from segflow.io.nifti import scan_nifti
+from segflow.io.resampled_size import resampled_size_problem
 from segflow.validation.layout import CaseFiles
 
 __all__ = [
     "DIRECTION_ATOL",
+    "MAX_ABS_INTENSITY",
     "ORIGIN_TOL_VOXELS",
+    "OUTLIER_MAGNITUDE_RATIO",
     "SPACING_RTOL",
     "CaseCheck",
     "check_case",
     "check_dimensionality",
+    "check_intensities",
     "check_label_declarations",
+    "check_resampled_sizes",
+    "check_test_case_ids",
     "geometry_differences",
     "label_warnings",
 ]
@@ -48,6 +68,15 @@ SPACING_RTOL = 1e-3
 ORIGIN_TOL_VOXELS = 1e-2
 #: Largest difference of any direction cosine.
 DIRECTION_ATOL = 1e-3
+#: Largest absolute intensity an image may hold: no scanner gives more (CT reaches about 3e4
+#: HU, MRI and microscopy at most about 1e9 in float files), and 1e8 foreground samples of it
+#: squared still sum within float32's range (3.4e38), as the intensity statistics need.
+MAX_ABS_INTENSITY = 1e15
+#: A case whose largest absolute intensity in a channel is this many times the median of the
+#: other cases' dwarfs them: CT normalization, which pools the cases' intensities, would
+#: flatten every other case (any other channel is only warned about: it is normalized per
+#: image).
+OUTLIER_MAGNITUDE_RATIO = 1e3
 
 _MAX_LISTED = 8
 # Integer labels whose value range is at most this wide are counted with bincount (fast,
@@ -68,12 +97,19 @@ class CaseCheck:
         is_2d: whether its images are 2D (None when no image could be read).
         label_values: the distinct integer values in its label (None without a readable
             label).
+        shape: voxels along ``(z, y, x)`` of its images (None when none could be read).
+        spacing: their spacing in mm, same order.
+        magnitudes: per channel (files in order, an RGB file three), the largest absolute
+            intensity; None when a channel file is unreadable or holds non-finite values.
     """
 
     case: CaseFiles
     problems: list[Problem] = field(default_factory=list)
     is_2d: bool | None = None
     label_values: tuple[int, ...] | None = None
+    shape: tuple[int, ...] | None = None
+    spacing: tuple[float, ...] | None = None
+    magnitudes: tuple[float, ...] | None = None
 
 
 def check_case(dataset_dir: Path, case: CaseFiles, dataset: DatasetJson) -> CaseCheck:
@@ -105,6 +141,7 @@ def _check_images(
 ) -> list[tuple[str, ImageData]]:
     """Read and check the channel files; return the readable ones with their paths."""
     images: list[tuple[str, ImageData]] = []
+    per_file: list[tuple[float, ...] | None] = []
     for rel in case.images:
         read = _read(dataset_dir, rel, result.problems)
         if read is None:
@@ -119,8 +156,23 @@ def _check_images(
                 )
             )
         images.append((rel, image))
+        magnitudes = None if nan or inf else _magnitudes(image.array)
+        if magnitudes is not None and max(magnitudes) > MAX_ABS_INTENSITY:
+            result.problems.append(
+                Problem(
+                    rel,
+                    f"image holds intensities up to {max(magnitudes):.3g} in absolute value, "
+                    f"beyond {MAX_ABS_INTENSITY:g}: no scanner gives such values and the "
+                    "intensity statistics cannot be computed in float32; check the file (its "
+                    "data type, scale slope or a corrupt region)",
+                )
+            )
+        per_file.append(magnitudes)
+    if len(per_file) == len(case.images) and None not in per_file:
+        result.magnitudes = tuple(m for file in per_file for m in file)
     if images:
         result.is_2d = images[0][1].is_2d
+        result.shape, result.spacing = images[0][1].shape, tuple(images[0][1].spacing)
         _check_channels_agree(images, result.problems)
         if len(images) == len(case.images) and case.channel_files_complete:
             _check_channel_count(case, images, dataset, result.problems)
@@ -175,6 +227,13 @@ def _read(
         )
         return None
     return image, (scan.nan, scan.inf)
+
+
+def _magnitudes(array: np.ndarray) -> tuple[float, ...]:
+    """The largest absolute value of each channel of a ``(c, ...)`` array of finite values."""
+    if array.size == 0:
+        return tuple(0.0 for _ in range(array.shape[0]))
+    return tuple(max(abs(float(channel.min())), abs(float(channel.max()))) for channel in array)
 
 
 def _count_nonfinite(array: np.ndarray) -> tuple[int, int]:
@@ -515,3 +574,110 @@ def label_warnings(results: Sequence[CaseCheck], dataset: DatasetJson) -> list[s
     else:
         warnings += [f"label {label} occurs in no training label" for label in absent]
     return warnings
+
+
+def check_resampled_sizes(results: Sequence[CaseCheck], channels: int) -> list[Problem]:
+    """One problem per case that, resampled to the median spacing of the training cases,
+    would have less than one voxel along an axis or more voxels than preprocessing can hold
+    (:func:`~segflow.io.resampled_size.resampled_size_problem`); test cases are resampled to
+    the same spacing when predicted. The planner starts from that median (it may choose a
+    finer slice spacing for strongly anisotropic data; preprocessing checks the plans' own)."""
+    read = [r for r in results if r.spacing is not None and r.shape is not None]
+    training = [r.spacing for r in read if r.case.split == "training"]
+    if not training:
+        return []
+    target = tuple(float(v) for v in np.median(np.asarray(training, dtype=np.float64), axis=0))
+    source = f"the median of the {len(training)} training cases' spacings"
+    problems = []
+    for r in read:
+        reason = resampled_size_problem(r.shape, r.spacing, target, channels, source)
+        if reason is not None:
+            problems.append(Problem(r.case.images[0], f"case '{r.case.case_id}': {reason}"))
+    return problems
+
+
+def check_intensities(
+    results: Sequence[CaseCheck], dataset: DatasetJson
+) -> tuple[list[Problem], list[str]]:
+    """Cases whose intensities dwarf the other cases' by :data:`OUTLIER_MAGNITUDE_RATIO` or
+    more, per channel: a problem in a CT channel (its normalization pools the cases'
+    intensities, so the others would become constant), a warning in any other.
+
+    Returns:
+        ``(problems, warnings)``.
+    """
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    cases = [r for r in results if r.magnitudes is not None]
+    for channel in range(dataset.num_channels):
+        with_channel = [r for r in cases if len(r.magnitudes or ()) > channel]
+        magnitudes = np.asarray([r.magnitudes[channel] for r in with_channel], dtype=np.float64)
+        others = _median_of_others(magnitudes)
+        name = dataset.channel_names.get(channel, "")
+        pooled = pools_intensities(name)
+        for r, value, median in zip(with_channel, magnitudes, others, strict=True):
+            if not (median > 0 and value > OUTLIER_MAGNITUDE_RATIO * median):
+                continue
+            if value > MAX_ABS_INTENSITY:
+                continue  # reported with the file already
+            message = (
+                f"case '{r.case.case_id}' channel {channel} ({name}): intensities reach "
+                f"{value:.3g} in absolute value, {value / median:.3g} times the median of the "
+                f"other cases ({median:.3g})"
+            )
+            if pooled:
+                problems.append(
+                    Problem(
+                        r.case.images[0],
+                        f"{message}; CT normalization pools every case's intensities, so the "
+                        "other cases would become constant: check the file (its data type, "
+                        "scale slope or a corrupt region)",
+                    )
+                )
+            else:
+                warnings.append(
+                    f"{r.case.images[0]}: {message}; the channel is normalized per image, but "
+                    "check the file"
+                )
+    return problems, warnings
+
+
+def _median_of_others(values: np.ndarray) -> np.ndarray:
+    """For each value, the median of all the others (0 where there are none); O(n log n)."""
+    n = values.size
+    if n < 2:
+        return np.zeros(n)
+    order = np.argsort(values, kind="stable")
+    ranked = values[order]
+    m = n - 1  # values left once one is taken out
+
+    def kth(k: int, taken: int) -> float:
+        return float(ranked[k if k < taken else k + 1])
+
+    out = np.empty(n)
+    for rank, index in enumerate(order):
+        if m % 2:
+            out[index] = kth(m // 2, rank)
+        else:
+            out[index] = (kth(m // 2 - 1, rank) + kth(m // 2, rank)) / 2
+    return out
+
+
+def check_test_case_ids(cases: Sequence[CaseFiles]) -> list[Problem]:
+    """Test case ids Snakemake refuses as the predict rule's ``{case}`` wildcard: ending in
+    one substring repeated :data:`~segflow.io.names.SNAKEMAKE_PERIODIC_REPEATS` times."""
+    problems = []
+    for case in cases:
+        periodic = periodic_suffix(case.case_id)
+        if periodic is not None:
+            unit, count = periodic
+            problems.append(
+                Problem(
+                    case.images[0] if case.images else case.label or case.case_id,
+                    f"case id '{case.case_id}' ends in {unit!r} repeated {count} times, which "
+                    "Snakemake refuses as a wildcard (the workflow predicts each test case "
+                    "by its id); rename the case without "
+                    f"{SNAKEMAKE_PERIODIC_REPEATS} repeats at its end",
+                )
+            )
+    return problems

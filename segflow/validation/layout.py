@@ -320,14 +320,21 @@ def _scan_labels(dataset_dir: Path, folder: str, dataset: DatasetJson) -> _Scan:
 
 
 def _wrong_ending(name: str, other: str, dataset: DatasetJson) -> str:
+    # dataset.json's own spelling: an upper-case ending there is reported with dataset.json
+    # and looked for in lower case; the messages quote what the file says.
+    declared = dataset.raw.get("file_ending")
+    declared = declared if isinstance(declared, str) else dataset.file_ending
+    rename = f"rename it to {name[: -len(other)]}{dataset.file_ending}"
+    if other == declared:
+        return f"file ending '{other}' (dataset.json's file_ending) must be lower case; {rename}"
     if other.lower() == dataset.file_ending.lower():
         return (
             f"file ending '{other}' differs in letter case from dataset.json file_ending "
-            f"'{dataset.file_ending}'; rename it to {name[: -len(other)]}{dataset.file_ending}"
+            f"'{declared}'; {rename}"
         )
     return (
         f"file ending '{other}' differs from dataset.json file_ending "
-        f"'{dataset.file_ending}'; all images and labels must use the same format"
+        f"'{declared}'; all images and labels must use the same format"
     )
 
 
@@ -460,7 +467,8 @@ def _check_num_training(
     if "numTraining" in dataset.unusable:
         return  # reported with dataset.json's other problems
     if not images.images:
-        if (dataset_dir / IMAGES_TRAINING).is_dir():
+        # Images refused for their names are reported one by one already.
+        if (dataset_dir / IMAGES_TRAINING).is_dir() and not images.rejected_cases:
             layout.problems.append(
                 Problem(
                     IMAGES_TRAINING,

@@ -20,7 +20,10 @@ from segflow.validation.checks import (
     CaseCheck,
     check_case,
     check_dimensionality,
+    check_intensities,
     check_label_declarations,
+    check_resampled_sizes,
+    check_test_case_ids,
     label_warnings,
 )
 from segflow.validation.layout import CaseFiles, check_folders, discover_cases
@@ -90,6 +93,7 @@ def validate_dataset(dataset_dir: str | Path, workers: int = 1) -> dict[str, Any
     layout = discover_cases(root, dataset)
     problems += layout.problems
     warnings += layout.warnings
+    problems += check_test_case_ids(layout.test)
 
     cases = [*layout.training, *layout.test]
     logger.info(
@@ -103,7 +107,10 @@ def validate_dataset(dataset_dir: str | Path, workers: int = 1) -> dict[str, Any
     for result in results:
         problems += result.problems
     problems += check_dimensionality(results)
-    warnings += label_warnings(results, dataset)
+    problems += check_resampled_sizes(results, dataset.num_channels)
+    intensity_problems, intensity_warnings = check_intensities(results, dataset)
+    problems += intensity_problems
+    warnings += label_warnings(results, dataset) + intensity_warnings
 
     if problems:
         raise _failure(root, problems)

@@ -9,6 +9,7 @@ import pytest
 
 from segflow.errors import SegflowError
 from segflow.fingerprint import fingerprint_case, gather_fingerprint, pooled_intensity_statistics
+from segflow.fingerprint.gather import flattened_cases
 from segflow.io.schema import check_against_schema
 
 EXPECTED_KEYS = [
@@ -188,3 +189,61 @@ def test_fingerprint_of_real_files_end_to_end(tiny_case, noisy_case, dataset):
     assert stats["mean"] == pytest.approx((noisy_mean + 30.0) / 2)
     assert stats["min"] == min(c["channels"][0]["statistics"]["min"] for c in cases)
     assert stats["max"] == max(c["channels"][0]["statistics"]["max"] for c in cases)
+
+
+# --- statistics one case can wreck (issue 30) ---------------------------------------------
+
+
+def _ct_cases(make_case_fp, outlier: float) -> list[dict]:
+    rng = np.random.default_rng(3)
+    cases = [make_case_fp(f"ct_{i}", rng.normal(40, 300, 200).round().tolist()) for i in range(3)]
+    cases.append(make_case_fp("ct_wrecked", [outlier] * 200))  # a whole foreground of it
+    return cases
+
+
+def test_statistics_one_case_dominates_are_refused_naming_it(make_case_fp, make_dataset):
+    dataset = make_dataset(channels=("CT",))
+    with pytest.raises(SegflowError) as info:
+        gather_fingerprint(_ct_cases(make_case_fp, 1e38), dataset, 0)
+    err = info.value
+    assert err.summary == "the intensity statistics would flatten the data; refusing to write them"
+    [problem] = err.problems
+    assert problem.where == "channel 0"
+    # Every normal case collapses to one value; the culprit is named with its intensity.
+    for i in range(3):
+        assert f"'ct_{i}' (" in problem.message and " distinct values -> 1)" in problem.message
+    assert "case 'ct_wrecked' reaches 1e+38 and dominates the statistics" in problem.message
+    assert "mean 2.5e+37" in problem.message
+
+
+def test_flattened_cases_counts_what_normalization_keeps_apart():
+    samples = [np.arange(100, dtype=np.float32), np.full(100, 1e38, np.float32)]
+    wrecked = {"percentile_00_5": 0.0, "percentile_99_5": 1e38, "mean": 5e37, "std": 5e37}
+    assert flattened_cases(samples, wrecked) == [(0, 100, 1)]
+    healthy = {"percentile_00_5": 0.0, "percentile_99_5": 99.0, "mean": 49.5, "std": 28.9}
+    assert flattened_cases(samples, healthy) == []
+
+
+def test_a_large_but_real_intensity_range_is_kept(make_case_fp, make_dataset):
+    # Metal in one CT case (3e4 HU) widens the statistics but flattens nothing.
+    fp = gather_fingerprint(_ct_cases(make_case_fp, 3e4), make_dataset(channels=("CT",)), 0)
+    assert fp["foreground_intensity_properties_per_channel"]["0"]["max"] == 3e4
+
+
+def test_statistics_a_channel_does_not_normalize_with_are_only_warned_about(
+    make_case_fp, make_dataset, caplog
+):
+    """An MRI channel is z-scored per image: the pooled statistics stay unused."""
+    fp = gather_fingerprint(_ct_cases(make_case_fp, 1e38), make_dataset(channels=("MRI",)), 0)
+    assert fp["foreground_intensity_properties_per_channel"]["0"]["max"] == 1e38
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("channel 0: mean 2.5e+37 and std ")
+    assert warning.endswith("(unused: the channel is normalized per image)")
+
+
+def test_the_channels_whose_normalization_pools_intensities():
+    from segflow.io.dataset import pools_intensities
+    from segflow.planning.normalization import _BY_CHANNEL_NAME, CT, normalization_scheme
+
+    for name in [*_BY_CHANNEL_NAME, "Ct", "CT", "MRI", "T2", "rgb"]:
+        assert pools_intensities(name) == (normalization_scheme(name) == CT), name

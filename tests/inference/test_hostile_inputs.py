@@ -358,3 +358,30 @@ def test_an_error_in_a_worker_process_travels_back_whole(monkeypatch):
     back = pickle.loads(pickle.dumps(err.value))
     assert isinstance(back, SegflowError)
     assert "a_0000.nii.gz: unreadable or truncated file" in str(back)
+
+
+def test_extreme_spacings_are_refused_before_any_work(model_dir, tmp_path):
+    """A header spacing of 1e-6 or 1e6 mm: an empty or an impossibly large array once
+    resampled to the model's spacing; refused from the headers, naming each case."""
+    model = load_model(model_dir)
+    target = model.plans.configuration("3d_fullres").spacing
+    tiny = _image(tmp_path / "in" / "tiny_0000.nii.gz", spacing=(1e-6, 1e-6, 1e-6))
+    huge = _image(tmp_path / "in" / "huge_0000.nii.gz", spacing=(1e6, 1e6, 1e6))
+    _image(tmp_path / "in" / "fine_0000.nii.gz")
+    run = _segflow("predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "-m",
+                   str(model_dir))  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    lines = run.stderr.splitlines()
+    assert lines[-3] == "segflow predict: error: cannot predict these inputs"
+    shown = "(" + ", ".join(f"{s:.6g}" for s in target) + ")"
+    assert lines[-2].startswith(
+        f"  - {huge}: case 'huge': spacing (z, y, x) (1e+06, 1e+06, 1e+06) mm resampled to the "
+        f"target spacing {shown} mm (the model's configuration 3d_fullres) gives shape ("
+    )
+    assert "beyond the bound of 1,073,741,824 voxels" in lines[-2]
+    assert lines[-1].startswith(
+        f"  - {tiny}: case 'tiny': spacing (z, y, x) (1e-06, 1e-06, 1e-06) mm resampled to the "
+        f"target spacing {shown} mm (the model's configuration 3d_fullres) gives shape (0, 0, 0)"
+    )
+    assert not (tmp_path / "o").exists()

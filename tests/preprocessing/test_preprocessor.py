@@ -241,3 +241,28 @@ def test_preprocess_cases_stores_every_case(tmp_path, write_case, dataset, make_
         )
         np.testing.assert_array_equal(stored.data[...], data)
         np.testing.assert_array_equal(stored.seg[...], seg)
+
+
+@pytest.mark.parametrize(
+    "spacing,bound",
+    [((1e-6, 1e-6, 1e-6), "less than one voxel along an axis"),
+     ((1e6, 1e6, 1e6), "beyond the bound of 1,073,741,824 voxels")],
+)  # fmt: skip
+def test_a_spacing_far_off_the_plans_is_refused_before_resampling(
+    tmp_path, write_case, dataset, make_plans, spacing, bound
+):
+    """Moved plans (plans_from) are not checked by validation: preprocessing refuses the
+    case instead of dying in resampling (division by zero, array is too big)."""
+    image, label = _volume()
+    images, label_file = write_case(tmp_path / "raw", "case_0", [image], spacing, label)
+    plans = make_plans(dataset, SPACING, (8, 23, 19))
+    with pytest.raises(SegflowError) as info:
+        preprocess_case(images, label_file, plans, "3d_fullres", dataset, seed=0)
+    [problem] = info.value.problems
+    assert problem.where == str(images[0])
+    target = "(" + ", ".join(f"{s:.6g}" for s in plans.configuration("3d_fullres").spacing)
+    assert problem.message.startswith(
+        f"spacing (z, y, x) ({', '.join(f'{s:.6g}' for s in spacing)}) mm resampled to the "
+        f"target spacing {target}) mm (the plans' 3d_fullres spacing) gives shape ("
+    )
+    assert bound in problem.message

@@ -84,3 +84,16 @@ def test_only_plain_data_is_saved(tmp_path, state, where):
     with pytest.raises(TypeError, match=where.replace("[", r"\[").replace("]", r"\]")):
         save_checkpoint(tmp_path / "c.pt", state)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_text_file_is_said_not_to_be_a_pytorch_checkpoint(tmp_path):
+    """Not PyTorch's unpickler's ``IndexError: pop from empty list``."""
+    path = tmp_path / "weights.pt"
+    path.write_text("these are not weights\n")
+    with pytest.raises(SegflowError) as info:
+        load_checkpoint(path)
+    assert info.value.render() == (
+        "cannot read a checkpoint\n"
+        f"  - {path}: is not a PyTorch checkpoint: it begins with b'thes', where a file "
+        "written by torch.save begins with a zip archive's b'PK\\x03\\x04'"
+    )

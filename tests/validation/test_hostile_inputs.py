@@ -215,6 +215,26 @@ def test_upper_case_file_ending_in_dataset_json(tiny, problems_of):
     ]
 
 
+def test_upper_case_file_ending_in_dataset_json_and_the_files(tiny, problems_of):
+    """The files follow dataset.json's '.NII.GZ': the lines quote them as they are, and no
+    'no training cases' line follows."""
+    for path in sorted((tiny.root / "imagesTr").iterdir()) + sorted(
+        (tiny.root / "labelsTr").iterdir()
+    ):
+        path.rename(path.with_name(path.name.replace(".nii.gz", ".NII.GZ")))
+    tiny.write_json(file_ending=".NII.GZ")
+    assert problems_of(tiny) == [
+        "dataset.json: 'file_ending' '.NII.GZ' must be lower case: '.nii.gz' (and the files "
+        "named with it)",
+        *(
+            f"{folder}/{stem}.NII.GZ: file ending '.NII.GZ' (dataset.json's file_ending) must "
+            f"be lower case; rename it to {stem}.nii.gz"
+            for folder, suffix in (("imagesTr", "_0000"), ("labelsTr", ""))
+            for stem in (f"case_00{i}{suffix}" for i in range(3))
+        ),
+    ]
+
+
 def test_upper_case_ending_of_a_file(tiny, problems_of):
     tiny.image("case_001").rename(tiny.root / "imagesTr" / "case_001_0000.NII.GZ")
     assert problems_of(tiny) == [
@@ -515,6 +535,125 @@ def test_num_training_of_the_wrong_type(tiny, problems_of, value, shown):
 def test_name_must_be_a_string(tiny, problems_of):
     tiny.write_json(name={"a": 1})
     assert problems_of(tiny) == ["dataset.json: 'name' must be a string, found {'a': 1}"]
+
+
+# --- 7. one case that wrecks every other (issue 30) -----------------------------------------
+
+
+def _respace(dataset, case_id: str, spacing: tuple[float, float, float], split: str = "Tr"):
+    """Rewrite a case's image and label with another spacing (same voxels)."""
+    for path in (dataset.image(case_id, split=split), dataset.label(case_id, split=split)):
+        if path.exists():
+            image = sitk.ReadImage(str(path))
+            image.SetSpacing(tuple(reversed(spacing)))
+            sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def test_a_spacing_of_a_micrometre_among_millimetres(tiny, problems_of):
+    _respace(tiny, "case_001", (1e-6, 1e-6, 1e-6))
+    assert problems_of(tiny) == [
+        "imagesTr/case_001_0000.nii.gz: case 'case_001': spacing (z, y, x) (1e-06, 1e-06, "
+        "1e-06) mm resampled to the target spacing (2, 1, 1) mm (the median of the 3 training "
+        "cases' spacings) gives shape (0, 0, 0): less than one voxel along an axis; is the "
+        "spacing in its header in mm?"
+    ]
+
+
+def test_a_spacing_of_a_kilometre_among_millimetres(tiny, problems_of):
+    _respace(tiny, "case_002", (1e6, 1e6, 1e6))
+    assert problems_of(tiny) == [
+        "imagesTr/case_002_0000.nii.gz: case 'case_002': spacing (z, y, x) (1e+06, 1e+06, "
+        "1e+06) mm resampled to the target spacing (2, 1, 1) mm (the median of the 3 training "
+        "cases' spacings) gives shape (1.5e+06, 6e+06, 5e+06): 4.5e+19 voxels, 1.68e+11 GiB for "
+        "its 1 channel(s) in float32, beyond the bound of 1,073,741,824 voxels; is the spacing "
+        "in its header in mm?"
+    ]
+
+
+def test_a_test_case_is_resampled_to_the_training_cases_spacing(make_dataset, problems_of):
+    dataset = make_dataset(test_cases=1)
+    _respace(dataset, "test_000", (2.0, 1e5, 1e5), split="Ts")
+    [problem] = problems_of(dataset)
+    assert problem.startswith(
+        "imagesTs/test_000_0000.nii.gz: case 'test_000': spacing (z, y, x) (2, 100000, "
+        "100000) mm resampled to the target spacing (2, 1, 1) mm"
+    )
+
+
+def test_a_dataset_in_metres_throughout_is_valid(tiny):
+    for case_id in ("case_000", "case_001", "case_002"):
+        _respace(tiny, case_id, (2e-3, 1e-3, 1e-3))
+    assert len(validate_dataset(tiny.root)["training_cases"]) == 3
+
+
+def _set_foreground(dataset, case_id: str, value: float) -> None:
+    path = dataset.image(case_id)
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image)
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.label(case_id))))
+    array[label > 0] = value
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(path), useCompression=True)
+
+
+def test_intensities_no_scanner_gives_are_refused_in_any_channel(tiny, problems_of):
+    _set_foreground(tiny, "case_001", 1e38)
+    assert problems_of(tiny) == [
+        "imagesTr/case_001_0000.nii.gz: image holds intensities up to 1e+38 in absolute value, "
+        "beyond 1e+15: no scanner gives such values and the intensity statistics cannot be "
+        "computed in float32; check the file (its data type, scale slope or a corrupt region)"
+    ]
+
+
+def test_a_ct_case_whose_range_dwarfs_the_others_is_refused(make_dataset, problems_of):
+    ct = make_dataset(cases=4, channels=("CT",))
+    _set_foreground(ct, "case_002", 1e9)
+    [problem] = problems_of(ct)
+    assert problem.startswith(
+        "imagesTr/case_002_0000.nii.gz: case 'case_002' channel 0 (CT): intensities reach 1e+09 "
+        "in absolute value, "
+    )
+    assert problem.endswith(
+        "; CT normalization pools every case's intensities, so the other cases would become "
+        "constant: check the file (its data type, scale slope or a corrupt region)"
+    )
+
+
+def test_an_mri_case_whose_range_dwarfs_the_others_is_a_warning(tiny, caplog):
+    _set_foreground(tiny, "case_002", 1e9)
+    report = validate_dataset(tiny.root)
+    [warning] = [w for w in report["warnings"] if "case_002" in w]
+    assert warning.startswith(
+        "imagesTr/case_002_0000.nii.gz: case 'case_002' channel 0 (MRI): intensities reach 1e+09"
+    )
+    assert warning.endswith("; the channel is normalized per image, but check the file")
+
+
+def test_a_test_case_id_snakemake_refuses_as_a_wildcard(make_dataset, problems_of):
+    dataset = make_dataset(test_cases=1)
+    case = "scan_" + "0" * 25  # Snakemake: PeriodicWildcardError in the predict rule
+    dataset.image("test_000", split="Ts").rename(dataset.image(case, split="Ts"))
+    assert problems_of(dataset) == [
+        f"imagesTs/{case}_0000.nii.gz: case id '{case}' ends in '0' repeated 25 times, which "
+        "Snakemake refuses as a wildcard (the workflow predicts each test case by its id); "
+        "rename the case without 20 repeats at its end"
+    ]
+    # A training case's id is no wildcard; nineteen repeats are fine anywhere.
+    dataset.image(case, split="Ts").rename(dataset.image("scan_" + "0" * 19, split="Ts"))
+    dataset.image("case_001").rename(dataset.image("case_" + "1" * 30))
+    dataset.label("case_001").rename(dataset.label("case_" + "1" * 30))
+    assert len(validate_dataset(dataset.root)["training_cases"]) == 3
+
+
+def test_the_median_of_the_other_cases_is_exact():
+    from segflow.validation.checks import _median_of_others
+
+    rng = np.random.default_rng(0)
+    for n in range(1, 9):
+        values = rng.integers(0, 5, n).astype(float)  # ties too
+        expected = [np.median(np.delete(values, i)) if n > 1 else 0.0 for i in range(n)]
+        np.testing.assert_array_equal(_median_of_others(values), expected)
 
 
 def test_the_whole_corpus_in_one_dataset_is_one_report(tiny, problems_of, tmp_path):

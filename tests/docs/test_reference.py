@@ -163,7 +163,8 @@ def _segflow_lines() -> list[tuple[str, str]]:
     found = []
     for page in [REPO / "README.md", *sorted(DOCS.rglob("*.md"))]:
         for line in _code_lines(page.read_text()):
-            if line.startswith("segflow "):
+            # "segflow <command>: error: ..." is a command's output shown, not a command line
+            if line.startswith("segflow ") and not line.split()[1].endswith(":"):
                 found.append((str(page.relative_to(REPO)), line))
     return found
 

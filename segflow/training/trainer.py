@@ -19,6 +19,8 @@ What makes a run reproducible and resumable:
   epoch's losses so far. ``checkpoint_latest.pt`` is written every ``checkpoint_every``
   epochs and when SIGTERM or SIGUSR1 arrives (after the current iteration); a rerun continues
   from it. It is removed once ``checkpoint_final.pt`` exists, so a forced rerun starts over.
+  ``checkpoint_best.pt`` (the weights at the best EMA pseudo Dice) is never resumed from and
+  holds the weights and metadata only, without the optimizer's state.
 * With ``deterministic``, PyTorch uses deterministic algorithms only (and cuDNN no autotuning),
   so two runs on the same machine give bit-identical weights, and so does a run killed and
   resumed. Without it cuDNN may autotune on CUDA, which is faster but not bit-reproducible.
@@ -105,6 +107,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
+#: The entries only a resumed run reads; ``checkpoint_best.pt`` leaves them out.
+RESUME_ONLY_KEYS = ("optimizer", "grad_scaler", "history", "rng")
 #: Signals that make the trainer write a checkpoint and stop (SLURM sends them before a kill).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -441,11 +445,17 @@ class FoldTrainer:
         self.pretrained = state.get("pretrained")
         restore_rng_state(state["rng"])
 
-    def _save(self, name: str) -> Path:
-        """Write a checkpoint (rank 0 only; every rank holds the same state)."""
+    def _save(self, name: str, *, weights_only: bool = False) -> Path:
+        """Write a checkpoint (rank 0 only; every rank holds the same state). ``weights_only``
+        leaves out what only resuming reads (optimizer, grad scaler, random states, history):
+        half the size of a checkpoint that resumes."""
         if not self.ranks.is_main:
             return self.output_folder / name
-        return save_checkpoint(self.output_folder / name, self.state_dict())
+        state = self.state_dict()
+        if weights_only:
+            state = {k: v for k, v in state.items() if k not in RESUME_ONLY_KEYS}
+            state["weights_only"] = True
+        return save_checkpoint(self.output_folder / name, state)
 
     def load_pretrained(self) -> None:
         """Start from ``settings.pretrained_weights`` (all but the heads), if set; a run does
@@ -738,7 +748,8 @@ class FoldTrainer:
         )
         if not math.isnan(ema) and (self.best_ema is None or ema > self.best_ema):
             self.best_ema = ema
-            self._save(CHECKPOINT_BEST)
+            # Never resumed from (checkpoint_latest.pt is): the weights suffice.
+            self._save(CHECKPOINT_BEST, weights_only=True)
             logger.info("new best EMA pseudo Dice %.4f", ema)
         if self.epoch % settings.checkpoint_every == 0 and self.epoch < settings.epochs:
             self._save(CHECKPOINT_LATEST)

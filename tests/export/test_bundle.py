@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 
 import pytest
@@ -95,6 +96,24 @@ def test_the_inference_copy_is_much_smaller_and_still_a_checkpoint(bundle, exper
             assert state[key] == full[key], key
         for key, tensor in full["network"].items():
             assert torch.equal(state["network"][key], tensor), key
+
+
+def test_the_export_says_how_large_each_artifact_is(experiment, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="segflow.export")
+    out = export_model(
+        **experiment.export_arguments(output_dir=tmp_path / "model", zip_path=tmp_path / "m.zip")
+    )
+    lines = {r.getMessage().strip().split(":")[0]: r.getMessage() for r in caplog.records}
+    copy = out / "2d" / "fold_0" / "checkpoint_final.pt"
+    original = experiment.checkpoints["2d"][0]
+    line = lines["2d/fold_0/checkpoint_final.pt"]
+    assert f"{copy.stat().st_size / 1e6:.1f} MB" in line
+    assert f"training checkpoint {original.stat().st_size / 1e6:.1f} MB" in line
+    assert "optimizer" in line and "left out" in line
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert f"{total / 1e6:.1f} MB in {len(_files(out))} files" in lines[f"model folder {out}"]
+    zipped = (tmp_path / "m.zip").stat().st_size
+    assert f"{zipped / 1e6:.1f} MB" in lines[f"model zip {tmp_path / 'm.zip'}"]
 
 
 def test_inference_checkpoint_names_what_an_old_checkpoint_lacks():

@@ -300,7 +300,7 @@ def _candidate_rows(selection: Mapping[str, Any]) -> tuple[list[list[Any]], list
             [
                 rank,
                 candidate.get("name", MISSING),
-                " + ".join(candidate.get("configurations", [])) or MISSING,
+                ", ".join(candidate.get("configurations", [])) or MISSING,
                 candidate.get(metric),
                 *(dice.get(c) for c in classes),
                 candidate.get("num_cases"),
@@ -420,7 +420,7 @@ def selection_page(
     folds = ", ".join(str(f) for f in selected.get("folds", [])) or MISSING
     summary = [
         ["selected", selected.get("name", MISSING)],
-        ["configurations", " + ".join(selected.get("configurations", [])) or MISSING],
+        ["configurations", ", ".join(selected.get("configurations", [])) or MISSING],
         ["folds", folds],
         [_metric_title(metric), selected.get(metric)],
     ]

@@ -218,11 +218,11 @@ def test_the_readme_describes_the_model(bundle):
         "| `0000` | MRI |",
         "| organ | 1 |",
         "| lesion | 2 |",
-        "**2d+3d_fullres**: an ensemble of `2d` + `3d_fullres`, folds 0, 1",
+        "**2d,3d_fullres**: an ensemble of `2d` + `3d_fullres`, folds 0, 1",
         "Cross-validation mean foreground Dice: **0.6725**",
         "| `2d` | 0.6100 | 0.9000 | 0.3200 | 6 |",
         "| `3d_fullres` | 0.6550 | 0.9100 | 0.4000 | 6 |",
-        "| `2d+3d_fullres` (selected) | 0.6725 | 0.9250 | 0.4200 | 6 |",
+        "| `2d,3d_fullres` (selected) | 0.6725 | 0.9250 | 0.4200 | 6 |",
         "1. keep only the largest connected component of label(s) 1 (organ) + 2 (lesion)",
         "with postprocessing: **0.6811** (without: 0.6725)",
         "segflow predict -i IN -o OUT -m path/to/model",
@@ -237,7 +237,7 @@ def test_load_bundle_reads_a_complete_folder(bundle):
     assert loaded.path == bundle
     assert loaded.configurations == {"2d": (0, 1), "3d_fullres": (0, 1)}
     assert loaded.dataset.labels == {"background": 0, "organ": 1, "lesion": 2}
-    assert loaded.selection["selected"]["name"] == "2d+3d_fullres"
+    assert loaded.selection["selected"]["name"] == "2d,3d_fullres"
     assert loaded.postprocessing["rules"] == [{"labels": [1, 2]}]
     assert loaded.checkpoint("2d", 1) == bundle / "2d" / "fold_1" / "checkpoint_final.pt"
 

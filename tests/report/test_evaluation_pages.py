@@ -73,10 +73,10 @@ def test_selection_page_sorts_candidates_and_highlights_the_winner(
     self_contained(text)
     candidates = text[text.index("<h2>Candidates</h2>") : text.index("<h2>Postprocessing</h2>")]
     names = re.findall(r'<tr[^>]*><td class="num">\d</td><td>([^<]+)</td>', candidates)
-    assert names == ["2d+3d_fullres", "3d_fullres", "2d"]
+    assert names == ["2d,3d_fullres", "3d_fullres", "2d"]
     winner = re.findall(r'<tr class="highlight">.*?</tr>', candidates)
     assert len(winner) == 1
-    assert "<td>2d+3d_fullres</td>" in winner[0] and "<td>selected</td>" in winner[0]
+    assert "<td>2d,3d_fullres</td>" in winner[0] and "<td>selected</td>" in winner[0]
     assert "<th>mean foreground Dice</th><th>Dice &lt;b&gt;</th><th>Dice lesion</th>" in text
     assert "<td>folds</td><td>0, 1, 2, 3, 4</td>" in text
 

@@ -72,7 +72,7 @@ def test_selection_compares_both_configurations_and_their_ensemble(finished):
     out = work / "out"
     selection = json.loads((out / "selection.json").read_text())
     names = [c["name"] for c in selection["candidates"]]
-    assert names == ["2d", "3d_fullres", "2d+3d_fullres"]
+    assert names == ["2d", "3d_fullres", "2d,3d_fullres"]
     for candidate in selection["candidates"][:2]:
         summary = json.loads((out / "crossval" / candidate["name"] / "summary.json").read_text())
         assert candidate["mean_foreground_dice"] == summary["mean_foreground_dice"]

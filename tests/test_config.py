@@ -417,3 +417,37 @@ def test_mirror_axes_in_training_and_experiments():
     )
     assert "training.mirror_axes.1: 3 is not one of [0, 1, 2]" in text, text
     assert "experiments.x.mirror_axes" in text and "non-unique" in text, text
+
+
+def test_loss_parameters_are_checked_by_their_losss_registry_entry():
+    # The KiTS19 exp-log loss's exponents and weights, focal's gamma and alpha.
+    config = check_config(
+        {
+            "dataset": "d",
+            "experiments": {
+                "exp_log": {"loss": "exp_log", "loss_parameters": {"gamma_dice": 0.5,
+                                                                   "weight_ce": 0.4}},
+                "focal": {"loss": "focal", "loss_parameters": {"gamma": 1.0, "alpha": 0.25}},
+            },
+        },
+        SCHEMA,
+    )  # fmt: skip
+    assert config["experiments"]["focal"]["loss_parameters"] == {"gamma": 1.0, "alpha": 0.25}
+    problems = _problems(
+        {
+            "dataset": "d",
+            "training": {"epochs": 0},
+            "experiments": {
+                "a": {"loss": "exp_log", "loss_parameters": {"loss_gamma": 0.5}},
+                "b": {"loss": "focal", "loss_parameters": {"gamma": -1, "alpha": 2}},
+            },
+        }
+    )
+    text = "\n".join(problems)
+    # Every problem at once, the schema's too, each naming its key.
+    assert "training.epochs: 0 is less than the minimum of 1" in text
+    assert "experiments.a.loss_parameters.loss_gamma: loss 'exp_log' has no parameter" in text
+    valid = "weight_dice, weight_ce, gamma_dice, gamma_ce, smooth, include_background"
+    assert f"(valid: {valid})" in text
+    assert "experiments.b.loss_parameters.gamma: gamma must be a number >= 0, got -1" in text
+    assert "experiments.b.loss_parameters.alpha: alpha must be a number in [0, 1]" in text

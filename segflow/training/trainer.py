@@ -342,6 +342,7 @@ class FoldTrainer:
             name=self.settings.loss,
             batch_dice=self.configuration.batch_dice,
             num_outputs=len(self.scales),
+            **(self.settings.loss_parameters or {}),
         )
         if len(self.scales) == 1:
             self.loss = DeepSupervisionLoss(self.loss, [1.0])  # takes the lists of one

@@ -10,7 +10,6 @@ deterministic, with several classes and many components, which is all these test
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import shutil
 from dataclasses import replace

@@ -11,6 +11,7 @@ if HOLDOUT is not None:
             dataset=DATASET,
             test_cases=HOLDOUT["test_cases"],
             seed=HOLDOUT["seed"],
+            existing=HOLDOUT["existing_test_cases"],
         conda:
             "../../envs/cpu.yaml"
         log:
@@ -18,3 +19,4 @@ if HOLDOUT is not None:
         shell:
             "python -m segflow --log={log:q} holdout --dataset={params.source:q}"
             " --output={params.dataset:q} --num-test={params.test_cases:q} --seed={params.seed:q}"
+            " --existing-test-cases={params.existing:q}"

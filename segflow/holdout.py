@@ -6,8 +6,9 @@ updated, and ``numTest`` where it has one; every other key kept) and ``holdout.j
 cases were held out, and how) are real files. A source that has test cases of its own
 (``imagesTs``) either keeps them beside the held-out ones (``existing_test_cases="keep"``,
 the default: logged, counted in ``numTest`` and listed apart in ``holdout.json``) or leaves
-them out (``"drop"``: the test set is the held-out cases only). The folder is built under a temporary name beside its destination and renamed
-into place, so it exists complete or not at all.
+them out (``"drop"``: the test set is the held-out cases only). The folder is built under a
+temporary name beside its destination and renamed into place, so it exists complete or not at
+all.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def make_holdout(
     """Write ``output_dir`` as ``dataset_dir`` with ``num_test`` training cases held out.
 
     Held-out cases move to ``imagesTs/labelsTs``; test cases the source already had stay test
-    cases (``existing_test_cases="keep"``) or are left out (``"drop"``). Rerunning with the same arguments on the same source finds the same holdout and
-    leaves it as it is.
+    cases (``existing_test_cases="keep"``) or are left out (``"drop"``). Rerunning with the
+    same arguments on the same source finds the same holdout and leaves it as it is.
 
     Args:
         dataset_dir: the raw dataset (nnU-Net v2 layout) to hold cases out of.

@@ -83,8 +83,18 @@ def commands() -> dict[str, Command]:
     return {name: found[name] for name in ORDER}
 
 
+#: A log record's attribute (``extra={CONSOLE: True}``) that sends it to stderr even when a
+#: log file takes the rest: a training job's epochs in the workflow's console.
+CONSOLE = "console"
+
+
+def _on_console(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or bool(getattr(record, CONSOLE, False))
+
+
 def _configure_logging(verbose: bool, log_file: Path | None) -> list[logging.Handler]:
-    """INFO to stderr, or with a log file: everything to the file and warnings to stderr.
+    """INFO to stderr, or with a log file: everything to the file and to stderr warnings and
+    the records marked :data:`CONSOLE` (progress).
 
     Returns the handlers added, the log file's first, so that :func:`main` can remove them.
     """
@@ -96,7 +106,7 @@ def _configure_logging(verbose: bool, log_file: Path | None) -> list[logging.Han
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
-        console.setLevel(logging.WARNING)
+        console.addFilter(_on_console)
     handlers.append(console)
     for handler in handlers:
         handler.setFormatter(fmt)

@@ -526,6 +526,7 @@ def _pretrain(
         "queue warm start: %d batches of the untrained key encoder put %d of %d keys in the "
         "queue in %.1f s; the rest fill as training goes",
         used, int(model.queue_filled), settings.queue_size, time.perf_counter() - started,
+        extra={"console": True},
     )  # fmt: skip
     budget = {
         "training_batches": steps,
@@ -560,6 +561,7 @@ def _pretrain(
             "pretraining epoch %d of %d: InfoNCE %.4f, %.1f s (about %.0f s left)",
             epoch + 1, settings.epochs, history[-1]["loss"], history[-1]["seconds"],
             spent / len(history) * (settings.epochs - len(history)),
+            extra={"console": True},  # segflow.cli.CONSOLE: shown in the workflow's output
         )  # fmt: skip
     evaluation["after"] = model.evaluate(held)
     logger.info(

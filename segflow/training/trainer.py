@@ -64,7 +64,7 @@ from segflow import __version__
 from segflow.compute import set_up_compute, use_cpu_bf16
 from segflow.errors import Interrupted, Problem, SegflowError
 from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
-from segflow.layout import CHECKPOINT_FINAL
+from segflow.layout import CHECKPOINT_FINAL, model_name
 from segflow.planning.plans import ConfigurationPlan, Plans
 from segflow.preprocessing.previous_stage import previous_stage_labels, previous_stage_path
 from segflow.progress_bar import ProgressBar
@@ -107,6 +107,9 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
+#: Marks a log record for the console even when a log file takes the rest
+#: (:data:`segflow.cli.CONSOLE`): the epochs of a training job in the workflow's output.
+_ON_CONSOLE = {"console": True}
 #: The entries only a resumed run reads; ``checkpoint_best.pt`` leaves them out.
 RESUME_ONLY_KEYS = ("optimizer", "grad_scaler", "history", "rng")
 #: Signals that make the trainer write a checkpoint and stop (SLURM sends them before a kill).
@@ -648,8 +651,8 @@ class FoldTrainer:
                 self.load_pretrained()
             logger.info(
                 "training %s fold %d on %s: %d epochs x %d iterations, %d training and %d "
-                "validation cases, patch %s, batch %d%s",
-                self.configuration.name,
+                "validation cases, patch %s, batch %d%s; log: %s",
+                self._model_name(),
                 self.fold,
                 self.device if self.ranks.size == 1 else f"{self.ranks.size} {self.device.type}",
                 self.settings.epochs,
@@ -661,6 +664,8 @@ class FoldTrainer:
                 f" ({self.configuration.batch_size // self.ranks.size} per process)"
                 if self.ranks.size > 1
                 else "",
+                self.output_folder / "training.log",
+                extra=_ON_CONSOLE,
             )
             self._train(final)
             logger.info("finished: %s", final)
@@ -679,6 +684,11 @@ class FoldTrainer:
             with contextlib.suppress(FileNotFoundError):
                 (self.output_folder / CHECKPOINT_LATEST).unlink()
         self._barrier()
+
+    def _model_name(self) -> str:
+        """The configuration, with the experiment's name too (``2d__BL``): in a workflow's
+        console, the jobs' lines interleave."""
+        return model_name(self.configuration.name, self.settings.experiment)
 
     def _learning_rate(self) -> float:
         return poly_learning_rate(
@@ -738,7 +748,10 @@ class FoldTrainer:
         self.epoch_losses = []
         ema = row["ema_pseudo_dice"]
         logger.info(
-            "epoch %d: train loss %.4f, val loss %.4f, pseudo Dice %s, EMA %.4f, lr %.2e, %.1f s",
+            "%s fold %d, epoch %d: train loss %.4f, val loss %.4f, pseudo Dice %s, EMA %.4f, "
+            "lr %.2e, %.1f s; %d of %d epochs done",
+            self._model_name(),
+            self.fold,
             self.epoch - 1,
             row["train_loss"],
             row["val_loss"],
@@ -746,6 +759,9 @@ class FoldTrainer:
             ema,
             lr,
             row["epoch_seconds"],
+            self.epoch,
+            settings.epochs,
+            extra=_ON_CONSOLE,
         )
         if not math.isnan(ema) and (self.best_ema is None or ema > self.best_ema):
             self.best_ema = ema

@@ -690,6 +690,18 @@ class FoldTrainer:
         console, the jobs' lines interleave."""
         return model_name(self.configuration.name, self.settings.experiment)
 
+    def _progress_title(self) -> str:
+        """The title of ``progress.png``: the model, the fold and the loss it trains with (its
+        summary, and the parameters the run sets)."""
+        from segflow.training.losses.registry import LOSSES
+
+        given = self.settings.loss_parameters or {}
+        parameters = ", ".join(f"{k} {v}" for k, v in sorted(given.items()))
+        return (
+            f"{self._model_name()} fold {self.fold}; loss: {self.settings.loss}, "
+            f"{LOSSES[self.settings.loss].summary}" + (f" ({parameters})" if parameters else "")
+        )
+
     def _learning_rate(self) -> float:
         return poly_learning_rate(
             self.settings.initial_lr, self.epoch, self.settings.epochs, self.settings.lr_exponent
@@ -771,7 +783,7 @@ class FoldTrainer:
         if self.epoch % settings.checkpoint_every == 0 and self.epoch < settings.epochs:
             self._save(CHECKPOINT_LATEST)
         if self.ranks.is_main:
-            self.history.write(self.output_folder)
+            self.history.write(self.output_folder, self._progress_title())
         self._check_stop()
 
 

@@ -277,3 +277,27 @@ def test_load_bundle_refuses_a_folder_without_or_with_a_broken_manifest(bundle, 
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(SegflowError, match=r"does not list the required plans\.json"):
         load_bundle(copy)
+
+
+@pytest.mark.parametrize(
+    ("ending", "channels", "expected"),
+    [
+        (".png", {"0": "R", "1": "G", "2": "B"},
+         "Each case is one image file `<case>_0000.png` holding its 3 channels (an RGB image), "
+         "or 3 single-channel files `<case>_<XXXX>.png`, one per channel"),
+        (".nii.gz", {"0": "T1", "1": "T2"},
+         "Each case is 2 image files `<case>_<XXXX>.nii.gz`, one per channel"),
+        (".nii.gz", {"0": "CT"}, "Each case is one image file `<case>_0000.nii.gz`, the channel:"),
+    ],
+)  # fmt: skip
+def test_the_readme_says_how_a_case_comes_in_files(ending, channels, expected):
+    from segflow.export.readme import render_readme
+    from segflow.io.dataset import parse_dataset_json
+
+    raw = {"channel_names": channels, "labels": {"background": 0, "vessel": 1},
+           "numTraining": 20, "file_ending": ending}  # fmt: skip
+    dataset, problems = parse_dataset_json(raw)
+    assert not problems
+    selection = {"selected": {"name": "2d", "configurations": ["2d"], "folds": [0]}}
+    text = render_readme(dataset, "DRIVE", selection, {"rules": []}, {"2d": (0,)}, "model")
+    assert expected in " ".join(text.split())

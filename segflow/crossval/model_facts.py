@@ -37,6 +37,7 @@ def result_settings(settings: dict[str, Any]) -> dict[str, Any]:
             flat[key] = value
     return flat
 
+
 #: State-dict entries that are buffers, not trained parameters (batch normalization's).
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 

@@ -239,7 +239,9 @@ def _overrides(settings: Sequence[Any]) -> list[str]:
 def _setting_text(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k} {v}" for k, v in sorted(value.items()))
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def test_page(test_metrics_csv: str | os.PathLike[str], out_html: str | os.PathLike[str]) -> Path:

@@ -212,6 +212,4 @@ def test_the_ablation_table_says_what_each_model_overrides(tmp_path, crossval_cs
     assert differs("BL") == "nothing"
     assert differs("exp_log") == "loss exp_log, loss_parameters gamma_dice 0.5"
     assert differs("BL+GN") == "network.norm group"
-    assert differs("ssl") == (
-        "pretrained_weights self-supervised, per fold, sas_augmentation true"
-    )
+    assert differs("ssl") == ("pretrained_weights self-supervised, per fold, sas_augmentation true")

@@ -113,6 +113,11 @@ def test_the_trainer_builds_what_the_settings_name(tiny_experiment, tmp_path):
     loss = trainer.loss.loss
     exponents_and_weights = (loss.gamma_dice, loss.weight_ce, loss.gamma_ce, loss.weight_dice)
     assert exponents_and_weights == (0.5, 0.4, 0.3, 0.8)
+    # progress.png's title says which loss this run trained with, not the default's name.
+    assert trainer._progress_title() == (
+        "3d_fullres fold 0; loss: exp_log, exponential logarithmic loss (Wong et al. 2018), "
+        "as in the KiTS19 seed (gamma_dice 0.5, weight_ce 0.4)"
+    )
 
 
 @pytest.fixture(scope="module")

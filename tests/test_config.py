@@ -451,3 +451,17 @@ def test_loss_parameters_are_checked_by_their_losss_registry_entry():
     assert f"(valid: {valid})" in text
     assert "experiments.b.loss_parameters.gamma: gamma must be a number >= 0, got -1" in text
     assert "experiments.b.loss_parameters.alpha: alpha must be a number in [0, 1]" in text
+
+
+def test_loss_parameters_given_on_the_command_line_are_numbers():
+    # Snakemake's --config 'experiments={f: {loss: focal, loss_parameters: {gamma: 1.0}}}'
+    # passes nested values as strings.
+    given = {"dataset": "d", "experiments": {
+        "f": {"loss": "focal", "loss_parameters": {"gamma": "1.0", "alpha": "null"}}}}  # fmt: skip
+    config = check_config(given, SCHEMA)
+    assert config["experiments"]["f"]["loss_parameters"] == {"gamma": 1.0, "alpha": None}
+    given["experiments"]["f"]["loss_parameters"] = {"gamma": "strong"}
+    assert any(
+        p.startswith("experiments.f.loss_parameters.gamma: 'strong' is not of type")
+        for p in _problems(given)
+    )

@@ -60,3 +60,11 @@ rule preprocessed:
         LAYOUT.plans,
         preprocessed_manifests,
         LAYOUT.splits,
+
+
+# At the end of every run (not a dry run): where the results are, the headline numbers, and
+# the command that builds the report (segflow/run_summary.py).
+onsuccess:
+    from segflow.run_summary import write_run_summary
+
+    write_run_summary(LAYOUT.root, workflow.configfiles)

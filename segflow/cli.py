@@ -84,6 +84,15 @@ def commands() -> dict[str, Command]:
     return {name: found[name] for name in ORDER}
 
 
+#: A log record's attribute (``extra={CONSOLE: True}``) that sends it to stderr even when a
+#: log file takes the rest: a training job's epochs in the workflow's console.
+CONSOLE = "console"
+
+
+def _on_console(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or bool(getattr(record, CONSOLE, False))
+
+
 class _LogFile(logging.FileHandler):
     """The ``--log`` file; it stops writing, without a traceback, once the disk is full (the
     error that follows names the file the stage was writing)."""
@@ -112,7 +121,8 @@ class _LogFile(logging.FileHandler):
 
 
 def _configure_logging(verbose: bool, log_file: Path | None) -> list[logging.Handler]:
-    """INFO to stderr, or with a log file: everything to the file and warnings to stderr.
+    """INFO to stderr, or with a log file: everything to the file and to stderr warnings and
+    the records marked :data:`CONSOLE` (progress).
 
     Returns the handlers added, the log file's first, so that :func:`main` can remove them.
 
@@ -130,7 +140,7 @@ def _configure_logging(verbose: bool, log_file: Path | None) -> list[logging.Han
             handlers.append(_LogFile(log_file, mode="w", encoding="utf-8"))
         except OSError as err:
             raise SegflowError(f"cannot write the log file {log_file}: {_os_reason(err)}") from None
-        console.setLevel(logging.WARNING)
+        console.addFilter(_on_console)
     handlers.append(console)
     for handler in handlers:
         handler.setFormatter(fmt)

@@ -683,11 +683,40 @@ def check_config(
     _fill_defaults(config, schema)
     problems += _value_problems(config, None if base is None else Path(base))
     problems += _experiment_problems(config, schema, None if base is None else Path(base))
+    problems += _loss_parameter_problems(config)
     if not problems:
         problems += _ssl_pretrain_problems(config)
     if problems:
         raise ConfigError("the workflow configuration is invalid", problems)
     return config
+
+
+def _loss_parameter_problems(config: dict[str, Any]) -> list[Problem]:
+    """Each experiment's loss_parameters checked by its loss's registry entry (imported, with
+    torch, only when a config sets some)."""
+    from segflow.training.settings import LOSS_NAMES
+
+    try:
+        sections = {
+            name: section
+            for name, section in experiment_sections(config).items()
+            if isinstance(section.get("loss_parameters"), dict)
+            and section["loss_parameters"]
+            and section.get("loss") in LOSS_NAMES  # else the schema reports the name
+        }
+    except (TypeError, AttributeError, KeyError, ValueError):
+        return []  # a section of the wrong type, which the schema reports
+    if not sections:
+        return []
+    from segflow.training.losses.registry import loss_problems
+
+    problems = []
+    for name, section in sections.items():
+        where = "training" if name is None else f"experiments.{name}"
+        problems += loss_problems(
+            section["loss"], section["loss_parameters"], where=f"{where}.loss_parameters"
+        )
+    return problems
 
 
 def _ssl_pretrain_problems(config: dict[str, Any]) -> list[Problem]:

@@ -34,12 +34,19 @@ def _holdout_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, required=True, help="dataset folder to create")
     p.add_argument("--num-test", type=int, required=True, help="training cases to hold out")
     p.add_argument("--seed", type=int, default=12345, help="seeds the choice of test cases")
+    p.add_argument(
+        "--existing-test-cases",
+        choices=("keep", "drop"),
+        default="keep",
+        help="the dataset's own test cases (imagesTs): keep them beside the held-out ones "
+        "(counted in numTest, listed in holdout.json) or drop them",
+    )
 
 
 def _holdout(args: argparse.Namespace) -> None:
     from segflow.holdout import make_holdout
 
-    make_holdout(args.dataset, args.output, args.num_test, args.seed)
+    make_holdout(args.dataset, args.output, args.num_test, args.seed, args.existing_test_cases)
 
 
 COMMANDS = (

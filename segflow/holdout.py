@@ -2,9 +2,13 @@
 
 The held-out dataset is a new raw dataset folder whose ``imagesTr/labelsTr/imagesTs/labelsTs``
 entries are symbolic links to the original files; only ``dataset.json`` (``numTraining``
-updated, every other key kept) and ``holdout.json`` (which cases were held out, and how) are
-real files. The folder is built under a temporary name beside its destination and renamed
-into place, so it exists complete or not at all.
+updated, and ``numTest`` where it has one; every other key kept) and ``holdout.json`` (which
+cases were held out, and how) are real files. A source that has test cases of its own
+(``imagesTs``) either keeps them beside the held-out ones (``existing_test_cases="keep"``,
+the default: logged, counted in ``numTest`` and listed apart in ``holdout.json``) or leaves
+them out (``"drop"``: the test set is the held-out cases only). The folder is built under a
+temporary name beside its destination and renamed into place, so it exists complete or not at
+all.
 """
 
 from __future__ import annotations
@@ -34,13 +38,16 @@ from segflow.validation.layout import (
     discover_cases,
 )
 
-__all__ = ["HOLDOUT_FILE", "choose_test_cases", "make_holdout"]
+__all__ = ["EXISTING_TEST_CASES", "HOLDOUT_FILE", "choose_test_cases", "make_holdout"]
 
 logger = logging.getLogger(__name__)
 
 HOLDOUT_FILE = "holdout.json"
 # What makes two holdouts the same; the version that wrote it does not.
 _IDENTITY_KEYS = ("source", "seed", "num_test", "test_cases", "training_cases")
+#: What becomes of the test cases the source already has: kept beside the held-out ones, or
+#: left out.
+EXISTING_TEST_CASES = ("keep", "drop")
 
 
 def choose_test_cases(case_ids: list[str], num_test: int, seed: int) -> list[str]:
@@ -58,19 +65,24 @@ def choose_test_cases(case_ids: list[str], num_test: int, seed: int) -> list[str
 
 
 def make_holdout(
-    dataset_dir: str | Path, output_dir: str | Path, num_test: int, seed: int = 12345
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    num_test: int,
+    seed: int = 12345,
+    existing_test_cases: str = "keep",
 ) -> dict[str, Any]:
     """Write ``output_dir`` as ``dataset_dir`` with ``num_test`` training cases held out.
 
     Held-out cases move to ``imagesTs/labelsTs``; test cases the source already had stay test
-    cases. Rerunning with the same arguments on the same source finds the same holdout and
-    leaves it as it is.
+    cases (``existing_test_cases="keep"``) or are left out (``"drop"``). Rerunning with the
+    same arguments on the same source finds the same holdout and leaves it as it is.
 
     Args:
         dataset_dir: the raw dataset (nnU-Net v2 layout) to hold cases out of.
         output_dir: the folder to create; it must not exist, be empty, or hold the same holdout.
         num_test: how many training cases to hold out (at least 1, fewer than all).
         seed: seeds the choice.
+        existing_test_cases: ``keep`` or ``drop`` the source's own test cases.
 
     Returns:
         The holdout record written to ``output_dir/holdout.json``.
@@ -79,6 +91,16 @@ def make_holdout(
         SegflowError: bad arguments, a dataset whose file names break the layout, or an
             ``output_dir`` that holds something else or lies in ``dataset_dir``.
     """
+    if existing_test_cases not in EXISTING_TEST_CASES:
+        raise SegflowError(
+            "cannot hold out cases",
+            [
+                Problem(
+                    "--existing-test-cases",
+                    f"{existing_test_cases!r}: expected one of {', '.join(EXISTING_TEST_CASES)}",
+                )
+            ],
+        )
     source = Path(dataset_dir).resolve()
     output = Path(output_dir).absolute()
     if output.resolve() == source or source in output.resolve().parents:
@@ -92,14 +114,26 @@ def make_holdout(
     training_ids = [c.case_id for c in layout.training]
     _check_num_test(num_test, len(training_ids), source)
     test_ids = choose_test_cases(training_ids, num_test, seed)
+    own = sorted(c.case_id for c in layout.test) if existing_test_cases == "keep" else []
     record = {
         "source": str(source),
         "seed": seed,
         "num_test": num_test,
         "test_cases": test_ids,
         "training_cases": sorted(set(training_ids) - set(test_ids)),
+        # The source's own test cases in imagesTs/labelsTs beside the held-out ones.
+        "source_test_cases": own,
+        "existing_test_cases": existing_test_cases,
         "segflow_version": __version__,
     }
+    if layout.test:
+        logger.warning(
+            "%s already has %d test cases in %s: %s; the test set of %s is %d cases",
+            source, len(layout.test), IMAGES_TEST,
+            "kept beside the held-out ones (--existing-test-cases=drop leaves them out)"
+            if own else "left out (--existing-test-cases=drop)",
+            output, num_test + len(own),
+        )  # fmt: skip
     if _is_same_holdout(output, record):
         if (output / "dataset.json").is_file():
             logger.info("%s already holds this holdout; left as it is", output)
@@ -148,7 +182,11 @@ def _check_num_test(num_test: int, num_cases: int, source: Path) -> None:
 def _identity(record: Any) -> Any:
     if not isinstance(record, dict):
         return None
-    return {k: record.get(k) for k in _IDENTITY_KEYS}
+    # A holdout written before the choice existed kept the source's test cases.
+    return {
+        **{k: record.get(k) for k in _IDENTITY_KEYS},
+        "existing_test_cases": record.get("existing_test_cases", "keep"),
+    }
 
 
 def _is_same_holdout(output: Path, record: dict[str, Any]) -> bool:
@@ -190,7 +228,7 @@ def _remove_links_folder(output: Path) -> None:
     shutil.rmtree(output)
 
 
-def _links(layout: DatasetLayout, test_ids: set[str]) -> list[tuple[str, str]]:
+def _links(layout: DatasetLayout, test_ids: set[str], keep_test: bool) -> list[tuple[str, str]]:
     """``(source path, destination path)``, relative to the dataset folders, of every case file."""
     links = []
 
@@ -208,7 +246,8 @@ def _links(layout: DatasetLayout, test_ids: set[str]) -> list[tuple[str, str]]:
             LABELS_TEST if held_out else LABELS_TRAINING,
         )
     for case in layout.test:
-        add(case, IMAGES_TEST, LABELS_TEST)
+        if keep_test:
+            add(case, IMAGES_TEST, LABELS_TEST)
     return links
 
 
@@ -216,7 +255,8 @@ def _build(source: Path, output: Path, layout: DatasetLayout, record: dict[str, 
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{output.name}-", dir=output.parent))
     try:
-        for src, dst in _links(layout, set(record["test_cases"])):
+        keep_test = bool(record["source_test_cases"])
+        for src, dst in _links(layout, set(record["test_cases"]), keep_test):
             (tmp / dst).parent.mkdir(exist_ok=True)
             # Link to the file itself, so that a holdout of a holdout still reaches the data.
             os.symlink((source / src).resolve(), tmp / dst)
@@ -224,6 +264,8 @@ def _build(source: Path, output: Path, layout: DatasetLayout, record: dict[str, 
             (tmp / folder).mkdir(exist_ok=True)
         dataset_json = json.loads((source / "dataset.json").read_text(encoding="utf-8"))
         dataset_json["numTraining"] = len(record["training_cases"])
+        if "numTest" in dataset_json:  # optional in nnU-Net v2; kept true where present
+            dataset_json["numTest"] = len(record["test_cases"]) + len(record["source_test_cases"])
         for name, data in (("dataset.json", dataset_json), (HOLDOUT_FILE, record)):
             (tmp / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         umask = os.umask(0)

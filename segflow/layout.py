@@ -165,15 +165,16 @@ class Results:
         return self.fold_model(configuration, fold) / PROGRESS_PLOT
 
     # Self-supervised pretraining (training.ssl_pretrain).
-    def pretraining(self, configuration: str) -> Path:
-        """A model's pretraining folder: ``checkpoint_ssl.pt`` and its loss curve."""
-        return self.root / "pretraining" / configuration
+    # Per fold: each fold's encoder sees only that fold's training cases.
+    def pretraining(self, configuration: str, fold: int | str) -> Path:
+        """A model's fold's pretraining folder: ``checkpoint_ssl.pt`` and its loss curve."""
+        return self.root / "pretraining" / configuration / fold_folder(fold)
 
-    def ssl_checkpoint(self, configuration: str) -> Path:
-        return self.pretraining(configuration) / "checkpoint_ssl.pt"
+    def ssl_checkpoint(self, configuration: str, fold: int | str) -> Path:
+        return self.pretraining(configuration, fold) / "checkpoint_ssl.pt"
 
-    def ssl_progress_plot(self, configuration: str) -> Path:
-        return self.pretraining(configuration) / "ssl_progress.png"
+    def ssl_progress_plot(self, configuration: str, fold: int | str) -> Path:
+        return self.pretraining(configuration, fold) / "ssl_progress.png"
 
     # Cross-validation.
     @property

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -116,6 +117,24 @@ def _int_tuple(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def _is_mapping(kind: Any) -> bool:
+    """Whether a field's type is ``dict[str, Any]`` or ``dict[str, Any] | None``."""
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    mappings = [t for t in options if t is not type(None)]
+    return len(mappings) == 1 and typing.get_origin(mappings[0]) is dict
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """The option form of a mapping: a JSON object (``'{"gamma": 1}'``)."""
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def _choice_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -156,6 +175,14 @@ def add_arguments(
                 type=_int_tuple,
                 default=field.default,
                 help=f"{meta.help} (comma-separated; empty for none)",
+            )
+        elif _is_mapping(kind):
+            parser.add_argument(
+                _flag(name),
+                dest=name,
+                type=_json_object,
+                default=field.default,
+                help=f"{meta.help} (a JSON object)",
             )
         elif _is_switch(kind, field.default):
             flag = _flag(("no_" if field.default else "") + name)
@@ -217,6 +244,9 @@ def to_arguments(
             arguments.append(f"{_flag(name)}={_choice_text(value)}")
         elif _is_int_tuple(kind) and value is not None:
             arguments.append(f"{_flag(name)}={','.join(str(int(v)) for v in value)}")
+        elif _is_mapping(kind) and value is not None:
+            # Sorted keys: the same mapping is always the same argument.
+            arguments.append(f"{_flag(name)}={json.dumps(value, sort_keys=True)}")
         elif _is_switch(kind, field.default):
             if bool(value) != field.default:
                 arguments.append(_flag(("no_" if field.default else "") + name))

@@ -77,3 +77,25 @@ def test_an_error_reaches_stderr_once_and_the_log_file(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.count("segflow validate-dataset: error:") == 1
     assert "segflow validate-dataset: error:" in log.read_text()
+
+
+def test_with_a_log_file_the_console_gets_warnings_and_progress_only(tmp_path, capsys):
+    import logging
+
+    from segflow.cli import CONSOLE, _configure_logging
+
+    handlers = _configure_logging(False, tmp_path / "job.log")
+    try:
+        log = logging.getLogger("segflow.test")
+        log.info("plain detail")
+        log.info("2d fold 0, epoch 3: train loss 0.5", extra={CONSOLE: True})
+        log.warning("a warning")
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    err = capsys.readouterr().err
+    assert "epoch 3: train loss 0.5" in err and "a warning" in err
+    assert "plain detail" not in err
+    text = (tmp_path / "job.log").read_text()
+    assert all(m in text for m in ("plain detail", "epoch 3", "a warning"))

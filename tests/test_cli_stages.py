@@ -47,7 +47,7 @@ def test_select(tmp_path, capsys):
                  "--predictions-out", str(predictions)]  # fmt: skip
     assert main(arguments) == 0
     selection = json.loads(out.read_text())
-    assert selection["selected"]["name"] == "2d+3d_fullres"
+    assert selection["selected"]["name"] == "2d,3d_fullres"
     assert selection["selected"]["mean_foreground_dice"] == 1.0
     for case_id in CASE_FOLDS:
         np.testing.assert_array_equal(

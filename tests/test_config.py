@@ -581,3 +581,49 @@ def test_a_holdout_built_or_written_inside_its_source_is_refused(tmp_path):
         "outside it",
     ]
     check_config({**config, "dataset": "held_out", "results": "out"}, SCHEMA, base=tmp_path)
+def test_loss_parameters_are_checked_by_their_losss_registry_entry():
+    # The KiTS19 exp-log loss's exponents and weights, focal's gamma and alpha.
+    config = check_config(
+        {
+            "dataset": "d",
+            "experiments": {
+                "exp_log": {"loss": "exp_log", "loss_parameters": {"gamma_dice": 0.5,
+                                                                   "weight_ce": 0.4}},
+                "focal": {"loss": "focal", "loss_parameters": {"gamma": 1.0, "alpha": 0.25}},
+            },
+        },
+        SCHEMA,
+    )  # fmt: skip
+    assert config["experiments"]["focal"]["loss_parameters"] == {"gamma": 1.0, "alpha": 0.25}
+    problems = _problems(
+        {
+            "dataset": "d",
+            "training": {"epochs": 0},
+            "experiments": {
+                "a": {"loss": "exp_log", "loss_parameters": {"loss_gamma": 0.5}},
+                "b": {"loss": "focal", "loss_parameters": {"gamma": -1, "alpha": 2}},
+            },
+        }
+    )
+    text = "\n".join(problems)
+    # Every problem at once, the schema's too, each naming its key.
+    assert "training.epochs: 0 is less than the minimum of 1" in text
+    assert "experiments.a.loss_parameters.loss_gamma: loss 'exp_log' has no parameter" in text
+    valid = "weight_dice, weight_ce, gamma_dice, gamma_ce, smooth, include_background"
+    assert f"(valid: {valid})" in text
+    assert "experiments.b.loss_parameters.gamma: gamma must be a number >= 0, got -1" in text
+    assert "experiments.b.loss_parameters.alpha: alpha must be a number in [0, 1]" in text
+
+
+def test_loss_parameters_given_on_the_command_line_are_numbers():
+    # Snakemake's --config 'experiments={f: {loss: focal, loss_parameters: {gamma: 1.0}}}'
+    # passes nested values as strings.
+    given = {"dataset": "d", "experiments": {
+        "f": {"loss": "focal", "loss_parameters": {"gamma": "1.0", "alpha": "null"}}}}  # fmt: skip
+    config = check_config(given, SCHEMA)
+    assert config["experiments"]["f"]["loss_parameters"] == {"gamma": 1.0, "alpha": None}
+    given["experiments"]["f"]["loss_parameters"] = {"gamma": "strong"}
+    assert any(
+        p.startswith("experiments.f.loss_parameters.gamma: 'strong' is not of type")
+        for p in _problems(given)
+    )

@@ -173,7 +173,7 @@ def test_cli_holdout(source, tmp_path, capsys):
 
     assert main([*args, "--seed", "6"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("segflow holdout: error: the output folder is taken")
+    assert "\nsegflow holdout: error: the output folder is taken" in err  # after the warning
     assert "Traceback" not in err
 
 
@@ -211,3 +211,49 @@ def test_a_holdout_inside_its_source_is_refused_and_nothing_written(source, insi
         "read-only: give a folder outside it"
     ]
     assert sorted(p.name for p in source.iterdir()) == before
+@pytest.fixture
+def source_with_num_test(tmp_path) -> Path:
+    """Six training cases and two test cases, whose dataset.json says numTest: 2."""
+    source = make_demo_dataset(tmp_path / "src" / "Dataset991_Demo", 6, 2, seed=4)
+    dataset_json = json.loads((source / "dataset.json").read_text())
+    (source / "dataset.json").write_text(json.dumps({**dataset_json, "numTest": 2}))
+    return source
+
+
+def _case_ids(folder: Path) -> list[str]:
+    return sorted({p.name.split("_0000")[0].split(".")[0] for p in folder.iterdir()})
+
+
+def test_the_sources_own_test_cases_are_kept_said_and_counted(
+    source_with_num_test, tmp_path, caplog
+):
+    out = tmp_path / "ho"
+    record = make_holdout(source_with_num_test, out, num_test=3, seed=1)
+    own = ["demo_test_000", "demo_test_001"]
+    assert record["source_test_cases"] == own and record["existing_test_cases"] == "keep"
+    assert _case_ids(out / "labelsTs") == sorted(record["test_cases"] + own)
+    dataset_json = json.loads((out / "dataset.json").read_text())
+    assert (dataset_json["numTraining"], dataset_json["numTest"]) == (3, 5)
+    assert "already has 2 test cases in imagesTs" in caplog.text
+    assert "the test set of" in caplog.text and "is 5 cases" in caplog.text
+
+
+def test_dropping_the_sources_test_cases_leaves_the_held_out_ones_only(
+    source_with_num_test, tmp_path
+):
+    out = tmp_path / "ho"
+    record = make_holdout(source_with_num_test, out, 3, seed=1, existing_test_cases="drop")
+    assert record["source_test_cases"] == []
+    assert _case_ids(out / "imagesTs") == record["test_cases"]
+    assert _case_ids(out / "labelsTs") == record["test_cases"]
+    assert json.loads((out / "dataset.json").read_text())["numTest"] == 3
+    assert len(validate_dataset(out)["test_cases"]) == 3
+    # Keeping them is another holdout: the folder is not overwritten.
+    with pytest.raises(SegflowError, match="the output folder is taken"):
+        make_holdout(source_with_num_test, out, 3, seed=1, existing_test_cases="keep")
+
+
+def test_an_unknown_choice_for_the_sources_test_cases_is_refused(source, tmp_path):
+    with pytest.raises(SegflowError, match="--existing-test-cases"):
+        make_holdout(source, tmp_path / "ho", 2, existing_test_cases="merge")
+    assert not (tmp_path / "ho").exists()

@@ -44,6 +44,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "validation": BASE | {"io", "workers"},
     "holdout": BASE | {"io", "validation"},
     "dataset_commands": BASE | {"demo", "holdout"},
+    # The text a finished run ends with (the Snakefile's onsuccess): reads its files.
+    "run_summary": BASE | {"layout"},
     "fingerprint": BASE | {"io", "batches", "workers"},
     "planning": BASE | {"io"},
     # Metrics only: no network, no torch (checked below), usable by any stage.
@@ -101,7 +103,8 @@ DELIBERATE: dict[tuple[str, str], str] = {
     # The workflow's config check reads a manual splits file (and a groups table) with the
     # split stage's own checked readers, so that a malformed file stops the run before any
     # job; lazy imports of the light segflow.training.splits.
-    ("segflow.config", "training"): "checks splits.manual and splits.groups",
+    ("segflow.config", "training"): "checks splits.manual and splits.groups, and with "
+    "loss_parameters the loss's registry entry (torch, imported only then)",
     # ... that pretrained_weights names a PyTorch checkpoint, with the checkpoint reader's own
     # test, and that experiment names fit the file system and Snakemake's wildcards, with the
     # limits validate-dataset checks case ids against (segflow.io.torch_files and
@@ -128,6 +131,7 @@ WORKFLOW_IMPORTS = (
     "segflow.settings",
     "segflow.job_resources",
     "segflow.workflow_locks",
+    "segflow.run_summary",
 )
 
 

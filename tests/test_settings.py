@@ -112,6 +112,21 @@ def _train_options(argv: list[str]) -> TrainingSettings:
     return from_arguments(TrainingSettings, build_parser().parse_args(base + argv))
 
 
+def test_loss_parameters_pass_from_the_config_to_the_train_command():
+    values = {"loss": "focal", "loss_parameters": {"gamma": 1.5, "alpha": 0.25}}
+    flags = to_arguments(TrainingSettings, values)
+    # One argument, keys sorted: the same parameters always give the same command.
+    assert '--loss-parameters={"alpha": 0.25, "gamma": 1.5}' in flags
+    settings = _train_options(flags)
+    assert settings.loss == "focal" and settings.loss_parameters == {"alpha": 0.25, "gamma": 1.5}
+    assert settings.result_fields()["loss_parameters"] == {"alpha": 0.25, "gamma": 1.5}
+    assert not any(f.startswith("--loss-parameters") for f in to_arguments(TrainingSettings, {}))
+    with pytest.raises(SystemExit):
+        _train_options(["--loss-parameters=[1, 2]"])
+    with pytest.raises(SegflowError, match="loss_parameters"):
+        TrainingSettings(loss_parameters=[("gamma", 1)])
+
+
 def test_the_train_rule_flags_give_the_configs_training_settings():
     # What the `train` rule passes (common.smk: to_arguments of the training section) is
     # parsed by `segflow train` into exactly the settings the config asks for.

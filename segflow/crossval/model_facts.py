@@ -1,5 +1,5 @@
-"""What a trained model costs, for the ablation table: parameters and seconds per iteration,
-read from its folds' final checkpoints."""
+"""What a trained model is and costs, for the ablation table: the settings that decide its
+result, parameters and seconds per iteration, read from its folds' final checkpoints."""
 
 from __future__ import annotations
 
@@ -11,7 +11,32 @@ from typing import Any
 from segflow.errors import Problem, SegflowError
 from segflow.training.checkpoint import load_checkpoint
 
-__all__ = ["model_facts"]
+__all__ = ["model_facts", "result_settings"]
+
+#: Settings that never change a result, or that every model of a run differs in by design.
+_NOT_COMPARED = ("experiment", "seed", "device", "threads", "num_workers", "checkpoint_every",
+                 "num_processes")  # fmt: skip
+#: The checkpoint a fold of an ``ssl_pretrain`` experiment starts from (per fold).
+_SSL_CHECKPOINT = "checkpoint_ssl.pt"
+
+
+def result_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The training settings that decide a model's result, flat (``network.norm``), as the
+    ablation table compares them; the pretrained weights by what they are, not their path
+    (each fold of a self-supervised experiment starts from its own)."""
+    flat: dict[str, Any] = {}
+    for key, value in sorted(settings.items()):
+        if key in _NOT_COMPARED:
+            continue
+        if isinstance(value, dict) and key != "loss_parameters":
+            flat.update({f"{key}.{k}": v for k, v in sorted(value.items())})
+        elif key == "pretrained_weights" and value:
+            name = os.path.basename(str(value))
+            flat[key] = "self-supervised, per fold" if name == _SSL_CHECKPOINT else name
+        else:
+            flat[key] = value
+    return flat
+
 
 #: State-dict entries that are buffers, not trained parameters (batch normalization's).
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -56,4 +81,5 @@ def model_facts(checkpoints: Sequence[str | os.PathLike[str]]) -> dict[str, Any]
         "seconds_per_iteration": statistics.median(per_iteration) if per_iteration else None,
         "experiment": experiments.pop() if len(experiments) == 1 else None,
         "preset": presets.pop() if len(presets) == 1 else None,
+        "settings": result_settings(states[0].get("settings") or {}),
     }

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
         ENSEMBLE_SEPARATOR,
         candidate_name,
         load_selection,
+        parse_candidate_name,
         select_model,
     )
 
@@ -22,6 +23,7 @@ __all__ = [
     "candidate_name",
     "load_selection",
     "mean_probabilities",
+    "parse_candidate_name",
     "select_model",
 ]
 
@@ -37,6 +39,7 @@ __getattr__, __dir__ = lazy_exports(
             "ENSEMBLE_SEPARATOR",
             "candidate_name",
             "load_selection",
+            "parse_candidate_name",
             "select_model",
         ),
     },

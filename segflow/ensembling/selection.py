@@ -44,16 +44,33 @@ from segflow.layout import (
     fold_folder,
 )
 
-__all__ = ["ENSEMBLE_SEPARATOR", "candidate_name", "load_selection", "select_model"]
+__all__ = [
+    "ENSEMBLE_SEPARATOR",
+    "OLD_ENSEMBLE_SEPARATOR",
+    "candidate_name",
+    "load_selection",
+    "parse_candidate_name",
+    "select_model",
+]
 
 logger = logging.getLogger(__name__)
 
-#: An ensemble's name joins its configurations' names: ``2d+3d_fullres``.
-ENSEMBLE_SEPARATOR = "+"
+#: An ensemble's name joins its models' names: ``2d,3d_fullres``, ``2d__BL,2d__BL+GN``. No
+#: configuration's or experiment's name holds a comma (the config checks it), so the name
+#: reads one way only and :func:`parse_candidate_name` gives the members back.
+ENSEMBLE_SEPARATOR = ","
+#: Selections written before the comma joined with ``+``, which experiment names may hold.
+OLD_ENSEMBLE_SEPARATOR = "+"
 
 
 def candidate_name(configurations: Sequence[str]) -> str:
+    """A candidate's name: a model's, or its ensemble's members joined by commas."""
     return ENSEMBLE_SEPARATOR.join(configurations)
+
+
+def parse_candidate_name(name: str) -> list[str]:
+    """The models a candidate's name (:func:`candidate_name`) stands for."""
+    return name.split(ENSEMBLE_SEPARATOR)
 
 
 def _case_folds(crossval_folder: Path) -> dict[str, int]:
@@ -279,6 +296,31 @@ def load_selection(path: str | os.PathLike[str]) -> dict[str, Any]:
         if not (isinstance(folds, list) and folds and all(_is_fold(k) for k in folds)):
             problems.append(Problem(str(path), "'selected.folds' must be a non-empty list of "
                                                "fold numbers"))  # fmt: skip
+        if not problems:
+            problems += _name_problems(selected, str(path))
     if problems:
         raise SegflowError("not a selection.json", problems)
     return selection
+
+
+def _name_problems(selected: dict[str, Any], where: str) -> list[Problem]:
+    """Whether ``selected['name']`` names its configurations; an old ``+``-joined name is
+    renamed (the configurations decide what is predicted, the name only describes it)."""
+    name, confs = selected.get("name"), selected["configurations"]
+    expected = candidate_name(confs)
+    if name is None or name == expected:
+        return []
+    if len(confs) > 1 and name == OLD_ENSEMBLE_SEPARATOR.join(confs):
+        logger.info(
+            "%s: the ensemble's old name %r now reads %r (its configurations: %s)",
+            where, name, expected, confs,
+        )  # fmt: skip
+        selected["name"] = expected
+        return []
+    return [
+        Problem(
+            where,
+            f"'selected.name' {name!r} does not name its configurations {confs}: expected "
+            f"{expected!r}",
+        )
+    ]

@@ -48,7 +48,7 @@ from segflow.io.paths import output_folder_problems, readable_path
 from segflow.layout import model_name, parse_model_name
 from segflow.training.checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["export_model", "inference_checkpoint"]
+__all__ = ["artifact_sizes", "export_model", "inference_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -340,10 +340,12 @@ def export_model(
         for name in chosen
     }
     folder = make_folder_beside(output, ".tmp-")
+    sources: dict[str, Path] = {}  # a bundle checkpoint's name -> the checkpoint it came from
     try:
         for name, folds in {**chosen, **previous_stages}.items():
             for k, source in folds.items():
                 target = folder / name / f"fold_{k}" / CHECKPOINT_NAME
+                sources[target.relative_to(folder).as_posix()] = Path(source)
                 _copy_checkpoint(source, target, name, k, raw_dataset, plans_of[name], problems)
         if problems:
             raise SegflowError("cannot export the model", problems)
@@ -391,4 +393,37 @@ def export_model(
         output,
         f" and {zip_path}" if zip_path is not None else "",
     )
+    for line in artifact_sizes(output, [MANIFEST_NAME, *sorted(files)], sources, zip_path):
+        logger.info("%s", line)
     return output
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def artifact_sizes(
+    folder: Path,
+    files: list[str],
+    sources: Mapping[str, Path],
+    zip_path: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """One line per file of the model folder with its size (a checkpoint's beside that of the
+    training checkpoint it was stripped from), then the folder's and the zip's totals."""
+    lines, total = [], 0
+    for name in files:
+        size = (folder / name).stat().st_size
+        total += size
+        source = sources.get(name)
+        origin = (
+            f" (training checkpoint {_megabytes(source.stat().st_size)}: weights kept, "
+            "optimizer, grad scaler, random states and history left out)"
+            if source is not None and source.exists()
+            else ""
+        )
+        lines.append(f"  {name}: {_megabytes(size)}{origin}")
+    lines.append(f"model folder {folder}: {_megabytes(total)} in {len(files)} files")
+    if zip_path is not None and Path(zip_path).exists():
+        size = Path(zip_path).stat().st_size
+        lines.append(f"model zip {zip_path}: {_megabytes(size)} (the same files, compressed)")
+    return lines

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from segflow.io.dataset import DatasetJson
+from segflow.io.image import NATURAL_2D_ENDINGS
 
 __all__ = ["render_readme"]
 
@@ -33,14 +34,27 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _case_files(dataset: DatasetJson) -> str:
+    """How a case's channels come in files: one volume per channel, or for a natural 2D
+    image (PNG, ...) with several channels one colour file holding them all (either form
+    reads the same)."""
+    ending, count = dataset.file_ending, dataset.num_channels
+    if count > 1 and ending in NATURAL_2D_ENDINGS:
+        return (
+            f"Each case is one image file `<case>_0000{ending}` holding its {count} channels "
+            f"(an RGB image), or {count} single-channel files "
+            f"`<case>_<XXXX>{ending}`, one per channel; the channels are:"
+        )
+    if count == 1:
+        return f"Each case is one image file `<case>_0000{ending}`, the channel:"
+    return (
+        f"Each case is {count} image files `<case>_<XXXX>{ending}`, one per channel, numbered "
+        "as follows:"
+    )
+
+
 def _inputs(dataset: DatasetJson) -> list[str]:
-    lines = [
-        "## Inputs",
-        "",
-        f"Each case is {dataset.num_channels} image file(s) `<case>_<XXXX>{dataset.file_ending}`,"
-        " one per channel, numbered as follows:",
-        "",
-    ]
+    lines = ["## Inputs", "", _case_files(dataset), ""]
     lines += _table(
         ["channel", "name"], [[f"`{k:04d}`", name] for k, name in dataset.channel_names.items()]
     )

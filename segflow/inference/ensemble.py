@@ -131,12 +131,17 @@ class Predictor:
 
     @property
     def name(self) -> str:
-        return "+".join(m.configuration for m in self.models)
+        """The models' names as the selection names a candidate (``2d__BL,2d__BL+GN``)."""
+        from segflow.ensembling.selection import candidate_name
+
+        return candidate_name([m.name for m in self.models])
 
     def describe(self) -> str:
+        """Each model by its name (configuration and experiment) and folds, ``;`` between."""
         parts = [_describe(m) for m in self.models]
         rules = f", postprocessing {list(self.postprocessing)}" if self.postprocessing else ""
-        return " + ".join(parts) + rules
+        ensemble = f"an ensemble of {len(parts)}: " if len(parts) > 1 else ""
+        return ensemble + "; ".join(parts) + rules
 
     def predict_files(
         self,
@@ -201,7 +206,7 @@ class Predictor:
 
 
 def _describe(model: TrainedModel) -> str:
-    text = f"{model.configuration} folds {[f.fold for f in model.folds]}"
+    text = f"{model.name} folds {[f.fold for f in model.folds]}"
     if model.previous_stage is not None:
         text += f" (after {_describe(model.previous_stage)})"
     return text

@@ -149,6 +149,13 @@ class TrainedModel:
     dataset: DatasetJson
     #: A cascade stage's previous stage (whose segmentation is its extra input); else None.
     previous_stage: TrainedModel | None = None
+    #: The config's experiment the folds were trained in (their checkpoints record it).
+    experiment: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The model's name: its configuration, with an experiment both (``2d__BL+GN``)."""
+        return model_name(self.configuration, self.experiment)
 
     @property
     def networks(self) -> list[nn.Module]:
@@ -289,7 +296,15 @@ def load_model(
     previous_stage = None
     if previous is not None:
         previous_stage = _previous_stage_model(folder, previous, folds, device)
-    return TrainedModel(loaded[0].configuration, loaded, plans, dataset, previous_stage)
+    experiment = (first.get("settings") or {}).get("experiment")
+    return TrainedModel(
+        loaded[0].configuration,
+        loaded,
+        plans,
+        dataset,
+        previous_stage,
+        experiment=experiment if isinstance(experiment, str) and experiment else None,
+    )
 
 
 def _previous_stage_model(

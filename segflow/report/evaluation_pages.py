@@ -8,6 +8,7 @@ behind it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -172,7 +173,8 @@ def _ablation_table(
     cross-validation Dice, parameters and seconds per training iteration, from the ``model``
     entry of the ``summary.json`` beside each ``metrics.csv``; None where no summary has
     one."""
-    rows = []
+    rows: list[list[Any]] = []
+    settings: list[Any] = []
     for (name, path), scores in zip(metrics_csvs.items(), overview, strict=True):
         summary_path = Path(path).parent / SUMMARY_FILE
         summary = (
@@ -182,6 +184,7 @@ def _ablation_table(
         if not isinstance(facts, dict):
             return None
         configuration, experiment = parse_model_name(name)
+        settings.append(facts.get("settings"))
         rows.append(
             [
                 experiment or MISSING,
@@ -192,17 +195,53 @@ def _ablation_table(
                 facts.get("seconds_per_iteration"),
             ]
         )
-    header = ["experiment", "configuration", "planner", "mean foreground Dice",
+    for row, overrides in zip(rows, _overrides(settings), strict=True):
+        row.insert(3, overrides)
+    header = ["experiment", "configuration", "planner", "differs in", "mean foreground Dice",
               *(f"Dice {c}" for c in classes), "parameters", "s / iteration"]  # fmt: skip
     digits = [3] * (len(header) - 2) + [0, 3]
     return table(
         header,
         rows,
-        caption="Cross-validation Dice and cost of every trained model (parameters of the "
-        "network; seconds per training iteration: median over the folds' epochs of an "
-        "epoch's time, its validation batches included, over its training iterations)",
+        caption="Cross-validation Dice and cost of every trained model (differs in: the "
+        "training settings in which the model differs from what most of the models share, "
+        "from each model's checkpoints; parameters of the network; seconds per training "
+        "iteration: median over the folds' epochs of an epoch's time, its validation batches "
+        "included, over its training iterations)",
         digits=digits,
     )
+
+
+def _overrides(settings: Sequence[Any]) -> list[str]:
+    """Per model, its settings that differ from the value most models share (the first
+    model's on a tie): what each experiment overrides, read from the checkpoints. A model
+    whose summary records no settings (older runs) gets the missing mark."""
+    known = [s for s in settings if isinstance(s, dict)]
+    keys = list(dict.fromkeys(k for s in known for k in s))
+    shared = {}
+    for key in keys:
+        values = [json.dumps(s.get(key), sort_keys=True) for s in known]
+        shared[key] = max(dict.fromkeys(values), key=values.count)  # first on a tie
+    texts = []
+    for model in settings:
+        if not isinstance(model, dict):
+            texts.append(MISSING)
+            continue
+        differs = [
+            f"{key} {_setting_text(model.get(key))}"
+            for key in keys
+            if json.dumps(model.get(key), sort_keys=True) != shared[key]
+        ]
+        texts.append(", ".join(differs) or "nothing")
+    return texts
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in sorted(value.items()))
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def test_page(test_metrics_csv: str | os.PathLike[str], out_html: str | os.PathLike[str]) -> Path:
@@ -300,7 +339,7 @@ def _candidate_rows(selection: Mapping[str, Any]) -> tuple[list[list[Any]], list
             [
                 rank,
                 candidate.get("name", MISSING),
-                " + ".join(candidate.get("configurations", [])) or MISSING,
+                ", ".join(candidate.get("configurations", [])) or MISSING,
                 candidate.get(metric),
                 *(dice.get(c) for c in classes),
                 candidate.get("num_cases"),
@@ -420,7 +459,7 @@ def selection_page(
     folds = ", ".join(str(f) for f in selected.get("folds", [])) or MISSING
     summary = [
         ["selected", selected.get("name", MISSING)],
-        ["configurations", " + ".join(selected.get("configurations", [])) or MISSING],
+        ["configurations", ", ".join(selected.get("configurations", [])) or MISSING],
         ["folds", folds],
         [_metric_title(metric), selected.get(metric)],
     ]

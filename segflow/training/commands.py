@@ -80,6 +80,12 @@ def _pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--configuration", required=True, help="e.g. 2d, 3d_fullres")
     p.add_argument("--dataset-json", type=Path, required=True)
     p.add_argument("--splits", type=Path, required=True, help="splits.json (its cases)")
+    p.add_argument(
+        "--fold",
+        type=int,
+        required=True,
+        help="the fold whose training cases are pretrained on (never its validation cases)",
+    )
     p.add_argument("--preprocessed", type=Path, required=True, help="preprocessed folder")
     p.add_argument("--out-dir", type=Path, required=True, help="where checkpoint_ssl.pt goes")
     p.add_argument(
@@ -105,6 +111,7 @@ def _pretrain(args: argparse.Namespace) -> None:
         preprocessed_folder=args.preprocessed,
         output_folder=args.out_dir,
         settings=from_arguments(PretrainingSettings, args),
+        fold=args.fold,
         variant=from_arguments(NetworkVariant, args, prefix="network_"),
         dataset_report=args.dataset_report,
     )
@@ -126,8 +133,9 @@ COMMANDS = (
     ),
     Command(
         "pretrain",
-        "self-supervised contrastive pretraining (MoCo) of a configuration's encoder "
-        "(checkpoint_ssl.pt, which the folds start from as pretrained weights)",
+        "self-supervised contrastive pretraining (MoCo) of a configuration's encoder on one "
+        "fold's training cases (checkpoint_ssl.pt, which that fold starts from as pretrained "
+        "weights)",
         _pretrain_arguments,
         _pretrain,
     ),

@@ -10,14 +10,25 @@ over the whole patch: see :class:`ProjectedEncoder`), and a projection head (two
 layers, ``projection_dim`` outputs, L2-normalized). The InfoNCE loss is the
 cross entropy of telling a query's own key among the keys of a queue of ``queue_size`` earlier
 batches, with similarities divided by ``temperature``; each batch's keys then replace the
-oldest in the queue. JMedSeg's SAS: K = 1024, temperature 0.07, 128-d projection. Unlike MoCo,
-the queue starts full of keys of the untrained encoder (of batches not used for training),
-not random vectors, so that the loss curve starts at the untrained network's level.
+oldest in the queue. JMedSeg's SAS: K = 1024, temperature 0.07, 128-d projection. As in MoCo
+the queue fills as training goes, but its empty slots are left out of the loss rather than
+filled with random vectors (which start the loss near zero and hide the learning in a short
+run); a warm start of at most ``queue_warm_start`` times the training iterations' batches of
+the untrained key encoder (of batches not used for training, forward passes only, never
+more than fill the queue) puts keys in before the first step, so its cost stays in
+proportion to the budget.
+
+The pretraining budget is therefore: ``epochs x iterations_per_epoch`` training batches
+(a query forward and backward pass and a key forward pass each), the warm start's key
+batches, 4 batches of held-out view pairs measured before and after, and with
+``test_images`` the preprocessing of the test images.
 
 The views are those of segmentation training: nnU-Net's spatial and intensity augmentation of
 a patch drawn from the configuration's preprocessed data, then the SAS colour and intensity
 set with random resized crops (:mod:`segflow.training.sas_augmentation`), each view with its
-own random numbers. Patches are drawn from every case of the splits (labels unused) and, with
+own random numbers. Pretraining is per fold: patches are drawn from the fold's training cases
+only (labels unused), never from the cases it validates on, so that a fold's cross-validation
+is measured on images its encoder has not seen; and, with
 ``test_images`` (JMedSeg's SAS pretrains on unlabelled images too), from the test images
 (``imagesTs``), which the job preprocesses as the configuration's training images into a
 temporary folder beside its checkpoint (their labels, if any, are never read). Each batch
@@ -71,6 +82,7 @@ __all__ = [
     "deepest_width",
     "encoder_of",
     "pretrain_encoder",
+    "warm_start_batches",
 ]
 
 logger = logging.getLogger(__name__)
@@ -209,6 +221,8 @@ class MomentumContrast(nn.Module):
         dim = query.projection[-1].out_features
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+        # Keys in the queue so far: the empty slots are left out of the loss.
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def _update_key_encoder(self) -> None:
@@ -226,18 +240,18 @@ class MomentumContrast(nn.Module):
         rows = (torch.arange(keys.shape[0], device=keys.device) + start) % size
         self.queue[rows] = keys
         self.queue_pointer.fill_((start + keys.shape[0]) % size)
+        self.queue_filled.fill_(min(size, int(self.queue_filled) + keys.shape[0]))
 
     @torch.no_grad()
     def fill_queue(self, key_views: Iterable[Tensor]) -> int:
-        """Fill the queue with the keys of ``key_views`` until it is full; returns the batches
-        used."""
+        """Put the keys of ``key_views`` into the queue, stopping once it is full; returns the
+        batches used."""
         used = 0
         for view in key_views:
             self._enqueue(self.key(view))
             used += 1
-            if int(self.queue_pointer) == 0 or used * view.shape[0] >= self.queue.shape[0]:
+            if int(self.queue_filled) >= self.queue.shape[0]:
                 break
-        self.queue_pointer.zero_()
         return used
 
     @torch.no_grad()
@@ -260,7 +274,8 @@ class MomentumContrast(nn.Module):
             self._update_key_encoder()
             k = self.key(key_view)
         positive = (q * k).sum(1, keepdim=True)
-        negative = q @ self.queue.clone().t()
+        # Slots fill in order from the first, so the filled ones are the first rows.
+        negative = q @ self.queue[: int(self.queue_filled)].clone().t()
         return torch.cat((positive, negative), dim=1) / self.temperature, k
 
     def forward(self, query_view: Tensor, key_view: Tensor) -> Tensor:
@@ -326,12 +341,15 @@ def pretrain_encoder(
     preprocessed_folder: str | os.PathLike[str],
     output_folder: str | os.PathLike[str],
     settings: PretrainingSettings,
+    fold: int,
     variant: NetworkVariant | None = None,
     dataset_report: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Pretrain the encoder of the configuration's network; returns ``checkpoint_ssl.pt``.
+    """Pretrain the encoder of the configuration's network on ``fold``'s training cases
+    (never its validation cases); returns ``checkpoint_ssl.pt``.
 
     Args:
+        fold: the fold of the splits whose training cases are drawn from.
         dataset_report: ``validate_dataset``'s report, whose test cases are the images
             ``settings.test_images`` adds (needed only then).
 
@@ -351,8 +369,8 @@ def pretrain_encoder(
     plans = load_plans(plans_path)
     dataset = load_dataset_json(dataset_json)
     plan = plans.configuration(configuration)
-    train, val = fold_cases(splits_path, 0)
-    cases = sorted(set(train) | set(val))
+    cases, validation = fold_cases(splits_path, fold)
+    cases = sorted(cases)
     missing = [
         Problem(str(Path(preprocessed_folder) / c), "not preprocessed (or incomplete)")
         for c in cases
@@ -395,7 +413,7 @@ def pretrain_encoder(
             settings.seed,
             unlabelled=(unlabelled, [c.case_id for c in test_cases]) if test_cases else None,
         )
-        history, evaluation = _pretrain(model, optimizer, views, plan, settings, device)
+        history, evaluation, budget = _pretrain(model, optimizer, views, plan, settings, device)
     write_ssl_progress(output, history)
     state = {
         "segflow_version": __version__,
@@ -406,7 +424,14 @@ def pretrain_encoder(
         "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
         "network_variant": variant.to_dict(),
         "settings": settings.result_fields(),
-        "cases": {"training": len(cases), "test": len(test_cases)},
+        # What the encoder saw: the fold's training cases, not the ones it validates on.
+        "cases": {
+            "fold": int(fold),
+            "training": len(cases),
+            "validation_excluded": len(validation),
+            "test": len(test_cases),
+        },
+        "budget": budget,
         "history": history,
         "evaluation": evaluation,
     }
@@ -467,33 +492,48 @@ def _pretrain(
     settings: PretrainingSettings,
     device: torch.device,
 ) -> tuple[list[dict[str, float]], dict[str, float]]:
-    """The pretraining loop: the loss per epoch and of the held-out pairs before and after."""
+    """The pretraining loop: the loss per epoch, of the held-out pairs before and after, and
+    the batches the budget spent."""
     from segflow.training.dataloading import batch_loader, workers_for
 
     workers = settings.num_workers
     if workers is None:
         workers = workers_for(settings.threads or torch.get_num_threads())
     steps = settings.epochs * settings.iterations_per_epoch
+    warm = warm_start_batches(settings, plan.batch_size)
     history: list[dict[str, float]] = []
     logger.info(
         "pretraining the encoder on %s: %d epochs x %d iterations, queue %d, "
-        "temperature %g, projection %d",
+        "temperature %g, projection %d; before the first epoch %d batches warm-start the "
+        "queue and %d batches of view pairs are held out to measure the encoder",
         " and ".join(f"{len(s.case_ids)} cases" for s in views.samplers),
         settings.epochs, settings.iterations_per_epoch,
         settings.queue_size, settings.temperature, settings.projection_dim,
+        warm, _EVALUATION_BATCHES,
     )  # fmt: skip
-    # The queue starts full of the untrained key encoder's keys (MoCo starts it random: then
-    # the loss starts near zero and rises while real keys fill the queue, which hides the
-    # learning in a short run).
-    fill = -(-settings.queue_size // plan.batch_size)
-    model.train()
-    model.fill_queue(b["key"].to(device) for b in batch_loader(views, steps, steps + fill, workers))
     # Fixed pairs of views, never trained on: the loss of the encoder before and after.
     held = [
         (b["query"].to(device), b["key"].to(device))
-        for b in batch_loader(views, steps + fill, steps + fill + _EVALUATION_BATCHES, workers)
+        for b in batch_loader(views, steps, steps + _EVALUATION_BATCHES, workers)
     ]
+    model.train()
     evaluation = {"before": model.evaluate(held)}
+    started = time.perf_counter()
+    first_warm = steps + _EVALUATION_BATCHES
+    loader = batch_loader(views, first_warm, first_warm + warm, workers)
+    used = model.fill_queue(b["key"].to(device) for b in loader) if warm else 0
+    logger.info(
+        "queue warm start: %d batches of the untrained key encoder put %d of %d keys in the "
+        "queue in %.1f s; the rest fill as training goes",
+        used, int(model.queue_filled), settings.queue_size, time.perf_counter() - started,
+        extra={"console": True},
+    )  # fmt: skip
+    budget = {
+        "training_batches": steps,
+        "warm_start_batches": used,
+        "held_out_batches": _EVALUATION_BATCHES,
+        "warm_start_seconds": time.perf_counter() - started,
+    }
     for epoch in range(settings.epochs):
         started, losses = time.perf_counter(), []
         first = epoch * settings.iterations_per_epoch
@@ -516,13 +556,27 @@ def _pretrain(
                 "seconds": time.perf_counter() - started,
             }
         )
-        logger.info("pretraining epoch %d: InfoNCE %.4f", epoch, history[-1]["loss"])
+        spent = sum(h["seconds"] for h in history)
+        logger.info(
+            "pretraining epoch %d of %d: InfoNCE %.4f, %.1f s (about %.0f s left)",
+            epoch + 1, settings.epochs, history[-1]["loss"], history[-1]["seconds"],
+            spent / len(history) * (settings.epochs - len(history)),
+            extra={"console": True},  # segflow.cli.CONSOLE: shown in the workflow's output
+        )  # fmt: skip
     evaluation["after"] = model.evaluate(held)
     logger.info(
         "InfoNCE of %d held-out view pairs against each other: %.4f before, %.4f after",
         sum(len(a) for a, _ in held), evaluation["before"], evaluation["after"],
     )  # fmt: skip
-    return history, evaluation
+    return history, evaluation, budget
+
+
+def warm_start_batches(settings: PretrainingSettings, batch_size: int) -> int:
+    """Key batches put into the queue before the first step: ``queue_warm_start`` times the
+    training iterations (rounded up), never more than fill the queue."""
+    steps = settings.epochs * settings.iterations_per_epoch
+    fill = -(-settings.queue_size // int(batch_size))
+    return min(fill, math.ceil(settings.queue_warm_start * steps))
 
 
 def write_ssl_progress(folder: Path, history: list[dict[str, float]]) -> None:

@@ -21,6 +21,12 @@ class PretrainingSettings:
     epochs: int = setting(50, "pretraining epochs")
     iterations_per_epoch: int = setting(50, "batches per epoch")
     queue_size: int = setting(1024, "negative keys in the queue (JMedSeg SAS: K = 1024)")
+    queue_warm_start: float = setting(
+        0.25,
+        "keys of the untrained encoder put into the queue before the first step, in batches, "
+        "as a fraction of epochs x iterations_per_epoch (at most what fills the queue); "
+        "0: the queue starts empty and fills as training goes, as MoCo's",
+    )
     temperature: float = setting(0.07, "softmax temperature of InfoNCE (MoCo: 0.07)")
     projection_dim: int = setting(128, "output width of the projection head (MoCo: 128)")
     key_momentum: float = setting(0.999, "momentum of the key encoder's update (MoCo: 0.999)")
@@ -51,6 +57,10 @@ class PretrainingSettings:
                 problems.append(Problem(name, f"must be positive, got {getattr(self, name)}"))
         if not 0 <= self.key_momentum < 1:
             problems.append(Problem("key_momentum", f"must lie in [0, 1), got {self.key_momentum}"))
+        if isinstance(self.queue_warm_start, bool) or not 0 <= self.queue_warm_start <= 1:
+            problems.append(
+                Problem("queue_warm_start", f"must lie in [0, 1], got {self.queue_warm_start!r}")
+            )
         if not self.weight_decay >= 0:
             problems.append(Problem("weight_decay", f"must be 0 or more, got {self.weight_decay}"))
         if problems:

@@ -119,14 +119,15 @@ class TrainingHistory:
             writer.writerow({k: _format(k, v) for k, v in row.items()})
         return buffer.getvalue()
 
-    def write(self, folder: str | os.PathLike[str]) -> None:
-        """Write ``progress.csv`` and ``progress.png`` into ``folder``."""
+    def write(self, folder: str | os.PathLike[str], title: str | None = None) -> None:
+        """Write ``progress.csv`` and ``progress.png`` (titled ``title``) into ``folder``."""
         folder = Path(folder)
         write_text(folder / "progress.csv", self.csv_text())
-        self.plot(folder / PROGRESS_PLOT)
+        self.plot(folder / PROGRESS_PLOT, title)
 
-    def plot(self, path: str | os.PathLike[str]) -> None:
-        """Losses and pseudo Dice over epochs (top), learning rate (middle), epoch time."""
+    def plot(self, path: str | os.PathLike[str], title: str | None = None) -> None:
+        """Losses and pseudo Dice over epochs (top), learning rate (middle), epoch time;
+        ``title`` above (the run's model, fold and loss: the caption is the same for all)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -163,6 +164,8 @@ class TrainingHistory:
         ax_time.plot(epochs, [r["epoch_seconds"] for r in self.rows], color="black")
         ax_time.set_ylabel("epoch time (s)")
         ax_time.set_xlabel("epoch")
+        if title:
+            figure.suptitle(title)
         with atomic_path(path) as tmp:
             figure.savefig(tmp, format="png", dpi=80)
 

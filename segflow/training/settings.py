@@ -52,6 +52,13 @@ class TrainingSettings:
         "start the run (fine-tuning; ignored on resume)",
     )
     loss: str = setting("dice_ce", "the training loss, by name", choices=LOSS_NAMES)
+    # The default is None: no mutable default is shared.
+    loss_parameters: dict[str, Any] | None = setting(  # noqa: RUF009
+        None,
+        "the loss's parameters by name, each loss's declared with it in "
+        "segflow/training/losses/registry.py (exp_log: weight_dice, weight_ce, gamma_dice, "
+        "gamma_ce, ...; focal: gamma, alpha); those not given keep their defaults",
+    )
     optimizer: str = setting("sgd", "sgd (Nesterov momentum) or adamw", choices=OPTIMIZERS)
     initial_lr: float = setting(1e-2, "learning rate of the first epoch")
     lr_exponent: float = setting(0.9, "the poly schedule's exponent: (1 - epoch/epochs)^exponent")
@@ -125,6 +132,13 @@ class TrainingSettings:
             )
         if self.loss not in LOSS_NAMES:
             problems.append(Problem("loss", f"must be one of {', '.join(LOSS_NAMES)}"))
+        if self.loss_parameters is not None and (
+            not isinstance(self.loss_parameters, dict)
+            or not all(isinstance(k, str) for k in self.loss_parameters)
+        ):
+            problems.append(
+                Problem("loss_parameters", "must map parameter names to values, or be null")
+            )
         if self.optimizer not in OPTIMIZERS:
             problems.append(Problem("optimizer", f"must be one of {', '.join(OPTIMIZERS)}"))
         if not isinstance(self.network, NetworkVariant):

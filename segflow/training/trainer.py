@@ -19,6 +19,8 @@ What makes a run reproducible and resumable:
   epoch's losses so far. ``checkpoint_latest.pt`` is written every ``checkpoint_every``
   epochs and when SIGTERM or SIGUSR1 arrives (after the current iteration); a rerun continues
   from it. It is removed once ``checkpoint_final.pt`` exists, so a forced rerun starts over.
+  ``checkpoint_best.pt`` (the weights at the best EMA pseudo Dice) is never resumed from and
+  holds the weights and metadata only, without the optimizer's state.
 * With ``deterministic``, PyTorch uses deterministic algorithms only (and cuDNN no autotuning),
   so two runs on the same machine give bit-identical weights, and so does a run killed and
   resumed. Without it cuDNN may autotune on CUDA, which is faster but not bit-reproducible.
@@ -62,7 +64,7 @@ from segflow import __version__
 from segflow.compute import set_up_compute, use_cpu_bf16
 from segflow.errors import Interrupted, Problem, SegflowError
 from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
-from segflow.layout import CHECKPOINT_FINAL
+from segflow.layout import CHECKPOINT_FINAL, model_name
 from segflow.planning.plans import ConfigurationPlan, Plans
 from segflow.preprocessing.previous_stage import previous_stage_labels, previous_stage_path
 from segflow.progress_bar import ProgressBar
@@ -105,6 +107,11 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
+#: Marks a log record for the console even when a log file takes the rest
+#: (:data:`segflow.cli.CONSOLE`): the epochs of a training job in the workflow's output.
+_ON_CONSOLE = {"console": True}
+#: The entries only a resumed run reads; ``checkpoint_best.pt`` leaves them out.
+RESUME_ONLY_KEYS = ("optimizer", "grad_scaler", "history", "rng")
 #: Signals that make the trainer write a checkpoint and stop (SLURM sends them before a kill).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -338,6 +345,7 @@ class FoldTrainer:
             name=self.settings.loss,
             batch_dice=self.configuration.batch_dice,
             num_outputs=len(self.scales),
+            **(self.settings.loss_parameters or {}),
         )
         if len(self.scales) == 1:
             self.loss = DeepSupervisionLoss(self.loss, [1.0])  # takes the lists of one
@@ -441,11 +449,17 @@ class FoldTrainer:
         self.pretrained = state.get("pretrained")
         restore_rng_state(state["rng"])
 
-    def _save(self, name: str) -> Path:
-        """Write a checkpoint (rank 0 only; every rank holds the same state)."""
+    def _save(self, name: str, *, weights_only: bool = False) -> Path:
+        """Write a checkpoint (rank 0 only; every rank holds the same state). ``weights_only``
+        leaves out what only resuming reads (optimizer, grad scaler, random states, history):
+        half the size of a checkpoint that resumes."""
         if not self.ranks.is_main:
             return self.output_folder / name
-        return save_checkpoint(self.output_folder / name, self.state_dict())
+        state = self.state_dict()
+        if weights_only:
+            state = {k: v for k, v in state.items() if k not in RESUME_ONLY_KEYS}
+            state["weights_only"] = True
+        return save_checkpoint(self.output_folder / name, state)
 
     def load_pretrained(self) -> None:
         """Start from ``settings.pretrained_weights`` (all but the heads), if set; a run does
@@ -637,8 +651,8 @@ class FoldTrainer:
                 self.load_pretrained()
             logger.info(
                 "training %s fold %d on %s: %d epochs x %d iterations, %d training and %d "
-                "validation cases, patch %s, batch %d%s",
-                self.configuration.name,
+                "validation cases, patch %s, batch %d%s; log: %s",
+                self._model_name(),
                 self.fold,
                 self.device if self.ranks.size == 1 else f"{self.ranks.size} {self.device.type}",
                 self.settings.epochs,
@@ -650,6 +664,8 @@ class FoldTrainer:
                 f" ({self.configuration.batch_size // self.ranks.size} per process)"
                 if self.ranks.size > 1
                 else "",
+                self.output_folder / "training.log",
+                extra=_ON_CONSOLE,
             )
             self._train(final)
             logger.info("finished: %s", final)
@@ -668,6 +684,23 @@ class FoldTrainer:
             with contextlib.suppress(FileNotFoundError):
                 (self.output_folder / CHECKPOINT_LATEST).unlink()
         self._barrier()
+
+    def _model_name(self) -> str:
+        """The configuration, with the experiment's name too (``2d__BL``): in a workflow's
+        console, the jobs' lines interleave."""
+        return model_name(self.configuration.name, self.settings.experiment)
+
+    def _progress_title(self) -> str:
+        """The title of ``progress.png``: the model, the fold and the loss it trains with (its
+        summary, and the parameters the run sets)."""
+        from segflow.training.losses.registry import LOSSES
+
+        given = self.settings.loss_parameters or {}
+        parameters = ", ".join(f"{k} {v}" for k, v in sorted(given.items()))
+        return (
+            f"{self._model_name()} fold {self.fold}; loss: {self.settings.loss}, "
+            f"{LOSSES[self.settings.loss].summary}" + (f" ({parameters})" if parameters else "")
+        )
 
     def _learning_rate(self) -> float:
         return poly_learning_rate(
@@ -727,7 +760,10 @@ class FoldTrainer:
         self.epoch_losses = []
         ema = row["ema_pseudo_dice"]
         logger.info(
-            "epoch %d: train loss %.4f, val loss %.4f, pseudo Dice %s, EMA %.4f, lr %.2e, %.1f s",
+            "%s fold %d, epoch %d: train loss %.4f, val loss %.4f, pseudo Dice %s, EMA %.4f, "
+            "lr %.2e, %.1f s; %d of %d epochs done",
+            self._model_name(),
+            self.fold,
             self.epoch - 1,
             row["train_loss"],
             row["val_loss"],
@@ -735,15 +771,19 @@ class FoldTrainer:
             ema,
             lr,
             row["epoch_seconds"],
+            self.epoch,
+            settings.epochs,
+            extra=_ON_CONSOLE,
         )
         if not math.isnan(ema) and (self.best_ema is None or ema > self.best_ema):
             self.best_ema = ema
-            self._save(CHECKPOINT_BEST)
+            # Never resumed from (checkpoint_latest.pt is): the weights suffice.
+            self._save(CHECKPOINT_BEST, weights_only=True)
             logger.info("new best EMA pseudo Dice %.4f", ema)
         if self.epoch % settings.checkpoint_every == 0 and self.epoch < settings.epochs:
             self._save(CHECKPOINT_LATEST)
         if self.ranks.is_main:
-            self.history.write(self.output_folder)
+            self.history.write(self.output_folder, self._progress_title())
         self._check_stop()
 
 

@@ -24,3 +24,4 @@ def test_parameters_count_weights_only(tmp_path):
     facts = model_facts([path])
     assert facts["parameters"] == 10
     assert facts["seconds_per_iteration"] == 2.5 and facts["experiment"] == "zoo"
+    assert facts["settings"] == {"iterations_per_epoch": 4}  # the experiment is its name

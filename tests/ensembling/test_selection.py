@@ -9,7 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from segflow.ensembling import ENSEMBLE_SEPARATOR, candidate_name, load_selection, select_model
+from segflow.ensembling import (
+    ENSEMBLE_SEPARATOR,
+    candidate_name,
+    load_selection,
+    parse_candidate_name,
+    select_model,
+)
 from segflow.errors import SegflowError
 from segflow.io.image import read_image
 
@@ -38,10 +44,15 @@ def _written(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_candidate_name_joins_the_configurations():
-    assert ENSEMBLE_SEPARATOR == "+"
-    assert candidate_name(["2d", "3d_fullres"]) == "2d+3d_fullres"
+def test_candidate_name_joins_the_configurations_and_parses_back():
+    assert ENSEMBLE_SEPARATOR == ","
+    assert candidate_name(["2d", "3d_fullres"]) == "2d,3d_fullres"
     assert candidate_name(["3d_lowres"]) == "3d_lowres"
+    # Experiment names may hold '+': the name still reads one way only.
+    members = ["2d__BL", "2d__BL+GN"]
+    assert candidate_name(members) == "2d__BL,2d__BL+GN"
+    assert parse_candidate_name(candidate_name(members)) == members
+    assert parse_candidate_name("2d__BL+GN") == ["2d__BL+GN"]
 
 
 def test_an_ensemble_that_beats_both_configurations_is_selected(tmp_path):
@@ -53,18 +64,18 @@ def test_an_ensemble_that_beats_both_configurations_is_selected(tmp_path):
     assert organ == pytest.approx((8 / 9 + 32 / 33 + 4 / 5) / 3, abs=1e-15)
     assert selection["metric"] == "mean_foreground_dice"
     assert selection["classes"] == ["organ", "lesion"]
-    assert [c["name"] for c in selection["candidates"]] == ["2d", "3d_fullres", "2d+3d_fullres"]
+    assert [c["name"] for c in selection["candidates"]] == ["2d", "3d_fullres", "2d,3d_fullres"]
     by_name = {c["name"]: c for c in selection["candidates"]}
     assert by_name["2d"]["dice"] == {"organ": pytest.approx(organ, abs=1e-12), "lesion": 0.0}
     assert by_name["2d"]["mean_foreground_dice"] == pytest.approx(organ / 2, abs=1e-12)
     assert by_name["3d_fullres"]["dice"] == {"organ": 0.0, "lesion": 1.0}
     assert by_name["3d_fullres"]["mean_foreground_dice"] == 0.5
-    assert by_name["2d+3d_fullres"]["configurations"] == ["2d", "3d_fullres"]
-    assert by_name["2d+3d_fullres"]["dice"] == {"organ": 1.0, "lesion": 1.0}
-    assert by_name["2d+3d_fullres"]["mean_foreground_dice"] == 1.0
+    assert by_name["2d,3d_fullres"]["configurations"] == ["2d", "3d_fullres"]
+    assert by_name["2d,3d_fullres"]["dice"] == {"organ": 1.0, "lesion": 1.0}
+    assert by_name["2d,3d_fullres"]["mean_foreground_dice"] == 1.0
     assert all(c["num_cases"] == 3 for c in selection["candidates"])
     assert selection["selected"] == {
-        "name": "2d+3d_fullres",
+        "name": "2d,3d_fullres",
         "configurations": ["2d", "3d_fullres"],
         "folds": [0, 1],
         "mean_foreground_dice": 1.0,
@@ -92,7 +103,7 @@ def test_a_single_configuration_that_beats_the_ensemble_is_selected(tmp_path):
     selection = select_model(**arguments)
 
     # The confident background of 3d_fullres outvotes 2d everywhere: the ensemble finds nothing.
-    assert _scores(selection) == {"2d": 1.0, "3d_fullres": 0.0, "2d+3d_fullres": 0.0}
+    assert _scores(selection) == {"2d": 1.0, "3d_fullres": 0.0, "2d,3d_fullres": 0.0}
     assert selection["selected"]["name"] == "2d"
     assert selection["selected"]["configurations"] == ["2d"]
     # The folder is replaced: the 2d fold predictions, byte for byte, and nothing else.
@@ -108,7 +119,7 @@ def test_on_a_tie_a_single_configuration_wins_over_the_ensemble(tmp_path):
     selection = select_model(**arguments)
     scores = _scores(selection)
     assert scores["3d_fullres"] == 1.0
-    assert scores["2d+3d_fullres"] == 1.0  # the ensemble is perfect too
+    assert scores["2d,3d_fullres"] == 1.0  # the ensemble is perfect too
     assert scores["2d"] == pytest.approx(organ_only_dice() / 2, abs=1e-12)
     assert selection["selected"]["name"] == "3d_fullres"
     for case_id in CASE_FOLDS:
@@ -205,9 +216,28 @@ def _selection(**selected):
 
 def test_load_selection_reads_a_valid_file(tmp_path):
     path = tmp_path / "selection.json"
-    content = _selection(name="2d+3d_fullres", configurations=["2d", "3d_fullres"], folds=[0, 1])
+    content = _selection(name="2d,3d_fullres", configurations=["2d", "3d_fullres"], folds=[0, 1])
     path.write_text(json.dumps(content))
     assert load_selection(path) == content
+
+
+def test_an_old_plus_joined_ensemble_name_is_read_under_its_new_name(tmp_path):
+    path = tmp_path / "selection.json"
+    members = ["2d__BL", "2d__BL+GN"]
+    path.write_text(json.dumps(_selection(name="2d__BL+2d__BL+GN", configurations=members,
+                                          folds=[0])))  # fmt: skip
+    selected = load_selection(path)["selected"]
+    assert selected["name"] == "2d__BL,2d__BL+GN" and selected["configurations"] == members
+
+
+def test_a_name_that_is_not_its_configurations_is_refused(tmp_path):
+    path = tmp_path / "selection.json"
+    path.write_text(json.dumps(_selection(name="2d+3d_lowres", configurations=["2d", "3d_fullres"],
+                                          folds=[0])))  # fmt: skip
+    with pytest.raises(SegflowError) as err:
+        load_selection(path)
+    assert "'selected.name' '2d+3d_lowres' does not name its configurations" in err.value.render()
+    assert "expected '2d,3d_fullres'" in err.value.render()
 
 
 @pytest.mark.parametrize(

@@ -141,10 +141,10 @@ def _selection() -> dict[str, Any]:
         "candidates": [
             candidate("2d", ["2d"], 0.61, 0.9, 0.32),
             candidate("3d_fullres", ["3d_fullres"], 0.655, 0.91, 0.4),
-            candidate("2d+3d_fullres", ["2d", "3d_fullres"], 0.6725, 0.925, 0.42),
+            candidate("2d,3d_fullres", ["2d", "3d_fullres"], 0.6725, 0.925, 0.42),
         ],
         "selected": {
-            "name": "2d+3d_fullres",
+            "name": "2d,3d_fullres",
             "configurations": ["2d", "3d_fullres"],
             "folds": list(FOLDS),
             "mean_foreground_dice": 0.6725,

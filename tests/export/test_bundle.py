@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 
 import pytest
@@ -95,6 +96,24 @@ def test_the_inference_copy_is_much_smaller_and_still_a_checkpoint(bundle, exper
             assert state[key] == full[key], key
         for key, tensor in full["network"].items():
             assert torch.equal(state["network"][key], tensor), key
+
+
+def test_the_export_says_how_large_each_artifact_is(experiment, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="segflow.export")
+    out = export_model(
+        **experiment.export_arguments(output_dir=tmp_path / "model", zip_path=tmp_path / "m.zip")
+    )
+    lines = {r.getMessage().strip().split(":")[0]: r.getMessage() for r in caplog.records}
+    copy = out / "2d" / "fold_0" / "checkpoint_final.pt"
+    original = experiment.checkpoints["2d"][0]
+    line = lines["2d/fold_0/checkpoint_final.pt"]
+    assert f"{copy.stat().st_size / 1e6:.1f} MB" in line
+    assert f"training checkpoint {original.stat().st_size / 1e6:.1f} MB" in line
+    assert "optimizer" in line and "left out" in line
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert f"{total / 1e6:.1f} MB in {len(_files(out))} files" in lines[f"model folder {out}"]
+    zipped = (tmp_path / "m.zip").stat().st_size
+    assert f"{zipped / 1e6:.1f} MB" in lines[f"model zip {tmp_path / 'm.zip'}"]
 
 
 def test_inference_checkpoint_names_what_an_old_checkpoint_lacks():
@@ -199,11 +218,11 @@ def test_the_readme_describes_the_model(bundle):
         "| `0000` | MRI |",
         "| organ | 1 |",
         "| lesion | 2 |",
-        "**2d+3d_fullres**: an ensemble of `2d` + `3d_fullres`, folds 0, 1",
+        "**2d,3d_fullres**: an ensemble of `2d` + `3d_fullres`, folds 0, 1",
         "Cross-validation mean foreground Dice: **0.6725**",
         "| `2d` | 0.6100 | 0.9000 | 0.3200 | 6 |",
         "| `3d_fullres` | 0.6550 | 0.9100 | 0.4000 | 6 |",
-        "| `2d+3d_fullres` (selected) | 0.6725 | 0.9250 | 0.4200 | 6 |",
+        "| `2d,3d_fullres` (selected) | 0.6725 | 0.9250 | 0.4200 | 6 |",
         "1. keep only the largest connected component of label(s) 1 (organ) + 2 (lesion)",
         "with postprocessing: **0.6811** (without: 0.6725)",
         "segflow predict -i IN -o OUT -m path/to/model",
@@ -218,7 +237,7 @@ def test_load_bundle_reads_a_complete_folder(bundle):
     assert loaded.path == bundle
     assert loaded.configurations == {"2d": (0, 1), "3d_fullres": (0, 1)}
     assert loaded.dataset.labels == {"background": 0, "organ": 1, "lesion": 2}
-    assert loaded.selection["selected"]["name"] == "2d+3d_fullres"
+    assert loaded.selection["selected"]["name"] == "2d,3d_fullres"
     assert loaded.postprocessing["rules"] == [{"labels": [1, 2]}]
     assert loaded.checkpoint("2d", 1) == bundle / "2d" / "fold_1" / "checkpoint_final.pt"
 
@@ -258,3 +277,27 @@ def test_load_bundle_refuses_a_folder_without_or_with_a_broken_manifest(bundle, 
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(SegflowError, match=r"does not list the required plans\.json"):
         load_bundle(copy)
+
+
+@pytest.mark.parametrize(
+    ("ending", "channels", "expected"),
+    [
+        (".png", {"0": "R", "1": "G", "2": "B"},
+         "Each case is one image file `<case>_0000.png` holding its 3 channels (an RGB image), "
+         "or 3 single-channel files `<case>_<XXXX>.png`, one per channel"),
+        (".nii.gz", {"0": "T1", "1": "T2"},
+         "Each case is 2 image files `<case>_<XXXX>.nii.gz`, one per channel"),
+        (".nii.gz", {"0": "CT"}, "Each case is one image file `<case>_0000.nii.gz`, the channel:"),
+    ],
+)  # fmt: skip
+def test_the_readme_says_how_a_case_comes_in_files(ending, channels, expected):
+    from segflow.export.readme import render_readme
+    from segflow.io.dataset import parse_dataset_json
+
+    raw = {"channel_names": channels, "labels": {"background": 0, "vessel": 1},
+           "numTraining": 20, "file_ending": ending}  # fmt: skip
+    dataset, problems = parse_dataset_json(raw)
+    assert not problems
+    selection = {"selected": {"name": "2d", "configurations": ["2d"], "folds": [0]}}
+    text = render_readme(dataset, "DRIVE", selection, {"rules": []}, {"2d": (0,)}, "model")
+    assert expected in " ".join(text.split())

@@ -9,6 +9,7 @@ deterministic, with several classes and many components, which is all these test
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import replace
@@ -118,9 +119,22 @@ def test_one_configuration_predicts_as_predict_files(
     assert not (tmp_path / "mine.npz").exists()
 
 
+def test_the_predictor_names_each_models_experiment(models):
+    # Two experiments of one configuration, one name holding '+': the log names both.
+    first = dataclasses.replace(models["2d"], experiment="BL")
+    second = dataclasses.replace(models["2d"], experiment="BL+GN")
+    predictor = Predictor((first, second))
+    assert predictor.name == "2d__BL,2d__BL+GN"
+    folds = [f.fold for f in first.folds]
+    assert predictor.describe() == (
+        f"an ensemble of 2: 2d__BL folds {folds}; 2d__BL+GN folds {folds}"
+    )
+    assert Predictor((models["2d"],)).describe() == f"2d folds {folds}"
+
+
 def test_two_configurations_average_their_probabilities(models, image, independent, tmp_path):
     predictor = Predictor((models["2d"], models["3d_fullres"]))
-    assert predictor.name == "2d+3d_fullres"
+    assert predictor.name == "2d,3d_fullres"
     out = tmp_path / "case.nii.gz"
     segmentation = predictor.predict_files([image], out, mirroring=False, save_probabilities=True)
 
@@ -204,7 +218,7 @@ def test_a_selection_picks_configurations_and_folds(models_dir, tmp_path):
 
     pair = _write(
         tmp_path / "pair.json",
-        {"selected": {"name": "2d+3d_fullres", "configurations": ["2d", "3d_fullres"],
+        {"selected": {"name": "2d,3d_fullres", "configurations": ["2d", "3d_fullres"],
                       "folds": [0]}},
     )  # fmt: skip
     rules = _write(tmp_path / "postprocessing.json", {"format": 1, "rules": list(RULES)})
@@ -213,7 +227,7 @@ def test_a_selection_picks_configurations_and_folds(models_dir, tmp_path):
     assert [[f.fold for f in m.folds] for m in predictor.models] == [[0], [0]]
     assert predictor.postprocessing == RULES
     assert predictor.describe() == (
-        "2d folds [0] + 3d_fullres folds [0], postprocessing [{'labels': [1, 2]}]"
+        "an ensemble of 2: 2d folds [0]; 3d_fullres folds [0], postprocessing [{'labels': [1, 2]}]"
     )
     bare = load_predictor(models_dir, selection=pair, postprocessing=rules,
                           use_postprocessing=False)  # fmt: skip

@@ -208,7 +208,7 @@ def selection() -> dict[str, Any]:
                 "num_cases": 3,
             },
             {
-                "name": "2d+3d_fullres",
+                "name": "2d,3d_fullres",
                 "configurations": ["2d", "3d_fullres"],
                 "mean_foreground_dice": 0.875,
                 "dice": {"<b>": 0.95, "lesion": 0.8},
@@ -223,7 +223,7 @@ def selection() -> dict[str, Any]:
             },
         ],
         "selected": {
-            "name": "2d+3d_fullres",
+            "name": "2d,3d_fullres",
             "configurations": ["2d", "3d_fullres"],
             "folds": [0, 1, 2, 3, 4],
             "mean_foreground_dice": 0.875,

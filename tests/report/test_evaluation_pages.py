@@ -73,10 +73,10 @@ def test_selection_page_sorts_candidates_and_highlights_the_winner(
     self_contained(text)
     candidates = text[text.index("<h2>Candidates</h2>") : text.index("<h2>Postprocessing</h2>")]
     names = re.findall(r'<tr[^>]*><td class="num">\d</td><td>([^<]+)</td>', candidates)
-    assert names == ["2d+3d_fullres", "3d_fullres", "2d"]
+    assert names == ["2d,3d_fullres", "3d_fullres", "2d"]
     winner = re.findall(r'<tr class="highlight">.*?</tr>', candidates)
     assert len(winner) == 1
-    assert "<td>2d+3d_fullres</td>" in winner[0] and "<td>selected</td>" in winner[0]
+    assert "<td>2d,3d_fullres</td>" in winner[0] and "<td>selected</td>" in winner[0]
     assert "<th>mean foreground Dice</th><th>Dice &lt;b&gt;</th><th>Dice lesion</th>" in text
     assert "<td>folds</td><td>0, 1, 2, 3, 4</td>" in text
 
@@ -165,11 +165,51 @@ def test_crossval_page_shows_the_ablation_table_from_the_summaries(tmp_path, cro
     ablation = text[text.index("Models compared") :]
     # experiment, configuration, planner, mean foreground Dice, Dice per class, parameters,
     # s/iteration
+    # (differs in: the summaries of older runs record no settings)
     assert re.findall(r">([^<]*)</td>", _row_of(ablation, "base")) == [
-        "base", "2d", MISSING, "0.650", "0.800", "0.500", "1234", "0.250"
+        "base", "2d", MISSING, MISSING, "0.650", "0.800", "0.500", "1234", "0.250"
     ]  # fmt: skip
     assert re.findall(r">([^<]*)</td>", _row_of(ablation, "larger"))[1:] == [
-        "3d_fullres", "resenc_m", "0.850", "0.900", "0.800", "98765", "1.500"
+        "3d_fullres", "resenc_m", MISSING, "0.850", "0.900", "0.800", "98765", "1.500"
     ]  # fmt: skip
     # Without the models' summaries (older runs): no ablation table.
     assert "Models compared" not in crossval_page(crossval_csvs, tmp_path / "d.html").read_text()
+
+
+def test_the_ablation_table_says_what_each_model_overrides(tmp_path, crossval_csvs):
+    import json
+    import shutil
+
+    from segflow.crossval.model_facts import result_settings
+
+    base = {"epochs": 2, "loss": "dice_ce", "loss_parameters": None, "seed": 1,
+            "experiment": "BL", "network": {"norm": "instance", "architecture": "planned"},
+            "pretrained_weights": None, "sas_augmentation": False, "device": "cpu"}  # fmt: skip
+    experiments = {
+        "2d__BL": base,
+        "2d__exp_log": {**base, "experiment": "exp_log", "loss": "exp_log",
+                        "loss_parameters": {"gamma_dice": 0.5}},
+        "2d__BL+GN": {**base, "experiment": "BL+GN", "network": {**base["network"],
+                                                                 "norm": "group"}},
+        "2d__ssl": {**base, "experiment": "ssl", "sas_augmentation": True,
+                    "pretrained_weights": "out/pretraining/2d__ssl/fold_0/checkpoint_ssl.pt"},
+    }  # fmt: skip
+    models = {}
+    source = next(iter(crossval_csvs.values()))
+    for name, settings in experiments.items():
+        folder = tmp_path / "crossval" / name
+        folder.mkdir(parents=True)
+        models[name] = shutil.copy(source, folder / "metrics.csv")
+        facts = {"parameters": 10, "seconds_per_iteration": 0.1,
+                 "settings": result_settings(settings)}  # fmt: skip
+        (folder / "summary.json").write_text(json.dumps({"model": facts}))
+    text = crossval_page(models, tmp_path / "c.html").read_text(encoding="utf-8")
+    ablation = text[text.index("Models compared") :]
+
+    def differs(experiment):
+        return re.findall(r">([^<]*)</td>", _row_of(ablation, experiment))[3]
+
+    assert differs("BL") == "nothing"
+    assert differs("exp_log") == "loss exp_log, loss_parameters gamma_dice 0.5"
+    assert differs("BL+GN") == "network.norm group"
+    assert differs("ssl") == ("pretrained_weights self-supervised, per fold, sas_augmentation true")

@@ -25,6 +25,7 @@ from segflow.training.contrastive import (
     deepest_width,
     encoder_of,
     pretrain_encoder,
+    warm_start_batches,
 )
 from segflow.training.pretrained import load_pretrained_weights
 from segflow.training.pretraining_settings import PretrainingSettings
@@ -58,6 +59,7 @@ def test_infonce_against_hand_values():
     moco = _contrast()
     with torch.no_grad():
         moco.queue.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6]]))
+        moco.queue_filled.fill_(4)
     q = torch.tensor([[3.0, 0.0]])  # normalized: (1, 0)
     k = torch.tensor([[0.0, 2.0]])  # normalized: (0, 1)
     loss = moco(q, k)
@@ -87,6 +89,51 @@ def test_a_batch_larger_than_the_queue_keeps_its_last_keys():
     moco(torch.ones(3, 2), keys)
     expected = torch.nn.functional.normalize(keys[1:], dim=1)
     assert torch.allclose(moco.queue, expected) and int(moco.queue_pointer) == 0
+
+
+def test_empty_queue_slots_are_left_out_of_the_loss():
+    moco = _contrast(queue_size=4)
+    with torch.no_grad():
+        moco.queue.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6]]))
+    # Nothing in the queue yet: the positive alone, loss 0.
+    first = moco(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
+    assert float(first.detach()) == 0.0
+    assert int(moco.queue_filled) == 1
+    # One key in the queue, (0, 1): the second step compares against it only.
+    loss = moco(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]))
+    logits = torch.tensor([1.0, 0.0]) / 0.5
+    assert float(loss.detach()) == pytest.approx(float(-logits[0] + torch.logsumexp(logits, 0)))
+    assert int(moco.queue_filled) == 2
+
+
+def test_the_warm_start_fills_the_queue_only_up_to_its_size():
+    moco = _contrast(queue_size=5)
+    used = moco.fill_queue(torch.ones(2, 2) for _ in range(10))
+    assert used == 3 and int(moco.queue_filled) == 5 and int(moco.queue_pointer) == 1
+
+
+@pytest.mark.parametrize(
+    ("epochs", "iterations", "fraction", "queue", "batch", "expected"),
+    [
+        (2, 5, 0.25, 1024, 2, 3),  # the run: 3 batches, not 512
+        (50, 50, 0.25, 1024, 2, 512),  # the default budget: enough to fill the queue
+        (2, 5, 0.0, 1024, 2, 0),  # MoCo: the queue fills as training goes
+        (4, 4, 1.0, 16, 8, 2),
+    ],
+)
+def test_the_warm_start_is_in_proportion_to_the_budget(
+    epochs, iterations, fraction, queue, batch, expected
+):
+    settings = PretrainingSettings(
+        epochs=epochs, iterations_per_epoch=iterations, queue_size=queue,
+        queue_warm_start=fraction,
+    )  # fmt: skip
+    assert warm_start_batches(settings, batch) == expected
+
+
+def test_a_warm_start_outside_zero_to_one_is_refused():
+    with pytest.raises(SegflowError, match="queue_warm_start"):
+        PretrainingSettings(queue_warm_start=1.5)
 
 
 def test_the_key_encoder_follows_by_momentum():
@@ -149,6 +196,7 @@ def ssl_run(textures):
         plans_path=textures / "plans.json", configuration="3d_fullres",
         dataset_json=textures / "dataset.json", splits_path=textures / "splits.json",
         preprocessed_folder=textures / "pre", output_folder=textures / "ssl", settings=settings,
+        fold=0,
     )  # fmt: skip
 
 
@@ -186,7 +234,7 @@ def test_a_zoo_networks_encoder_is_pretrained_and_its_folds_start_from_it(textur
         plans_path=textures / "plans.json", configuration="3d_fullres",
         dataset_json=textures / "dataset.json", splits_path=textures / "splits.json",
         preprocessed_folder=textures / "pre", output_folder=tmp_path / "ssl", settings=settings,
-        variant=variant,
+        variant=variant, fold=1,
     )  # fmt: skip
     state = load_checkpoint(ssl)
     assert state["network_variant"]["architecture"] == "UNetPlusPlus"
@@ -254,18 +302,20 @@ def test_test_images_join_the_pretraining_without_their_labels(textures, tmp_pat
         plans_path=textures / "plans.json", configuration="3d_fullres",
         dataset_json=textures / "dataset.json", splits_path=textures / "splits.json",
         preprocessed_folder=textures / "pre", output_folder=out, settings=settings,
-        dataset_report=report,
+        dataset_report=report, fold=0,
     )  # fmt: skip
     state = load_checkpoint(checkpoint)
-    assert state["cases"] == {"training": 4, "test": 2}
+    # Fold 0 trains on c0 and c1 and validates on c2 and c3: its encoder never sees them.
+    assert state["cases"] == {"fold": 0, "training": 2, "validation_excluded": 2, "test": 2}
+    assert state["budget"]["warm_start_batches"] == 2 and state["budget"]["training_batches"] == 6
     assert state["settings"]["test_images"] is True
-    # Every batch comes from one set, the training images with probability 4/6: with seed 3,
-    # 7 of the 12 batches (6 trained on, 2 filling the queue, 4 held out). The preprocessed
-    # test images are gone with the job.
+    # Every batch comes from one set, the fold's training images with probability 2/4: 12
+    # batches (6 trained on, 2 warm-starting the queue, 4 held out). The preprocessed test
+    # images are gone with the job.
     training = [cases for folder, cases in drawn if folder == "pre"]
     test = [cases for folder, cases in drawn if folder != "pre"]
-    assert (len(training), len(test)) == (7, 5)
-    assert all(set(c) <= {"c0", "c1", "c2", "c3"} for c in training)
+    assert len(training) + len(test) == 12 and training and test
+    assert all(set(c) <= {"c0", "c1"} for c in training)
     assert all(set(c) <= {"t0", "t1"} for c in test)
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint_ssl.pt", "ssl_progress.csv", "ssl_progress.png",
@@ -278,7 +328,7 @@ def test_test_images_without_any_is_an_error_before_pretraining(textures, tmp_pa
         "plans_path": textures / "plans.json", "configuration": "3d_fullres",
         "dataset_json": textures / "dataset.json", "splits_path": textures / "splits.json",
         "preprocessed_folder": textures / "pre", "output_folder": tmp_path / "ssl",
-        "settings": settings,
+        "settings": settings, "fold": 0,
     }  # fmt: skip
     with pytest.raises(SegflowError, match="needs the dataset report"):
         pretrain_encoder(**common)

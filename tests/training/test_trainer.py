@@ -104,6 +104,14 @@ def test_a_fold_trains_and_writes_every_output(tiny_experiment, tmp_path):
     assert len(state["history"]["rows"]) == 2
     log = (tmp_path / "training.log").read_text()
     assert "epoch 1: train loss" in log
+    # The best checkpoint is never resumed from: weights and metadata, no optimizer state;
+    # the final one keeps everything.
+    best = load_checkpoint(tmp_path / CHECKPOINT_BEST)
+    assert best["weights_only"] is True
+    assert {"optimizer", "grad_scaler", "history", "rng"}.isdisjoint(best)
+    assert {"network", "plans", "configuration", "epoch"} <= set(best)
+    assert "optimizer" in state and "rng" in state
+    assert (tmp_path / CHECKPOINT_BEST).stat().st_size < 0.75 * final.stat().st_size
 
 
 def test_training_lowers_the_loss(tiny_experiment, tmp_path):

@@ -34,6 +34,7 @@ VARIANT = NetworkVariant(encoder_scale=2, norm="group", groups=4)
 SETTINGS = TrainingSettings(
     epochs=1, iterations_per_epoch=2, val_iterations_per_epoch=1, device="cpu", threads=1,
     num_workers=0, network=VARIANT, loss="exp_log", optimizer="adamw", weight_decay=0.01,
+    loss_parameters={"gamma_dice": 0.5, "weight_ce": 0.4},
 )  # fmt: skip
 
 
@@ -81,6 +82,7 @@ def test_the_train_command_takes_the_variant_loss_and_optimizer():
     flags = to_arguments(TrainingSettings, SETTINGS)
     assert "--network-norm=group" in flags and "--network-encoder-scale=2" in flags
     assert "--loss=exp_log" in flags and "--optimizer=adamw" in flags
+    assert '--loss-parameters={"gamma_dice": 0.5, "weight_ce": 0.4}' in flags
     parsed = from_arguments(TrainingSettings, build_parser().parse_args(base + flags))
     assert parsed == SETTINGS
     # A config section gives the variant as a nested mapping.
@@ -107,6 +109,15 @@ def test_the_trainer_builds_what_the_settings_name(tiny_experiment, tmp_path):
     first = next(m for m in trainer.network.modules() if isinstance(m, nn.Conv3d))
     assert first.out_channels == 8
     assert "ExpLog" in type(trainer.loss.loss).__name__
+    # The config's loss parameters, the others at the loss's defaults (KiTS19's).
+    loss = trainer.loss.loss
+    exponents_and_weights = (loss.gamma_dice, loss.weight_ce, loss.gamma_ce, loss.weight_dice)
+    assert exponents_and_weights == (0.5, 0.4, 0.3, 0.8)
+    # progress.png's title says which loss this run trained with, not the default's name.
+    assert trainer._progress_title() == (
+        "3d_fullres fold 0; loss: exp_log, exponential logarithmic loss (Wong et al. 2018), "
+        "as in the KiTS19 seed (gamma_dice 0.5, weight_ce 0.4)"
+    )
 
 
 @pytest.fixture(scope="module")

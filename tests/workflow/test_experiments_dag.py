@@ -42,7 +42,11 @@ def _config(results: Path, dataset: Path, fast_lr: str = "0.05") -> dict[str, st
             "val_iterations_per_epoch: 1, checkpoint_every: 1, device: cpu, threads: 1, "
             "num_workers: 0}"
         ),
-        "experiments": f"{{base: null, fast: {{initial_lr: {fast_lr}, optimizer: adamw}}}}",
+        # fast also trains with the focal loss and a gamma of its own (loss_parameters).
+        "experiments": (
+            f"{{base: null, fast: {{initial_lr: {fast_lr}, optimizer: adamw, loss: focal, "
+            "loss_parameters: {gamma: 1.0}}}"
+        ),
         # No save_probabilities: with experiments the workflow keeps the cross-validation
         # probabilities, so when `select` reruns for the changed experiment the other
         # model's are still there and its validate jobs do not rerun.
@@ -83,19 +87,26 @@ def test_every_experiment_trains_and_cross_validates_as_its_own_model(finished):
     page = (out / "report" / "crossval.html").read_text(encoding="utf-8")
     assert "Models compared" in page and "s / iteration" in page
     assert "<td>base</td>" in page and "<td>fast</td>" in page
+    # What each model overrides, from its checkpoints' settings.
+    assert "<td>nothing</td>" in page
+    assert (
+        "<td>initial_lr 0.05, loss focal, loss_parameters gamma 1.0, optimizer adamw</td>" in page
+    )
+    fast = load_checkpoint(out / "models" / "2d__fast" / "fold_0" / "checkpoint_final.pt")
+    assert fast["settings"]["loss_parameters"] == {"gamma": 1.0}
 
 
 def test_select_compares_every_model_and_picks_by_dice(finished):
     work, _, _ = finished
     selection = json.loads((work / "out" / "selection.json").read_text())
     names = [c["name"] for c in selection["candidates"]]
-    assert names == [*MODELS, "+".join(MODELS)]
+    assert names == [*MODELS, ",".join(MODELS)]
     best = max(c["mean_foreground_dice"] for c in selection["candidates"])
     assert selection["selected"]["mean_foreground_dice"] == best
     assert set(selection["selected"]["configurations"]) <= set(MODELS)
 
 
-def test_the_exported_model_names_the_experiment_and_predicts(finished, dataset, tmp_path):
+def test_the_exported_model_names_the_experiment_and_predicts(finished, dataset, tmp_path, caplog):
     work, _, _ = finished
     out = work / "out"
     selected = json.loads((out / "selection.json").read_text())["selected"]["configurations"]
@@ -104,6 +115,8 @@ def test_the_exported_model_names_the_experiment_and_predicts(finished, dataset,
                    "-m", str(out / "model"), "--device", "cpu", "--threads", "1"])  # fmt: skip
     assert status == 0
     assert (tmp_path / "pred" / "demo_test_000.nii.gz").is_file()
+    # The log names each model by its experiment, not only its configuration.
+    assert all(f"{name} folds [0, 1]" in caplog.text for name in selected)
 
 
 def _jobs(output: str, rules: tuple[str, ...]) -> list[str]:

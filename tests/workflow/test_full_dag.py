@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +68,26 @@ def test_every_stage_runs_once(finished):
         assert counts.get(rule) == count, (rule, counts)
 
 
+def test_the_run_ends_with_its_numbers_paths_and_the_report_command(finished):
+    work, _, run = finished
+    out = work / "out"
+    assert f"segflow: the run finished; its results are in {out}/" in run.output
+    selected = json.loads((out / "selection.json").read_text())["selected"]
+    dice = selected["mean_foreground_dice"]
+    assert f"selected: {selected['name']} (cross-validation Dice {dice:.3f}" in run.output
+    assert re.search(r"test set \(2 cases\): mean foreground Dice \d\.\d{3} \(", run.output)
+    assert f"snakemake --report {out / 'report.html'}" in run.output
+    # Each training job's epochs and log reach the console, named by model and fold.
+    assert "2d fold 1, epoch 0: train loss" in run.output and "1 of 1 epochs done" in run.output
+    assert f"log: {out / 'models' / '3d_fullres' / 'fold_0' / 'training.log'}" in run.output
+
+
 def test_selection_compares_both_configurations_and_their_ensemble(finished):
     work, _, _ = finished
     out = work / "out"
     selection = json.loads((out / "selection.json").read_text())
     names = [c["name"] for c in selection["candidates"]]
-    assert names == ["2d", "3d_fullres", "2d+3d_fullres"]
+    assert names == ["2d", "3d_fullres", "2d,3d_fullres"]
     for candidate in selection["candidates"][:2]:
         summary = json.loads((out / "crossval" / candidate["name"] / "summary.json").read_text())
         assert candidate["mean_foreground_dice"] == summary["mean_foreground_dice"]

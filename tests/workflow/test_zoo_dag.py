@@ -51,19 +51,23 @@ def finished(tmp_path_factory):
 
 
 @pytest.mark.parametrize("model", ["2d__ssl", "2d__zoo"])
-def test_each_models_pretrain_job_runs_once_and_its_folds_start_from_it(finished, model):
+def test_each_models_fold_pretrains_on_its_training_cases_and_starts_from_it(finished, model):
     out, run = finished
     counts = run.job_counts()
     assert counts.get("pretrain") == 2 and counts.get("train") == 2, counts
-    ssl = out / "pretraining" / model / "checkpoint_ssl.pt"
-    assert (out / "pretraining" / model / "ssl_progress.png").stat().st_size > 0
+    # One pretrain job per model and fold, on that fold's training cases only.
+    ssl = out / "pretraining" / model / "fold_0" / "checkpoint_ssl.pt"
+    assert (ssl.parent / "ssl_progress.png").stat().st_size > 0
+    assert "--fold=0" in run.output
     assert "--queue-size=16" in run.output and "--temperature=0.07" in run.output
     state = load_checkpoint(out / "models" / model / "fold_0" / "checkpoint_final.pt")
     assert state["pretrained"]["path"] == str(ssl)
     assert state["settings"]["pretrained_weights"] == str(ssl)
     pretrained = load_checkpoint(ssl)
     assert pretrained["network_variant"] == state["settings"]["network"]
-    assert pretrained["cases"] == {"training": 4, "test": 1}
+    assert pretrained["cases"] == {"fold": 0, "training": 2, "validation_excluded": 2, "test": 1}
+    # The warm start in proportion: 4 training batches, ceil(0.25 x 4) = 1 warm-start batch.
+    assert pretrained["budget"]["warm_start_batches"] == 1
     assert "--test-images" in run.output and "--dataset-report=" in run.output
 
 

@@ -464,22 +464,22 @@ def train_inputs(wildcards):
     }
 
 
-def training_options(experiment=None, model=None):
+def training_options(experiment=None, model=None, fold=None):
     """Options of `segflow train` from an experiment's training section (TrainingSettings'
     fields; the rule passes --threads itself), one argument each. With ssl_pretrain, the
-    pretrained weights are the model's `pretrain` checkpoint."""
+    pretrained weights are the model's fold's `pretrain` checkpoint."""
     values = {**EXPERIMENTS[experiment], "seed": config["seed"], "experiment": experiment}
     if EXPERIMENTS[experiment].get("ssl_pretrain") and model is not None:
-        values["pretrained_weights"] = str(LAYOUT.ssl_checkpoint(model))
+        values["pretrained_weights"] = str(LAYOUT.ssl_checkpoint(model, fold))
     return to_arguments(TrainingSettings, values, exclude=("threads",))
 
 
 def pretrained_weights(wildcards):
-    """The train rule's pretrained weights: the model's experiment's, or its `pretrain`
-    checkpoint (ssl_pretrain), if any."""
+    """The train rule's pretrained weights: the model's experiment's, or its fold's
+    `pretrain` checkpoint (ssl_pretrain), if any."""
     section = EXPERIMENTS[model_experiment(wildcards.configuration)]
     if section.get("ssl_pretrain"):
-        return LAYOUT.ssl_checkpoint(wildcards.configuration)
+        return LAYOUT.ssl_checkpoint(wildcards.configuration, wildcards.fold)
     return section["pretrained_weights"] or []
 
 

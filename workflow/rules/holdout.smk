@@ -15,6 +15,8 @@ if HOLDOUT is not None:
             dataset=DATASET,
             test_cases=HOLDOUT["test_cases"],
             seed=HOLDOUT["seed"],
+            existing=HOLDOUT["existing_test_cases"],
         shell:
             "python -m segflow --log={log:q} holdout --dataset={params.source:q}"
             " --output={params.dataset:q} --num-test={params.test_cases:q} --seed={params.seed:q}"
+            " --existing-test-cases={params.existing:q}"

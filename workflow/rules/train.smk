@@ -35,7 +35,9 @@ rule train:
         out_dir=lambda wc: LAYOUT.fold_model(wc.configuration, wc.fold),
         configuration=lambda wc: plans_configuration(wc.configuration),
         # Per model: changing one experiment's overrides reruns only its jobs.
-        options=lambda wc: training_options(model_experiment(wc.configuration), wc.configuration),
+        options=lambda wc: training_options(
+            model_experiment(wc.configuration), wc.configuration, wc.fold
+        ),
         previous_stage=previous_stage_option,
     shell:
         "python -m segflow --log={log:q} train --plans={input.plans:q}"

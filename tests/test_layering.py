@@ -193,6 +193,79 @@ def test_the_declared_layers_have_no_cycle():
             del remaining[part]
 
 
+def _is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _module_imports(path: Path) -> set[str]:
+    """The segflow modules a module imports: ``from segflow.x import y`` names the module
+    ``segflow.x.y`` where that is one, else ``segflow.x``; every statement counts, also those
+    inside functions and under ``TYPE_CHECKING``."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                inner = f"{source}.{alias.name}"
+                found.add(inner if _is_module(inner) else source)
+    return {name for name in found if name.split(".")[0] == "segflow" and _is_module(name)}
+
+
+def _import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected group of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    # Within a part too (the layers above only order the parts): a module of
+    # segflow/training must not import one that, directly or through others, imports it.
+    graph = {}
+    for path in _modules():
+        module = _module_name(path)
+        graph[module] = {
+            name
+            for name in _module_imports(path)
+            if name != module and not module.startswith(f"{name}.")  # its own packages
+        }
+    assert _import_cycles(graph) == []
+
+
 def test_deliberate_exceptions_are_still_needed():
     used = {
         (_module_name(path), _part(name))

@@ -53,16 +53,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from common import REPO, SHARED_DATA, TreeMonitor, add_result, emit
 
 from segflow.layout import Results, model_name
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_vs_nnunet import TreeMonitor
-
 logger = logging.getLogger("model_zoo")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SEGFLOW_SHARED_DATA", "/work/shared/data"))
 DATASETS = {
     "isbi": ("Dataset121_ISBI2012EM", "2d"),
     "hippocampus": ("Dataset004_Hippocampus", "3d_fullres"),
@@ -208,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores")
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the shared datasets")
     parser.add_argument("--work", type=Path, default=Path("/tmp/model_zoo"))
-    parser.add_argument("--result", type=Path, default=None, help="also write the line here")
+    add_result(parser)
     return parser
 
 
@@ -231,11 +227,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, "
         f"{len(os.sched_getaffinity(0))} cpus",
     }
-    line = json.dumps(result)
-    if args.result is not None:
-        args.result.parent.mkdir(parents=True, exist_ok=True)
-        args.result.write_text(line + "\n", encoding="utf-8")
-    print(line, flush=True)
+    emit(result, args.result)
 
 
 if __name__ == "__main__":

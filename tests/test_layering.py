@@ -86,6 +86,20 @@ ALLOWED: dict[str, frozenset[str]] = {
         "compute",
     },
     "report": BASE | {"io", "layout", "planning"},
+    # What the workflow's rules compute from the config, the dataset report and the plans:
+    # the stages' light modules only (their settings, the splits reader, data sharing).
+    "workflow": BASE
+    | {
+        "io",
+        "layout",
+        "config",
+        "containers",
+        "batches",
+        "preprocessing",
+        "training",
+        "inference",
+        "networks",
+    },
     "schemas": frozenset(),  # data files only
     "__main__": frozenset({"cli"}),
 }
@@ -107,7 +121,8 @@ DELIBERATE: dict[tuple[str, str], str] = {
 #: Parts that must not import torch: they neither build nor run networks.
 NO_TORCH = ("segflow", "errors", "settings", "devices", "layout", "batches", "io", "config",
             "workflow_locks", "containers", "validation", "holdout", "fingerprint",
-            "planning", "evaluation", "preprocessing", "postprocessing", "report")  # fmt: skip
+            "planning", "evaluation", "preprocessing", "postprocessing", "report",
+            "workflow")  # fmt: skip
 #: What the workflow's rules import at every Snakemake start: no torch, pandas, matplotlib or
 #: scipy (each adds a fraction of a second to every start and every dry run).
 WORKFLOW_IMPORTS = (
@@ -123,6 +138,9 @@ WORKFLOW_IMPORTS = (
     "segflow.settings",
     "segflow.job_resources",
     "segflow.workflow_locks",
+    "segflow.workflow.run",
+    "segflow.workflow.cache",
+    "segflow.io.endings",
 )
 
 

@@ -23,17 +23,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from segflow.errors import SegflowError
+from segflow.layout import CHECKPOINT_FINAL, CHECKPOINT_LATEST
 from segflow.networks.variants import NetworkVariant
 from segflow.training.checkpoint import load_checkpoint
 from segflow.training.data_parallel import Ranks, free_port, threads_per_process
 from segflow.training.losses import build_loss
 from segflow.training.losses.ranks import summing_over_ranks
-from segflow.training.trainer import (
-    CHECKPOINT_FINAL,
-    CHECKPOINT_LATEST,
-    FoldTrainer,
-    TrainingSettings,
-)
+from segflow.training.settings import TrainingSettings
+from segflow.training.trainer import FoldTrainer
 
 from .conftest import make_tiny_dataset
 

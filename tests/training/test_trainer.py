@@ -13,17 +13,13 @@ import torch
 
 from segflow.cli import main
 from segflow.errors import SegflowError
+from segflow.layout import CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST
 from segflow.training.checkpoint import load_checkpoint
-from segflow.training.trainer import (
-    CHECKPOINT_BEST,
-    CHECKPOINT_FINAL,
-    CHECKPOINT_LATEST,
-    FoldTrainer,
-    TrainingInterrupted,
-    TrainingSettings,
-    poly_learning_rate,
-    train_fold,
-)
+from segflow.training.fold import train_fold
+from segflow.training.optimization import poly_learning_rate
+from segflow.training.settings import TrainingSettings
+from segflow.training.signals import TrainingInterrupted
+from segflow.training.trainer import FoldTrainer
 
 from .conftest import make_tiny_dataset
 

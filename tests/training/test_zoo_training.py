@@ -18,8 +18,9 @@ from segflow.networks import NetworkVariant, SpatialTransformer, ZooNetwork
 from segflow.networks.variants import ZOO_NAMES
 from segflow.planning import Plans
 from segflow.training.checkpoint import load_checkpoint
+from segflow.training.fold import train_fold
 from segflow.training.settings import TrainingSettings
-from segflow.training.trainer import FoldTrainer, train_fold
+from segflow.training.trainer import FoldTrainer
 
 pytest.importorskip("monai")
 

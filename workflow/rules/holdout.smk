@@ -7,7 +7,7 @@ if HOLDOUT is not None:
         output:
             DATASET / "dataset.json",
         params:
-            source=_argument_path(HOLDOUT["source"]),
+            source=argument_path(HOLDOUT["source"]),
             dataset=DATASET,
             test_cases=HOLDOUT["test_cases"],
             seed=HOLDOUT["seed"],

@@ -1,5 +1,28 @@
 # The pages and figures of `snakemake --report report.html` (captions in workflow/report/).
 # The learning curves are the train jobs' progress.png.
+# The report's section of each page (segflow.layout's REPORT_FILES and TEST_REPORT_FILES name
+# the files; each caption is workflow/report/<item>.rst).
+REPORT_SECTIONS = {
+    "dataset": "1. Dataset",
+    "plans": "2. Plans",
+    "crossval": "4. Cross-validation",
+    "crossval_dice": "4. Cross-validation",
+    "selection": "5. Selection and postprocessing",
+    "test": "6. Test set",
+    "test_dice": "6. Test set",
+}
+
+
+def report_outputs(files):
+    """The report's items of `files` (item -> file name), each with its caption and section."""
+    return [report_item(item, name) for item, name in files.items()]
+
+
+def report_item(item, name):
+    section = REPORT_SECTIONS[item]
+    return report(LAYOUT.report / name, caption=f"../report/{item}.rst", category=section)
+
+
 rule report_pages:
     input:
         dataset_json=DATASET / "dataset.json",
@@ -10,23 +33,7 @@ rule report_pages:
         selection=LAYOUT.selection,
         postprocessing=LAYOUT.postprocessing,
     output:
-        report(LAYOUT.report / "dataset.html", caption="../report/dataset.rst", category="1. Dataset"),
-        report(LAYOUT.report / "plans.html", caption="../report/plans.rst", category="2. Plans"),
-        report(
-            LAYOUT.report / "crossval.html",
-            caption="../report/crossval.rst",
-            category="4. Cross-validation",
-        ),
-        report(
-            LAYOUT.report / "crossval_dice.png",
-            caption="../report/crossval_dice.rst",
-            category="4. Cross-validation",
-        ),
-        report(
-            LAYOUT.report / "selection.html",
-            caption="../report/selection.rst",
-            category="5. Selection and postprocessing",
-        ),
+        report_outputs(REPORT_FILES),
     params:
         out_dir=LAYOUT.report,
     conda:
@@ -47,12 +54,7 @@ if HAS_TEST_LABELS:
         input:
             metrics=LAYOUT.test_metrics,
         output:
-            report(LAYOUT.report / "test.html", caption="../report/test.rst", category="6. Test set"),
-            report(
-                LAYOUT.report / "test_dice.png",
-                caption="../report/test_dice.rst",
-                category="6. Test set",
-            ),
+            report_outputs(TEST_REPORT_FILES),
         params:
             out_dir=LAYOUT.report,
         conda:

@@ -56,6 +56,7 @@ import yaml
 from common import REPO, SHARED_DATA, TreeMonitor, add_result, emit
 
 from segflow.layout import Results, model_name
+from segflow.networks.catalog import ZOO_NAMES
 
 logger = logging.getLogger("model_zoo")
 
@@ -63,7 +64,6 @@ DATASETS = {
     "isbi": ("Dataset121_ISBI2012EM", "2d"),
     "hippocampus": ("Dataset004_Hippocampus", "3d_fullres"),
 }
-ZOO = ("AttentionUNet", "UNetPlusPlus", "SegResNet", "UNETR", "SwinUNETR")
 SAS = ("ssl", "stn", "aug")
 
 
@@ -186,7 +186,7 @@ def run_dataset(args: argparse.Namespace, key: str) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
-    parser.add_argument("--networks", nargs="*", choices=ZOO, default=list(ZOO))
+    parser.add_argument("--networks", nargs="*", choices=ZOO_NAMES, default=list(ZOO_NAMES))
     parser.add_argument(
         "--sas", nargs="*", choices=SAS, default=None,
         help="add nnunet+SSL (ssl), +STN (stn), +SASaug (aug); alone: all three",

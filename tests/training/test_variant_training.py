@@ -17,7 +17,7 @@ from segflow.inference.images import gather_input_cases, predict_images
 from segflow.inference.model import load_model
 from segflow.io.image import read_image
 from segflow.networks import NETWORKS, NetworkVariant, SpatialTransformer, build_network
-from segflow.networks.variants import ARCHITECTURE_NAMES
+from segflow.networks.catalog import ARCHITECTURE_NAMES
 from segflow.settings import from_arguments, to_arguments
 from segflow.training.checkpoint import load_checkpoint
 from segflow.training.fold import train_fold

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ __all__ = [
     "our_plans",
     "run_measured",
     "segflow_holdout_config",
+    "short_budget_config",
     "windows_of",
 ]
 
@@ -88,9 +90,16 @@ def add_nnunet_python(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_nnunet_preprocessing(parser: argparse.ArgumentParser) -> None:
-    """The options of a comparison on nnU-Net's preprocessed data: its interpreter, the root
-    of its folders (kept between runs), a scratch folder and nnU-Net's worker count."""
+def add_nnunet_preprocessing(parser: argparse.ArgumentParser, datasets: Sequence[str]) -> None:
+    """The options of a comparison on nnU-Net's preprocessed data: the datasets and
+    configurations (default ``datasets``), nnU-Net's interpreter, the root of its folders (kept
+    between runs), a scratch folder and nnU-Net's worker count."""
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        help="NAME:CONF[,CONF...] under <nnunet-root>/raw (repeatable); default: "
+        + " ".join(datasets),
+    )
     add_nnunet_python(parser)
     parser.add_argument("--nnunet-root", type=Path, default=Path("/tmp/nnunet"))
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
@@ -249,30 +258,38 @@ def windows_of(path: Path, patch: tuple[int, ...]) -> int:
     return math.prod(len(s) for s in window_starts(padded, patch))
 
 
-def segflow_holdout_config(
-    args: argparse.Namespace, holdout_dir: Path, results: Path
+def short_budget_config(
+    args: argparse.Namespace, dataset: Path, results: Path, configuration: str = CONFIGURATION
 ) -> dict[str, Any]:
-    """The workflow config of a segflow run on the held-out Hippocampus: one configuration
-    and fold (``args.fold``), the short budget (``args.epochs``, ``iterations``,
-    ``val_iterations``, ``bf16``, ``threads``)."""
+    """A workflow config that trains one configuration and fold (``args.fold``) on the CPU
+    with a short budget (``args.epochs``, ``iterations``, ``val_iterations``, ``threads``)."""
     return {
-        "dataset": str(holdout_dir),
+        "dataset": str(dataset),
         "results": str(results),
         "seed": 12345,
-        "validation": {"threads": 2},
         "preprocessing": {"cases_per_job": 100, "threads": 1},
         "training": {
-            "configurations": [CONFIGURATION],
+            "configurations": [configuration],
             "folds": [args.fold],
             "epochs": args.epochs,
             "iterations_per_epoch": args.iterations,
             "val_iterations_per_epoch": args.val_iterations,
             "checkpoint_every": args.epochs,
             "device": "cpu",
-            "cpu_bf16": args.bf16,
             "threads": args.threads,
         },
     }
+
+
+def segflow_holdout_config(
+    args: argparse.Namespace, holdout_dir: Path, results: Path
+) -> dict[str, Any]:
+    """The workflow config of a segflow run on the held-out Hippocampus: the short budget of
+    :func:`short_budget_config`, with ``args.bf16`` (``training.cpu_bf16``)."""
+    config = short_budget_config(args, holdout_dir, results)
+    config["validation"] = {"threads": 2}
+    config["training"]["cpu_bf16"] = args.bf16
+    return config
 
 
 # --------------------------------------------------------------------------- nnU-Net's data

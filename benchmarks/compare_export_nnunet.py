@@ -192,13 +192,7 @@ def compare(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        help="NAME:CONF[,CONF...] under <nnunet-root>/raw (repeatable); default: "
-        + " ".join(DEFAULT_DATASETS),
-    )
-    add_nnunet_preprocessing(parser)
+    add_nnunet_preprocessing(parser, DEFAULT_DATASETS)
     parser.add_argument("--max-cases", type=int, default=5)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -224,13 +224,7 @@ def summarize(name: str, configuration: str, rows: list[dict[str, Any]], notes) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        help="NAME:CONF[,CONF...] under <nnunet-root>/raw (repeatable); default: "
-        + " ".join(DEFAULT_DATASETS),
-    )
-    add_nnunet_preprocessing(parser)
+    add_nnunet_preprocessing(parser, DEFAULT_DATASETS)
     parser.add_argument("--max-cases", type=int, default=None)
     parser.add_argument("-v", "--verbose", action="store_true", help="print every case")
     args = parser.parse_args(argv)

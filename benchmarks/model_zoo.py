@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import REPO, SHARED_DATA, TreeMonitor, add_result, emit
+from common import REPO, SHARED_DATA, TreeMonitor, add_result, emit, short_budget_config
 
 from segflow.layout import Results, model_name
 from segflow.networks.catalog import ZOO_NAMES
@@ -86,28 +86,11 @@ def experiments(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def workflow_config(args: argparse.Namespace, dataset: Path, configuration: str, results: Path):
-    return {
-        "dataset": str(dataset),
-        "results": str(results),
-        "seed": 12345,
-        "preprocessing": {"cases_per_job": 100, "threads": 1},
-        "training": {
-            "configurations": [configuration],
-            "folds": [args.fold],
-            "epochs": args.epochs,
-            "iterations_per_epoch": args.iterations,
-            "val_iterations_per_epoch": args.val_iterations,
-            "checkpoint_every": args.epochs,
-            "device": "cpu",
-            "threads": args.threads,
-        },
-        "pretraining": {
-            "epochs": args.ssl_epochs,
-            "iterations_per_epoch": args.iterations,
-        },
-        "experiments": experiments(args),
-        "inference": {"device": "cpu", "threads": args.threads, "mirroring": args.mirroring},
-    }
+    config = short_budget_config(args, dataset, results, configuration)
+    config["pretraining"] = {"epochs": args.ssl_epochs, "iterations_per_epoch": args.iterations}
+    config["experiments"] = experiments(args)
+    config["inference"] = {"device": "cpu", "threads": args.threads, "mirroring": args.mirroring}
+    return config
 
 
 def _snakemake(

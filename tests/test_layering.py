@@ -155,22 +155,28 @@ def _part(module: str) -> str:
     return names[1] if len(names) > 1 else "segflow"
 
 
-def _imports(path: Path) -> list[tuple[str, int]]:
-    """Absolute names imported by a module, with their line; relative imports resolved."""
+def _import_statements(path: Path) -> list[tuple[str, list[str], int]]:
+    """``(module, names imported from it, line)`` of every import statement of a file, with
+    relative imports resolved (``names`` is empty for ``import x``)."""
     module = _module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
-            found += [(alias.name, node.lineno) for alias in node.names]
+            found += [(alias.name, [], node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 name = ".".join(base + ([node.module] if node.module else []))
             else:
                 name = node.module or ""
-            found.append((name, node.lineno))
+            found.append((name, [alias.name for alias in node.names], node.lineno))
     return found
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Absolute names imported by a module, with their line; relative imports resolved."""
+    return [(name, line) for name, _, line in _import_statements(path)]
 
 
 def _modules() -> list[Path]:
@@ -220,21 +226,10 @@ def _module_imports(path: Path) -> set[str]:
     """The segflow modules a module imports: ``from segflow.x import y`` names the module
     ``segflow.x.y`` where that is one, else ``segflow.x``; every statement counts, also those
     inside functions and under ``TYPE_CHECKING``."""
-    module = _module_name(path)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                source = ".".join(base + ([node.module] if node.module else []))
-            else:
-                source = node.module or ""
-            for alias in node.names:
-                inner = f"{source}.{alias.name}"
-                found.add(inner if _is_module(inner) else source)
+    for source, names, _ in _import_statements(path):
+        inner = [f"{source}.{name}" for name in names]
+        found |= {name if _is_module(name) else source for name in inner} if inner else {source}
     return {name for name in found if name.split(".")[0] == "segflow" and _is_module(name)}
 
 

@@ -14,12 +14,7 @@ import pytest
 from segflow.config import check_config, load_config_schema
 from segflow.errors import SegflowError
 from segflow.workflow import cache
-from segflow.workflow.run import (
-    WILDCARD_PATTERNS,
-    WorkflowRun,
-    argument_path,
-    planning_command,
-)
+from segflow.workflow.run import WILDCARD_PATTERNS, WorkflowRun, argument_path, planning_command
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = load_config_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")

@@ -127,3 +127,27 @@ def cv_probabilities_output():
     # Temporary unless kept (WorkflowRun.keep_cv_probabilities says why).
     path = directory(LAYOUT.fold_probabilities("{configuration}", "{fold}"))
     return path if RUN.keep_cv_probabilities else temp(path)
+
+
+# The report's section of each page (segflow.layout's REPORT_FILES and TEST_REPORT_FILES name
+# the files; each caption is workflow/report/<item>.rst): the rules report_pages and
+# report_test_pages.
+REPORT_SECTIONS = {
+    "dataset": "1. Dataset",
+    "plans": "2. Plans",
+    "crossval": "4. Cross-validation",
+    "crossval_dice": "4. Cross-validation",
+    "selection": "5. Selection and postprocessing",
+    "test": "6. Test set",
+    "test_dice": "6. Test set",
+}
+
+
+def report_outputs(files):
+    """The report's items of `files` (item -> file name), each with its caption and section."""
+    return [report_item(item, name) for item, name in files.items()]
+
+
+def report_item(item, name):
+    section = REPORT_SECTIONS[item]
+    return report(LAYOUT.report / name, caption=f"../report/{item}.rst", category=section)

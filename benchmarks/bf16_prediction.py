@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -29,8 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from predict_speed import HOLDOUT, SEGFLOW_MODEL  # sibling scripts
-from prediction_bound import windows_of
+from common import add_holdout_model, emit, windows_of
 
 from segflow.evaluation.evaluate import evaluate_labels
 from segflow.inference.export import load_probabilities
@@ -42,8 +40,7 @@ CLASSES = {"Anterior": 1, "Posterior": 2}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--holdout", type=Path, default=HOLDOUT)
-    parser.add_argument("--segflow-model", type=Path, default=SEGFLOW_MODEL)
+    add_holdout_model(parser)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bf16_prediction"))
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--mirroring", action="store_true")
@@ -97,7 +94,7 @@ def main() -> None:
         **{f"mean_dice_{n}": [round(float(np.mean([r[f"dice_{n}"][k] for r in rows])), 4)
                               for k in (0, 1)] for n in seconds},
     }  # fmt: skip
-    print(json.dumps(summary))
+    emit(summary)
     print("\n| case | Dice float32 | Dice bf16 | differing voxels | max prob. difference |")
     print("|---|---|---|---|---|")
     for r in rows:

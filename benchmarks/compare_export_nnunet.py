@@ -37,7 +37,13 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from compare_preprocessing_nnunet import DEMO_NAME, NnUNet, case_specs, our_plans
+from common import (
+    DEMO_NAME,
+    NnUNetPreprocessing,
+    add_nnunet_preprocessing,
+    case_specs,
+    our_plans,
+)
 from scipy import ndimage
 
 from segflow.inference.export import logits_to_segmentation, write_segmentation
@@ -99,7 +105,9 @@ def _header(path: Path) -> tuple:
     return reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
 
 
-def compare(nnunet: NnUNet, name: str, configuration: str, max_cases: int, work: Path) -> dict:
+def compare(
+    nnunet: NnUNetPreprocessing, name: str, configuration: str, max_cases: int, work: Path
+) -> dict:
     raw = nnunet.raw / name
     dataset = load_dataset_json(raw / "dataset.json")
     all_cases = case_specs(raw, dataset, None)
@@ -184,21 +192,12 @@ def compare(nnunet: NnUNet, name: str, configuration: str, max_cases: int, work:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        help="NAME:CONF[,CONF...] under <nnunet-root>/raw (repeatable); default: "
-        + " ".join(DEFAULT_DATASETS),
-    )
-    parser.add_argument("--nnunet-python", type=Path, default=Path("/tmp/nnunet-venv/bin/python"))
-    parser.add_argument("--nnunet-root", type=Path, default=Path("/tmp/nnunet"))
-    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
-    parser.add_argument("--workers", type=int, default=2, help="for nnU-Net's preprocessing")
+    add_nnunet_preprocessing(parser, DEFAULT_DATASETS)
     parser.add_argument("--max-cases", type=int, default=5)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    nnunet = NnUNet(args.nnunet_python, args.nnunet_root, args.workers)
+    nnunet = NnUNetPreprocessing(args.nnunet_python, args.nnunet_root, args.workers)
     work = args.work or Path(tempfile.mkdtemp(prefix="segflow-compare-export-"))
     results: list[dict[str, Any]] = []
     for spec in args.dataset or DEFAULT_DATASETS:

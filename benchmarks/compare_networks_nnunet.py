@@ -44,17 +44,23 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import REPO, SHARED_DATA, add_nnunet_python
 
 from segflow.errors import SegflowError
+from segflow.fingerprint.geometry import geometry_fingerprint
 from segflow.io.dataset import load_dataset_json, parse_dataset_json
-from segflow.io.image import read_image
-from segflow.networks import build_network
+from segflow.networks import build_network, patterns
+from segflow.networks.patterns import (
+    grad_loss,
+    grad_summaries,
+    init_summary,
+    pattern_input,
+    set_pattern_weights,
+)
 from segflow.planning import ConfigurationPlan, plan_experiment
 
 logger = logging.getLogger("compare_networks_nnunet")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 SYNTHETIC = REPO / "tests" / "planning" / "data" / "nnunet_expected_plans.json"
 PRESETS = ("default", "resenc_m", "resenc_l", "resenc_xl")
 DNA = "dynamic_network_architectures.architectures.unet."
@@ -91,75 +97,8 @@ REFERENCE_OUTPUTS = (
 )
 
 # ---------------------------------------------------------------- deterministic tensors
-# The same formula runs in nnU-Net's interpreter (below) and in tests/networks/conftest.py.
-PATTERN_SOURCE = r"""
-import math
-import torch
-
-
-def pattern(shape, index):
-    # Values in (-1, 1), irregular enough to stand in for random numbers, from a formula.
-    n = math.prod(shape)
-    k = torch.arange(n, dtype=torch.float64)
-    return torch.frac(torch.sin(k * 12.9898 + index * 78.233) * 43758.5453).reshape(shape)
-
-
-def set_pattern_weights(net):
-    # Float64 weights by position: He-like spread for kernels, around 1 for vectors.
-    net.double()
-    with torch.no_grad():
-        for i, p in enumerate(net.parameters()):
-            u = pattern(tuple(p.shape), i)
-            if p.ndim > 1:
-                p.copy_(u * math.sqrt(6.0 / (p.numel() / p.shape[0])))
-            else:
-                p.copy_(1.0 + 0.5 * u)
-
-
-def pattern_input(shape):
-    return 2.0 * pattern(tuple(shape), -1)
-
-
-def output_checksums(outputs):
-    return [
-        {
-            "sum": float(o.sum()),
-            "abs_sum": float(o.abs().sum()),
-            "weighted_sum": float((o * pattern(tuple(o.shape), -7)).sum()),
-        }
-        for o in outputs
-    ]
-
-
-def grad_loss(outputs):
-    return sum((o * pattern(tuple(o.shape), -2 - i)).sum() for i, o in enumerate(outputs))
-
-
-def grad_summaries(net):
-    return [
-        [float(p.grad.abs().sum()), float((p.grad * pattern(tuple(p.shape), 7)).sum())]
-        for p in net.parameters()
-    ]
-
-
-def init_summary(net):
-    out = []
-    for p in net.parameters():
-        d = p.detach().double()
-        const = "zeros" if bool((d == 0).all()) else "ones" if bool((d == 1).all()) else None
-        std = float(d.std()) if d.numel() > 1 else 0.0
-        out.append({"numel": d.numel(), "const": const, "std": std})
-    return out
-"""
-_namespace: dict[str, Any] = {}
-exec(PATTERN_SOURCE, _namespace)  # one definition for both interpreters
-pattern = _namespace["pattern"]
-set_pattern_weights = _namespace["set_pattern_weights"]
-pattern_input = _namespace["pattern_input"]
-output_checksums = _namespace["output_checksums"]
-grad_loss = _namespace["grad_loss"]
-grad_summaries = _namespace["grad_summaries"]
-init_summary = _namespace["init_summary"]
+# segflow.networks.patterns: imported here, and its text runs in nnU-Net's interpreter.
+PATTERN_SOURCE = Path(patterns.__file__).read_text(encoding="utf-8")
 
 # ---------------------------------------------------------------- nnU-Net side
 _NNUNET_SNIPPET = r"""
@@ -237,27 +176,6 @@ def run_nnunet(python: Path, specs: list[dict[str, Any]], threads: int, work: Pa
 # ---------------------------------------------------------------- plans to compare
 
 
-def _hippocampus_fingerprint(folder: Path) -> dict[str, Any]:
-    """Spacing and nonzero bounding box of every case: all the planner needs for a network."""
-    spacings, shapes = [], []
-    for label in sorted((folder / "labelsTr").glob("*.nii.gz")):
-        case = label.name[: -len(".nii.gz")]
-        image = read_image(folder / "imagesTr" / f"{case}_0000.nii.gz")
-        nonzero = np.argwhere(np.any(image.array != 0, axis=0))
-        spacings.append([float(s) for s in image.spacing])
-        shapes.append((nonzero.max(0) - nonzero.min(0) + 1).tolist())
-    stats = dict.fromkeys(
-        ("mean", "median", "std", "min", "max", "percentile_00_5", "percentile_99_5"), 1.0
-    )
-    return {
-        "dataset_name": folder.name,
-        "spacings": spacings,
-        "shapes_after_crop": shapes,
-        "median_relative_size_after_cropping": 1.0,
-        "foreground_intensity_properties_per_channel": {"0": stats},
-    }
-
-
 def _anisotropic(base: dict[str, Any], spacing: list[float], shape: list[int]) -> dict[str, Any]:
     spec = copy.deepcopy(base)
     n = len(spec["fingerprint"]["spacings"])
@@ -278,7 +196,7 @@ def plan_sources() -> dict[str, dict[str, Any]]:
     if hippocampus.is_dir():
         sources["hippocampus"] = {
             "dataset": load_dataset_json(hippocampus / "dataset.json"),
-            "fingerprint": _hippocampus_fingerprint(hippocampus),
+            "fingerprint": geometry_fingerprint(hippocampus),
             "gpu_memory_target_gb": None,
         }
     else:
@@ -441,7 +359,7 @@ def compare_numerically(spec, request, theirs, reference_tensors) -> dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nnunet-python", type=Path, default=Path("/tmp/nnunet-venv/bin/python"))
+    add_nnunet_python(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--record", type=Path, help="write nnU-Net's numbers for the tests")
     parser.add_argument(

@@ -29,24 +29,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import (
+    DEMO_NAME,
+    NnUNetPreprocessing,
+    add_nnunet_preprocessing,
+    case_specs,
+    our_plans,
+)
 
-from segflow.io.dataset import DatasetJson, load_dataset_json
-from segflow.planning import Plans, plan_experiment
-from segflow.preprocessing import CaseSpec, open_case, preprocess_cases
+from segflow.io.dataset import load_dataset_json
+from segflow.preprocessing import open_case, preprocess_cases
 
 logger = logging.getLogger("compare_preprocessing_nnunet")
 
-#: segflow's synthetic demo dataset (anisotropic, with a zero frame: it exercises separate-z
-#: resampling and normalization inside the nonzero mask); made under nnUNet_raw if missing.
-DEMO_NAME = "Dataset990_SegflowDemo"
-
+# segflow's synthetic demo dataset (anisotropic, with a zero frame: it exercises separate-z
+# resampling and normalization inside the nonzero mask) is made under nnUNet_raw if missing.
 DEFAULT_DATASETS = (
     "Dataset004_Hippocampus:3d_fullres,2d",
     "Dataset121_ISBI2012EM:2d",
@@ -116,95 +119,17 @@ for i, (shape, spacing, new_spacing) in enumerate(specs):
                  seg, new_shape, spacing, new_spacing, is_seg=True, order=1, **kwargs))
 """
 
+
 # (our plans key, nnU-Net plans key) of the configuration fields preprocessing reads.
-_CONFIG_FIELDS = (
-    ("spacing", "spacing"),
-    ("normalization_schemes", "normalization_schemes"),
-    ("use_mask_for_norm", "use_mask_for_norm"),
-    ("patch_size", "patch_size"),
-)
+def _dump(nnunet: NnUNetPreprocessing, folder: Path, out: Path) -> None:
+    """nnU-Net's preprocessed cases of ``folder`` written as arrays to ``out``."""
+    script = out.parent / "dump_nnunet.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(_DUMP_SNIPPET, encoding="utf-8")
+    subprocess.run([str(nnunet.python), str(script), str(folder), str(out)], check=True)
 
 
-class NnUNet:
-    """nnU-Net's command line in its own virtual environment."""
-
-    def __init__(self, python: Path, root: Path, workers: int) -> None:
-        self.python = python
-        self.bin = python.parent
-        self.workers = workers
-        self.env = {
-            **os.environ,
-            "nnUNet_raw": str(root / "raw"),
-            "nnUNet_preprocessed": str(root / "pre"),
-            "nnUNet_results": str(root / "res"),
-        }
-        self.raw = root / "raw"
-        self.pre = root / "pre"
-
-    def run(self, tool: str, *args: str) -> None:
-        cmd = [str(self.bin / tool), *args]
-        logger.info("running %s", " ".join(cmd))
-        done = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-
-    def ensure_preprocessed(self, name: str, configuration: str, num_cases: int) -> Path:
-        dataset_id = str(int(name[len("Dataset") : len("Dataset") + 3]))
-        plans = self.pre / name / "nnUNetPlans.json"
-        if not plans.is_file():
-            self.run(
-                "nnUNetv2_plan_and_preprocess",
-                "-d",
-                dataset_id,
-                "-np",
-                str(self.workers),
-                "-c",
-                configuration,
-            )
-        folder = self.pre / name / f"nnUNetPlans_{configuration}"
-        if len(list(folder.glob("*.pkl"))) != num_cases:
-            self.run(
-                "nnUNetv2_preprocess",
-                "-d",
-                dataset_id,
-                "-c",
-                configuration,
-                "-np",
-                str(self.workers),
-            )
-        return folder
-
-    def dump(self, folder: Path, out: Path) -> None:
-        script = out.parent / "dump_nnunet.py"
-        script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_text(_DUMP_SNIPPET, encoding="utf-8")
-        subprocess.run([str(self.python), str(script), str(folder), str(out)], check=True)
-
-
-def fingerprint_from_nnunet(nnunet_fp: dict[str, Any], name: str) -> dict[str, Any]:
-    """segflow's fingerprint keys filled from nnU-Net's dataset_fingerprint.json."""
-    shapes = nnunet_fp["shapes_after_crop"]
-    return {
-        "dataset_name": name,
-        "spacings": nnunet_fp["spacings"],
-        "shapes_after_crop": shapes,
-        "median_relative_size_after_cropping": nnunet_fp["median_relative_size_after_cropping"],
-        "foreground_intensity_properties_per_channel": nnunet_fp[
-            "foreground_intensity_properties_per_channel"
-        ],
-        "num_cases": len(shapes),
-        "is_2d": all(s[0] == 1 for s in shapes),
-        "seed": 0,
-    }
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, list) and a and isinstance(a[0], (int, float)):
-        return len(a) == len(b) and bool(np.allclose(a, b, rtol=1e-9, atol=0))
-    return a == b
-
-
-def compare_resampling(nnunet: NnUNet, work: Path) -> dict[str, Any]:
+def compare_resampling(nnunet: NnUNetPreprocessing, work: Path) -> dict[str, Any]:
     """Resample the same random arrays with nnU-Net's functions and with segflow's."""
     from segflow.preprocessing.resampling import (
         compute_new_shape,
@@ -241,59 +166,6 @@ def compare_resampling(nnunet: NnUNet, work: Path) -> dict[str, Any]:
         and worst_data <= DATA_TOLERANCE
         and seg_equal / seg_voxels >= SEG_AGREEMENT,
     }
-
-
-def our_plans(nnunet: NnUNet, name: str, dataset: DatasetJson) -> tuple[Plans, list[str]]:
-    """segflow's plans from nnU-Net's fingerprint, preprocessing fields aligned to nnU-Net's."""
-    fingerprint = json.loads((nnunet.pre / name / "dataset_fingerprint.json").read_text())
-    theirs = json.loads((nnunet.pre / name / "nnUNetPlans.json").read_text())
-    plans = plan_experiment(fingerprint_from_nnunet(fingerprint, name), dataset)
-    notes = []
-    for key in (
-        "transpose_forward",
-        "transpose_backward",
-        "foreground_intensity_properties_per_channel",
-    ):
-        if plans[key] != theirs[key]:
-            notes.append(f"{key}: segflow {plans[key]} nnU-Net {theirs[key]}")
-            plans[key] = theirs[key]
-    for conf_name, conf in plans["configurations"].items():
-        other = theirs["configurations"].get(conf_name)
-        if other is None:
-            continue
-        for ours_key, their_key in _CONFIG_FIELDS:
-            if not _same(conf[ours_key], other[their_key]):
-                notes.append(
-                    f"{conf_name}.{ours_key}: segflow {conf[ours_key]} nnU-Net {other[their_key]}"
-                )
-                conf[ours_key] = other[their_key]
-        for step in ("data", "seg", "probabilities"):
-            kwargs = other[f"resampling_fn_{step}_kwargs"]
-            wanted = {k: kwargs[k] for k in ("order", "order_z", "force_separate_z")}
-            if conf["resampling"][step] != wanted:
-                notes.append(
-                    f"{conf_name}.resampling.{step}: segflow "
-                    f"{conf['resampling'][step]} nnU-Net {wanted}"
-                )
-                conf["resampling"][step] = wanted
-    return Plans.from_dict(plans), notes
-
-
-def case_specs(raw: Path, dataset: DatasetJson, max_cases: int | None) -> list[CaseSpec]:
-    ending = dataset.file_ending
-    ids = sorted(p.name[: -len(ending)] for p in (raw / "labelsTr").glob(f"*{ending}"))
-    if max_cases:
-        ids = ids[:max_cases]
-    return [
-        CaseSpec(
-            case_id=case,
-            images=tuple(
-                raw / "imagesTr" / f"{case}_{c:04d}{ending}" for c in range(dataset.num_channels)
-            ),
-            label=raw / "labelsTr" / f"{case}{ending}",
-        )
-        for case in ids
-    ]
 
 
 def compare_case(ours_dir: Path, theirs_dir: Path, case_id: str) -> dict[str, Any]:
@@ -352,22 +224,13 @@ def summarize(name: str, configuration: str, rows: list[dict[str, Any]], notes) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        help="NAME:CONF[,CONF...] under <nnunet-root>/raw (repeatable); default: "
-        + " ".join(DEFAULT_DATASETS),
-    )
-    parser.add_argument("--nnunet-python", type=Path, default=Path("/tmp/nnunet-venv/bin/python"))
-    parser.add_argument("--nnunet-root", type=Path, default=Path("/tmp/nnunet"))
-    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
-    parser.add_argument("--workers", type=int, default=2)
+    add_nnunet_preprocessing(parser, DEFAULT_DATASETS)
     parser.add_argument("--max-cases", type=int, default=None)
     parser.add_argument("-v", "--verbose", action="store_true", help="print every case")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    nnunet = NnUNet(args.nnunet_python, args.nnunet_root, args.workers)
+    nnunet = NnUNetPreprocessing(args.nnunet_python, args.nnunet_root, args.workers)
     work = args.work or Path(tempfile.mkdtemp(prefix="segflow-compare-pp-"))
     resampling = compare_resampling(nnunet, work)
     print(json.dumps(resampling), flush=True)
@@ -388,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             for note in notes:
                 logger.warning("%s: plans differ, using nnU-Net's: %s", name, note)
             theirs_dir = work / name / configuration / "nnunet"
-            nnunet.dump(folder, theirs_dir)
+            _dump(nnunet, folder, theirs_dir)
             ours_dir = work / name / configuration / "segflow"
             preprocess_cases(cases, plans, configuration, dataset, 0, ours_dir, args.workers)
             rows = [compare_case(ours_dir, theirs_dir, c.case_id) for c in cases]

@@ -67,8 +67,15 @@ from typing import Any
 
 import psutil
 import yaml
-from network_speed import _cpu_name  # sibling scripts
-from train_vs_nnunet import CONFIGURATION, SHARED_DATA, TreeMonitor, _segflow_config
+from common import (
+    CONFIGURATION,
+    TreeMonitor,
+    add_holdout_budget,
+    add_result,
+    cpu_name,
+    emit,
+    segflow_holdout_config,
+)
 
 from segflow.evaluation.evaluate import evaluate_files, summarize
 from segflow.holdout import make_holdout
@@ -93,7 +100,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
 
 def _config(args: argparse.Namespace, holdout_dir: Path, results: Path) -> dict[str, Any]:
     """``train_vs_nnunet``'s workflow config with the chosen experiments."""
-    config = _segflow_config(args, holdout_dir, results)
+    config = segflow_holdout_config(args, holdout_dir, results)
     config["experiments"] = {name: EXPERIMENTS[name] for name in args.experiments}
     config["inference"] = {
         "threads": args.threads,
@@ -250,7 +257,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "experiments": rows,
         "preprocess_wall_s": round(preprocess_wall, 1),
         "wall_s": round(wall, 1),
-        "machine": f"{_cpu_name()}, {len(os.sched_getaffinity(0))} cpus, "
+        "machine": f"{cpu_name()}, {len(os.sched_getaffinity(0))} cpus, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
         "load_avg_before": [round(x, 2) for x in load_before],
     }
@@ -258,9 +265,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, required=True)
-    parser.add_argument("--iterations", type=int, required=True, help="per epoch")
-    parser.add_argument("--val-iterations", type=int, default=5, help="per epoch")
+    add_holdout_budget(parser)
     parser.add_argument(
         "--experiments", nargs="+", choices=list(EXPERIMENTS), default=list(EXPERIMENTS),
         help="a subset of the experiments, in this order (default: all)",
@@ -271,17 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep --work at the end")
     parser.add_argument(
-        "--dataset", type=Path, default=SHARED_DATA / "Dataset004_Hippocampus",
-        help="labelled raw dataset to hold cases out of",
-    )  # fmt: skip
-    parser.add_argument(
-        "--holdout", type=Path, default=Path("/tmp/hippo_holdout/Dataset004_Hippocampus"),
-        help="held-out dataset folder (made by segflow holdout; reused when identical)",
-    )  # fmt: skip
-    parser.add_argument("--num-test", type=int, default=40, help="cases held out")
-    parser.add_argument("--seed", type=int, default=12345, help="seed of the holdout choice")
-    parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument(
         "--no-mirroring", action="store_true",
         help="no test-time mirroring in validation and held-out prediction (8x less work)",
     )  # fmt: skip
@@ -290,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--threads", type=int, default=2, help="training and inference threads")
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores")
-    parser.add_argument("--result", type=Path, default=None, help="also write the line here")
+    add_result(parser)
     return parser
 
 
@@ -298,11 +292,7 @@ def main() -> None:
     args = build_parser().parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     result = run(args)
-    line = json.dumps(result)
-    if args.result is not None:
-        args.result.parent.mkdir(parents=True, exist_ok=True)
-        args.result.write_text(line + "\n", encoding="utf-8")
-    print(line, flush=True)
+    emit(result, args.result)
 
 
 if __name__ == "__main__":

@@ -53,21 +53,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from common import REPO, SHARED_DATA, TreeMonitor, add_result, emit, short_budget_config
 
 from segflow.layout import Results, model_name
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_vs_nnunet import TreeMonitor
+from segflow.networks.catalog import ZOO_NAMES
 
 logger = logging.getLogger("model_zoo")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SEGFLOW_SHARED_DATA", "/work/shared/data"))
 DATASETS = {
     "isbi": ("Dataset121_ISBI2012EM", "2d"),
     "hippocampus": ("Dataset004_Hippocampus", "3d_fullres"),
 }
-ZOO = ("AttentionUNet", "UNetPlusPlus", "SegResNet", "UNETR", "SwinUNETR")
 SAS = ("ssl", "stn", "aug")
 
 
@@ -90,28 +86,11 @@ def experiments(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def workflow_config(args: argparse.Namespace, dataset: Path, configuration: str, results: Path):
-    return {
-        "dataset": str(dataset),
-        "results": str(results),
-        "seed": 12345,
-        "preprocessing": {"cases_per_job": 100, "threads": 1},
-        "training": {
-            "configurations": [configuration],
-            "folds": [args.fold],
-            "epochs": args.epochs,
-            "iterations_per_epoch": args.iterations,
-            "val_iterations_per_epoch": args.val_iterations,
-            "checkpoint_every": args.epochs,
-            "device": "cpu",
-            "threads": args.threads,
-        },
-        "pretraining": {
-            "epochs": args.ssl_epochs,
-            "iterations_per_epoch": args.iterations,
-        },
-        "experiments": experiments(args),
-        "inference": {"device": "cpu", "threads": args.threads, "mirroring": args.mirroring},
-    }
+    config = short_budget_config(args, dataset, results, configuration)
+    config["pretraining"] = {"epochs": args.ssl_epochs, "iterations_per_epoch": args.iterations}
+    config["experiments"] = experiments(args)
+    config["inference"] = {"device": "cpu", "threads": args.threads, "mirroring": args.mirroring}
+    return config
 
 
 def _snakemake(
@@ -190,7 +169,7 @@ def run_dataset(args: argparse.Namespace, key: str) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
-    parser.add_argument("--networks", nargs="*", choices=ZOO, default=list(ZOO))
+    parser.add_argument("--networks", nargs="*", choices=ZOO_NAMES, default=list(ZOO_NAMES))
     parser.add_argument(
         "--sas", nargs="*", choices=SAS, default=None,
         help="add nnunet+SSL (ssl), +STN (stn), +SASaug (aug); alone: all three",
@@ -208,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores")
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the shared datasets")
     parser.add_argument("--work", type=Path, default=Path("/tmp/model_zoo"))
-    parser.add_argument("--result", type=Path, default=None, help="also write the line here")
+    add_result(parser)
     return parser
 
 
@@ -231,11 +210,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, "
         f"{len(os.sched_getaffinity(0))} cpus",
     }
-    line = json.dumps(result)
-    if args.result is not None:
-        args.result.parent.mkdir(parents=True, exist_ok=True)
-        args.result.write_text(line + "\n", encoding="utf-8")
-    print(line, flush=True)
+    emit(result, args.result)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -38,13 +37,11 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from common import DEFAULT_PLANS, NUM_OUTPUTS, cpu_name, hippocampus_plans
 
 from segflow.networks import build_network
-from segflow.planning import ConfigurationPlan, Plans, load_plans, plan_experiment
+from segflow.planning import ConfigurationPlan
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_PLANS = REPO / "results" / "Dataset004_Hippocampus" / "plans.json"
-NUM_OUTPUTS = 3  # background, anterior, posterior
 #: name: (bf16 autocast, channels-last, PyTorch's own InstanceNorm layers)
 SETTINGS = {
     "float32": (False, False, False),
@@ -54,18 +51,6 @@ SETTINGS = {
     "float32_torch_instance_norm": (False, False, True),
     "channels_last_float32_torch_instance_norm": (False, True, True),
 }
-
-
-def hippocampus_plans(path: Path) -> Plans:
-    if path.is_file():
-        return load_plans(path)
-    from compare_networks_nnunet import SHARED_DATA, _hippocampus_fingerprint
-
-    from segflow.io.dataset import load_dataset_json
-
-    folder = SHARED_DATA / "Dataset004_Hippocampus"
-    dataset = load_dataset_json(folder / "dataset.json")
-    return Plans.from_dict(plan_experiment(_hippocampus_fingerprint(folder), dataset, "default"))
 
 
 def time_setting(
@@ -117,16 +102,6 @@ def _use_torch_instance_norm(module: torch.nn.Module) -> None:
             _use_torch_instance_norm(child)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--plans", type=Path, default=DEFAULT_PLANS)
@@ -171,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 "benchmark": "network_speed",
                 "what": "forward+backward seconds per iteration (median), deep supervision on",
                 "torch": torch.__version__,
-                "cpu": _cpu_name(),
+                "cpu": cpu_name(),
                 "warmup": args.warmup,
                 "iterations": args.iterations,
                 "reuse_freed_memory": reused,

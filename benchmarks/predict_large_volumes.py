@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from predict_speed import HOLDOUT, SEGFLOW_MODEL, _run  # a sibling script
+from common import add_holdout_model, run_measured
 
 
 def write_volumes(source: Path, folder: Path, cases: int, size: list[int], spacing: list[float]):
@@ -48,8 +48,7 @@ def write_volumes(source: Path, folder: Path, cases: int, size: list[int], spaci
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--holdout", type=Path, default=HOLDOUT)
-    parser.add_argument("--segflow-model", type=Path, default=SEGFLOW_MODEL)
+    add_holdout_model(parser)
     parser.add_argument("--out", type=Path, default=Path("/tmp/predict_large_volumes"))
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--size", type=int, nargs=3, default=[100, 400, 400], help="z y x")
@@ -74,7 +73,9 @@ def main() -> None:
                 "-m", str(args.segflow_model), "-f", "0", "--device", "cpu",
                 "--threads", str(threads), *([] if args.mirroring else ["--no-mirroring"]),
             ]  # fmt: skip
-            wall, peak = _run(cmd, dict(os.environ, SEGFLOW_REUSE_FREED_MEMORY=setting))
+            env = dict(os.environ, SEGFLOW_REUSE_FREED_MEMORY=setting)
+            measured = run_measured(cmd, env, interval=0.2)
+            wall, peak = measured.wall, measured.peak
             row = {
                 "round": round_,
                 "reuse_freed_memory": setting == "1",

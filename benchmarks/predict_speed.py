@@ -28,30 +28,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from train_vs_nnunet import TreeMonitor  # a sibling script
+from common import add_holdout_model, run_measured
 
-REPO = Path(__file__).resolve().parents[1]
 TRAINER = "nnUNetTrainer_segflowShort"
-#: Where benchmarks/train_vs_nnunet.py leaves the held-out dataset and segflow's fold-0 model.
-HOLDOUT = Path("/tmp/hippo_holdout/Dataset004_Hippocampus")
-SEGFLOW_MODEL = Path("/tmp/segflow_ho/results/models/3d_fullres")
-
-
-def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
-    with TreeMonitor(proc.pid, interval=0.2) as rss:
-        _, err = proc.communicate()
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return time.perf_counter() - start, rss.peak_rss
 
 
 def _dice(holdout: Path, predictions: Path) -> dict[str, float]:
@@ -71,8 +54,7 @@ def _dice(holdout: Path, predictions: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--holdout", type=Path, default=HOLDOUT)
-    parser.add_argument("--segflow-model", type=Path, default=SEGFLOW_MODEL)
+    add_holdout_model(parser)
     parser.add_argument("--nnunet-work", type=Path, default=Path("/tmp/nnunet_ho"))
     parser.add_argument("--nnunet-bin", type=Path, default=Path("/tmp/nnunet-venv/bin"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/predict_speed"))
@@ -120,7 +102,8 @@ def main() -> None:
         for tool, cmd, env in runs:
             out = Path(cmd[cmd.index("-o") + 1])
             shutil.rmtree(out, ignore_errors=True)
-            wall, peak = _run(cmd, env)
+            measured = run_measured(cmd, env, interval=0.2)
+            wall, peak = measured.wall, measured.peak
             row = {
                 "tool": tool,
                 "mirroring": mirroring,

@@ -35,11 +35,10 @@ import time
 from pathlib import Path
 
 import torch
-from network_speed import DEFAULT_PLANS, NUM_OUTPUTS, hippocampus_plans  # a sibling script
+from common import DEFAULT_PLANS, NUM_OUTPUTS, hippocampus_plans, windows_of
 
 from segflow.compute import set_up_compute
-from segflow.inference.sliding_window import mirror_combinations, padding_for_patch, window_starts
-from segflow.job_resources import image_geometry
+from segflow.inference.sliding_window import mirror_combinations
 from segflow.networks import build_network, memory_format_for
 from segflow.training.augmentation import default_mirror_axes
 
@@ -95,19 +94,6 @@ def matmul_gflops(size: int = 4096, repeats: int = 3) -> float:
     for _ in range(repeats):
         a @ b
     return 2.0 * size**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
-def windows_of(path: Path, patch: tuple[int, ...]) -> int:
-    """Windows of a raw Hippocampus image at step 0.5.
-
-    Hippocampus is planned at its own 1 mm spacing without transposition: the preprocessed
-    image has the raw image's size (cropping to nonzero aside, which only shrinks it), in
-    numpy's (z, y, x) order.
-    """
-    size = image_geometry(path)[0]
-    pads = padding_for_patch(size, patch)
-    padded = [s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True)]
-    return math.prod(len(s) for s in window_starts(padded, patch))
 
 
 def flips_per_case(

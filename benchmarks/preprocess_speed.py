@@ -24,35 +24,26 @@ Prints one JSON line (medians over ``--repeat`` alternating runs). Example::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import psutil
-from compare_preprocessing_nnunet import fingerprint_from_nnunet
+from common import SHARED_DATA, fingerprint_from_nnunet, run_measured
 
 from segflow.io.dataset import DatasetJson, load_dataset_json
 from segflow.planning import plan_experiment
 
 logger = logging.getLogger("preprocess_speed")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
-#: User and system CPU seconds of the last command run_measured_output ran, its children
-#: included (every process of the tree that was waited for).
-LAST_CPU_SECONDS = 0.0
 
 _FLOOR_SNIPPET = r"""
 import json, sys
@@ -69,66 +60,6 @@ if __name__ == "__main__":
     with ProcessPoolExecutor(int(sys.argv[2])) as pool:
         list(pool.map(read_case, cases, chunksize=8))
 """
-
-
-class TreeMemory:
-    """Peak RSS summed over a process and its descendants, sampled in a thread."""
-
-    def __init__(self, pid: int, interval: float = 0.01) -> None:
-        self.process = psutil.Process(pid)
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> int:
-        total = 0
-        try:
-            members = [self.process, *self.process.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0
-        for member in members:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += member.memory_info().rss
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
-            time.sleep(self.interval)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
-def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Run ``cmd``; return its wall seconds and the peak RSS of its process tree."""
-    wall, peak, _ = run_measured_output(cmd, env)
-    return wall, peak
-
-
-def run_measured_output(
-    cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
-) -> tuple[float, int, str]:
-    """Run ``cmd``; return its wall seconds, the peak RSS of its process tree and its output
-    (stdout and stderr). The CPU seconds of the tree are in ``LAST_CPU_SECONDS`` after."""
-    global LAST_CPU_SECONDS
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    memory = TreeMemory(proc.pid)
-    out, _ = proc.communicate()
-    wall = time.perf_counter() - started
-    peak = memory.stop()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    LAST_CPU_SECONDS = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    text = out.decode(errors="replace")
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{text[-4000:]}")
-    return wall, peak, text
 
 
 def folder_bytes(folder: Path) -> int:
@@ -224,7 +155,8 @@ class NnUNet:
             "-np",
             *[str(workers)] * len(configurations),
         ]
-        wall, peak = run_measured(cmd, self.env)
+        measured = run_measured(cmd, self.env)
+        wall, peak = measured.wall, measured.peak
         size = sum(folder_bytes(self.pre / self.name / f"nnUNetPlans_{c}") for c in configurations)
         return wall, peak, size
 
@@ -243,7 +175,8 @@ def run_segflow(
             "--cases-file", str(cases_file), "--workers", str(args.workers),
             "--out-dir", str(out / conf),
         ]  # fmt: skip
-        conf_wall, conf_peak = run_measured(cmd)
+        measured = run_measured(cmd)
+        conf_wall, conf_peak = measured.wall, measured.peak
         wall += conf_wall
         peak = max(peak, conf_peak)
     return wall, peak
@@ -299,9 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     # Repeats alternate the tools, so that load from elsewhere hits both alike; the medians
     # are reported.
     for _ in range(args.repeat):
-        floor_wall, _ = run_measured(
+        floor_wall = run_measured(
             [sys.executable, str(floor_script), str(cases_file), str(args.workers)]
-        )
+        ).wall
         floors.append(floor_wall * len(args.configurations))
         wall, peak = run_segflow(args, plans_file, cases_file, out)
         walls.append(wall)

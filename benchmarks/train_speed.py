@@ -103,7 +103,8 @@ def measure_segflow(
     from segflow.io.atomic import read_json
     from segflow.io.dataset import load_dataset_json
     from segflow.planning.plans import load_plans
-    from segflow.training.trainer import FoldTrainer, TrainingSettings
+    from segflow.training.settings import TrainingSettings
+    from segflow.training.trainer import FoldTrainer
 
     name, bf16, threads, loading = variant
     plans = load_plans(results / "plans.json")

@@ -25,7 +25,6 @@ Example: the issue-4 budget, 12 epochs x 20 iterations (+5 validation iterations
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -34,59 +33,30 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from common import (
+    CONFIGURATION,
+    REPO,
+    TreeMonitor,
+    add_holdout_budget,
+    add_nnunet_python,
+    add_result,
+    emit,
+    segflow_holdout_config,
+)
 
 from segflow.holdout import make_holdout
 
 logger = logging.getLogger("train_vs_nnunet")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 TRAINER = "nnUNetTrainer_segflowShort"
 TRAINER_SOURCE = REPO / "benchmarks" / "nnunet_short_trainer.py"
-CONFIGURATION = "3d_fullres"
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-class TreeMonitor:
-    """Samples a process tree's summed RSS and the load average every ``interval`` seconds."""
-
-    def __init__(self, pid: int, interval: float = 1.0) -> None:
-        self.pid = pid
-        self.interval = interval
-        self.peak_rss = 0
-        self.loads: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> TreeMonitor:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._stop.wait(self.interval):
-            try:
-                root = psutil.Process(self.pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                continue
-            rss = 0
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    rss += proc.memory_info().rss
-            self.peak_rss = max(self.peak_rss, rss)
-            self.loads.append(os.getloadavg()[0])
 
 
 def _max_rss_gb(time_output: Path) -> float | None:
@@ -270,29 +240,6 @@ def run_nnunet(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- segflow
 
 
-def _segflow_config(args: argparse.Namespace, holdout_dir: Path, results: Path) -> dict[str, Any]:
-    """The workflow config of the segflow run: the held-out dataset, one configuration and
-    fold, the short budget."""
-    return {
-        "dataset": str(holdout_dir),
-        "results": str(results),
-        "seed": 12345,
-        "validation": {"threads": 2},
-        "preprocessing": {"cases_per_job": 100, "threads": 1},
-        "training": {
-            "configurations": [CONFIGURATION],
-            "folds": [args.fold],
-            "epochs": args.epochs,
-            "iterations_per_epoch": args.iterations,
-            "val_iterations_per_epoch": args.val_iterations,
-            "checkpoint_every": args.epochs,
-            "device": "cpu",
-            "cpu_bf16": args.bf16,
-            "threads": args.threads,
-        },
-    }
-
-
 def _dice_per_class(reference: Any, prediction: Any, labels: dict[str, int]) -> dict[str, float]:
     """Dice of each foreground label; NaN where both are empty (as nnU-Net's summary)."""
     import numpy as np
@@ -370,7 +317,7 @@ def run_segflow(args: argparse.Namespace) -> dict[str, Any]:
     shutil.rmtree(fold_dir, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     config_file = work / "config.yaml"
-    config_file.write_text(yaml.safe_dump(_segflow_config(args, holdout_dir, results)))
+    config_file.write_text(yaml.safe_dump(segflow_holdout_config(args, holdout_dir, results)))
     snakemake = [
         str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"),
         "--directory", str(REPO), "--configfile", str(config_file), "--cores", str(args.cores),
@@ -444,26 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--nnunet", action="store_true", help="train with nnU-Net v2")
     mode.add_argument("--segflow", action="store_true", help="train with segflow")
-    parser.add_argument(
-        "--dataset", type=Path, default=SHARED_DATA / "Dataset004_Hippocampus",
-        help="labelled raw dataset to hold cases out of",
-    )  # fmt: skip
-    parser.add_argument(
-        "--holdout", type=Path, default=Path("/tmp/hippo_holdout/Dataset004_Hippocampus"),
-        help="held-out dataset folder (made by segflow holdout; reused when identical)",
-    )  # fmt: skip
-    parser.add_argument("--num-test", type=int, default=40, help="cases held out")
-    parser.add_argument("--seed", type=int, default=12345, help="seed of the holdout choice")
-    parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--epochs", type=int, required=True)
-    parser.add_argument("--iterations", type=int, required=True, help="per epoch")
-    parser.add_argument("--val-iterations", type=int, default=5, help="per epoch")
+    add_holdout_budget(parser)
     parser.add_argument(
         "--work", type=Path, default=None,
         help="nnU-Net: raw/, pre/, res/ and logs (default /tmp/nnunet_ho); "
              "segflow: config, results/ and logs (default /tmp/segflow_ho)",
     )  # fmt: skip
-    parser.add_argument("--nnunet-python", type=Path, default=Path("/tmp/nnunet-venv/bin/python"))
+    add_nnunet_python(parser)
     parser.add_argument("--num-processes", type=int, default=2, help="nnU-Net's -np")
     parser.add_argument(
         "--reuse-preprocessed", action="store_true",
@@ -476,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--threads", type=int, default=2, help="segflow: training.threads")
     parser.add_argument("--cores", type=int, default=2, help="segflow: snakemake --cores")
-    parser.add_argument("--result", type=Path, default=None, help="also write the line here")
+    add_result(parser)
     return parser
 
 
@@ -486,11 +420,7 @@ def main() -> None:
         args.work = Path("/tmp/nnunet_ho" if args.nnunet else "/tmp/segflow_ho")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     result = run_nnunet(args) if args.nnunet else run_segflow(args)
-    line = json.dumps(result)
-    if args.result is not None:
-        args.result.parent.mkdir(parents=True, exist_ok=True)
-        args.result.write_text(line + "\n", encoding="utf-8")
-    print(line, flush=True)
+    emit(result, args.result)
 
 
 if __name__ == "__main__":

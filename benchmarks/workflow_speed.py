@@ -36,12 +36,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import preprocess_speed
 import psutil
-from preprocess_speed import run_measured_output
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+from common import REPO, SHARED_DATA, run_measured
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -60,13 +56,13 @@ def run_segflow(
         "--config", f"dataset={dataset}", f"results={results}", *extra,
     ]  # fmt: skip
     env = {**os.environ, "PATH": f"{snakemake.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    wall, peak, output = run_measured_output(cmd, env=env, cwd=REPO)
+    measured = run_measured(cmd, env=env, cwd=REPO)
     fingerprint = results / "fingerprint.json"
     return {
-        "wall": wall,
-        "cpu": preprocess_speed.LAST_CPU_SECONDS,
-        "peak": peak,
-        "jobs": job_counts(output),
+        "wall": measured.wall,
+        "cpu": measured.cpu,
+        "peak": measured.peak,
+        "jobs": job_counts(measured.output),
         "fingerprint_sha256": hashlib.sha256(fingerprint.read_bytes()).hexdigest(),
     }
 
@@ -89,8 +85,8 @@ def run_nnunet(venv: Path, work: Path, dataset: Path, cores: int) -> dict[str, A
         str(venv / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", dataset_id,
         "-c", "3d_fullres", "2d", "-np", str(cores), str(cores),
     ]  # fmt: skip
-    wall, peak, _ = run_measured_output(cmd, env=env)
-    return {"wall": wall, "cpu": preprocess_speed.LAST_CPU_SECONDS, "peak": peak}
+    measured = run_measured(cmd, env=env)
+    return {"wall": measured.wall, "cpu": measured.cpu, "peak": measured.peak}
 
 
 def main(argv: list[str] | None = None) -> int:

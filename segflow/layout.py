@@ -45,14 +45,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "CHECKPOINT_BEST",
     "CHECKPOINT_FINAL",
+    "CHECKPOINT_LATEST",
     "EXPERIMENT_SEPARATOR",
     "FOLD_PREFIX",
     "METRICS_FILE",
     "PREDICTIONS_FOLDER",
     "PROBABILITIES_FOLDER",
     "PROGRESS_PLOT",
+    "PROGRESS_TABLE",
+    "REPORT_FILES",
+    "SSL_CHECKPOINT",
+    "SSL_PROGRESS_PLOT",
+    "SSL_PROGRESS_TABLE",
     "SUMMARY_FILE",
+    "TEST_REPORT_FILES",
+    "TRAINING_LOG",
     "Results",
     "fold_folder",
     "fold_of_folder",
@@ -62,8 +71,35 @@ __all__ = [
 
 #: A fold's final checkpoint, in its model folder (also in an exported model).
 CHECKPOINT_FINAL = "checkpoint_final.pt"
+#: A fold's checkpoint while it trains (a rerun resumes from it); removed at the end.
+CHECKPOINT_LATEST = "checkpoint_latest.pt"
+#: A fold's checkpoint of the best EMA pseudo Dice so far.
+CHECKPOINT_BEST = "checkpoint_best.pt"
 #: A fold's learning curves, in its model folder.
 PROGRESS_PLOT = "progress.png"
+#: A fold's numbers per epoch, in its model folder.
+PROGRESS_TABLE = "progress.csv"
+#: A fold's training log, in its model folder.
+TRAINING_LOG = "training.log"
+#: A model's pretrained encoder (self-supervised pretraining), in its pretraining folder.
+SSL_CHECKPOINT = "checkpoint_ssl.pt"
+#: Its loss curve and its numbers per epoch, beside it.
+SSL_PROGRESS_PLOT = "ssl_progress.png"
+SSL_PROGRESS_TABLE = "ssl_progress.csv"
+#: The report's pages and figures under ``<results>/report/``: item -> file name, always
+#: written.
+REPORT_FILES = {
+    "dataset": "dataset.html",
+    "plans": "plans.html",
+    "crossval": "crossval.html",
+    "crossval_dice": "crossval_dice.png",
+    "selection": "selection.html",
+}
+#: Item -> file name, written only when there are labelled test cases.
+TEST_REPORT_FILES = {
+    "test": "test.html",
+    "test_dice": "test_dice.png",
+}
 #: Per-case metrics of a fold or of a configuration's cross-validation.
 METRICS_FILE = "metrics.csv"
 #: The summary beside a metrics table.
@@ -171,10 +207,10 @@ class Results:
         return self.root / "pretraining" / configuration / fold_folder(fold)
 
     def ssl_checkpoint(self, configuration: str, fold: int | str) -> Path:
-        return self.pretraining(configuration, fold) / "checkpoint_ssl.pt"
+        return self.pretraining(configuration, fold) / SSL_CHECKPOINT
 
     def ssl_progress_plot(self, configuration: str, fold: int | str) -> Path:
-        return self.pretraining(configuration, fold) / "ssl_progress.png"
+        return self.pretraining(configuration, fold) / SSL_PROGRESS_PLOT
 
     # Cross-validation.
     @property

@@ -88,6 +88,20 @@ ALLOWED: dict[str, frozenset[str]] = {
         "compute",
     },
     "report": BASE | {"io", "layout", "planning"},
+    # What the workflow's rules compute from the config, the dataset report and the plans:
+    # the stages' light modules only (their settings, the splits reader, data sharing).
+    "workflow": BASE
+    | {
+        "io",
+        "layout",
+        "config",
+        "containers",
+        "batches",
+        "preprocessing",
+        "training",
+        "inference",
+        "networks",
+    },
     "schemas": frozenset(),  # data files only
     "__main__": frozenset({"cli"}),
 }
@@ -115,7 +129,8 @@ DELIBERATE: dict[tuple[str, str], str] = {
 #: Parts that must not import torch: they neither build nor run networks.
 NO_TORCH = ("segflow", "errors", "settings", "devices", "layout", "batches", "io", "config",
             "workflow_locks", "containers", "validation", "holdout", "fingerprint",
-            "planning", "evaluation", "preprocessing", "postprocessing", "report")  # fmt: skip
+            "planning", "evaluation", "preprocessing", "postprocessing", "report",
+            "workflow")  # fmt: skip
 #: What the workflow's rules import at every Snakemake start: no torch, pandas, matplotlib or
 #: scipy (each adds a fraction of a second to every start and every dry run).
 WORKFLOW_IMPORTS = (
@@ -132,6 +147,9 @@ WORKFLOW_IMPORTS = (
     "segflow.job_resources",
     "segflow.workflow_locks",
     "segflow.run_summary",
+    "segflow.workflow.run",
+    "segflow.workflow.cache",
+    "segflow.io.endings",
 )
 
 
@@ -146,22 +164,28 @@ def _part(module: str) -> str:
     return names[1] if len(names) > 1 else "segflow"
 
 
-def _imports(path: Path) -> list[tuple[str, int]]:
-    """Absolute names imported by a module, with their line; relative imports resolved."""
+def _import_statements(path: Path) -> list[tuple[str, list[str], int]]:
+    """``(module, names imported from it, line)`` of every import statement of a file, with
+    relative imports resolved (``names`` is empty for ``import x``)."""
     module = _module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
-            found += [(alias.name, node.lineno) for alias in node.names]
+            found += [(alias.name, [], node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 name = ".".join(base + ([node.module] if node.module else []))
             else:
                 name = node.module or ""
-            found.append((name, node.lineno))
+            found.append((name, [alias.name for alias in node.names], node.lineno))
     return found
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Absolute names imported by a module, with their line; relative imports resolved."""
+    return [(name, line) for name, _, line in _import_statements(path)]
 
 
 def _modules() -> list[Path]:
@@ -200,6 +224,68 @@ def test_the_declared_layers_have_no_cycle():
         assert free, f"cycle among {sorted(remaining)}"
         for part in free:
             del remaining[part]
+
+
+def _is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _module_imports(path: Path) -> set[str]:
+    """The segflow modules a module imports: ``from segflow.x import y`` names the module
+    ``segflow.x.y`` where that is one, else ``segflow.x``; every statement counts, also those
+    inside functions and under ``TYPE_CHECKING``."""
+    found = set()
+    for source, names, _ in _import_statements(path):
+        inner = [f"{source}.{name}" for name in names]
+        found |= {name if _is_module(name) else source for name in inner} if inner else {source}
+    return {name for name in found if name.split(".")[0] == "segflow" and _is_module(name)}
+
+
+def _import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected group of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    # Within a part too (the layers above only order the parts): a module of
+    # segflow/training must not import one that, directly or through others, imports it.
+    graph = {}
+    for path in _modules():
+        module = _module_name(path)
+        graph[module] = {
+            name
+            for name in _module_imports(path)
+            if name != module and not module.startswith(f"{name}.")  # its own packages
+        }
+    assert _import_cycles(graph) == []
 
 
 def test_deliberate_exceptions_are_still_needed():

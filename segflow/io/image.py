@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from segflow.errors import Problem, SegflowError
+from segflow.io.endings import MEDICAL_ENDINGS, NATURAL_2D_ENDINGS, SUPPORTED_ENDINGS
 
 __all__ = [
     "MAX_COMPRESSION_RATIO",
@@ -45,9 +46,6 @@ __all__ = [
 #: Out-of-plane spacing given to the fake ``z`` axis of 2D images.
 SPACING_2D_OUT_OF_PLANE = 999.0
 
-MEDICAL_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-NATURAL_2D_ENDINGS = (".png", ".bmp", ".tif", ".tiff")
-SUPPORTED_ENDINGS = MEDICAL_ENDINGS + NATURAL_2D_ENDINGS
 
 #: Most bytes of voxels a header may declare per byte of data on disk. Deflate (gzip, zlib:
 #: NIfTI .gz, PNG, compressed NRRD/MetaImage/TIFF) cannot exceed about 1032:1, so a header

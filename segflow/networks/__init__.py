@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from segflow.networks.attention import AxialAttention
     from segflow.networks.blocks import LayerOps
     from segflow.networks.build import build_network, memory_format_for
-    from segflow.networks.registry import ARCHITECTURES, NETWORKS, NetworkBuilder
+    from segflow.networks.registry import NETWORKS
     from segflow.networks.resenc import ResidualEncoderUNet
     from segflow.networks.spatial_transformer import SpatialTransformer
     from segflow.networks.unet import PlainConvUNet, UNet
@@ -32,13 +32,11 @@ if TYPE_CHECKING:
     from segflow.networks.zoo import ZOO, ZooNetwork
 
 __all__ = [
-    "ARCHITECTURES",
     "BRATS2021_VARIANTS",
     "NETWORKS",
     "ZOO",
     "AxialAttention",
     "LayerOps",
-    "NetworkBuilder",
     "NetworkVariant",
     "PlainConvUNet",
     "ResidualEncoderUNet",
@@ -57,7 +55,7 @@ __getattr__, __dir__ = lazy_exports(
         "attention": ("AxialAttention",),
         "blocks": ("LayerOps",),
         "build": ("build_network", "memory_format_for"),
-        "registry": ("ARCHITECTURES", "NETWORKS", "NetworkBuilder"),
+        "registry": ("NETWORKS",),
         "resenc": ("ResidualEncoderUNet",),
         "spatial_transformer": ("SpatialTransformer",),
         "unet": ("PlainConvUNet", "UNet"),

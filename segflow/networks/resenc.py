@@ -20,10 +20,9 @@ from segflow.networks.blocks import (
     ConvNormAct,
     LayerOps,
     ResidualBlock,
-    initialize_he,
     zero_last_norm_of_residual_blocks,
 )
-from segflow.networks.unet import UNet, UNetDecoder
+from segflow.networks.unet import UNet
 
 __all__ = ["ResidualEncoder", "ResidualEncoderUNet"]
 
@@ -83,51 +82,13 @@ class ResidualEncoder(nn.Module):
 
 
 class ResidualEncoderUNet(UNet):
-    """nnU-Net's residual-encoder U-Net, initialized as nnU-Net does.
+    """nnU-Net's residual-encoder U-Net, initialized as nnU-Net does (arguments:
+    :class:`~segflow.networks.unet.UNet`; ``blocks_per_stage_encoder`` counts residual
+    blocks)."""
 
-    Args:
-        ops: the network's layer types.
-        in_channels: input channels (image channels, plus classes for a cascade stage).
-        num_outputs: output channels (classes or regions).
-        features_per_stage: channels per encoder stage.
-        kernel_sizes: per stage, the kernel size per axis.
-        strides: per stage, the downsampling stride per axis (the first usually all ones).
-        blocks_per_stage_encoder: residual blocks per encoder stage.
-        convs_per_stage_decoder: conv blocks per decoder stage, from the bottleneck up.
-        deep_supervision: see :class:`~segflow.networks.unet.UNet`.
-        decoder_features: see :class:`~segflow.networks.unet.UNetDecoder` (``None``: as the
-            encoder).
-        attention: see :class:`~segflow.networks.unet.UNetDecoder` (``None``: no attention).
-    """
+    encoder_class = ResidualEncoder
 
-    def __init__(
-        self,
-        ops: LayerOps,
-        in_channels: int,
-        num_outputs: int,
-        features_per_stage: Sequence[int],
-        kernel_sizes: Sequence[Sequence[int]],
-        strides: Sequence[Sequence[int]],
-        blocks_per_stage_encoder: Sequence[int],
-        convs_per_stage_decoder: Sequence[int],
-        deep_supervision: bool = True,
-        *,
-        decoder_features: Sequence[int] | None = None,
-        attention: Sequence[tuple[int, int] | None] | None = None,
-    ) -> None:
-        encoder = ResidualEncoder(
-            ops, in_channels, features_per_stage, kernel_sizes, strides, blocks_per_stage_encoder
-        )
-        decoder = UNetDecoder(
-            ops,
-            features_per_stage,
-            kernel_sizes,
-            strides,
-            convs_per_stage_decoder,
-            num_outputs,
-            decoder_features,
-            attention,
-        )
-        super().__init__(encoder, decoder, deep_supervision)
-        initialize_he(self)
+    def initialize(self) -> None:
+        """He initialization, then the last normalization of each residual block zeroed."""
+        super().initialize()
         zero_last_norm_of_residual_blocks(self)

@@ -17,7 +17,7 @@ The localization network learns at a hundredth of the segmentation network's lea
 nnU-Net's rate (SGD, 0.01, momentum 0.99) the predicted affine left the image within 20
 iterations on ISBI 2012 (its translations reached -2 and -3, in units of half the image) and
 the Dice fell from 0.38 to 0.01; the trainer puts the localization network's parameters in
-a group of their own (:func:`segflow.training.trainer.parameter_groups`).
+a group of their own (:func:`segflow.training.optimization.parameter_groups`).
 
 Coordinates are normalized to [-1, 1] per axis (``align_corners=False``), so one transform
 applies to every resolution of deep supervision. The input is padded with zeros outside the

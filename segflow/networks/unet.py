@@ -142,18 +142,64 @@ class UNetDecoder(nn.Module):
 class UNet(nn.Module):
     """An encoder returning skips and a :class:`UNetDecoder`, with switchable deep supervision.
 
+    The constructor every U-Net of the plans shares (the registry builds each from the same
+    arguments, :mod:`segflow.networks.registry`); a subclass names its encoder
+    (:attr:`encoder_class`) and may add to :meth:`initialize`.
+
     Args:
-        encoder: returns the list of stage outputs, finest first.
-        decoder: the decoder over those outputs.
+        ops: the network's layer types.
+        in_channels: input channels (image channels, plus classes for a cascade stage).
+        num_outputs: output channels (classes or regions).
+        features_per_stage: channels per encoder stage.
+        kernel_sizes: per stage, the kernel size per axis.
+        strides: per stage, the downsampling stride per axis (the first usually all ones).
+        blocks_per_stage_encoder: conv blocks (plain) or residual blocks per encoder stage.
+        convs_per_stage_decoder: conv blocks per decoder stage, from the bottleneck up.
         deep_supervision: return every decoder resolution (training) or only the finest
             (inference); switch later with :meth:`set_deep_supervision`.
+        decoder_features: see :class:`UNetDecoder` (``None``: as the encoder).
+        attention: see :class:`UNetDecoder` (``None``: no attention).
     """
 
-    def __init__(self, encoder: nn.Module, decoder: UNetDecoder, deep_supervision: bool) -> None:
+    #: The encoder: built from ``(ops, in_channels, features_per_stage, kernel_sizes, strides,
+    #: blocks_per_stage_encoder)``, it returns every stage's output, finest first.
+    encoder_class: type[nn.Module]
+
+    def __init__(
+        self,
+        ops: LayerOps,
+        in_channels: int,
+        num_outputs: int,
+        features_per_stage: Sequence[int],
+        kernel_sizes: Sequence[Sequence[int]],
+        strides: Sequence[Sequence[int]],
+        blocks_per_stage_encoder: Sequence[int],
+        convs_per_stage_decoder: Sequence[int],
+        deep_supervision: bool = True,
+        *,
+        decoder_features: Sequence[int] | None = None,
+        attention: Sequence[tuple[int, int] | None] | None = None,
+    ) -> None:
         super().__init__()
-        self.encoder = encoder
-        self.decoder = decoder
+        self.encoder = self.encoder_class(
+            ops, in_channels, features_per_stage, kernel_sizes, strides, blocks_per_stage_encoder
+        )
+        self.decoder = UNetDecoder(
+            ops,
+            features_per_stage,
+            kernel_sizes,
+            strides,
+            convs_per_stage_decoder,
+            num_outputs,
+            decoder_features,
+            attention,
+        )
         self.deep_supervision = bool(deep_supervision)
+        self.initialize()
+
+    def initialize(self) -> None:
+        """He initialization of every convolution."""
+        initialize_he(self)
 
     def set_deep_supervision(self, enabled: bool) -> UNet:
         """Return all resolutions (``True``) or only the finest output; returns ``self``."""
@@ -176,49 +222,6 @@ class UNet(nn.Module):
 
 
 class PlainConvUNet(UNet):
-    """nnU-Net's plain convolutional U-Net, He-initialized.
+    """nnU-Net's plain convolutional U-Net, He-initialized (arguments: :class:`UNet`)."""
 
-    Args:
-        ops: the network's layer types.
-        in_channels: input channels (image channels, plus classes for a cascade stage).
-        num_outputs: output channels (classes or regions).
-        features_per_stage: channels per encoder stage.
-        kernel_sizes: per stage, the kernel size per axis.
-        strides: per stage, the downsampling stride per axis (the first usually all ones).
-        convs_per_stage_encoder: conv blocks per encoder stage.
-        convs_per_stage_decoder: conv blocks per decoder stage, from the bottleneck up.
-        deep_supervision: see :class:`UNet`.
-        decoder_features: see :class:`UNetDecoder` (``None``: as the encoder).
-        attention: see :class:`UNetDecoder` (``None``: no attention).
-    """
-
-    def __init__(
-        self,
-        ops: LayerOps,
-        in_channels: int,
-        num_outputs: int,
-        features_per_stage: Sequence[int],
-        kernel_sizes: Sequence[Sequence[int]],
-        strides: Sequence[Sequence[int]],
-        convs_per_stage_encoder: Sequence[int],
-        convs_per_stage_decoder: Sequence[int],
-        deep_supervision: bool = True,
-        *,
-        decoder_features: Sequence[int] | None = None,
-        attention: Sequence[tuple[int, int] | None] | None = None,
-    ) -> None:
-        encoder = PlainConvEncoder(
-            ops, in_channels, features_per_stage, kernel_sizes, strides, convs_per_stage_encoder
-        )
-        decoder = UNetDecoder(
-            ops,
-            features_per_stage,
-            kernel_sizes,
-            strides,
-            convs_per_stage_decoder,
-            num_outputs,
-            decoder_features,
-            attention,
-        )
-        super().__init__(encoder, decoder, deep_supervision)
-        initialize_he(self)
+    encoder_class = PlainConvEncoder

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from segflow.errors import Problem, SegflowError
-from segflow.planning.presets import PLAIN_UNET, RESIDUAL_ENCODER_UNET
+from segflow.networks.catalog import NETWORK_NAMES, ZOO_NAMES
 from segflow.settings import setting
 
 if TYPE_CHECKING:
@@ -26,18 +26,11 @@ if TYPE_CHECKING:
 
     from segflow.networks.blocks import LayerOps
 
-__all__ = ["ARCHITECTURE_NAMES", "BRATS2021_VARIANTS", "NORMS", "ZOO_NAMES", "NetworkVariant"]
+__all__ = ["BRATS2021_VARIANTS", "NORMS", "NetworkVariant"]
 
 NORMS = ("instance", "group", "batch")
 """The normalizations a variant may put in place of the planned one."""
 
-#: The architectures a variant may name (the keys of segflow.networks.NETWORKS, which a test
-#: keeps equal; spelled here so that the settings load without torch).
-ARCHITECTURE_NAMES = (PLAIN_UNET, RESIDUAL_ENCODER_UNET)
-#: The networks of the model zoo (the keys of segflow.networks.zoo.ZOO, which a test keeps
-#: equal): MONAI's, sized from the plans; the U-Net settings below do not apply to them.
-ZOO_NAMES = ("AttentionUNet", "UNetPlusPlus", "SegResNet", "UNETR", "SwinUNETR")
-_NETWORK_NAMES = ARCHITECTURE_NAMES + ZOO_NAMES
 #: The settings that change a U-Net of the plans, with the value that changes nothing.
 _UNET_ONLY = {"encoder_scale": 1, "norm": None, "axial_attention": False}
 # Of the planned normalization's arguments, those every normalization takes.
@@ -58,9 +51,9 @@ class NetworkVariant:
 
     Attributes:
         architecture: the network, by its name in :data:`~segflow.networks.NETWORKS` or in
-            the model zoo (:data:`ZOO_NAMES`, :mod:`segflow.networks.zoo`); ``None``: the
-            plan's ``architecture``. The encoder, normalization and attention settings change
-            the U-Nets of the plans only.
+            the model zoo (:data:`~segflow.networks.catalog.ZOO_NAMES`,
+            :mod:`segflow.networks.zoo`); ``None``: the plan's ``architecture``. The encoder,
+            normalization and attention settings change the U-Nets of the plans only.
         encoder_scale: multiplies the encoder's features per stage (BraTS 2021's larger
             encoder: 2), capped at ``encoder_max_features`` (never below the planned width);
             the decoder keeps the planned widths.
@@ -258,15 +251,15 @@ def _value_problems(values: Mapping[str, Any], where: str) -> list[Problem]:
             )
     architecture = values.get("architecture")
     if architecture is not None and (
-        not isinstance(architecture, str) or architecture not in _NETWORK_NAMES
+        not isinstance(architecture, str) or architecture not in NETWORK_NAMES
     ):
-        close = difflib.get_close_matches(str(architecture), _NETWORK_NAMES, n=1, cutoff=0.5)
+        close = difflib.get_close_matches(str(architecture), NETWORK_NAMES, n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         problems.append(
             Problem(
                 f"{where}.architecture",
                 f"architecture '{architecture}' is not supported{hint} "
-                f"(valid: {', '.join(_NETWORK_NAMES)})",
+                f"(valid: {', '.join(NETWORK_NAMES)})",
             )
         )
     if architecture in ZOO_NAMES:

@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segflow.errors import Problem, SegflowError
+from segflow.networks.catalog import ZOO_FAMILIES
 
 __all__ = ["ZOO", "ZooEncoder", "ZooFamily", "ZooNetwork", "ZooPlan", "build_zoo_network"]
 
@@ -290,19 +291,9 @@ def _swin_unetr(plan: ZooPlan) -> _Sized:
 
 
 ZOO: dict[str, ZooFamily] = {
-    family.name: family
-    for family in (
-        ZooFamily("AttentionUNet", "MONAI AttentionUnet (Oktay et al. 2018)", "model.2.",
-                  _attention_unet, _attention_unet_encoder),
-        ZooFamily("UNetPlusPlus", "MONAI BasicUNetPlusPlus (Zhou et al. 2018)", "final_conv_0_",
-                  _unet_plus_plus, _unet_plus_plus_encoder),
-        ZooFamily("SegResNet", "MONAI SegResNet (Myronenko 2018)", "conv_final.2.", _segresnet,
-                  _SegResNetEncoder),
-        ZooFamily("UNETR", "MONAI UNETR (Hatamizadeh et al. 2022)", "out.", _unetr, _ViTEncoder),
-        ZooFamily("SwinUNETR", "MONAI SwinUNETR (Hatamizadeh et al. 2022)", "out.", _swin_unetr,
-                  _SwinEncoder),
-    )
-}  # fmt: skip
+    name: ZooFamily(name, entry.source, entry.head, globals()[entry.size], globals()[entry.encoder])
+    for name, entry in ZOO_FAMILIES.items()
+}
 """The zoo's networks by name (the names an experiment's ``network.architecture`` takes)."""
 
 

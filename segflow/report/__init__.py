@@ -17,13 +17,11 @@ if TYPE_CHECKING:
         selection_page,
         test_page,
     )
-    from segflow.report.pages import REPORT_FILES, TEST_REPORT_FILES, write_report_pages
+    from segflow.report.pages import write_report_pages
     from segflow.report.planning_pages import dataset_page, plans_page
     from segflow.report.plots import crossval_boxplot, test_boxplot
 
 __all__ = [
-    "REPORT_FILES",
-    "TEST_REPORT_FILES",
     "crossval_boxplot",
     "crossval_page",
     "dataset_page",
@@ -45,11 +43,7 @@ __getattr__, __dir__ = lazy_exports(
             "selection_page",
             "test_page",
         ),
-        "pages": (
-            "REPORT_FILES",
-            "TEST_REPORT_FILES",
-            "write_report_pages",
-        ),
+        "pages": ("write_report_pages",),
         "planning_pages": (
             "dataset_page",
             "plans_page",

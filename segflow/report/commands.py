@@ -34,7 +34,8 @@ def _report_pages_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _report_pages(args: argparse.Namespace) -> None:
-    from segflow.report import TEST_REPORT_FILES, test_boxplot, test_page, write_report_pages
+    from segflow.layout import TEST_REPORT_FILES
+    from segflow.report import test_boxplot, test_page, write_report_pages
 
     if args.part == "test":
         if args.test_metrics is None:

@@ -2,7 +2,8 @@
 
 The workflow's report rule calls :func:`write_report_pages` and marks each file it returns
 with ``report(..., caption="../report/<name>.rst")``; the captions live in
-``workflow/report/`` under the same names as the keys of :data:`REPORT_FILES`.
+``workflow/report/`` under the same names as the keys of
+:data:`segflow.layout.REPORT_FILES`.
 """
 
 from __future__ import annotations
@@ -11,26 +12,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from segflow.layout import REPORT_FILES, TEST_REPORT_FILES
 from segflow.report.evaluation_pages import crossval_page, selection_page, test_page
 from segflow.report.inputs import JsonSource
 from segflow.report.planning_pages import dataset_page, plans_page
 from segflow.report.plots import crossval_boxplot, test_boxplot
 
-__all__ = ["REPORT_FILES", "TEST_REPORT_FILES", "write_report_pages"]
-
-#: Item name -> file name inside the output folder, always written.
-REPORT_FILES = {
-    "dataset": "dataset.html",
-    "plans": "plans.html",
-    "crossval": "crossval.html",
-    "crossval_dice": "crossval_dice.png",
-    "selection": "selection.html",
-}
-#: Item name -> file name, written only when test metrics are given.
-TEST_REPORT_FILES = {
-    "test": "test.html",
-    "test_dice": "test_dice.png",
-}
+__all__ = ["write_report_pages"]
 
 
 def write_report_pages(
@@ -60,8 +48,8 @@ def write_report_pages(
         out_dir: the folder to write into (created if needed).
 
     Returns:
-        Item name (the keys of :data:`REPORT_FILES`, plus :data:`TEST_REPORT_FILES` with test
-        metrics) -> the file written.
+        Item name (the keys of :data:`segflow.layout.REPORT_FILES`, plus ``TEST_REPORT_FILES``
+        with test metrics) -> the file written.
 
     Raises:
         SegflowError: an input is missing or malformed.

@@ -1,46 +1,20 @@
-"""Training: the trainer (:mod:`~segflow.training.trainer`), its losses
-(:mod:`~segflow.training.loss`, exported here) and the cross-validation splits
-(:mod:`~segflow.training.splits`).
+"""Training: one fold of one configuration and what it needs.
 
-The losses are imported when first asked for: the workflow's rules read manual splits through
-:mod:`segflow.training.splits` at every Snakemake start, which must not load torch.
+* :mod:`~segflow.training.trainer`: :class:`~segflow.training.trainer.FoldTrainer`, the loop;
+  :mod:`~segflow.training.fold`: :func:`~segflow.training.fold.train_fold`, a fold from the
+  workflow's files (``segflow train``).
+* :mod:`~segflow.training.optimization` (optimizer, learning-rate schedule),
+  :mod:`~segflow.training.signals` (stop signals), :mod:`~segflow.training.data_parallel`
+  (several processes per fold), :mod:`~segflow.training.checkpoint`,
+  :mod:`~segflow.training.progress` and :mod:`~segflow.training.log_file`.
+* :mod:`~segflow.training.losses`: every loss, importable from there only.
+* :mod:`~segflow.training.dataloading`, :mod:`~segflow.training.sampling`,
+  :mod:`~segflow.training.augmentation`: the batches.
+* :mod:`~segflow.training.splits`: the cross-validation folds; :mod:`~segflow.training.settings`:
+  the settings. Both are light: the workflow's rules import them at every Snakemake start, so
+  importing this package loads nothing else.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from segflow.lazy import lazy_exports
-
-if TYPE_CHECKING:
-    from segflow.training.loss import (
-        DICE_SMOOTH,
-        DeepSupervisionLoss,
-        DiceCELoss,
-        RegionDiceBCELoss,
-        build_loss,
-        deep_supervision_scales,
-        deep_supervision_weights,
-        downsample_for_deep_supervision,
-        foreground_regions,
-        label_map_to_regions,
-        soft_dice,
-    )
-
-__all__ = [
-    "DICE_SMOOTH",
-    "DeepSupervisionLoss",
-    "DiceCELoss",
-    "RegionDiceBCELoss",
-    "build_loss",
-    "deep_supervision_scales",
-    "deep_supervision_weights",
-    "downsample_for_deep_supervision",
-    "foreground_regions",
-    "label_map_to_regions",
-    "soft_dice",
-]
-
-
-# Imported when first used (segflow.lazy): importing the package loads none of them.
-__getattr__, __dir__ = lazy_exports(__name__, {"loss": tuple(__all__)})
+__all__: list[str] = []

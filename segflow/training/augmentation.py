@@ -55,7 +55,7 @@ largest interpolated indicator) as in both nnU-Net versions; the order 0 of batc
 own default is not what nnU-Net uses. batchgenerators lacks nnU-Net's slice/channel reshaping
 for dummy 2D and its mask transform; :class:`SlicesToChannels`, :class:`ChannelsToSlices` and
 :class:`MaskOutsideNonzero` are ours. Region targets are not built here: targets stay label
-maps, turned into regions and deep-supervision scales by :mod:`segflow.training.loss`.
+maps, turned into regions and deep-supervision scales by :mod:`segflow.training.losses`.
 
 The cascade's second stage (a configuration with a ``previous_stage``) draws the previous
 stage's segmentation as a second segmentation channel, so the spatial transform and mirroring

@@ -56,7 +56,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from segflow.training.trainer import train_fold
+    from segflow.training.fold import train_fold
 
     settings = from_arguments(TrainingSettings, args)
     train_fold(

@@ -70,12 +70,12 @@ from torch.utils.data import Dataset
 
 from segflow import __version__
 from segflow.errors import Problem, SegflowError
+from segflow.layout import SSL_CHECKPOINT, SSL_PROGRESS_PLOT, SSL_PROGRESS_TABLE
 from segflow.networks.variants import NetworkVariant
 from segflow.planning.plans import ConfigurationPlan
 from segflow.training.pretraining_settings import PretrainingSettings
 
 __all__ = [
-    "SSL_CHECKPOINT",
     "ContrastiveViews",
     "MomentumContrast",
     "ProjectedEncoder",
@@ -87,17 +87,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SSL_CHECKPOINT = "checkpoint_ssl.pt"
 # Instance normalization leaves each channel's mean over the whole patch the same for every
 # sample (before the nonlinearity: zero), so a global average says little about the sample and
 # the loss stays at chance; the means over 2 parts per axis keep where the features are.
 _POOLED = 2
 #: Batches of views held out to measure the encoder before and after pretraining.
 _EVALUATION_BATCHES = 4
-SSL_PROGRESS_CSV = "ssl_progress.csv"
 #: The temporary folder of the preprocessed test images, in the output folder.
 _TEST_IMAGES_PREFIX = ".test_images."
-SSL_PROGRESS_PLOT = "ssl_progress.png"
 
 
 class ContrastiveViews(Dataset):
@@ -589,7 +586,7 @@ def write_ssl_progress(folder: Path, history: list[dict[str, float]]) -> None:
     from segflow.io.atomic import atomic_path
 
     with (
-        atomic_path(folder / SSL_PROGRESS_CSV) as tmp,
+        atomic_path(folder / SSL_PROGRESS_TABLE) as tmp,
         open(tmp, "w", newline="", encoding="utf-8") as fh,
     ):
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))

@@ -29,7 +29,12 @@ restores the random states rank 0 recorded (the batches do not depend on them). 
 (SIGTERM, SIGUSR1) reaching the launching process is passed to every rank; the ranks agree
 after each iteration whether any of them got one (one all-reduce), so all stop after the same
 iteration, rank 0 writes ``checkpoint_latest.pt`` and every rank ends; the launcher then raises
-:class:`~segflow.training.trainer.TrainingInterrupted` as one process would.
+:class:`~segflow.training.signals.TrainingInterrupted` as one process would.
+
+The trainer's steps reduce over the ranks with :func:`all_reduce` and wait for each other
+with :func:`barrier` (both do nothing in one process). This module knows the trainer only by
+what :func:`launch` uses of it (:class:`RankTrainer`): it imports nothing of
+:mod:`segflow.training.trainer`, which imports it.
 """
 
 from __future__ import annotations
@@ -43,19 +48,19 @@ import signal
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from segflow.errors import Problem, SegflowError
-from segflow.training.signals import handling
-
-if TYPE_CHECKING:
-    from segflow.training.trainer import FoldTrainer
+from segflow.training.signals import STOP_SIGNALS, TrainingInterrupted, handling
 
 __all__ = [
+    "RankTrainer",
     "Ranks",
+    "all_reduce",
+    "barrier",
     "batch_size_problems",
     "data_parallel",
     "free_port",
@@ -83,6 +88,40 @@ class Ranks:
         """This rank's samples of a batch of ``batch_size`` (divisible by :attr:`size`)."""
         per_rank = batch_size // self.size
         return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+
+
+class RankTrainer(Protocol):
+    """What :func:`launch` needs of a trainer (:class:`~segflow.training.trainer.FoldTrainer`):
+    its settings and fold, its place among the ranks, and training to the end."""
+
+    settings: Any
+    fold: int
+    ranks: Ranks
+
+    def run(self) -> Path: ...
+
+
+def all_reduce(
+    values: Sequence[float], ranks: Ranks, device: torch.device, op: str = "sum"
+) -> list[float]:
+    """``values`` summed (or their maximum, ``op="max"``) over the ranks; themselves in one
+    process."""
+    if ranks.size == 1:
+        return [float(v) for v in values]
+    import torch.distributed as dist
+
+    # nccl reduces tensors on the rank's GPU, gloo on the CPU.
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return tensor.cpu().tolist()
+
+
+def barrier(ranks: Ranks) -> None:
+    """Wait until every rank got here (nothing to wait for in one process)."""
+    if ranks.size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 class _LossOutputs(nn.Module):
@@ -213,13 +252,12 @@ def _forwarding_signals(processes: list[Any], signals: tuple[int, ...]) -> Itera
         yield
 
 
-def launch(trainer: FoldTrainer) -> Path:
+def launch(trainer: RankTrainer) -> Path:
     """Train ``trainer``'s fold with ``settings.num_processes`` ranks; what
-    :meth:`FoldTrainer.run` returns and raises."""
+    :meth:`~segflow.training.trainer.FoldTrainer.run` returns and raises."""
     import torch.multiprocessing as mp
 
     from segflow.compute import choose_device
-    from segflow.training.trainer import STOP_SIGNALS, TrainingInterrupted
 
     settings = trainer.settings
     size = settings.num_processes
@@ -293,7 +331,7 @@ def _set_up_logging(rank: int, records: Any, level: int) -> None:
 
 def _rank_main(
     rank: int,
-    trainer: FoldTrainer,
+    trainer: RankTrainer,
     settings: Any,
     size: int,
     backend: str,
@@ -303,8 +341,6 @@ def _rank_main(
 ) -> None:
     """One rank: join the process group, train, report how it ended to the launcher."""
     import torch.distributed as dist
-
-    from segflow.training.trainer import TrainingInterrupted
 
     _set_up_logging(rank, *logging_setup)
     os.environ["MASTER_ADDR"] = "127.0.0.1"

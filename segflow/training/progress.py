@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from segflow.io.atomic import atomic_path, write_text
-from segflow.layout import PROGRESS_PLOT
+from segflow.layout import PROGRESS_PLOT, PROGRESS_TABLE
 
 __all__ = ["EMA_WEIGHT", "TrainingHistory", "pseudo_dice"]
 
@@ -122,7 +122,7 @@ class TrainingHistory:
     def write(self, folder: str | os.PathLike[str], title: str | None = None) -> None:
         """Write ``progress.csv`` and ``progress.png`` (titled ``title``) into ``folder``."""
         folder = Path(folder)
-        write_text(folder / "progress.csv", self.csv_text())
+        write_text(folder / PROGRESS_TABLE, self.csv_text())
         self.plot(folder / PROGRESS_PLOT, title)
 
     def plot(self, path: str | os.PathLike[str], title: str | None = None) -> None:

@@ -35,6 +35,12 @@ its slice of the same batches, with the loss of the whole batch (DDP;
 :mod:`segflow.training.data_parallel`): the same loss curve as one process up to float
 rounding.
 
+The parts around the loop live beside it: the optimizer and the schedule in
+:mod:`segflow.training.optimization`, the stop signals and :class:`TrainingInterrupted` in
+:mod:`segflow.training.signals`, the ranks' reductions in :mod:`segflow.training.data_parallel`,
+the checkpoint file names in :mod:`segflow.layout`, and :func:`~segflow.training.fold.train_fold`,
+which trains a fold from the workflow's files, in :mod:`segflow.training.fold`.
+
 Mixed precision (float16 autocast with a gradient scaler) is used on CUDA only. On CPU,
 ``cpu_bf16`` enables bfloat16 autocast, which is faster on CPUs with bf16 instructions.
 ``channels_last`` (default ``"auto"``: 3D networks on the CPU) runs the network and its
@@ -52,7 +58,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +68,15 @@ from torch import Tensor, nn
 
 from segflow import __version__
 from segflow.compute import set_up_compute, use_cpu_bf16
-from segflow.errors import Interrupted, Problem, SegflowError
+from segflow.errors import Problem, SegflowError
 from segflow.io.dataset import IGNORE_LABEL_NAME, DatasetJson
-from segflow.layout import CHECKPOINT_FINAL, model_name
+from segflow.layout import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_FINAL,
+    CHECKPOINT_LATEST,
+    TRAINING_LOG,
+    model_name,
+)
 from segflow.planning.plans import ConfigurationPlan, Plans
 from segflow.preprocessing.previous_stage import previous_stage_labels, previous_stage_path
 from segflow.progress_bar import ProgressBar
@@ -75,104 +87,37 @@ from segflow.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from segflow.training.data_parallel import Ranks, batch_size_problems
-from segflow.training.loss import (
+from segflow.training.data_parallel import Ranks, all_reduce, barrier, batch_size_problems
+from segflow.training.log_file import logging_to_file
+from segflow.training.losses import (
+    DeepSupervisionLoss,
     build_loss,
     deep_supervision_scales,
     downsample_for_deep_supervision,
     foreground_regions,
     label_map_to_regions,
 )
-from segflow.training.losses.deep_supervision import DeepSupervisionLoss
 from segflow.training.losses.ranks import summing_over_ranks
+from segflow.training.optimization import (
+    build_optimizer,
+    parameter_groups,
+    poly_learning_rate,
+    set_learning_rate,
+)
 from segflow.training.pretrained import file_sha256, load_pretrained_weights
 from segflow.training.progress import TrainingHistory, pseudo_dice
 from segflow.training.settings import TrainingSettings
-from segflow.training.signals import handling
+from segflow.training.signals import STOP_SIGNALS, TrainingInterrupted, handling
 
-__all__ = [
-    "CHECKPOINT_BEST",
-    "CHECKPOINT_FINAL",
-    "CHECKPOINT_LATEST",
-    "FoldTrainer",
-    "TrainingInterrupted",
-    "TrainingSettings",
-    "build_optimizer",
-    "parameter_groups",
-    "poly_learning_rate",
-    "set_learning_rate",
-]
+__all__ = ["FoldTrainer"]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_LATEST = "checkpoint_latest.pt"
-CHECKPOINT_BEST = "checkpoint_best.pt"
 #: Marks a log record for the console even when a log file takes the rest
 #: (:data:`segflow.cli.CONSOLE`): the epochs of a training job in the workflow's output.
 _ON_CONSOLE = {"console": True}
 #: The entries only a resumed run reads; ``checkpoint_best.pt`` leaves them out.
 RESUME_ONLY_KEYS = ("optimizer", "grad_scaler", "history", "rng")
-#: Signals that make the trainer write a checkpoint and stop (SLURM sends them before a kill).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-
-class TrainingInterrupted(Interrupted):
-    """A stop signal arrived; a checkpoint was written and training can resume."""
-
-    def __init__(self, signum: int, checkpoint: Path) -> None:
-        self.checkpoint = checkpoint
-        super().__init__(
-            f"stopped by {signal.Signals(signum).name}; wrote {checkpoint}; the same command "
-            "resumes from it",
-            signum,
-        )
-
-
-def parameter_groups(network: nn.Module) -> list[dict[str, Any]]:
-    """``network``'s parameters grouped by the factor on the learning rate its modules ask for
-    (``learning_rate_scales``: state-dict prefix -> factor; the spatial transformer's
-    localization network), each group ``{"params": [...], "lr_scale": factor}``; one group
-    of factor 1 for a network that asks for none."""
-    scales = dict(getattr(network, "learning_rate_scales", {}))
-    groups: dict[float, list[nn.Parameter]] = {}
-    for name, parameter in network.named_parameters():
-        scale = next((f for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
-        groups.setdefault(float(scale), []).append(parameter)
-    return [{"params": params, "lr_scale": scale} for scale, params in groups.items()]
-
-
-def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """``lr`` for every parameter group, times the group's ``lr_scale`` (if any)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
-
-
-def build_optimizer(
-    parameters: Iterable[nn.Parameter] | Iterable[dict[str, Any]], settings: TrainingSettings
-) -> torch.optim.Optimizer:
-    """The optimizer ``settings`` name: nnU-Net's SGD with Nesterov ``momentum``, or AdamW
-    (PyTorch's betas; ``momentum`` is SGD's only). Either starts at ``initial_lr`` (times
-    each group's ``lr_scale``, for groups of :func:`parameter_groups`) with
-    ``weight_decay``; the poly schedule sets the rate of every epoch."""
-    if settings.optimizer == "adamw":
-        optimizer: torch.optim.Optimizer = torch.optim.AdamW(
-            parameters, lr=settings.initial_lr, weight_decay=settings.weight_decay
-        )
-    else:
-        optimizer = torch.optim.SGD(
-            parameters,
-            lr=settings.initial_lr,
-            momentum=settings.momentum,
-            weight_decay=settings.weight_decay,
-            nesterov=True,
-        )
-    set_learning_rate(optimizer, settings.initial_lr)
-    return optimizer
-
-
-def poly_learning_rate(initial_lr: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
-    """nnU-Net's polynomial decay, evaluated at the start of ``epoch``."""
-    return initial_lr * (1 - epoch / epochs) ** exponent
 
 
 def _signature(data: Mapping[str, Any]) -> str:
@@ -481,7 +426,7 @@ class FoldTrainer:
         if not latest.exists():
             return False
         state = load_checkpoint(latest, map_location=self.device)
-        self._barrier()  # every rank has read it before rank 0 may remove it
+        barrier(self.ranks)  # every rank has read it before rank 0 may remove it
         if state.get("signature") != self.signature:
             logger.warning(
                 "%s was written with other settings, plans or folds; starting over", latest
@@ -509,30 +454,11 @@ class FoldTrainer:
         signum = self._stop_signal
         if self.ranks.size > 1:
             # All ranks stop after the same iteration if any of them got a signal.
-            signum = int(self._all_reduce([signum or 0], "max")[0]) or None
+            signum = int(all_reduce([signum or 0], self.ranks, self.device, "max")[0]) or None
         if signum is not None:
             path = self._save(CHECKPOINT_LATEST)
-            self._barrier()
+            barrier(self.ranks)
             raise TrainingInterrupted(signum, path)
-
-    # ------------------------------------------------------------------ ranks
-
-    def _all_reduce(self, values: Sequence[float], op: str = "sum") -> list[float]:
-        """``values`` summed (or their maximum) over the ranks; themselves in one process."""
-        if self.ranks.size == 1:
-            return [float(v) for v in values]
-        import torch.distributed as dist
-
-        # nccl reduces tensors on the rank's GPU, gloo on the CPU.
-        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-        return tensor.cpu().tolist()
-
-    def _barrier(self) -> None:
-        if self.ranks.size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
 
     # ------------------------------------------------------------------ steps
 
@@ -636,16 +562,7 @@ class FoldTrainer:
 
     def _run_logged(self, final: Path) -> Path:
         """Train (or resume and finish) with the log also written to ``training.log``."""
-        file_log = logging.FileHandler(self.output_folder / "training.log", encoding="utf-8")
-        file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        file_log.setLevel(logging.INFO)
-        package_logger = logging.getLogger("segflow")
-        level = package_logger.level
-        # training.log gets INFO whatever the caller configured (other handlers filter their own).
-        if package_logger.getEffectiveLevel() > logging.INFO:
-            package_logger.setLevel(logging.INFO)
-        package_logger.addHandler(file_log)
-        try:
+        with logging_to_file(self.output_folder / TRAINING_LOG):
             self.prepare()
             if not self._resume():
                 self.load_pretrained()
@@ -670,10 +587,6 @@ class FoldTrainer:
             self._train(final)
             logger.info("finished: %s", final)
             return final
-        finally:
-            package_logger.removeHandler(file_log)
-            package_logger.setLevel(level)
-            file_log.close()
 
     def _train(self, final: Path) -> None:
         with handling(STOP_SIGNALS, self._on_signal):
@@ -683,7 +596,7 @@ class FoldTrainer:
         if self.ranks.is_main:
             with contextlib.suppress(FileNotFoundError):
                 (self.output_folder / CHECKPOINT_LATEST).unlink()
-        self._barrier()
+        barrier(self.ranks)
 
     def _model_name(self) -> str:
         """The configuration, with the experiment's name too (``2d__BL``): in a workflow's
@@ -728,7 +641,9 @@ class FoldTrainer:
             for batch in batches:
                 loss = self.train_step(batch)
                 # The batch's loss: the mean over the ranks' slices (see data_parallel).
-                self.epoch_losses.append(self._all_reduce([loss])[0] / self.ranks.size)
+                self.epoch_losses.append(
+                    all_reduce([loss], self.ranks, self.device)[0] / self.ranks.size
+                )
                 self.iteration += 1
                 bar.update()
                 bar.set_postfix(loss=f"{self.epoch_losses[-1]:.4f}")
@@ -744,8 +659,12 @@ class FoldTrainer:
             val_losses.append(loss)
             counts += batch_counts
         if self.ranks.size > 1:  # every rank validated its slice of each batch
-            val_losses = [v / self.ranks.size for v in self._all_reduce(val_losses)]
-            counts = np.asarray(self._all_reduce(counts.ravel().tolist())).reshape(counts.shape)
+            val_losses = [
+                v / self.ranks.size for v in all_reduce(val_losses, self.ranks, self.device)
+            ]
+            counts = np.asarray(
+                all_reduce(counts.ravel().tolist(), self.ranks, self.device)
+            ).reshape(counts.shape)
         dice = pseudo_dice(*counts)
         row = self.history.end_epoch(
             epoch=self.epoch,
@@ -811,59 +730,3 @@ def _previous_stage_problems(
 
 def _values(value: int | tuple[int, ...]) -> tuple[int, ...]:
     return value if isinstance(value, tuple) else (value,)
-
-
-def train_fold(
-    *,
-    plans_path: str | os.PathLike[str],
-    configuration: str,
-    fold: int,
-    dataset_json: str | os.PathLike[str],
-    splits_path: str | os.PathLike[str],
-    preprocessed_folder: str | os.PathLike[str],
-    output_folder: str | os.PathLike[str],
-    settings: TrainingSettings,
-    previous_stage: str | os.PathLike[str] | None = None,
-) -> Path:
-    """Train one fold from the workflow's files; checks them all before any work.
-
-    ``previous_stage``: a cascade stage's previous-stage segmentations (see
-    :class:`FoldTrainer`).
-
-    Raises:
-        SegflowError: listing every problem with the inputs (unknown configuration or fold,
-            cases of the fold missing from the preprocessed folder, ...).
-        TrainingInterrupted: see :meth:`FoldTrainer.run`.
-    """
-    from segflow.io.dataset import load_dataset_json
-    from segflow.planning.plans import load_plans
-    from segflow.preprocessing.storage import is_case_complete
-    from segflow.training.splits import fold_cases
-
-    plans = load_plans(plans_path)
-    dataset = load_dataset_json(dataset_json)
-    plans.configuration(configuration)  # raises, naming the valid ones
-    train_cases, val_cases = fold_cases(splits_path, fold)
-    missing = [
-        Problem(str(Path(preprocessed_folder) / case_id), "not preprocessed (or incomplete)")
-        for case_id in train_cases + val_cases
-        if not is_case_complete(preprocessed_folder, case_id)
-    ]
-    if missing:
-        raise SegflowError(
-            f"{len(missing)} cases of fold {fold} are missing from the preprocessed data",
-            missing,
-        )
-    trainer = FoldTrainer(
-        plans,
-        configuration,
-        dataset,
-        preprocessed_folder,
-        train_cases,
-        val_cases,
-        fold,
-        output_folder,
-        settings,
-        previous_stage=previous_stage,
-    )
-    return trainer.run()

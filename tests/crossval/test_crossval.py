@@ -12,7 +12,8 @@ from segflow.crossval.validate import validate_fold
 from segflow.errors import SegflowError
 from segflow.evaluation.tables import read_metrics, write_metrics
 from segflow.io.image import read_image
-from segflow.training.trainer import TrainingSettings, train_fold
+from segflow.training.fold import train_fold
+from segflow.training.settings import TrainingSettings
 
 SETTINGS = TrainingSettings(
     epochs=2, iterations_per_epoch=3, val_iterations_per_epoch=1, device="cpu", threads=1,

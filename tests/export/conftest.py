@@ -20,7 +20,8 @@ import torch
 from segflow.io.dataset import DatasetJson, parse_dataset_json
 from segflow.planning import Plans, plan_experiment
 from segflow.training.checkpoint import save_checkpoint
-from segflow.training.trainer import FoldTrainer, TrainingSettings
+from segflow.training.settings import TrainingSettings
+from segflow.training.trainer import FoldTrainer
 
 CONFIGURATIONS = ("2d", "3d_fullres")
 FOLDS = (0, 1)

@@ -26,7 +26,8 @@ from segflow.inference.images import gather_input_cases, predict_images
 from segflow.inference.model import load_model
 from segflow.io.dataset import parse_dataset_json
 from segflow.io.image import MAX_COMPRESSION_RATIO, write_image
-from segflow.training.trainer import TrainingSettings, train_fold
+from segflow.training.fold import train_fold
+from segflow.training.settings import TrainingSettings
 
 NOT_UTF8 = b"caf\xe9_0000.nii.gz"  # Latin-1 e-acute: not valid UTF-8
 SHOWN = "caf\\xe9_0000.nii.gz"  # how the messages show it

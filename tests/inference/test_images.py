@@ -22,7 +22,8 @@ from segflow.inference.images import (
 from segflow.inference.model import load_model
 from segflow.io.dataset import parse_dataset_json
 from segflow.io.image import read_image, write_image
-from segflow.training.trainer import TrainingSettings, train_fold
+from segflow.training.fold import train_fold
+from segflow.training.settings import TrainingSettings
 
 SETTINGS = TrainingSettings(
     epochs=1, iterations_per_epoch=2, val_iterations_per_epoch=1, device="cpu", threads=1,

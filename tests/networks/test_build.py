@@ -11,7 +11,6 @@ not needed here.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import torch
 from segflow.errors import SegflowError
 from segflow.io.dataset import parse_dataset_json
 from segflow.networks import PlainConvUNet, ResidualEncoderUNet, UNet, build_network
+from segflow.networks.patterns import output_checksums, pattern_input, set_pattern_weights
 from segflow.planning import ConfigurationPlan, Plans, plan_experiment
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "nnunet_networks.json").read_text())
@@ -40,39 +40,6 @@ CHECKED = (
     "tiny/resenc_m/2d",
 )
 WITH_OUTPUTS = [name for name, n in NETWORKS.items() if "reference_output_checksums" in n]
-
-
-# The deterministic tensors of benchmarks/compare_networks_nnunet.py (same formula).
-def pattern(shape, index):
-    n = math.prod(shape)
-    k = torch.arange(n, dtype=torch.float64)
-    return torch.frac(torch.sin(k * 12.9898 + index * 78.233) * 43758.5453).reshape(shape)
-
-
-def set_pattern_weights(net):
-    net.double()
-    with torch.no_grad():
-        for i, p in enumerate(net.parameters()):
-            u = pattern(tuple(p.shape), i)
-            if p.ndim > 1:
-                p.copy_(u * math.sqrt(6.0 / (p.numel() / p.shape[0])))
-            else:
-                p.copy_(1.0 + 0.5 * u)
-
-
-def pattern_input(shape):
-    return 2.0 * pattern(tuple(shape), -1)
-
-
-def output_checksums(outputs):
-    return [
-        {
-            "sum": float(o.sum()),
-            "abs_sum": float(o.abs().sum()),
-            "weighted_sum": float((o * pattern(tuple(o.shape), -7)).sum()),
-        }
-        for o in outputs
-    ]
 
 
 def _build(entry, deep_supervision=True):

@@ -9,7 +9,7 @@ from torch import nn
 
 from segflow.errors import SegflowError
 from segflow.networks import ZOO, NetworkVariant, ZooNetwork, build_network
-from segflow.networks.variants import ZOO_NAMES
+from segflow.networks.catalog import ZOO_NAMES
 from segflow.networks.zoo import fitted_size
 from tests.networks.conftest import _configuration, _network_section
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
+from segflow.fingerprint.geometry import geometry_fingerprint
 from segflow.io.dataset import load_dataset_json
-from segflow.io.image import read_image
 from segflow.planning import plan_experiment
 
 pytestmark = pytest.mark.shared_data
@@ -19,30 +18,10 @@ def _first_cases(folder):
     ]
 
 
-def _header_fingerprint(folder, case_ids):
-    """Spacing and nonzero bounding box per case: all the planner needs for its decisions."""
-    spacings, shapes = [], []
-    for case in case_ids:
-        image = read_image(folder / "imagesTr" / f"{case}_0000.nii.gz")
-        nonzero = np.argwhere(np.any(image.array != 0, axis=0))
-        spacings.append([float(s) for s in image.spacing])
-        shapes.append((nonzero.max(0) - nonzero.min(0) + 1).tolist())
-    stats = dict.fromkeys(
-        ("mean", "median", "std", "min", "max", "percentile_00_5", "percentile_99_5"), 1.0
-    )
-    return {
-        "dataset_name": folder.name,
-        "spacings": spacings,
-        "shapes_after_crop": shapes,
-        "median_relative_size_after_cropping": 1.0,
-        "foreground_intensity_properties_per_channel": {"0": stats},
-    }
-
-
 def test_eight_hippocampus_cases_plan_like_nnunet(shared_data):
     folder = shared_data / "Dataset004_Hippocampus"
     dataset = load_dataset_json(folder / "dataset.json")
-    fingerprint = _header_fingerprint(folder, _first_cases(folder))
+    fingerprint = geometry_fingerprint(folder, _first_cases(folder))
     # nnU-Net 2.8.1 on the same eight shapes (median 36.5 x 50.5 x 35.5) with numTraining 200:
     expected = {
         "default": {"2d": ([56, 40], 292), "3d_fullres": ([40, 56, 40], 7)},
@@ -76,7 +55,7 @@ def test_segflow_fingerprint_of_the_same_cases_plans_the_same(shared_data):
         for case in case_ids
     ]
     ours = fingerprint_module.gather_fingerprint(cases, dataset, seed=0)
-    from_headers = _header_fingerprint(folder, case_ids)
+    from_headers = geometry_fingerprint(folder, case_ids)
     a = plan_experiment(ours, dataset)["configurations"]
     b = plan_experiment(from_headers, dataset)["configurations"]
     for name in b:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from segflow.report import REPORT_FILES, TEST_REPORT_FILES
+from segflow.layout import REPORT_FILES, TEST_REPORT_FILES
 
 CAPTIONS = Path(__file__).resolve().parents[2] / "workflow" / "report"
 # Items of rules other than report: the workflow page, the training and SSL pretraining curves.

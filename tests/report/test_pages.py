@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from segflow.report import REPORT_FILES, TEST_REPORT_FILES, write_report_pages
+from segflow.layout import REPORT_FILES, TEST_REPORT_FILES
+from segflow.report import write_report_pages
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "results" / "demo"

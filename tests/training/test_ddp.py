@@ -23,17 +23,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from segflow.errors import SegflowError
+from segflow.layout import CHECKPOINT_FINAL, CHECKPOINT_LATEST
 from segflow.networks.variants import NetworkVariant
 from segflow.training.checkpoint import load_checkpoint
-from segflow.training.data_parallel import Ranks, free_port, threads_per_process
+from segflow.training.data_parallel import Ranks, all_reduce, free_port, threads_per_process
 from segflow.training.losses import build_loss
 from segflow.training.losses.ranks import summing_over_ranks
-from segflow.training.trainer import (
-    CHECKPOINT_FINAL,
-    CHECKPOINT_LATEST,
-    FoldTrainer,
-    TrainingSettings,
-)
+from segflow.training.settings import TrainingSettings
+from segflow.training.trainer import FoldTrainer
 
 from .conftest import make_tiny_dataset
 
@@ -111,7 +108,7 @@ def _iteration_losses(rank, size, port, experiment, out, queue):
         losses = []
         for batch in trainer.batches("train", 0, 4):
             loss = trainer.train_step(batch)
-            losses.append(trainer._all_reduce([loss])[0] / size)
+            losses.append(all_reduce([loss], trainer.ranks, trainer.device)[0] / size)
         queue.put((rank, losses))
     finally:
         dist.destroy_process_group()

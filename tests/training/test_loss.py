@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from segflow.io.dataset import DatasetJson
-from segflow.training import (
+from segflow.training.losses import (
     DeepSupervisionLoss,
     DiceCELoss,
     RegionDiceBCELoss,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from segflow.errors import SegflowError
 from segflow.io.dataset import DatasetJson
-from segflow.training.loss import (
+from segflow.training.losses import (
     DEFAULT_LOSS,
     LOSSES,
     DeepSupervisionLoss,

@@ -10,16 +10,13 @@ import torch
 
 from segflow.errors import SegflowError
 from segflow.io.dataset import parse_dataset_json
+from segflow.layout import CHECKPOINT_FINAL, CHECKPOINT_LATEST
 from segflow.planning import Plans
 from segflow.training.checkpoint import load_checkpoint
 from segflow.training.pretrained import HEAD_PREFIX, file_sha256
-from segflow.training.trainer import (
-    CHECKPOINT_FINAL,
-    CHECKPOINT_LATEST,
-    FoldTrainer,
-    TrainingInterrupted,
-    TrainingSettings,
-)
+from segflow.training.settings import TrainingSettings
+from segflow.training.signals import TrainingInterrupted
+from segflow.training.trainer import FoldTrainer
 
 from .test_trainer import _SignalAt
 

@@ -13,17 +13,13 @@ import torch
 
 from segflow.cli import main
 from segflow.errors import SegflowError
+from segflow.layout import CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST
 from segflow.training.checkpoint import load_checkpoint
-from segflow.training.trainer import (
-    CHECKPOINT_BEST,
-    CHECKPOINT_FINAL,
-    CHECKPOINT_LATEST,
-    FoldTrainer,
-    TrainingInterrupted,
-    TrainingSettings,
-    poly_learning_rate,
-    train_fold,
-)
+from segflow.training.fold import train_fold
+from segflow.training.optimization import poly_learning_rate
+from segflow.training.settings import TrainingSettings
+from segflow.training.signals import TrainingInterrupted
+from segflow.training.trainer import FoldTrainer
 
 from .conftest import make_tiny_dataset
 
@@ -73,7 +69,7 @@ def test_invalid_settings_are_listed_together():
     with pytest.raises(SegflowError) as err:
         TrainingSettings(epochs=0, initial_lr=-1, oversample_foreground_percent=2)
     text = str(err.value)
-    assert "epochs: must be at least 1" in text
+    assert "epochs: must lie in [1, 1,000,000], got 0" in text
     assert "initial_lr: must be positive" in text
     assert "oversample_foreground_percent" in text
 

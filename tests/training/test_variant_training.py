@@ -17,18 +17,14 @@ from segflow.inference.images import gather_input_cases, predict_images
 from segflow.inference.model import load_model
 from segflow.io.image import read_image
 from segflow.networks import NETWORKS, NetworkVariant, SpatialTransformer, build_network
-from segflow.networks.variants import ARCHITECTURE_NAMES
+from segflow.networks.catalog import ARCHITECTURE_NAMES
 from segflow.settings import from_arguments, to_arguments
 from segflow.training.checkpoint import load_checkpoint
+from segflow.training.fold import train_fold
 from segflow.training.losses import LOSSES
+from segflow.training.optimization import build_optimizer, parameter_groups, set_learning_rate
 from segflow.training.settings import LOSS_NAMES, TrainingSettings
-from segflow.training.trainer import (
-    FoldTrainer,
-    build_optimizer,
-    parameter_groups,
-    set_learning_rate,
-    train_fold,
-)
+from segflow.training.trainer import FoldTrainer
 
 VARIANT = NetworkVariant(encoder_scale=2, norm="group", groups=4)
 SETTINGS = TrainingSettings(

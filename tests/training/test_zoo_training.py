@@ -15,11 +15,12 @@ from segflow.inference.images import gather_input_cases, predict_images
 from segflow.inference.model import load_model
 from segflow.io.image import read_image
 from segflow.networks import NetworkVariant, SpatialTransformer, ZooNetwork
-from segflow.networks.variants import ZOO_NAMES
+from segflow.networks.catalog import ZOO_NAMES
 from segflow.planning import Plans
 from segflow.training.checkpoint import load_checkpoint
+from segflow.training.fold import train_fold
 from segflow.training.settings import TrainingSettings
-from segflow.training.trainer import FoldTrainer, train_fold
+from segflow.training.trainer import FoldTrainer
 
 pytest.importorskip("monai")
 

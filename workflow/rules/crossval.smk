@@ -13,7 +13,7 @@ rule validate:
         metrics=LAYOUT.fold_metrics("{configuration}", "{fold}"),
         summary=LAYOUT.fold_summary("{configuration}", "{fold}"),
         predictions=directory(LAYOUT.fold_predictions("{configuration}", "{fold}")),
-        # Class probabilities for ensembles: empty unless SAVE_CV_PROBABILITIES; deleted once
+        # Class probabilities for ensembles: empty unless RUN.save_cv_probabilities; deleted once
         # `select` has read them unless inference.save_probabilities keeps them.
         probabilities=cv_probabilities_output(),
     log:

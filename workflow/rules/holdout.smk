@@ -11,7 +11,7 @@ if HOLDOUT is not None:
         conda:
             "../../envs/cpu.yaml"
         params:
-            source=_argument_path(HOLDOUT["source"]),
+            source=argument_path(HOLDOUT["source"]),
             dataset=DATASET,
             test_cases=HOLDOUT["test_cases"],
             seed=HOLDOUT["seed"],

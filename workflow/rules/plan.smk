@@ -12,29 +12,11 @@ checkpoint plan:
     conda:
         "../../envs/cpu.yaml"
     params:
-        preset=config["planning"]["preset"],
+        command=planning_command(config["planning"]),
         # Options as lists of whole arguments: `:q` quotes each one.
-        gpu_memory=(
-            [f"--gpu-memory-gb={config['planning']['gpu_memory_target_gb']}"]
-            if config["planning"]["gpu_memory_target_gb"]
-            else []
-        ),
-        widths=[
-            f"--{key.replace('_', '-')}={config['planning'][key]}"
-            for key in ("base_features", "max_features")
-            if config["planning"][key] is not None
-        ],
-        seed=config["seed"],
+        options=lambda wc, input: planning_options(config["planning"], input),
     shell:
-        (
-            "python -m segflow --log={log:q} move-plans --source-plans={input.source_plans:q}"
-            " --target-dataset-json={input.dataset_json:q}"
-            " --target-fingerprint={input.fingerprint:q} --out={output:q}"
-            if config["planning"]["plans_from"]
-            else "python -m segflow --log={log:q} plan --dataset-json={input.dataset_json:q}"
-            " --fingerprint={input.fingerprint:q} --preset={params.preset:q}"
-            " {params.gpu_memory:q} {params.widths:q} --seed={params.seed:q} --out={output:q}"
-        )
+        "python -m segflow --log={log:q} {params.command:q} {params.options:q} --out={output:q}"
 
 
 # An experiment's own planning (`experiments.<name>.planning`, e.g. {preset: resenc_m}): its

@@ -10,25 +10,7 @@ rule report_pages:
         selection=LAYOUT.selection,
         postprocessing=LAYOUT.postprocessing,
     output:
-        report(
-            LAYOUT.report / "dataset.html", caption="../report/dataset.rst", category="1. Dataset"
-        ),
-        report(LAYOUT.report / "plans.html", caption="../report/plans.rst", category="2. Plans"),
-        report(
-            LAYOUT.report / "crossval.html",
-            caption="../report/crossval.rst",
-            category="4. Cross-validation",
-        ),
-        report(
-            LAYOUT.report / "crossval_dice.png",
-            caption="../report/crossval_dice.rst",
-            category="4. Cross-validation",
-        ),
-        report(
-            LAYOUT.report / "selection.html",
-            caption="../report/selection.rst",
-            category="5. Selection and postprocessing",
-        ),
+        report_outputs(REPORT_FILES),
     log:
         LOGS / "report_pages.log",
     conda:
@@ -49,14 +31,7 @@ if HAS_TEST_LABELS:
         input:
             metrics=LAYOUT.test_metrics,
         output:
-            report(
-                LAYOUT.report / "test.html", caption="../report/test.rst", category="6. Test set"
-            ),
-            report(
-                LAYOUT.report / "test_dice.png",
-                caption="../report/test_dice.rst",
-                category="6. Test set",
-            ),
+            report_outputs(TEST_REPORT_FILES),
         log:
             LOGS / "report_test_pages.log",
         conda:

@@ -13,11 +13,7 @@ def _fallback_mem_mb(input, attempt):
 
 def fingerprint_batch_mem_mb(wildcards, input, threads, attempt):
     try:
-        cases = training_cases()
-        batch = [
-            ([DATASET / p for p in cases[c]["images"]], DATASET / cases[c]["label"])
-            for c in fingerprint_batches()[wildcards.batch]
-        ]
+        batch = RUN.batch_files(fingerprint_batches()[wildcards.batch])
         return job_resources.fingerprint_batch_mem_mb(batch, workers=threads, attempt=attempt)
     except Exception:
         return _fallback_mem_mb(input, attempt)
@@ -29,11 +25,7 @@ def fingerprint_mem_mb(wildcards, input, attempt):
 
 def preprocess_mem_mb(wildcards, input, threads, attempt):
     try:
-        cases = training_cases()
-        batch = [
-            ([DATASET / p for p in cases[c]["images"]], DATASET / cases[c]["label"])
-            for c in preprocess_batches()[wildcards.batch]
-        ]
+        batch = RUN.batch_files(preprocess_batches()[wildcards.batch])
         # preprocess_experiment's jobs name the plans (an experiment's own planning).
         plans = getattr(wildcards, "plans", None)
         return job_resources.preprocess_mem_mb(

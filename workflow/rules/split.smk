@@ -13,7 +13,7 @@ rule split:
         num_folds=config["splits"]["num_folds"],
         seed=config["seed"],
         options=[
-            f"--{k}={_argument_path(config['splits'][k])}"
+            f"--{k}={argument_path(config['splits'][k])}"
             for k in ("manual", "groups")
             if config["splits"][k]
         ],

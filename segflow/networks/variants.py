@@ -318,8 +318,7 @@ def _mednext_problems(values: Mapping[str, Any], where: str, architecture: Any) 
                 problems.append(
                     Problem(
                         f"{where}.{key}",
-                        f"sets MedNeXt's {key.replace('_', ' ')} only, not {other} "
-                        "(leave it null)",
+                        f"sets MedNeXt's {key.replace('_', ' ')} only, not {other} (leave it null)",
                     )
                 )
     return problems

@@ -285,14 +285,29 @@ def test_mednext_takes_the_papers_sizes_and_the_plans_depth():
 
 def _paper_mednext(size):
     """MONAI's create_mednext arguments of ``size`` (the paper's Table 1)."""
-    expansion = {"S": ((2,) * 4, 2, (2,) * 4), "B": ((2, 3, 4, 4), 4, (4, 4, 3, 2)),
-                 "M": ((2, 3, 4, 4), 4, (4, 4, 3, 2)), "L": ((3, 4, 8, 8), 8, (8, 8, 4, 3))}
-    blocks = {"S": ((2,) * 4, 2, (2,) * 4), "B": ((2,) * 4, 2, (2,) * 4),
-              "M": ((3, 4, 4, 4), 4, (4, 4, 4, 3)), "L": ((3, 4, 8, 8), 8, (8, 8, 4, 3))}  # fmt: skip
+    two = ((2,) * 4, 2, (2,) * 4)
+    expansion = {
+        "S": two,
+        "B": ((2, 3, 4, 4), 4, (4, 4, 3, 2)),
+        "M": ((2, 3, 4, 4), 4, (4, 4, 3, 2)),
+        "L": ((3, 4, 8, 8), 8, (8, 8, 4, 3)),
+    }
+    blocks = {
+        "S": two,
+        "B": two,
+        "M": ((3, 4, 4, 4), 4, (4, 4, 4, 3)),
+        "L": ((3, 4, 8, 8), 8, (8, 8, 4, 3)),
+    }
     (down, middle, up), (bd, bm, bu) = expansion[size], blocks[size]
-    return {"encoder_expansion_ratio": down, "bottleneck_expansion_ratio": middle,
-            "decoder_expansion_ratio": up, "blocks_down": bd, "blocks_bottleneck": bm,
-            "blocks_up": bu, "use_residual_connection": True}  # fmt: skip
+    return {
+        "encoder_expansion_ratio": down,
+        "bottleneck_expansion_ratio": middle,
+        "decoder_expansion_ratio": up,
+        "blocks_down": bd,
+        "blocks_bottleneck": bm,
+        "blocks_up": bu,
+        "use_residual_connection": True,
+    }
 
 
 def test_segresnet_ds_takes_auto3dsegs_blocks_to_the_plans_depth():

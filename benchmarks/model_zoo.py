@@ -131,7 +131,7 @@ def workflow_config(args: argparse.Namespace, dataset: Path, configuration: str,
             "iterations_per_epoch": args.iterations,
             "val_iterations_per_epoch": args.val_iterations,
             "checkpoint_every": args.epochs,
-            "device": "cpu",
+            "device": args.device,
             "threads": args.threads,
         },
         "pretraining": {
@@ -139,7 +139,7 @@ def workflow_config(args: argparse.Namespace, dataset: Path, configuration: str,
             "iterations_per_epoch": args.iterations,
         },
         "experiments": experiments(args),
-        "inference": {"device": "cpu", "threads": args.threads, "mirroring": args.mirroring},
+        "inference": {"device": args.device, "threads": args.threads, "mirroring": args.mirroring},
     }
 
 
@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--mirroring", action="store_true", help="test-time mirroring")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--device", default="cpu", help="training and inference device (auto: CUDA if any)"
+    )
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores")
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the shared datasets")
     parser.add_argument("--work", type=Path, default=Path("/tmp/model_zoo"))
@@ -260,6 +263,7 @@ def main() -> None:
             "fold": args.fold,
             "test_time_mirroring": args.mirroring,
             "threads": args.threads,
+            "device": args.device,
         },
         "models": list(experiments(args)),
         "datasets": [run_dataset(args, key) for key in args.datasets],

@@ -178,3 +178,29 @@ def test_a_mednext_checkpoint_rebuilds_its_size_and_kernel_for_prediction(
     cases = gather_input_cases([raw / "tiny_01_0000.nii.gz"], load_model(folder).dataset)
     [written] = predict_images(load_model(folder), cases, tmp_path / "out")
     assert read_image(written).shape == read_image(raw / "tiny_01_0000.nii.gz").shape
+
+
+def test_the_weighted_coarse_outputs_train_their_own_heads(tiny_experiment, tmp_path):
+    # Four planned stages at the 16^3 patch: MedNeXt downsamples three times and returns the
+    # U-Net's outputs 1, 1/2, 1/4, weighted 2/3, 1/3, 0. Its heads (out_blocks coarsest
+    # first: 1/8, the bottleneck, then 1/4 and 1/2) get gradients where the loss weighs them.
+    data = tiny_experiment.plans.to_dict()
+    conf = data["configurations"]["3d_fullres"]
+    conf["network"].update(
+        n_stages=4, features_per_stage=[8, 16, 32, 64], kernel_sizes=[[3] * 3] * 4,
+        strides=[[1] * 3] + [[2] * 3] * 3, n_conv_per_stage=[2] * 4,
+        n_conv_per_stage_decoder=[2] * 3,
+    )  # fmt: skip
+    path = tmp_path / "plans.json"
+    path.write_text(json.dumps(data))
+    settings = _settings(TRAINING_RECIPES["MedNeXt"], architecture="MedNeXt", size="S")
+    trainer = _trainer(tiny_experiment, path, tmp_path, settings)
+    trainer.prepare()
+    assert trainer.scales == [(1.0,) * 3, (0.5,) * 3, (0.25,) * 3]
+    assert trainer.loss.weights == pytest.approx((2 / 3, 1 / 3, 0.0))
+    trainer.train_step(next(trainer.batches("train", 0, 1)))
+    heads = trainer.network.network.out_blocks
+    assert heads[2].conv_out.weight.grad.abs().sum() > 0  # 1/2: weighted 1/3
+    assert heads[1].conv_out.weight.grad is None  # 1/4: weighted 0, as the U-Net's coarsest
+    assert heads[0].conv_out.weight.grad is None  # the bottleneck's: not an output
+    assert trainer.network.network.out_0.conv_out.weight.grad.abs().sum() > 0

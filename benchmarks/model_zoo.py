@@ -31,6 +31,16 @@ cores; UNETR's ViT-B is the slowest)::
     .venv/bin/python benchmarks/model_zoo.py --datasets isbi --epochs 1 --iterations 2 \\
         --val-iterations 1 --work /tmp/model_zoo
 
+``--revisited`` compares instead the networks that nnU-Net Revisited (Isensee et al., MICCAI
+2024) ranked, each with its training recipe (``segflow.networks.zoo.TRAINING_RECIPES``):
+``nnunet`` (the plans' U-Net), ``ResEncL`` (nnU-Net's residual-encoder L preset: its own
+plans, ``planning: {preset: resenc_l}``), ``MedNeXt-S-k3`` and ``MedNeXt-B-k3`` (AdamW, 1e-3)
+and ``SegResNetDS`` (AdamW, 2e-4), all with deep supervision; typically on Hippocampus
+(docs/results/mednext.md)::
+
+    .venv/bin/python benchmarks/model_zoo.py --revisited --datasets hippocampus \
+        --epochs 1 --iterations 2 --val-iterations 1 --work /tmp/mednext_zoo
+
 The run in the README (2 epochs x 10 iterations, 2 validation iterations, SSL 2 x 10; about
 an hour per dataset on 2 cores: UNet++ and SwinUNETR in 3D take 30-45 s per iteration, and
 SSL's queue of 1024 keys takes 512 batches to fill at ISBI's batch of 2)::
@@ -67,8 +77,27 @@ DATASETS = {
 SAS = ("ssl", "stn", "aug")
 
 
+def revisited() -> dict[str, dict[str, Any]]:
+    """nnU-Net Revisited's contenders that segflow has, each with its recipe."""
+    from segflow.networks.zoo import TRAINING_RECIPES
+
+    mednext = TRAINING_RECIPES["MedNeXt"]
+    return {
+        "nnunet": {},
+        "ResEncL": {"planning": {"preset": "resenc_l"}},
+        "MedNeXt-S-k3": {"network": {"architecture": "MedNeXt", "size": "S", "kernel_size": 3},
+                         **mednext},
+        "MedNeXt-B-k3": {"network": {"architecture": "MedNeXt", "size": "B", "kernel_size": 3},
+                         **mednext},
+        "SegResNetDS": {"network": {"architecture": "SegResNetDS"},
+                        **TRAINING_RECIPES["SegResNetDS"]},
+    }  # fmt: skip
+
+
 def experiments(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The models compared: overrides of the ``training`` section."""
+    if args.revisited:
+        return revisited()
     chosen: dict[str, dict[str, Any]] = {"nnunet": {}}
     for name in args.networks:
         chosen[name] = {"network": {"architecture": name}}
@@ -87,9 +116,14 @@ def experiments(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def workflow_config(args: argparse.Namespace, dataset: Path, configuration: str, results: Path):
     config = short_budget_config(args, dataset, results, configuration)
+    config["training"]["device"] = args.device
     config["pretraining"] = {"epochs": args.ssl_epochs, "iterations_per_epoch": args.iterations}
     config["experiments"] = experiments(args)
-    config["inference"] = {"device": "cpu", "threads": args.threads, "mirroring": args.mirroring}
+    config["inference"] = {
+        "device": args.device,
+        "threads": args.threads,
+        "mirroring": args.mirroring,
+    }
     return config
 
 
@@ -177,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--zoo-sas", action="store_true", help="each zoo network with SSL and STN (as --sas)"
     )
+    parser.add_argument(
+        "--revisited", action="store_true",
+        help="nnU-Net Revisited's contenders instead: nnunet, ResEncL, MedNeXt-S-k3, "
+        "MedNeXt-B-k3, SegResNetDS, each with its recipe",
+    )  # fmt: skip
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--iterations", type=int, required=True, help="per epoch")
     parser.add_argument("--val-iterations", type=int, default=5, help="per epoch")
@@ -184,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--mirroring", action="store_true", help="test-time mirroring")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--device", default="cpu", help="training and inference device (auto: CUDA if any)"
+    )
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores")
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the shared datasets")
     parser.add_argument("--work", type=Path, default=Path("/tmp/model_zoo"))
@@ -205,7 +247,9 @@ def main() -> None:
             "fold": args.fold,
             "test_time_mirroring": args.mirroring,
             "threads": args.threads,
+            "device": args.device,
         },
+        "models": list(experiments(args)),
         "datasets": [run_dataset(args, key) for key in args.datasets],
         "machine": f"{platform.processor() or platform.machine()}, "
         f"{len(os.sched_getaffinity(0))} cpus",

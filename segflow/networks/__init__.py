@@ -10,8 +10,9 @@ equal tensors.
 A :class:`~segflow.networks.variants.NetworkVariant` changes the planned network without
 changing the plans: another architecture, a wider encoder, group or batch normalization, axial
 attention in the decoder (the extensions of the BraTS 2021 winner, :data:`BRATS2021_VARIANTS`),
-a network of the model zoo (:data:`ZOO`: MONAI's Attention U-Net, UNet++, SegResNet, UNETR and
-SwinUNETR, sized from the plans) and a spatial transformer in front of any of them.
+a network of the model zoo (:data:`ZOO`: MONAI's Attention U-Net, UNet++, SegResNet, UNETR,
+SwinUNETR, MedNeXt and SegResNetDS, sized from the plans) and a spatial transformer in front
+of any of them.
 """
 
 from __future__ import annotations

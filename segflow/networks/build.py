@@ -105,7 +105,7 @@ def build_network(
         :class:`~segflow.networks.zoo.ZooNetwork` for a zoo architecture; either behind a
         :class:`~segflow.networks.spatial_transformer.SpatialTransformer` when the variant
         asks for one) on the default device, in float32. Each has ``set_deep_supervision``
-        and ``num_deep_supervision_outputs`` (1 for the zoo).
+        and ``num_deep_supervision_outputs`` (1 for the zoo but MedNeXt and SegResNetDS).
 
     Raises:
         SegflowError: every problem with the network plan and the variant at once: an unknown
@@ -154,7 +154,7 @@ def _build_planned_or_zoo(
     name = variant.architecture or values["architecture"]
     if variant.is_zoo:
         return _build_zoo(name, configuration, values, num_input_channels, num_outputs,
-                          deep_supervision, where, problems)  # fmt: skip
+                          deep_supervision, where, problems, variant)  # fmt: skip
     builder = NETWORKS.get(name)
     if builder is None:
         key = "network variant.architecture" if variant.architecture else f"{where}.architecture"
@@ -204,9 +204,10 @@ def _build_zoo(
     deep_supervision: bool,
     where: str,
     problems: list[Problem],
+    variant: NetworkVariant,
 ) -> nn.Module:
     """The zoo network ``name`` sized from the configuration (its patch, the plans' widths
-    and strides)."""
+    and strides) and the variant (MedNeXt's size and kernel)."""
     from segflow.networks.zoo import ZooPlan, build_zoo_network
 
     patch = tuple(int(p) for p in configuration.patch_size)
@@ -219,6 +220,8 @@ def _build_zoo(
         num_outputs=num_outputs,
         features_per_stage=tuple(int(f) for f in values["features_per_stage"]),
         strides=tuple(tuple(int(v) for v in s) for s in values["strides"]),
+        size=variant.size,
+        kernel_size=variant.kernel_size,
     )
     return build_zoo_network(name, plan, deep_supervision)
 

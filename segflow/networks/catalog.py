@@ -64,6 +64,10 @@ ZOO_FAMILIES = {
     "UNETR": ZooEntry("MONAI UNETR (Hatamizadeh et al. 2022)", "out.", "_unetr", "_ViTEncoder"),
     "SwinUNETR": ZooEntry("MONAI SwinUNETR (Hatamizadeh et al. 2022)", "out.", "_swin_unetr",
                           "_SwinEncoder"),
+    "MedNeXt": ZooEntry("MONAI MedNeXt (Roy et al. 2023)", "out_", "_mednext",
+                        "_MedNeXtEncoder"),
+    "SegResNetDS": ZooEntry("MONAI SegResNetDS (Auto3DSeg; Myronenko 2018)",
+                            "up_layers.0.head.", "_segresnet_ds", "_SegResNetDSEncoder"),
 }  # fmt: skip
 
 #: The architectures a plan (or a variant, in its place) may name.

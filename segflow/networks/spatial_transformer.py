@@ -111,6 +111,11 @@ class SpatialTransformer(nn.Module):
     def num_deep_supervision_outputs(self) -> int:
         return int(self.network.num_deep_supervision_outputs)
 
+    @property
+    def deep_supervision_scales(self) -> list[tuple[float, ...]] | None:
+        """The wrapped network's own scales (a zoo network's), or ``None`` (the plans')."""
+        return getattr(self.network, "deep_supervision_scales", None)
+
     def affine(self, x: Tensor) -> Tensor:
         """The predicted transforms, ``(B, ndim, ndim + 1)``, in float32."""
         return self.localization(x).float().view(-1, self.ndim, self.ndim + 1)

@@ -26,13 +26,24 @@ if TYPE_CHECKING:
 
     from segflow.networks.blocks import LayerOps
 
-__all__ = ["BRATS2021_VARIANTS", "NORMS", "NetworkVariant"]
+__all__ = [
+    "BRATS2021_VARIANTS",
+    "MEDNEXT_KERNELS",
+    "MEDNEXT_SIZE_NAMES",
+    "NORMS",
+    "NetworkVariant",
+]
 
 NORMS = ("instance", "group", "batch")
 """The normalizations a variant may put in place of the planned one."""
 
 #: The settings that change a U-Net of the plans, with the value that changes nothing.
 _UNET_ONLY = {"encoder_scale": 1, "norm": None, "axial_attention": False}
+#: MedNeXt's sizes and kernel sizes (segflow.networks.zoo.MEDNEXT_SIZES and _KERNEL_SIZES,
+#: which a test keeps equal); the settings naming them change MedNeXt only.
+MEDNEXT_SIZE_NAMES = ("S", "B", "M", "L")
+MEDNEXT_KERNELS = (3, 5)
+_MEDNEXT_ONLY = ("size", "kernel_size")
 # Of the planned normalization's arguments, those every normalization takes.
 _SHARED_NORM_KWARGS = ("eps", "affine")
 _POSITIVE_INTEGERS = (
@@ -75,6 +86,8 @@ class NetworkVariant:
         spatial_transformer_lr_scale: the factor on the learning rate of the spatial
             transformer's localization network; ``None``: 0.01
             (:data:`~segflow.networks.spatial_transformer.LOCALIZATION_LR_SCALE`).
+        size: MedNeXt's size, ``S``, ``B``, ``M`` or ``L`` (Roy et al. 2023); ``None``: B.
+        kernel_size: MedNeXt's depthwise kernel size, 3 or 5; ``None``: 3.
     """
 
     architecture: str | None = setting(None, "the network by name (default: the plan's)")
@@ -92,6 +105,8 @@ class NetworkVariant:
     spatial_transformer_lr_scale: float | None = setting(
         None, "factor on the learning rate of the transformer's localization network (0.01)"
     )
+    size: str | None = setting(None, "MedNeXt's size: S, B, M or L (default B; MedNeXt only)")
+    kernel_size: int | None = setting(None, "MedNeXt's kernel size: 3 or 5 (default 3)")
 
     def __post_init__(self) -> None:
         problems = _value_problems(self.to_dict(), "network variant")
@@ -262,6 +277,7 @@ def _value_problems(values: Mapping[str, Any], where: str) -> list[Problem]:
                 f"(valid: {', '.join(NETWORK_NAMES)})",
             )
         )
+    problems += _mednext_problems(values, where, architecture)
     if architecture in ZOO_NAMES:
         for key, unchanged in _UNET_ONLY.items():
             if key in values and values[key] != unchanged:
@@ -270,6 +286,28 @@ def _value_problems(values: Mapping[str, Any], where: str) -> list[Problem]:
                         f"{where}.{key}",
                         f"changes the U-Nets of the plans only, not the zoo network "
                         f"'{architecture}' (leave it at {unchanged!r})",
+                    )
+                )
+    return problems
+
+
+def _mednext_problems(values: Mapping[str, Any], where: str, architecture: Any) -> list[Problem]:
+    problems = []
+    size, kernel = values.get("size"), values.get("kernel_size")
+    if size is not None and size not in MEDNEXT_SIZE_NAMES:
+        problems.append(
+            Problem(f"{where}.size", _unknown("MedNeXt size", size, MEDNEXT_SIZE_NAMES))
+        )
+    if kernel is not None and (isinstance(kernel, bool) or kernel not in MEDNEXT_KERNELS):
+        problems.append(Problem(f"{where}.kernel_size", f"must be 3 or 5, got {kernel!r}"))
+    if architecture != "MedNeXt":
+        other = f"'{architecture}'" if architecture else "the plan's network"
+        for key in _MEDNEXT_ONLY:
+            if values.get(key) is not None:
+                problems.append(
+                    Problem(
+                        f"{where}.{key}",
+                        f"sets MedNeXt's {key.replace('_', ' ')} only, not {other} (leave it null)",
                     )
                 )
     return problems

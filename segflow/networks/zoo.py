@@ -25,12 +25,29 @@ name                MONAI class (paper)                    sized from the plans
 ``SwinUNETR``       ``SwinUNETR`` (Hatamizadeh et al.      ``feature_size`` = f0 rounded down
                     2022)                                  to a multiple of 12 (its heads
                                                            need it), at least 12: 24 for 32
+``MedNeXt``         ``MedNeXt`` (Roy et al. 2023)          ``init_filters`` = f0; one
+                                                           downsampling per planned one, at
+                                                           most the paper's four; the paper's
+                                                           S, B, M or L blocks and expansion
+                                                           ratios per stage; kernel 3 or 5
+``SegResNetDS``     ``SegResNetDS`` (Myronenko 2018;       ``init_filters`` = f0; one
+                    MONAI Auto3DSeg's deep-supervision     downsampling per planned one, at
+                    SegResNet)                             most four; blocks (1, 2, 2, 4, 4)
+                                                           down, one up; instance norm.
 ==================  =====================================  ====================================
 
-Every family exists in 2D and 3D. None has nnU-Net's deep supervision (UNet++'s own is of
-another kind: full-resolution outputs of its nested decoders): a zoo network returns one
-output, and with deep supervision switched on that output alone in a list, so the trainer's
-loss takes it as a deep-supervision loss with one weight.
+Every family exists in 2D and 3D. Deep supervision: MedNeXt and SegResNetDS have
+nnU-Net's kind (an output at every decoder resolution, each half the last per axis); with deep
+supervision on, a zoo network of those returns the outputs at the resolutions segflow's U-Net
+supervises for the same plans (every decoder resolution, finest first, the bottleneck not;
+:attr:`ZooNetwork.deep_supervision_scales`), which the trainer weights as it weights the
+U-Net's (:func:`~segflow.training.losses.deep_supervision_weights`: halving per resolution,
+the coarsest 0). The other families have none (UNet++'s own is of another kind:
+full-resolution outputs of its nested decoders): they return one output, and with deep
+supervision switched on that output alone in a list, so the trainer's loss takes it as a
+deep-supervision loss with one weight. MedNeXt and SegResNetDS downsample by 2 along every
+axis (MONAI's MedNeXt has no anisotropic strides; SegResNetDS's come from image spacings, not
+from the plans' strides, so segflow keeps it isotropic).
 
 Patch size. The planned patch is kept (sampling, the sliding window and its Gaussian weights
 stay those of the plans, so that a comparison with nnU-Net's network differs in the network
@@ -38,7 +55,12 @@ only); a family whose input must be divisible (by the product of its strides, 8,
 per axis) or of one fixed size (UNETR's position embedding) gets each patch padded
 symmetrically with zeros to the nearest size it takes, and its output cropped back. The
 padding is computed for the planned patch when the network is built and logged; a patch
-larger than a fixed-size network takes is refused with an error naming the constraint.
+larger than a fixed-size network takes is refused with an error naming the constraint. A
+family with deep supervision (MedNeXt, SegResNetDS) is padded after the patch instead, so that
+every coarse output keeps the patch's voxel grid: an output at ``1 / 2**k`` is cropped to
+``patch / 2**k`` and supervised only while every patch axis is divisible by ``2**k`` (always,
+for plans of isotropic strides; an anisotropic plan's patch loses the coarsest outputs, which
+is logged).
 Constraints no padding can meet (SegResNet's group normalization needs f0 divisible by 8)
 raise :class:`~segflow.errors.SegflowError` naming the constraint.
 
@@ -50,9 +72,10 @@ network's layers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +85,17 @@ from torch import Tensor, nn
 from segflow.errors import Problem, SegflowError
 from segflow.networks.catalog import ZOO_FAMILIES
 
-__all__ = ["ZOO", "ZooEncoder", "ZooFamily", "ZooNetwork", "ZooPlan", "build_zoo_network"]
+__all__ = [
+    "MEDNEXT_KERNEL_SIZES",
+    "MEDNEXT_SIZES",
+    "TRAINING_RECIPES",
+    "ZOO",
+    "ZooEncoder",
+    "ZooFamily",
+    "ZooNetwork",
+    "ZooPlan",
+    "build_zoo_network",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +109,9 @@ class ZooPlan:
     num_outputs: int
     features_per_stage: tuple[int, ...]
     strides: tuple[tuple[int, ...], ...]
+    #: MedNeXt's size (``S``, ``B``, ``M``, ``L``) and kernel size (3, 5); ``None``: B and 3.
+    size: str | None = None
+    kernel_size: int | None = None
 
     @property
     def ndim(self) -> int:
@@ -91,6 +127,10 @@ class _Sized:
     multiple: tuple[int, ...]  # each input axis a multiple of these
     fixed: bool = False  # the input must be exactly the padded patch
     min_voxels_at_bottom: int = 1  # input voxels / prod(multiple) at least this
+    #: Outputs of its deep supervision (the finest, then each half the last per axis).
+    deep_supervision_outputs: int = 1
+    #: State-dict prefixes of its output layers, where they depend on the plan.
+    heads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,7 +141,9 @@ class ZooFamily:
         name: the name an experiment gives it (``network.architecture``).
         source: the MONAI class and its paper.
         head: the state-dict prefix (inside the MONAI network) of the output layer, which
-            fine-tuning leaves freshly initialized: it has one channel per class.
+            fine-tuning leaves freshly initialized: it has one channel per class (those of
+            the deep-supervision outputs too: MedNeXt's ``out_``; SegResNetDS's depend on its
+            depth and come from ``size``).
         size: the MONAI arguments for a plan, and the input sizes they take; raises
             :class:`~segflow.errors.SegflowError` for a plan the family cannot be sized from.
         encoder: the network's encoder (what self-supervised pretraining trains): a module
@@ -176,6 +218,34 @@ class _SwinEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.swinViT(x, self.normalize)[-1]
+
+
+class _MedNeXtEncoder(nn.Module):
+    """MedNeXt's stem, its encoder stages with their downsampling blocks, and its bottleneck."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.stem = network.stem
+        self.enc_stages = network.enc_stages
+        self.down_blocks = network.down_blocks
+        self.bottleneck = network.bottleneck
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        for stage, down in zip(self.enc_stages, self.down_blocks, strict=True):
+            x = down(stage(x))
+        return self.bottleneck(x)
+
+
+class _SegResNetDSEncoder(nn.Module):
+    """SegResNetDS's encoder (``encoder``): its deepest level."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.encoder = network.encoder
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.encoder(x)[-1]
 
 
 def _axis_products(strides: Sequence[Sequence[int]]) -> tuple[int, ...]:
@@ -290,6 +360,104 @@ def _swin_unetr(plan: ZooPlan) -> _Sized:
     )
 
 
+#: MedNeXt's sizes (Roy et al. 2023, Table 1, as MONAI's ``MedNeXtS/B/M/L``): per stage of
+#: the paper's five (four encoder stages, the bottleneck, four decoder stages) the blocks and
+#: the expansion ratio. A plan of fewer stages takes the outermost ones.
+MEDNEXT_SIZES: dict[str, dict[str, tuple[int, ...]]] = {
+    "S": {"blocks": (2,) * 9, "ratios": (2,) * 9},
+    "B": {"blocks": (2,) * 9, "ratios": (2, 3, 4, 4, 4, 4, 4, 3, 2)},
+    "M": {"blocks": (3, 4, 4, 4, 4, 4, 4, 4, 3), "ratios": (2, 3, 4, 4, 4, 4, 4, 3, 2)},
+    "L": {"blocks": (3, 4, 8, 8, 8, 8, 8, 4, 3), "ratios": (3, 4, 8, 8, 8, 8, 8, 4, 3)},
+}
+#: The depthwise kernel sizes of the paper (k3, k5).
+MEDNEXT_KERNEL_SIZES = (3, 5)
+MEDNEXT_DEFAULT_SIZE = "B"
+MEDNEXT_DEFAULT_KERNEL = 3
+_MEDNEXT_MAX_DOWNSAMPLINGS = 4  # the paper's five stages
+#: SegResNetDS's blocks per level (MONAI Auto3DSeg's segresnet: five levels).
+_SEGRESNET_DS_BLOCKS = (1, 2, 2, 4, 4)
+
+
+#: The training recipe each family is reported with, as training settings (an experiment's
+#: keys) that change segflow's defaults (nnU-Net's: SGD, 0.01, poly decay, 1000 x 250
+#: iterations, gradients clipped to 12). Sources: MedNeXt: AdamW at a learning rate of 1e-3
+#: (Roy et al. 2023, section 3; nnU-Net Revisited trains MedNeXt with its authors'
+#: configuration); its weight decay, schedule and budget stay nnU-Net's, whose framework the
+#: paper trains in. SegResNetDS: AdamW at 2e-4 with weight decay 1e-5, MONAI Auto3DSeg's
+#: segresnet defaults as this module's author knows them (not checked against the template;
+#: its warm-up and cosine schedule are not offered, segflow's poly decay is kept). UpKern
+#: (initializing a kernel-5 MedNeXt from a trained kernel-3 one) is not offered.
+TRAINING_RECIPES: dict[str, dict[str, Any]] = {
+    "MedNeXt": {"optimizer": "adamw", "initial_lr": 1e-3},
+    "SegResNetDS": {"optimizer": "adamw", "initial_lr": 2e-4, "weight_decay": 1e-5},
+}
+
+
+def _downsamplings(plan: ZooPlan, most: int, family: str) -> int:
+    """One downsampling by 2 per planned stage after the first, at most ``most``."""
+    planned = len(plan.strides) - 1
+    if planned < 1:
+        raise SegflowError(
+            f"{family} cannot be sized from these plans",
+            [Problem("n_stages", f"{family} needs at least 2 planned stages, got {planned + 1}")],
+        )
+    return min(planned, most)
+
+
+def _mednext(plan: ZooPlan) -> _Sized:
+    size = plan.size or MEDNEXT_DEFAULT_SIZE
+    kernel = plan.kernel_size or MEDNEXT_DEFAULT_KERNEL
+    d = _downsamplings(plan, _MEDNEXT_MAX_DOWNSAMPLINGS, "MedNeXt")
+    blocks, ratios = MEDNEXT_SIZES[size]["blocks"], MEDNEXT_SIZES[size]["ratios"]
+    middle = len(blocks) // 2  # the bottleneck
+    return _Sized(
+        "MedNeXt",
+        {
+            "spatial_dims": plan.ndim,
+            "init_filters": plan.features_per_stage[0],
+            "in_channels": plan.in_channels,
+            "out_channels": plan.num_outputs,
+            "encoder_expansion_ratio": ratios[:d],
+            "decoder_expansion_ratio": ratios[len(ratios) - d :],
+            "bottleneck_expansion_ratio": ratios[middle],
+            "kernel_size": kernel,
+            "deep_supervision": True,
+            "use_residual_connection": True,  # the paper's residual up- and downsampling
+            "blocks_down": blocks[:d],
+            "blocks_bottleneck": blocks[middle],
+            "blocks_up": blocks[len(blocks) - d :],
+            "norm_type": "group",
+            "global_resp_norm": False,
+        },
+        (2**d,) * plan.ndim,
+        # Its group normalization (one group per channel) at the bottom needs several voxels.
+        min_voxels_at_bottom=2,
+        # It has an output at the bottleneck as well; the U-Net has none there.
+        deep_supervision_outputs=d,
+    )
+
+
+def _segresnet_ds(plan: ZooPlan) -> _Sized:
+    d = _downsamplings(plan, len(_SEGRESNET_DS_BLOCKS) - 1, "SegResNetDS")
+    return _Sized(
+        "SegResNetDS",
+        {
+            "spatial_dims": plan.ndim,
+            "init_filters": plan.features_per_stage[0],
+            "in_channels": plan.in_channels,
+            "out_channels": plan.num_outputs,
+            "norm": "instance",
+            "blocks_down": _SEGRESNET_DS_BLOCKS[: d + 1],
+            "dsdepth": d,
+        },
+        (2**d,) * plan.ndim,
+        # The instance normalization at the bottom needs more than one voxel.
+        min_voxels_at_bottom=2,
+        deep_supervision_outputs=d,
+        heads=tuple(f"up_layers.{i}.head." for i in range(d)),
+    )
+
+
 ZOO: dict[str, ZooFamily] = {
     name: ZooFamily(name, entry.source, entry.head, globals()[entry.size], globals()[entry.encoder])
     for name, entry in ZOO_FAMILIES.items()
@@ -322,6 +490,8 @@ class _InputSizes:
     multiple: tuple[int, ...]
     fixed_size: tuple[int, ...] | None
     min_voxels_at_bottom: int
+    #: Pad after the input (the coarse outputs keep its grid) instead of on both sides.
+    at_end: bool = False
 
     def of(self, size: Sequence[int]) -> tuple[int, ...]:
         if self.fixed_size is None:
@@ -342,24 +512,25 @@ class _InputSizes:
         return self.fixed_size
 
     def pad(self, x: Tensor) -> tuple[Tensor, list[int]]:
-        """``x`` padded symmetrically with zeros to :meth:`of` its size, and the voxels added
-        per axis."""
+        """``x`` padded with zeros to :meth:`of` its size (symmetrically, or after it), and the
+        voxels added per axis before it."""
         size = tuple(x.shape[2:])
         extra = [t - s for t, s in zip(self.of(size), size, strict=True)]
+        before = [0 if self.at_end else e // 2 for e in extra]
         if any(extra):
             pads: list[int] = []
-            for e in reversed(extra):  # F.pad takes the last axis first
-                pads += [e // 2, e - e // 2]
+            for e, b in zip(reversed(extra), reversed(before), strict=True):
+                pads += [b, e - b]  # F.pad takes the last axis first
             x = F.pad(x, pads)
-        return x, extra
+        return x, before
 
 
 class ZooNetwork(nn.Module):
     """A MONAI network behind segflow's network interface.
 
-    It pads each input symmetrically with zeros to a size the network takes and crops the
-    output back, returns ``[output]`` with deep supervision on (one output: the trainer's
-    loss then has one weight) and the output alone otherwise.
+    It pads each input with zeros to a size the network takes and crops the output back,
+    returns the deep-supervision outputs with deep supervision on (``[output]`` for a family
+    without: the trainer's loss then has one weight) and the finest output alone otherwise.
 
     Args:
         family: the zoo name.
@@ -367,9 +538,13 @@ class ZooNetwork(nn.Module):
         multiple: per axis, what every input size must be a multiple of.
         fixed_size: the one input size the network takes (UNETR), or ``None``.
         min_voxels_at_bottom: see :func:`fitted_size`.
-        head: state-dict prefix of the network's output layer (inside ``network``).
+        head: state-dict prefix(es) of the network's output layers (inside ``network``).
         arguments: the MONAI class and arguments, recorded for the report and checkpoints.
         deep_supervision: see above.
+        deep_supervision_outputs: the outputs the MONAI network returns in training (finest
+            first, each half the last per axis; 1: one output); above 1, inputs are padded
+            after the patch and the outputs kept are those whose patch size is whole.
+        patch_size: the planned patch (decides :attr:`deep_supervision_scales`).
     """
 
     def __init__(
@@ -379,9 +554,12 @@ class ZooNetwork(nn.Module):
         multiple: Sequence[int],
         fixed_size: Sequence[int] | None,
         min_voxels_at_bottom: int,
-        head: str,
+        head: str | Sequence[str],
         arguments: dict[str, Any],
         deep_supervision: bool = True,
+        *,
+        deep_supervision_outputs: int = 1,
+        patch_size: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.family = family
@@ -392,10 +570,16 @@ class ZooNetwork(nn.Module):
             tuple(multiple),
             tuple(fixed_size) if fixed_size is not None else None,
             min_voxels_at_bottom,
+            at_end=deep_supervision_outputs > 1,
         )
-        self.head_prefixes = (f"network.{head}",)
+        heads = (head,) if isinstance(head, str) else tuple(head)
+        self.head_prefixes = tuple(f"network.{h}" for h in heads)
         self.arguments = arguments
         self.deep_supervision = bool(deep_supervision)
+        #: The MONAI network's deep-supervision outputs (those it returns in training).
+        self.network_outputs = int(deep_supervision_outputs)
+        #: The planned patch (what decides the deep-supervision outputs); ``None``: any.
+        self._patch = tuple(patch_size) if patch_size is not None else ()
 
     def set_deep_supervision(self, enabled: bool) -> ZooNetwork:
         """Return ``[output]`` (``True``) or the output alone; returns ``self``."""
@@ -404,8 +588,24 @@ class ZooNetwork(nn.Module):
 
     @property
     def num_deep_supervision_outputs(self) -> int:
-        """One: no zoo network has nnU-Net's deep supervision."""
-        return 1
+        """The outputs returned with deep supervision on: one per decoder resolution whose
+        patch size is whole (MedNeXt, SegResNetDS), or one."""
+        return len(self.deep_supervision_scales)
+
+    @property
+    def deep_supervision_scales(self) -> list[tuple[float, ...]]:
+        """Per deep-supervision output, its size relative to the patch, finest first (as
+        :func:`~segflow.training.losses.deep_supervision_scales` for the U-Net): ``1 / 2**k``
+        for every ``k`` below the network's outputs with each patch axis divisible by
+        ``2**k``; the patch is the network's ``multiple`` padded away."""
+        return [(1.0 / 2**k,) * len(self.sizes.multiple) for k in range(self._whole_outputs())]
+
+    def _whole_outputs(self, size: Sequence[int] | None = None) -> int:
+        size = self._patch if size is None else size
+        count = 1
+        while count < self.network_outputs and all(s % 2**count == 0 for s in size):
+            count += 1
+        return count
 
     @property
     def fixed_size(self) -> tuple[int, ...] | None:
@@ -426,13 +626,36 @@ class ZooNetwork(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         size = tuple(x.shape[2:])
-        x, extra = self.sizes.pad(x)
-        y = self.network(x)
-        if isinstance(y, (list, tuple)):  # BasicUNetPlusPlus returns a list
-            y = y[0]
-        if any(extra):
-            y = y[(..., *(slice(e // 2, e // 2 + s) for e, s in zip(extra, size, strict=True)))]
-        return [y] if self.deep_supervision else y
+        x, before = self.sizes.pad(x)
+        supervised = self.deep_supervision and self.network_outputs > 1
+        with _returning_all_outputs(self.network, supervised):
+            y = self.network(x)
+        outputs = list(y) if isinstance(y, (list, tuple)) else [y]  # UNet++ returns a list
+        if not supervised:
+            y = outputs[0]
+            if size != tuple(y.shape[2:]):
+                y = y[(..., *(slice(b, b + s) for b, s in zip(before, size, strict=True)))]
+            return [y] if self.deep_supervision else y
+        # Padded after the patch: output k's patch is its first size / 2**k voxels.
+        return [
+            o[(..., *(slice(0, s // 2**k) for s in size))]
+            for k, o in enumerate(outputs[: self._whole_outputs(size)])
+        ]
+
+
+@contextlib.contextmanager
+def _returning_all_outputs(network: nn.Module, enabled: bool) -> Iterator[None]:
+    """MONAI's MedNeXt and SegResNetDS return their deep-supervision outputs only in training
+    mode, which only their top module's flag decides: set that flag alone (normalization and
+    dropout below keep theirs), so that validation in evaluation mode gets every output."""
+    if not enabled or network.training:
+        yield
+        return
+    network.training = True
+    try:
+        yield
+    finally:
+        network.training = False
 
 
 class ZooEncoder(nn.Module):
@@ -479,16 +702,30 @@ def build_zoo_network(name: str, plan: ZooPlan, deep_supervision: bool = True) -
             "x".join(map(str, plan.patch_size)),
             "x".join(map(str, fitted)),
         )
-    return ZooNetwork(
+    zoo_network = ZooNetwork(
         name,
         network,
         sized.multiple,
         fitted if sized.fixed else None,
         sized.min_voxels_at_bottom,
-        family.head,
+        sized.heads or family.head,
         {"class": f"monai.networks.nets.{sized.cls}", **_plain(sized.arguments)},
         deep_supervision,
+        deep_supervision_outputs=sized.deep_supervision_outputs,
+        patch_size=plan.patch_size,
     )
+    kept = zoo_network.num_deep_supervision_outputs
+    if kept < sized.deep_supervision_outputs:
+        logger.info(
+            "%s: the patch %s is not divisible by %d along every axis, so deep supervision "
+            "uses its %d finest of %d outputs",
+            name,
+            "x".join(map(str, plan.patch_size)),
+            2**kept,
+            kept,
+            sized.deep_supervision_outputs,
+        )
+    return zoo_network
 
 
 def _plain(arguments: dict[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,8 @@ and the loss per epoch, plotted in ``ssl_progress.png``. Pretraining works on ne
 the U-Net's encoder (PlainConvUNet, ResidualEncoderUNet) and on the model zoo's, each
 family's encoder path (:attr:`segflow.networks.zoo.ZooFamily.encoder`: Attention U-Net's and
 UNet++'s strided blocks, SegResNet's down layers, UNETR's ViT, SwinUNETR's Swin
-transformer), with or without a spatial transformer in front (which pretraining leaves out).
+transformer, MedNeXt's stem, encoder stages and bottleneck, SegResNetDS's encoder), with or
+without a spatial transformer in front (which pretraining leaves out).
 A killed run starts over.
 """
 

@@ -282,9 +282,11 @@ class FoldTrainer:
             self.network = synchronized_batch_norm(self.network, self.device)
         self.optimizer = build_optimizer(parameter_groups(self.network), self.settings)
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
-        # A network without nnU-Net's deep supervision (the model zoo's) returns one output.
+        # A network without nnU-Net's deep supervision (most of the model zoo's) returns one
+        # output; a zoo network with its own (MedNeXt, SegResNetDS) names its scales.
         outputs = getattr(self.network, "num_deep_supervision_outputs", len(self.scales))
-        self.scales = self.scales[:outputs]
+        own_scales = getattr(self.network, "deep_supervision_scales", None)
+        self.scales = list(own_scales) if own_scales is not None else self.scales[:outputs]
         self.loss = build_loss(
             self.dataset,
             name=self.settings.loss,

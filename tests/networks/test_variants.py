@@ -390,6 +390,8 @@ def test_variant_round_trips_through_plain_data():
         "attention_head_size": 16,
         "spatial_transformer": False,
         "spatial_transformer_lr_scale": None,
+        "size": None,
+        "kernel_size": None,
     }
 
 

@@ -1,8 +1,8 @@
 """The SAS parts and the model zoo in one DAG on a tiny dataset: an experiment whose folds start
 from a `pretrain` job's encoder, and an experiment with a MONAI network behind a spatial
 transformer, pretrained the same way and trained with the SAS augmentation; both pretrain on
-the test image too, both cross-validate, `select` compares them and the exported model
-predicts."""
+the test image too. A third trains MedNeXt (size S) with deep supervision and its recipe
+(AdamW, 1e-3). All cross-validate, `select` compares them and the exported model predicts."""
 
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ def finished(tmp_path_factory):
         "experiments": (
             "{ssl: {ssl_pretrain: true}, "
             "zoo: {network: {architecture: SegResNet, spatial_transformer: true}, "
-            "sas_augmentation: true, ssl_pretrain: true}}"
+            "sas_augmentation: true, ssl_pretrain: true}, "
+            "mednext: {network: {architecture: MedNeXt, size: S}, optimizer: adamw, "
+            "initial_lr: 0.001}}"
         ),
         "inference": "{device: cpu, threads: 1}",
     }
@@ -54,7 +56,7 @@ def finished(tmp_path_factory):
 def test_each_models_fold_pretrains_on_its_training_cases_and_starts_from_it(finished, model):
     out, run = finished
     counts = run.job_counts()
-    assert counts.get("pretrain") == 2 and counts.get("train") == 2, counts
+    assert counts.get("pretrain") == 2 and counts.get("train") == 3, counts
     # One pretrain job per model and fold, on that fold's training cases only.
     ssl = out / "pretraining" / model / "fold_0" / "checkpoint_ssl.pt"
     assert (ssl.parent / "ssl_progress.png").stat().st_size > 0
@@ -93,3 +95,14 @@ def test_the_zoo_experiment_trains_predicts_and_exports(finished):
     assert "--sas-augmentation" in run.output and "--network-architecture=SegResNet" in run.output
     assert any(Path(out / "predictions").iterdir())
     assert (out / "model").is_dir()
+
+
+def test_the_mednext_experiment_trains_with_deep_supervision_and_is_compared(finished):
+    out, run = finished
+    state = load_checkpoint(out / "models" / "2d__mednext" / "fold_0" / "checkpoint_final.pt")
+    assert state["settings"]["network"]["architecture"] == "MedNeXt"
+    assert state["settings"]["network"]["size"] == "S"
+    assert state["settings"]["optimizer"] == "adamw" and state["settings"]["initial_lr"] == 1e-3
+    assert "--network-architecture=MedNeXt" in run.output and "--network-size=S" in run.output
+    assert (out / "crossval" / "2d__mednext" / "summary.json").is_file()
+    assert "2d__mednext" in (out / "selection.json").read_text()

@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "segflow.evaluation.commands",
     "segflow.export.commands",
     "segflow.report.commands",
+    "segflow.interop.commands",
 )
 
 #: The order ``segflow --help`` lists the commands in: the workflow's, roughly.
@@ -65,6 +66,7 @@ ORDER = (
     "evaluate",
     "export",
     "import-model",
+    "import-nnunet",
     "report-pages",
     "crossval",
 )

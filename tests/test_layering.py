@@ -95,9 +95,9 @@ ALLOWED: dict[str, frozenset[str]] = {
         "compute",
     },
     "report": BASE | {"io", "layout", "planning"},
-    # nnunet: nnU-Net v2's formats (checkpoints, plans, weight names); training reads its
+    # nnunet: nnU-Net v2's checkpoints and weight names; training reads its
     # checkpoints as pretrained weights.
-    "nnunet": BASE | {"io", "planning"},
+    "nnunet": BASE | {"io"},
     # interop: importing, exporting and converting nnU-Net's models and datasets.
     "interop": BASE
     | {"io", "layout", "validation", "planning", "networks", "training", "export", "nnunet"},

@@ -11,8 +11,8 @@ SOURCE is one of what nnU-Net v2 leaves behind:
   JSON files and checkpoints are read, every entry checked as ``segflow import-model`` checks a
   segflow zip, ``.pkl`` files never.
 
-Each selected configuration's plans are converted (:mod:`segflow.nnunet.plans`), its trainer
-checked (:func:`trainer_problems`), each fold's checkpoint read without running code
+Each selected configuration's plans are converted (:mod:`segflow.planning.nnunet_plans`), its
+trainer checked (:func:`trainer_problems`), each fold's checkpoint read without running code
 (:mod:`segflow.nnunet.checkpoint`) and its weights mapped onto the network segflow builds from
 the converted plans (:mod:`segflow.nnunet.weights`). nnU-Net's postprocessing decision
 (``postprocessing.json``; ``postprocessing.pkl`` is never read) becomes segflow's rules. The
@@ -39,8 +39,8 @@ from segflow.export import export_model
 from segflow.export.importing import _entry_problems, _extract, _size_problems
 from segflow.io.dataset import DatasetJson, parse_dataset_json
 from segflow.nnunet.checkpoint import NnUNetCheckpoint, load_nnunet_checkpoint
-from segflow.nnunet.plans import from_nnunet_plans
 from segflow.nnunet.weights import nnunet_to_segflow
+from segflow.planning.nnunet_plans import from_nnunet_plans
 from segflow.planning.plans import Plans
 from segflow.training.checkpoint import save_checkpoint
 

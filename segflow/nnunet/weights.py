@@ -22,7 +22,14 @@ import torch
 
 from segflow.errors import Problem, SegflowError
 
-__all__ = ["NAME_RULES", "nnunet_name", "nnunet_to_segflow", "segflow_name", "segflow_to_nnunet"]
+__all__ = [
+    "NAME_RULES",
+    "nnunet_name",
+    "nnunet_to_segflow",
+    "renamed_nnunet_weights",
+    "segflow_name",
+    "segflow_to_nnunet",
+]
 
 #: ``(segflow pattern, nnU-Net pattern)`` per kind of module; ``{s}``, ``{b}`` ... are indices
 #: and ``{rest}`` the parameter's name inside the module.
@@ -106,6 +113,27 @@ def _alias_problems(weights: Mapping[str, torch.Tensor], name: str) -> Problem |
     return Problem(name, f"repeats neither {block}.conv.{p} nor {block}.norm.{p}")
 
 
+def renamed_nnunet_weights(
+    weights: Mapping[str, torch.Tensor], where: str = "nnU-Net weights"
+) -> tuple[dict[str, torch.Tensor], list[Problem]]:
+    """nnU-Net's tensors under segflow's names, its aliases checked and dropped; a problem
+    for each alias that is not a copy and each tensor no rule covers."""
+    problems: list[Problem] = []
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in weights.items():
+        if name.startswith(_ENCODER_ALIAS) or _ALIAS.match(name):
+            problem = _alias_problems(weights, name)
+            if problem is not None:
+                problems.append(Problem(f"{where}: {problem.where}", problem.message))
+            continue
+        ours = segflow_name(name)
+        if ours is None:
+            problems.append(Problem(f"{where}: {name}", "has no counterpart in segflow's U-Nets"))
+        else:
+            out[ours] = tensor
+    return out, problems
+
+
 def nnunet_to_segflow(
     weights: Mapping[str, torch.Tensor],
     expected: Mapping[str, torch.Tensor],
@@ -123,34 +151,25 @@ def nnunet_to_segflow(
             alias that is not a copy, and every tensor of the segflow network left without
             weights.
     """
-    problems: list[Problem] = []
+    renamed, problems = renamed_nnunet_weights(weights, where)
+    theirs = {segflow_name(n): n for n in weights}
     out: dict[str, torch.Tensor] = {}
-    for name, tensor in weights.items():
-        if name.startswith(_ENCODER_ALIAS) or _ALIAS.match(name):
-            problem = _alias_problems(weights, name)
-            if problem is not None:
-                problems.append(Problem(f"{where}: {problem.where}", problem.message))
-            continue
-        ours = segflow_name(name)
-        if ours is None:
-            problems.append(Problem(f"{where}: {name}", "has no counterpart in segflow's U-Nets"))
-        elif ours not in expected:
+    for ours, tensor in renamed.items():
+        if ours not in expected:
             problems.append(
-                Problem(f"{where}: {name}", f"would be {ours}, which this network lacks")
+                Problem(f"{where}: {theirs[ours]}", f"would be {ours}, which this network lacks")
             )
         elif expected[ours].shape != tensor.shape:
             problems.append(
                 Problem(
-                    f"{where}: {name}",
+                    f"{where}: {theirs[ours]}",
                     f"shape {_shape(tensor)}, the network's {ours} {_shape(expected[ours])}",
                 )
             )
         else:
             out[ours] = tensor
-    taken = set(out)
-    unmatched_shape = {segflow_name(n) for n in weights} - taken
     for name in expected:
-        if name not in taken and name not in unmatched_shape:
+        if name not in renamed:
             problems.append(Problem(f"{where}: {name}", "the network's tensor has no weights"))
     if problems:
         raise SegflowError(

@@ -44,7 +44,8 @@ def segflow_network(architecture: str) -> torch.nn.Module:
         "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None,
         "nonlin": "LeakyReLU", "nonlin_kwargs": {"inplace": True},
     }  # fmt: skip
-    configuration = ConfigurationPlan("3d_fullres", {"patch_size": [16, 16, 16], "network": network})
+    plan = {"patch_size": [16, 16, 16], "network": network}
+    configuration = ConfigurationPlan("3d_fullres", plan)
     return build_network(configuration, 1, 3, False)
 
 
@@ -110,5 +111,5 @@ def test_every_mismatch_is_named():
 
 
 def test_a_network_nnunet_cannot_build_is_refused_on_the_way_out():
-    with pytest.raises(SegflowError, match="decoder.attention.0.qkv.weight"):
+    with pytest.raises(SegflowError, match=r"decoder\.attention\.0\.qkv\.weight"):
         segflow_to_nnunet({"decoder.attention.0.qkv.weight": torch.zeros(3)})

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from segflow.cli import main
 from segflow.errors import SegflowError
-from segflow.nnunet.plans import from_nnunet_plans, to_nnunet_plans
-from segflow.planning.plans import Plans
+from segflow.planning.nnunet_plans import from_nnunet_plans, to_nnunet_plans
+from segflow.planning.plans import Plans, load_plans
 
 FIXTURE = Path(__file__).resolve().parents[1] / "interop" / "data" / "nnunet_fixture"
 MODEL = "Dataset901_Interop/nnUNetTrainer_segflowShort__nnUNetPlans__3d_fullres"
@@ -60,8 +61,9 @@ def test_back_to_nnunets_plans_and_again(nnunet_plans):
                     "resampling_fn_data_kwargs", "resampling_fn_seg_kwargs"):  # fmt: skip
             assert conf[key] == original[key], (name, key)
         assert conf["architecture"]["arch_kwargs"] == original["architecture"]["arch_kwargs"]
-        assert conf["architecture"]["network_class_name"] == (
-            original["architecture"]["network_class_name"]
+        assert (
+            conf["architecture"]["network_class_name"]
+            == (original["architecture"]["network_class_name"])
         )
     assert from_nnunet_plans(theirs) == ours
 
@@ -105,3 +107,41 @@ def test_a_custom_layer_is_named(nnunet_plans):
     text = err.value.render()
     assert "norm_op 'torch.nn.modules.batchnorm.BatchNorm2d' is not a layer segflow builds" in text
     assert "dropout_op" in text
+
+
+def test_move_plans_takes_nnunets_plans(nnunet_plans, make_dataset, make_fingerprint, tmp_path):
+    dataset = make_dataset(channels={"0": "T2"}, lesion=1)
+    fingerprint = make_fingerprint((1.0, 1.0, 1.0), (36, 50, 35))
+    fingerprint["dataset_name"] = "Dataset102_Target"
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(nnunet_plans))
+    (tmp_path / "dataset.json").write_text(json.dumps(dataset.raw))
+    (tmp_path / "fingerprint.json").write_text(json.dumps(fingerprint))
+    out = tmp_path / "plans.json"
+    argv = ["move-plans", f"--source-plans={tmp_path / 'nnUNetPlans.json'}",
+            f"--target-dataset-json={tmp_path / 'dataset.json'}",
+            f"--target-fingerprint={tmp_path / 'fingerprint.json'}", f"--out={out}"]  # fmt: skip
+    assert main(argv) == 0
+    moved = load_plans(out)
+    assert moved.dataset_name == "Dataset102_Target"
+    network = moved.configuration("3d_fullres").network
+    kwargs = nnunet_plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    assert [list(k) for k in network.kernel_sizes] == kwargs["kernel_sizes"]
+    assert list(network.features_per_stage) == kwargs["features_per_stage"] == [4, 8, 16]
+
+
+def test_move_plans_names_what_it_cannot_take(nnunet_plans, make_dataset, make_fingerprint,
+                                              tmp_path, capsys):  # fmt: skip
+    plans = copy.deepcopy(nnunet_plans)
+    plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"] = "x.MyNet"
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(plans))
+    dataset = make_dataset(channels={"0": "T2"}, lesion=1)
+    (tmp_path / "dataset.json").write_text(json.dumps(dataset.raw))
+    (tmp_path / "fingerprint.json").write_text(
+        json.dumps(make_fingerprint((1.0, 1.0, 1.0), (36, 50, 35)))
+    )
+    argv = ["move-plans", f"--source-plans={tmp_path / 'nnUNetPlans.json'}",
+            f"--target-dataset-json={tmp_path / 'dataset.json'}",
+            f"--target-fingerprint={tmp_path / 'fingerprint.json'}",
+            f"--out={tmp_path / 'plans.json'}"]  # fmt: skip
+    assert main(argv) == 1
+    assert "network class 'x.MyNet'" in capsys.readouterr().err

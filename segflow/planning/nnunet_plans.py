@@ -29,6 +29,7 @@ from segflow.planning.plans import Plans
 __all__ = [
     "NETWORK_CLASSES",
     "from_nnunet_plans",
+    "is_nnunet_plans",
     "resolved_configuration",
     "to_nnunet_plans",
 ]
@@ -433,6 +434,12 @@ def from_nnunet_plans(
     }
     Plans.from_dict(out, f"{where} (converted)")
     return out
+
+
+def is_nnunet_plans(raw: Any) -> bool:
+    """Whether parsed plans are nnU-Net's (its plans name, no segflow version) rather than
+    segflow's."""
+    return isinstance(raw, Mapping) and "plans_name" in raw and "segflow_version" not in raw
 
 
 def _class_path(short: str) -> str:

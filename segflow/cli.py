@@ -46,6 +46,8 @@ COMMAND_MODULES = (
 #: The order ``segflow --help`` lists the commands in: the workflow's, roughly.
 ORDER = (
     "make-demo",
+    "convert-msd",
+    "convert-nnunet-v1",
     "validate-dataset",
     "fingerprint-batch",
     "fingerprint-case",

@@ -52,6 +52,26 @@ def _import_nnunet(args: argparse.Namespace) -> None:
     )
 
 
+def _convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", type=Path, help="the task folder (TaskXX_Name/ with dataset.json)")
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, help="the v2 raw dataset folder to write"
+    )
+    p.add_argument("--workers", type=int, default=1, help="parallel readers for the validation")
+
+
+def _convert_msd(args: argparse.Namespace) -> None:
+    from segflow.interop.datasets import convert_msd
+
+    convert_msd(args.task, args.output, workers=args.workers)
+
+
+def _convert_nnunet_v1(args: argparse.Namespace) -> None:
+    from segflow.interop.datasets import convert_nnunet_v1
+
+    convert_nnunet_v1(args.task, args.output, workers=args.workers)
+
+
 COMMANDS = (
     Command(
         "import-nnunet",
@@ -59,5 +79,19 @@ COMMANDS = (
         "without running any pickled code",
         _import_nnunet_arguments,
         _import_nnunet,
+    ),
+    Command(
+        "convert-msd",
+        "write a Medical Segmentation Decathlon task (4D multi-channel NIfTI) in nnU-Net v2's "
+        "raw layout, one file per channel, headers kept; validated; the source is only read",
+        _convert_arguments,
+        _convert_msd,
+    ),
+    Command(
+        "convert-nnunet-v1",
+        "write an nnU-Net v1 raw dataset in nnU-Net v2's raw layout; validated; the source is "
+        "only read",
+        _convert_arguments,
+        _convert_nnunet_v1,
     ),
 )

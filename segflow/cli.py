@@ -69,6 +69,7 @@ ORDER = (
     "export",
     "import-model",
     "import-nnunet",
+    "export-nnunet",
     "report-pages",
     "crossval",
 )

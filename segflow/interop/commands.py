@@ -72,6 +72,24 @@ def _convert_nnunet_v1(args: argparse.Namespace) -> None:
     convert_nnunet_v1(args.task, args.output, workers=args.workers)
 
 
+def _export_nnunet_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=Path, help="an exported segflow model folder")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="nnU-Net's results folder (nnUNet_results); <dataset>/nnUNetTrainer__<plans>__"
+        "<configuration>/ is written in it",
+    )
+
+
+def _export_nnunet(args: argparse.Namespace) -> None:
+    from segflow.interop.nnunet_export import export_nnunet
+
+    export_nnunet(args.model, args.output)
+
+
 COMMANDS = (
     Command(
         "import-nnunet",
@@ -93,5 +111,12 @@ COMMANDS = (
         "only read",
         _convert_arguments,
         _convert_nnunet_v1,
+    ),
+    Command(
+        "export-nnunet",
+        "write an exported segflow model as nnU-Net v2 results that nnUNetv2_predict runs "
+        "(nnU-Net's U-Nets only)",
+        _export_nnunet_arguments,
+        _export_nnunet,
     ),
 )

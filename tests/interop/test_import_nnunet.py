@@ -156,3 +156,28 @@ def test_postprocessing_pkl_is_never_opened(results, tmp_path):
     pkl.write_bytes(b"not a pickle: reading it would fail")
     bundle = load_bundle(import_nnunet(folder, tmp_path / "model"))
     assert bundle.postprocessing["rules"] == [{"labels": [1]}]
+
+
+def test_an_ensemble_chosen_by_find_best_configuration(results, tmp_path):
+    """As find_best_configuration writes it when a pair wins: both models selected and the
+    postprocessing decided in the ensemble's folder."""
+    dataset = tmp_path / DATASET
+    shutil.copytree(results, dataset)
+    info = json.loads((dataset / "inference_information.json").read_text())
+    best = info["best_model_or_ensemble"]
+    ensemble = next(p for p in (dataset / "ensembles").iterdir())
+    best["selected_model_or_models"] = [
+        {"configuration": c, "plans_identifier": "nnUNetPlans", "trainer": TRAINER}
+        for c in ("2d", "3d_fullres")
+    ]
+    best["postprocessing_file"] = (
+        f"/elsewhere/{DATASET}/ensembles/{ensemble.name}/postprocessing.pkl"
+    )
+    (dataset / "inference_information.json").write_text(json.dumps(info))
+    decision = {"postprocessing_fns": ["remove_all_but_largest_component_from_segmentation"] * 2,
+                "postprocessing_kwargs": [{"labels_or_regions": [1, 2]},
+                                          {"labels_or_regions": 2}]}  # fmt: skip
+    (ensemble / "postprocessing.json").write_text(json.dumps(decision))
+    bundle = load_bundle(import_nnunet(dataset, tmp_path / "model"))
+    assert bundle.configurations == {"2d": (0,), "3d_fullres": (0,)}
+    assert bundle.postprocessing["rules"] == [{"labels": [1, 2]}, {"labels": [2]}]

@@ -10,8 +10,10 @@ fingerprints made here) with every planner preset. For each distinct network:
   with and without deep supervision for a patch-sized input;
 * for a selection (``NUMERICAL``), both sides also build it for real: the initialization is
   compared (which parameters are constant zeros/ones, and the spread of the random ones), then
-  the same deterministic float64 weights are set position by position (parameters are paired in
-  order; their shapes must agree), a deterministic float64 input goes through, and the outputs
+  nnU-Net's network gets deterministic float64 weights and segflow's takes them over by name
+  through :func:`segflow.nnunet.weights.nnunet_to_segflow` (the one mapping of nnU-Net's
+  tensor names to segflow's; every name and shape checked), a deterministic float64 input goes
+  through, and the outputs
   (every deep-supervision resolution) and the parameter gradients of a fixed weighted sum of
   the outputs are compared.
 
@@ -55,8 +57,8 @@ from segflow.networks.patterns import (
     grad_summaries,
     init_summary,
     pattern_input,
-    set_pattern_weights,
 )
+from segflow.nnunet.weights import nnunet_to_segflow
 from segflow.planning import ConfigurationPlan, plan_experiment
 
 logger = logging.getLogger("compare_networks_nnunet")
@@ -141,6 +143,8 @@ for spec in request["networks"]:
         net = build(spec, True)
         r["init"] = init_summary(net)
         set_pattern_weights(net)
+        weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        tensors[spec["name"] + ":weights"] = weights
         x = pattern_input(spec["input_shape"])
         outputs = net(x)
         grad_loss(outputs).backward()
@@ -325,7 +329,11 @@ def compare_numerically(spec, request, theirs, reference_tensors) -> dict[str, A
     torch.manual_seed(request["seed"])
     net = build_network(_configuration(spec), spec["num_input_channels"], spec["num_outputs"])
     constants_agree, std_dev = _init_agreement(init_summary(net), theirs["init"])
-    set_pattern_weights(net)
+    # nnU-Net's weights, carried over by name with the package's mapping (every name and
+    # shape checked): the outputs below then prove the mapping as well as the networks.
+    net.double()
+    weights = nnunet_to_segflow(reference_tensors[spec["name"] + ":weights"], net.state_dict())
+    net.load_state_dict(weights)
     x = pattern_input(request["input_shape"])
     outputs = net(x)
     grad_loss(outputs).backward()

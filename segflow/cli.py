@@ -41,11 +41,14 @@ COMMAND_MODULES = (
     "segflow.evaluation.commands",
     "segflow.export.commands",
     "segflow.report.commands",
+    "segflow.interop.commands",
 )
 
 #: The order ``segflow --help`` lists the commands in: the workflow's, roughly.
 ORDER = (
     "make-demo",
+    "convert-msd",
+    "convert-nnunet-v1",
     "validate-dataset",
     "fingerprint-batch",
     "fingerprint-case",
@@ -66,6 +69,8 @@ ORDER = (
     "evaluate",
     "export",
     "import-model",
+    "import-nnunet",
+    "export-nnunet",
     "report-pages",
     "crossval",
 )

@@ -54,7 +54,16 @@ ALLOWED: dict[str, frozenset[str]] = {
     "postprocessing": BASE | {"io", "evaluation"},
     "networks": BASE | {"planning"},
     "training": BASE
-    | {"io", "layout", "planning", "preprocessing", "networks", "compute", "progress_bar"},
+    | {
+        "io",
+        "layout",
+        "planning",
+        "preprocessing",
+        "networks",
+        "compute",
+        "progress_bar",
+        "nnunet",
+    },
     # export: the bundle format and writing it; it needs the checkpoint format of training.
     "export": BASE | {"io", "layout", "training"},
     # inference runs trained folds; it reads exported bundles (export) and applies the
@@ -102,6 +111,12 @@ ALLOWED: dict[str, frozenset[str]] = {
         "inference",
         "networks",
     },
+    # nnunet: nnU-Net v2's checkpoints and weight names; training reads its
+    # checkpoints as pretrained weights.
+    "nnunet": BASE | {"io"},
+    # interop: importing, exporting and converting nnU-Net's models and datasets.
+    "interop": BASE
+    | {"io", "layout", "validation", "planning", "networks", "training", "export", "nnunet"},
     "schemas": frozenset(),  # data files only
     "__main__": frozenset({"cli"}),
 }

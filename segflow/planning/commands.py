@@ -73,7 +73,11 @@ def _plan(args: argparse.Namespace) -> None:
 
 def _move_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--source-plans", type=Path, required=True, help="plans.json of the pretraining dataset"
+        "--source-plans",
+        type=Path,
+        required=True,
+        help="plans.json of the pretraining dataset: segflow's, or nnU-Net v2's "
+        "(nnUNetPlans.json, a results folder's plans.json), converted",
     )
     p.add_argument("--target-dataset-json", type=Path, required=True, help="the new dataset's")
     p.add_argument(
@@ -87,9 +91,17 @@ def _move(args: argparse.Namespace) -> None:
     from segflow.io.dataset import load_dataset_json
     from segflow.io.schema import check_against_schema
     from segflow.planning.moving import move_plans
-    from segflow.planning.plans import load_plans
+    from segflow.planning.nnunet_plans import from_nnunet_plans, is_nnunet_plans
+    from segflow.planning.plans import Plans, load_plans
 
-    source = load_plans(args.source_plans)
+    try:
+        raw = read_json(args.source_plans)
+    except (OSError, ValueError):
+        raw = None  # load_plans says what is wrong with the file
+    if is_nnunet_plans(raw):
+        source = Plans(from_nnunet_plans(raw, where=str(args.source_plans)))
+    else:
+        source = load_plans(args.source_plans)
     dataset = load_dataset_json(args.target_dataset_json)
     fingerprint = read_json(args.target_fingerprint)
     check_against_schema(fingerprint, "fingerprint", str(args.target_fingerprint))

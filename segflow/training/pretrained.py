@@ -10,6 +10,10 @@ convolution's weight has one slice per channel (as in nnU-Net, a pretrained netw
 used on data with as many channels). A network whose topology differs (other plans) is
 refused with every mismatching layer listed; ``segflow move-plans`` gives the new dataset the
 pretraining dataset's topology.
+
+The checkpoint may also be nnU-Net v2's (``checkpoint_final.pth``): it is read without running
+pickled code (:mod:`segflow.nnunet.checkpoint`) and its tensors take segflow's names
+(:mod:`segflow.nnunet.weights`) before the same per-layer checks.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import torch
 from torch import nn
 
 from segflow.errors import Problem, SegflowError
+from segflow.nnunet.checkpoint import is_nnunet_checkpoint, load_nnunet_checkpoint
+from segflow.nnunet.weights import renamed_nnunet_weights
 from segflow.training.checkpoint import load_checkpoint
 
 __all__ = [
@@ -89,6 +95,15 @@ def pretrained_problems(
     return problems
 
 
+def _nnunet_weights(path: Path) -> tuple[dict[str, torch.Tensor], int | None, list[Problem]]:
+    """An nnU-Net v2 checkpoint's weights under segflow's names, its network's input channels
+    (its dataset's channels) and the tensors that have no segflow name."""
+    checkpoint = load_nnunet_checkpoint(path)
+    weights, problems = renamed_nnunet_weights(checkpoint.network_weights, str(path))
+    channels = checkpoint.dataset_json.get("channel_names")
+    return weights, len(channels) if isinstance(channels, Mapping) else None, problems
+
+
 def load_pretrained_weights(
     network: nn.Module, path: str | os.PathLike[str], num_input_channels: int
 ) -> dict[str, Any]:
@@ -98,20 +113,23 @@ def load_pretrained_weights(
         What the run started from: ``{"path", "sha256", "layers"}`` (layers copied).
 
     Raises:
-        SegflowError: the file is not a segflow checkpoint, or its network does not fit
-            (every mismatching layer named, with both shapes).
+        SegflowError: the file is neither a segflow nor an nnU-Net v2 checkpoint (``.pth``),
+            or its network does not fit (every mismatching layer named, with both shapes).
     """
     path = Path(path)
-    state = load_checkpoint(path)
-    weights = state.get("network")
+    problems: list[Problem] = []
+    if is_nnunet_checkpoint(path):
+        weights, channels, problems = _nnunet_weights(path)
+    else:
+        state = load_checkpoint(path)
+        weights = state.get("network")
+        channels = state.get("num_input_channels")
     if not isinstance(weights, Mapping):
         raise SegflowError(
             "cannot fine-tune from this file",
             [Problem(str(path), "the checkpoint holds no network weights")],
         )
     own = network.state_dict()
-    problems = []
-    channels = state.get("num_input_channels")
     if channels is not None and int(channels) != num_input_channels:
         problems.append(
             Problem(

@@ -48,8 +48,9 @@ class TrainingSettings:
     )
     pretrained_weights: str | None = setting(
         None,
-        "a segflow checkpoint (checkpoint_final.pt) whose weights, but the segmentation heads, "
-        "start the run (fine-tuning; ignored on resume)",
+        "a segflow checkpoint (checkpoint_final.pt) or an nnU-Net v2 one (checkpoint_final.pth) "
+        "whose weights, but the segmentation heads, start the run (fine-tuning; ignored on "
+        "resume)",
     )
     loss: str = setting("dice_ce", "the training loss, by name", choices=LOSS_NAMES)
     # The default is None: no mutable default is shared.

@@ -25,8 +25,8 @@ What makes a run reproducible and resumable:
   so two runs on the same machine give bit-identical weights, and so does a run killed and
   resumed. Without it cuDNN may autotune on CUDA, which is faster but not bit-reproducible.
 
-Fine-tuning: with ``pretrained_weights`` (a segflow checkpoint) a new run starts from that
-network's weights, all but the segmentation heads (:mod:`segflow.training.pretrained`); a
+Fine-tuning: with ``pretrained_weights`` (a segflow or nnU-Net v2 checkpoint) a new run starts
+from that network's weights, all but the segmentation heads (:mod:`segflow.training.pretrained`); a
 resumed run continues from its own checkpoint instead. The file's SHA-256 is part of the run's
 signature and is recorded in its checkpoints (``pretrained``).
 

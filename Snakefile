@@ -2,7 +2,7 @@
 #   snakemake --cores all                                   # the built-in demo (config/config.yaml)
 #   snakemake --cores all --configfile config/hippocampus.yaml
 #   snakemake --cores all --config dataset=PATH/TO/RAW results=PATH/TO/OUTPUT
-# The DAG is described in README.md; every rule calls `python -m segflow <stage>`.
+# The DAG is described in docs/explanation/dag.md; every rule calls `python -m segflow <stage>`.
 from snakemake.utils import min_version
 
 min_version("9.0")

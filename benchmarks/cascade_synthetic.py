@@ -1,6 +1,6 @@
 """3d_lowres, 3d_fullres and the cascade at the same small budget on synthetic large volumes.
 
-Measured (README, "The cascade"): ``--epochs 20 --iterations 25 --threads 2 --no-mirroring``
+Measured (docs/results/cascade.md): ``--epochs 20 --iterations 25 --threads 2 --no-mirroring``
 (191 s) and ``--cases 20 --epochs 150 --iterations 50 --threads 2 --no-mirroring`` (24.3 min)
 on 2 idle vCPUs. Every configuration finds the organs (Dice with sides ignored up to 0.999)
 and none tells left from right (about half of the organ voxels get the other side's label):

@@ -42,9 +42,10 @@ and 40 held-out cases with mirroring took about 7 min per experiment: the seven 
         --val-iterations 5 --work /tmp/experiments_hippocampus \\
         --result /tmp/experiments_hippocampus.json
 
-Measured (README, "Results"): ``--epochs 5 --iterations 20 --val-iterations 2 --no-mirroring``
-ran the seven in 91 minutes on 2 idle vCPUs (BL+AA alone 32 minutes of training, 15.9 GB);
-at that budget the table says what each variant costs, not which one segments better.
+Measured (docs/results/variants.md): ``--epochs 5 --iterations 20 --val-iterations 2
+--no-mirroring`` ran the seven in 91 minutes on 2 idle vCPUs (BL+AA alone 32 minutes of
+training, 15.9 GB); at that budget the table says what each variant costs, not which one
+segments better.
 
 A smoke run: ``--experiments BL BL+GN --epochs 1 --iterations 2 --val-iterations 1`` (13 min
 on 2 busy cores, mostly the mirrored prediction of 72 cases per experiment; ``--no-mirroring``

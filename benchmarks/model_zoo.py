@@ -41,9 +41,10 @@ and ``SegResNetDS`` (AdamW, 2e-4), all with deep supervision; typically on Hippo
     .venv/bin/python benchmarks/model_zoo.py --revisited --datasets hippocampus \
         --epochs 1 --iterations 2 --val-iterations 1 --work /tmp/mednext_zoo
 
-The run in the README (2 epochs x 10 iterations, 2 validation iterations, SSL 2 x 10; about
-an hour per dataset on 2 cores: UNet++ and SwinUNETR in 3D take 30-45 s per iteration, and
-SSL's queue of 1024 keys takes 512 batches to fill at ISBI's batch of 2)::
+The run of docs/results/model-zoo.md (2 epochs x 10 iterations, 2 validation iterations, SSL
+2 x 10; about an hour per dataset on 2 cores: UNet++ and SwinUNETR in 3D take 30-45 s per
+iteration, and SSL's queue of 1024 keys then took 512 batches to fill at ISBI's batch of 2,
+which ``pretraining.queue_warm_start`` now bounds)::
 
     .venv/bin/python benchmarks/model_zoo.py --sas --epochs 2 --iterations 10 \\
         --val-iterations 2 --ssl-epochs 2 --work /tmp/model_zoo_run --result /tmp/model_zoo.json

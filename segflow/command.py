@@ -20,7 +20,7 @@ class Command:
     """One subcommand: ``segflow <name> ...``.
 
     Attributes:
-        name: the subcommand's name, as the rules and the README call it.
+        name: the subcommand's name, as the rules and the documentation call it.
         help: one line, shown by ``segflow --help`` and as the subcommand's description.
         add_arguments: declares the subcommand's options on its parser.
         run: does the work; a user mistake raises :class:`~segflow.errors.SegflowError`.

@@ -14,13 +14,13 @@ Hippocampus plans an activation of the 3d_fullres network (batch 5, 32 channels 
 is 57 MB, one of the 2d network (batch 219, 32 channels of 56x40) 63 MB.
 :func:`reuse_freed_memory` turns glibc's mmap off for large blocks and raises its trim
 threshold, so freed blocks stay in the process's heap and the next iteration reuses them,
-already mapped: the networks' forward and backward passes took 11-20 % (3d_fullres) and
-14-26 % (2d) less time on a 2-vCPU AVX2 machine (``benchmarks/network_speed.py`` with and
-without ``--reuse-freed-memory``, README). The price is that a process keeps its peak heap
-until it ends, and the heap fragments: the peak resident memory of those passes grew by
-0.24-0.42 GB, that of a whole Hippocampus 3d_fullres training job (trainer, augmentation
-worker, Snakemake) from 2.7 to 3.6 GB. Prediction of three large volumes (100x400x400 voxels,
-resampled, 140 windows each) in one process took 13-14 % less time at the same peak memory
+already mapped: the networks' forward and backward passes took 11-20 % (3d_fullres) and 14-26 %
+(2d) less time on a 2-vCPU AVX2 machine (``benchmarks/network_speed.py`` with and without
+``--reuse-freed-memory``, docs/results/training.md). The price is that a process keeps its peak
+heap until it ends, and the heap fragments: the peak resident memory of those passes grew by
+0.24-0.42 GB, that of a whole Hippocampus 3d_fullres training job (trainer, augmentation worker,
+Snakemake) from 2.7 to 3.6 GB. Prediction of three large volumes (100x400x400 voxels, resampled,
+140 windows each) in one process took 13-14 % less time at the same peak memory
 (``benchmarks/predict_large_volumes.py``).
 
 It is a process-wide setting of the C library, applied only on Linux with glibc (elsewhere the

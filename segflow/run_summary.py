@@ -97,8 +97,11 @@ def _test_lines(layout: Results) -> list[str]:
             f"{_dice(test.get('mean_foreground_dice'))} ({per_class}) -> {layout.test_metrics}"
         )
     if layout.predictions.is_dir():
-        count = sum(1 for p in layout.predictions.iterdir() if p.is_file())
-        lines.append(f"  test predictions: {count} file(s) in {layout.predictions}/")
+        # Hidden files (Snakemake's .snakemake_timestamp) are not predictions.
+        count = sum(
+            1 for p in layout.predictions.iterdir() if p.is_file() and not p.name.startswith(".")
+        )
+        lines.append(f"  test predictions: {count} case(s) in {layout.predictions}/")
     return lines
 
 

@@ -37,6 +37,7 @@ def _finished(root: Path) -> Path:
     (root / "predictions").mkdir()
     for case in ("a", "b"):
         (root / "predictions" / f"{case}.nii.gz").write_bytes(b"x")
+    (root / "predictions" / ".snakemake_timestamp").write_bytes(b"")  # not a prediction
     (root / "model" / "2d__BL" / "fold_0").mkdir(parents=True)
     (root / "model" / "2d__BL" / "fold_0" / "checkpoint_final.pt").write_bytes(b"w" * 2_500_000)
     return root
@@ -57,7 +58,7 @@ def test_a_finished_run_says_its_numbers_and_paths(tmp_path):
     assert (
         "test set (60 cases): mean foreground Dice 0.804 (anterior 0.810, posterior 0.798)" in text
     )
-    assert f"test predictions: 2 file(s) in {root / 'predictions'}/" in text
+    assert f"test predictions: 2 case(s) in {root / 'predictions'}/" in text
     assert f"exported model: {root / 'model'} (2.5 MB)" in text
     assert f"logs of every job (training's epoch by epoch): {root / 'logs'}/" in text
     # No report yet: the command that builds it, with the run's config file.

@@ -46,6 +46,7 @@ from segflow.io.atomic import atomic_path, write_json, write_text
 from segflow.io.dataset import parse_dataset_json
 from segflow.io.paths import output_folder_problems, readable_path
 from segflow.layout import model_name, parse_model_name
+from segflow.planning.plans import Plans
 from segflow.training.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["export_model", "inference_checkpoint"]
@@ -229,6 +230,25 @@ def _copy_checkpoint(
     save_checkpoint(target, stripped)
 
 
+def _write_onnx(checkpoint: Path) -> Path | None:
+    """The fold's network in ONNX beside its (exported) checkpoint; None, with a warning,
+    for a network that cannot be exported (it then predicts with PyTorch only)."""
+    from segflow.inference.backends import write_onnx_beside
+    from segflow.inference.model import load_trained_fold
+
+    fold = load_trained_fold(checkpoint)
+    plans = Plans.from_dict(load_checkpoint(checkpoint)["plans"], where=str(checkpoint))
+    patch = plans.configuration(fold.configuration).patch_size
+    try:
+        return write_onnx_beside(fold.network, checkpoint, fold.input_channels, patch)
+    except Exception as err:  # an operation the ONNX exporter does not know
+        logger.warning(
+            "%s: no ONNX network exported (%s: %s); the model predicts with PyTorch only",
+            checkpoint, type(err).__name__, str(err).splitlines()[0] if str(err) else "",
+        )  # fmt: skip
+        return None
+
+
 def _replace_folder(new: Path, target: Path) -> None:
     """Rename the complete folder ``new`` onto ``target``, replacing an old one."""
     if not target.exists():
@@ -347,6 +367,12 @@ def export_model(
                 _copy_checkpoint(source, target, name, k, raw_dataset, plans_of[name], problems)
         if problems:
             raise SegflowError("cannot export the model", problems)
+        onnx_files = [
+            onnx.relative_to(folder).as_posix()
+            for name, folds in {**chosen, **previous_stages}.items()
+            for k in folds
+            if (onnx := _write_onnx(folder / name / f"fold_{k}" / CHECKPOINT_NAME)) is not None
+        ]
         for name, summary in summaries.items():
             write_json(folder / name / CROSSVAL_SUMMARY_NAME, summary)
         copies = {
@@ -366,9 +392,11 @@ def export_model(
         )
         write_text(folder / README_NAME, readme)
         stages = {name: tuple(folds) for name, folds in previous_stages.items()}
-        files = bundle_files(configurations, stages) + [
-            f"{n}/{MODEL_PLANS_NAME}" for n in own_plans
-        ]
+        files = (
+            bundle_files(configurations, stages)
+            + [f"{n}/{MODEL_PLANS_NAME}" for n in own_plans]
+            + onnx_files
+        )
         manifest = {
             "format": BUNDLE_FORMAT,
             "segflow_version": segflow.__version__,

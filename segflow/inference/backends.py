@@ -2,7 +2,7 @@
 bfloat16.
 
 A fold's network is converted once per process (never per case or window): exported to ONNX
-(opset :data:`ONNX_OPSET`, a dynamic batch axis, the window's spatial shape fixed), then
+(opset :data:`ONNX_OPSET` = 20, a dynamic batch axis, the window's spatial shape fixed), then
 compiled by the runtime. The ONNX network of a trained fold comes, in this order, from
 
 1. ``fold_<k>/network.onnx`` beside its checkpoint (an exported model carries one per fold,
@@ -73,8 +73,9 @@ logger = logging.getLogger(__name__)
 
 #: The ONNX network's file name, beside its fold's checkpoint.
 ONNX_NAME = "network.onnx"
-#: The ONNX operator set of the exported networks (supported by both runtimes).
-ONNX_OPSET = 17
+#: The ONNX operator set of the exported networks (supported by both runtimes; 20 for the
+#: spatial transformer's AffineGrid).
+ONNX_OPSET = 20
 #: The ONNX metadata key that records the sha256 of the checkpoint the network came from.
 CHECKPOINT_KEY = "segflow.checkpoint_sha256"
 CACHE_ENV = "SEGFLOW_CACHE_DIR"
@@ -237,6 +238,10 @@ def export_onnx(
     network.to("cpu").eval()
     sample = torch.zeros((1, int(channels), *(int(p) for p in patch)))
     buffer = io.BytesIO()
+    # PyTorch's fused attention kernel (the fast path of nn.MultiheadAttention in evaluation
+    # mode) has no ONNX form; the plain path computes the same.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about Python control flow
@@ -246,6 +251,7 @@ def export_onnx(
                 dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
             )  # fmt: skip
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         network.to(device).train(was_training)
     model = onnx.load_from_string(buffer.getvalue())
     if checkpoint_sha256 is not None:
@@ -444,9 +450,14 @@ _PREPARED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Runtime | None]] = (
 
 
 def _network_name(network: nn.Module) -> str:
+    """The network's class (a zoo network's family; what a U-Net adds: axial attention, a
+    spatial transformer) and the checkpoint it came from."""
+    name = getattr(network, "family", None) or type(network).__name__
+    if any(type(m).__name__ == "AxialAttention" for m in network.modules()):
+        name += " with axial attention"
     source = _SOURCES.get(network)
     where = f" ({readable_path(source.checkpoint)})" if source is not None else ""
-    return f"{type(network).__name__}{where}"
+    return f"{name}{where}"
 
 
 def _agreement_problem(
@@ -504,13 +515,15 @@ def prepare_runtime(
         return prepared[key] or Runtime(network, "torch", effective)
     runtime = Runtime(network, "torch", effective)
     if resolved != "torch":
-        data = _onnx_of(network, int(channels), patch)  # a damaged file raises: not a fallback
         try:
+            data = _onnx_of(network, int(channels), patch)
             module: OnnxNetwork = _RUNTIMES[resolved](data, "float32", threads)
             reason = _agreement_problem(network, module, int(channels), patch)
             if reason is None and effective == "bfloat16":
                 module = _RUNTIMES[resolved](data, effective, threads)
-        except Exception as err:  # a conversion or compilation the runtime cannot do
+        except SegflowError:  # a damaged or foreign ONNX file: the user's to fix
+            raise
+        except Exception as err:  # an export or compilation the runtime cannot do
             reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         if reason is None:
             runtime = Runtime(module, resolved, effective)

@@ -133,7 +133,7 @@ def test_a_model_folder_without_onnx_is_converted_once_and_cached(
     first, _ = _predict(model, image, tmp_path / "a.nii.gz", "onnxruntime")
     assert len(exports) == 2  # one per fold, not per case or window
     sha = hashlib.sha256((model / "fold_0" / "checkpoint_final.pt").read_bytes()).hexdigest()
-    assert (cache / "onnx" / f"{sha}.opset17.onnx").is_file()
+    assert (cache / "onnx" / f"{sha}.opset20.onnx").is_file()
     again, _ = _predict(model, image, tmp_path / "b.nii.gz", "onnxruntime")  # new networks
     assert len(exports) == 2  # read from the cache
     np.testing.assert_array_equal(first, again)

@@ -58,11 +58,12 @@ def main() -> None:
     for path in chosen:
         (inputs / path.name).symlink_to(path.absolute())
     seconds = {}
-    for name, extra in (("float32", []), ("bf16", ["--cpu-bf16"])):
+    for name, extra in (("float32", []), ("bf16", ["--precision", "bfloat16"])):
         cmd = [
             sys.executable, "-m", "segflow", "predict", "-i", str(inputs),
             "-o", str(args.out / name), "-m", str(args.segflow_model), "-f", "0",
             "--device", "cpu", "--threads", str(args.threads), "--save-probabilities",
+            "--backend", "torch",
             *([] if args.mirroring else ["--no-mirroring"]), *extra,
         ]  # fmt: skip
         start = time.perf_counter()

@@ -173,3 +173,16 @@ def test_crossval_page_shows_the_ablation_table_from_the_summaries(tmp_path, cro
     ]  # fmt: skip
     # Without the models' summaries (older runs): no ablation table.
     assert "Models compared" not in crossval_page(crossval_csvs, tmp_path / "d.html").read_text()
+
+
+def test_crossval_page_says_which_backend_and_precision_predicted(tmp_path, crossval_csvs):
+    import json
+
+    text = crossval_page({"2d": crossval_csvs["2d"]}, tmp_path / "c.html").read_text()
+    assert "predicted with" not in text  # folds of an older segflow say nothing
+    for fold, backend in ((0, "openvino"), (1, "torch")):
+        (tmp_path / f"fold_{fold}").mkdir()
+        summary = {"backend": backend, "precision": "bfloat16"}
+        (tmp_path / f"fold_{fold}" / "summary.json").write_text(json.dumps(summary))
+    text = crossval_page({"2d": crossval_csvs["2d"]}, tmp_path / "c.html").read_text()
+    assert "Cross-validation predicted with 2d: openvino, bfloat16; torch, bfloat16." in text

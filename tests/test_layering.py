@@ -102,6 +102,10 @@ DELIBERATE: dict[tuple[str, str], str] = {
     # split stage's own checked readers, so that a malformed file stops the run before any
     # job; lazy imports of the light segflow.training.splits.
     ("segflow.config", "training"): "checks splits.manual and splits.groups",
+    # The exported model carries each fold's ONNX network, written by the inference
+    # backends' own exporter (one lazy import; inference reads bundles, never the reverse
+    # at module level).
+    ("segflow.export.exporting", "inference"): "writes each fold's network.onnx",
 }
 
 #: Parts that must not import torch: they neither build nor run networks.

@@ -46,7 +46,6 @@ from segflow.io.atomic import atomic_path, write_json, write_text
 from segflow.io.dataset import parse_dataset_json
 from segflow.io.paths import output_folder_problems, readable_path
 from segflow.layout import model_name, parse_model_name
-from segflow.planning.plans import Plans
 from segflow.training.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["export_model", "inference_checkpoint"]
@@ -233,14 +232,10 @@ def _copy_checkpoint(
 def _write_onnx(checkpoint: Path) -> Path | None:
     """The fold's network in ONNX beside its (exported) checkpoint; None, with a warning,
     for a network that cannot be exported (it then predicts with PyTorch only)."""
-    from segflow.inference.backends import write_onnx_beside
-    from segflow.inference.model import load_trained_fold
+    from segflow.inference.backends import write_fold_onnx
 
-    fold = load_trained_fold(checkpoint)
-    plans = Plans.from_dict(load_checkpoint(checkpoint)["plans"], where=str(checkpoint))
-    patch = plans.configuration(fold.configuration).patch_size
     try:
-        return write_onnx_beside(fold.network, checkpoint, fold.input_channels, patch)
+        return write_fold_onnx(checkpoint)
     except Exception as err:  # an operation the ONNX exporter does not know
         logger.warning(
             "%s: no ONNX network exported (%s: %s); the model predicts with PyTorch only",

@@ -66,6 +66,7 @@ __all__ = [
     "read_onnx",
     "remember_checkpoint",
     "resolve_backend",
+    "write_fold_onnx",
     "write_onnx_beside",
 ]
 
@@ -326,6 +327,19 @@ def write_onnx_beside(
     target = Path(checkpoint).parent / ONNX_NAME
     _write(target, export_onnx(network, channels, patch, checkpoint_sha256=_sha256(checkpoint)))
     return target
+
+
+def write_fold_onnx(checkpoint: Path) -> Path:
+    """Export a trained fold's network to ``network.onnx`` beside its ``checkpoint`` (what
+    ``segflow export`` puts in a model); returns the file."""
+    from segflow.inference.model import load_trained_fold
+    from segflow.planning.plans import Plans
+    from segflow.training.checkpoint import load_checkpoint
+
+    fold = load_trained_fold(checkpoint)
+    plans = Plans.from_dict(load_checkpoint(checkpoint)["plans"], where=str(checkpoint))
+    patch = plans.configuration(fold.configuration).patch_size
+    return write_onnx_beside(fold.network, checkpoint, fold.input_channels, patch)
 
 
 def _onnx_of(network: nn.Module, channels: int, patch: tuple[int, ...]) -> bytes:

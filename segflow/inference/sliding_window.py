@@ -194,13 +194,13 @@ def _windows(
 def _flips_per_call(network: nn.Module, batch: torch.Tensor, flips: int) -> int:
     """How many flips of a batch one network call predicts.
 
-    An ONNX runtime takes all of them at once (it gains from the larger batch). With PyTorch
-    on the CPU a batch of one window runs its flips two at a time: at batch size one PyTorch
-    computes the convolutions of small inputs with its slower reference kernels instead of
-    oneDNN's. The result is the same up to float rounding.
+    An ONNX runtime takes up to its ``flips_per_call`` at once (it gains from the larger
+    batch). With PyTorch on the CPU a batch of one window runs its flips two at a time: at
+    batch size one PyTorch computes the convolutions of small inputs with its slower
+    reference kernels instead of oneDNN's. The result is the same up to float rounding.
     """
-    if getattr(network, "flips_in_one_call", False):
-        return flips
+    if hasattr(network, "flips_per_call"):
+        return max(1, min(flips, int(network.flips_per_call)))
     return 2 if batch.shape[0] == 1 and batch.device.type == "cpu" and flips > 1 else 1
 
 

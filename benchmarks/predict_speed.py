@@ -7,8 +7,9 @@ patch 40x56x40, the same 4-stage U-Net), once with test-time mirroring and once 
 * segflow: ``segflow predict -i imagesTs -o OUT -m <segflow results>/models/3d_fullres -f 0``,
   one case at a time with every thread (``--jobs 1``) and, for each other value of
   ``--segflow-jobs``, that many cases at a time in processes sharing the threads; with
-  ``--segflow-cpu-bf16`` each of these also with ``--cpu-bf16`` (bfloat16 autocast, for CPUs
-  with native bf16);
+  ``--segflow-bf16`` each of these also with ``--precision bfloat16`` (for CPUs with native
+  bf16); the default backend (``auto``) unless ``--segflow-backend`` names one
+  (benchmarks/deploy_speed.py compares the backends);
 * nnU-Net v2: ``nnUNetv2_predict ... -f 0 -chk checkpoint_final.pth [--disable_tta]``, with
   ``-npp 1 -nps 1`` (one preprocessing and one export worker, as suits 2 CPUs).
 
@@ -61,9 +62,11 @@ def main() -> None:
     parser.add_argument("--skip-nnunet", action="store_true")
     parser.add_argument("--segflow-jobs", type=int, nargs="+", default=[1, 2],
                         help="segflow predict --jobs values to measure")  # fmt: skip
-    parser.add_argument("--segflow-cpu-bf16", action="store_true",
-                        help="also measure segflow predict --cpu-bf16 (for CPUs with native "
-                             "bf16; emulated elsewhere, where it takes hours)")  # fmt: skip
+    parser.add_argument("--segflow-bf16", action="store_true",
+                        help="also measure segflow predict --precision bfloat16 (for CPUs "
+                             "with native bf16; float32 elsewhere)")  # fmt: skip
+    parser.add_argument("--segflow-backend", default="auto",
+                        help="segflow predict --backend (default: auto)")  # fmt: skip
     args = parser.parse_args()
 
     holdout = args.holdout.absolute()
@@ -73,16 +76,18 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for mirroring in (True, False):
         tag = "mirroring" if mirroring else "no_mirroring"
-        precisions = [False, True] if args.segflow_cpu_bf16 else [False]
+        precisions = [False, True] if args.segflow_bf16 else [False]
         runs = [(
             ("segflow" if jobs == 1 else f"segflow --jobs {jobs}")
-            + (" --cpu-bf16" if bf16 else ""),
+            + (" bfloat16" if bf16 else ""),
             [
                 sys.executable, "-m", "segflow", "predict", "-i", str(images),
                 "-o", str(args.out / f"segflow_{jobs}_{tag}{'_bf16' if bf16 else ''}"),
                 "-m", str(args.segflow_model), "-f", "0", "--device", "cpu",
                 "--threads", str(threads), "--jobs", str(jobs),
-                *([] if mirroring else ["--no-mirroring"]), *(["--cpu-bf16"] if bf16 else []),
+                "--backend", args.segflow_backend,
+                *([] if mirroring else ["--no-mirroring"]),
+                *(["--precision", "bfloat16"] if bf16 else []),
             ],
             None,
         ) for bf16 in precisions for jobs in args.segflow_jobs]  # fmt: skip

@@ -265,7 +265,7 @@ def _validate_segflow(
     import SimpleITK as sitk
     import torch
 
-    from segflow.inference import predict_case
+    from segflow.inference import PredictionOptions, predict_case
     from segflow.inference.model import load_trained_fold
     from segflow.io.dataset import load_dataset_json
     from segflow.planning.plans import load_plans
@@ -287,7 +287,7 @@ def _validate_segflow(
         with torch.inference_mode():
             segmentation = predict_case(
                 trained.network, case.data, case.properties, plans, CONFIGURATION, dataset,
-                mirror_axes=trained.mirror_axes,
+                PredictionOptions(mirror_axes=trained.mirror_axes),
             )  # fmt: skip
         label_file = holdout_dir / "labelsTr" / f"{case_id}{dataset.file_ending}"
         reference = sitk.GetArrayFromImage(sitk.ReadImage(str(label_file)))

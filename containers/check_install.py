@@ -33,6 +33,8 @@ STAGE_MODULES = (
     "segflow.export",
     "segflow.report",
 )
+# The inference backends' runtimes (segflow.inference.backends imports them when used).
+RUNTIME_PACKAGES = ("onnx", "onnxruntime", "openvino")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch", choices=("cpu", "cuda", "any"), default="any",
                         help="the torch build expected: CPU-only, CUDA, or either")  # fmt: skip
     args = parser.parse_args(argv)
-    for name in STAGE_MODULES:
+    for name in (*STAGE_MODULES, *RUNTIME_PACKAGES):
         importlib.import_module(name)
     import torch
 

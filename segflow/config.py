@@ -98,6 +98,9 @@ def _unknown_key_problems(data: Any, schema: dict[str, Any], path: tuple = ()) -
         return problems
     known = list(schema["properties"])
     for key, value in data.items():
+        if key in schema.get("x-replaced", {}):  # a key of an older segflow
+            problems.append(Problem(_key_path((*path, key)), schema["x-replaced"][key]))
+            continue
         if key not in schema["properties"]:
             if schema.get("additionalProperties", True) is False:
                 close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)

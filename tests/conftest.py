@@ -57,3 +57,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_exit_status)
+
+
+@pytest.fixture(autouse=True)
+def _onnx_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """ONNX networks made from checkpoints are cached in a test's own folder, never in the
+    user's ~/.cache."""
+    monkeypatch.setenv("SEGFLOW_CACHE_DIR", str(tmp_path_factory.mktemp("segflow-cache")))

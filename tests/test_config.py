@@ -38,7 +38,8 @@ def test_defaults_are_filled_in_without_touching_the_input():
         "save_probabilities": False,
         "device": "auto",
         "threads": 2,
-        "cpu_bf16": False,
+        "backend": "auto",
+        "precision": "float32",
     }
     assert checked["fingerprint"] == {"samples_per_case": 10000, "cases_per_job": 50, "threads": 1}
     assert checked["demo"] is None

@@ -139,6 +139,10 @@ DELIBERATE: dict[tuple[str, str], str] = {
     # limits validate-dataset checks case ids against (segflow.io.torch_files and
     # segflow.io.names: standard library only).
     ("segflow.config", "io"): "checks pretrained_weights and experiment names",
+    # The exported model carries each fold's ONNX network, written by the inference
+    # backends' own exporter (one lazy import; inference reads bundles, never the reverse
+    # at module level).
+    ("segflow.export.exporting", "inference"): "writes each fold's network.onnx",
 }
 
 #: Parts that must not import torch: they neither build nor run networks.

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from segflow.cli import build_parser
-from segflow.config import SHARED_TRAINING_KEYS, check_config
+from segflow.config import SHARED_TRAINING_KEYS, ConfigError, check_config
 from segflow.errors import SegflowError
 from segflow.inference.settings import InferenceSettings
 from segflow.settings import (
@@ -155,15 +155,47 @@ def test_the_train_rule_flags_give_the_configs_training_settings():
 
 def test_the_prediction_flags_give_the_configs_inference_settings():
     config = check_config(
-        {"dataset": "d", "inference": {"mirroring": False, "cpu_bf16": True, "device": "cpu"}},
+        {
+            "dataset": "d",
+            "inference": {
+                "mirroring": False,
+                "precision": "bfloat16",
+                "backend": "openvino",
+                "device": "cpu",
+            },
+        },
         SCHEMA,
     )
     flags = to_arguments(InferenceSettings, config["inference"], exclude=("threads",))
     base = ["predict", "-i", "in", "-o", "out", "-m", "model"]
     args = build_parser().parse_args(base + flags)
     assert from_arguments(InferenceSettings, args) == InferenceSettings(
-        mirroring=False, cpu_bf16=True, device="cpu"
+        mirroring=False, precision="bfloat16", backend="openvino", device="cpu"
     )
+    assert "--backend=openvino" in flags and "--precision=bfloat16" in flags
+    # The defaults: auto and float32, passed explicitly so that a rule's command shows them.
+    default = check_config({"dataset": "d"}, SCHEMA)["inference"]
+    assert {"--backend=auto", "--precision=float32"} <= set(
+        to_arguments(InferenceSettings, default)
+    )
+
+
+def test_an_unknown_backend_or_precision_names_the_closest():
+    with pytest.raises(SegflowError) as err:
+        InferenceSettings(backend="openvno", precision="bf16")
+    text = str(err.value)
+    assert "unknown backend 'openvno'; did you mean 'openvino'?" in text
+    assert "unknown precision 'bf16'" in text and "bfloat16" in text
+    with pytest.raises(ConfigError) as err:
+        check_config({"dataset": "d", "inference": {"backend": "onxruntime"}}, SCHEMA)
+    assert "did you mean 'onnxruntime'?" in str(err.value)
+
+
+def test_an_old_config_with_cpu_bf16_is_told_the_new_key():
+    with pytest.raises(ConfigError) as err:
+        check_config({"dataset": "d", "inference": {"cpu_bf16": True}}, SCHEMA)
+    assert "inference.cpu_bf16" in str(err.value)
+    assert "precision: bfloat16" in str(err.value)
 
 
 def _schema_agrees(cls, properties, where, elsewhere=frozenset(), workflow_only=frozenset()):

@@ -24,9 +24,10 @@ from segflow.compute import set_up_compute
 from segflow.errors import Problem, SegflowError
 from segflow.evaluation.evaluate import evaluate_files, summarize
 from segflow.evaluation.tables import write_metrics
+from segflow.inference.backends import prepare_runtime
 from segflow.inference.model import load_trained_fold
+from segflow.inference.options import PredictionOptions
 from segflow.inference.predictor import predict_case
-from segflow.inference.sliding_window import predicts_in_cpu_bf16
 from segflow.io.atomic import read_json, write_json
 from segflow.io.dataset import load_dataset_json
 from segflow.layout import METRICS_FILE, PREDICTIONS_FOLDER, PROBABILITIES_FOLDER, SUMMARY_FILE
@@ -59,7 +60,8 @@ def validate_fold(
     save_probabilities: bool = False,
     device: str = "cpu",
     threads: int | None = None,
-    cpu_bf16: bool = False,
+    backend: str = "torch",
+    precision: str = "float32",
     previous_stage: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Predict and score the fold's held-out cases; returns the fold's summary.
@@ -69,8 +71,9 @@ def validate_fold(
 
     Writes ``<output_folder>/predictions/<case><ending>``, with ``save_probabilities`` the
     class probabilities ``<output_folder>/probabilities/<case>.npz`` (for ensembles),
-    ``metrics.csv`` and, last, ``summary.json``. ``cpu_bf16``: on the CPU, run the network in
-    bfloat16 autocast (recorded in the summary as ``"cpu_bf16"``, true only where it applied).
+    ``metrics.csv`` and, last, ``summary.json``. ``backend`` and ``precision``: what runs the
+    network (:mod:`segflow.inference.backends`); the summary records the backend and precision
+    that did (``"backend"``, ``"precision"``), after ``auto``, fallbacks and the CPU's bf16.
     """
     torch_device = set_up_compute(device, threads)
     output_folder = Path(output_folder)
@@ -103,8 +106,20 @@ def validate_fold(
             "checkpoint of another fold",
             [Problem(str(checkpoint), f"holds {trained.configuration} fold {trained.fold}")],
         )
-    mirror_axes = trained.mirror_axes if mirroring else None
-    bf16 = predicts_in_cpu_bf16(torch_device, cpu_bf16)
+    options = PredictionOptions(
+        mirror_axes=trained.mirror_axes if mirroring else None,
+        device=torch_device,
+        backend=backend,
+        precision=precision,
+        threads=threads,
+    )
+    # Converted (and its ONNX file checked) once, before the first case.
+    runtime = prepare_runtime(
+        trained.network, backend=backend, precision=precision, device=torch_device,
+        channels=trained.input_channels, patch=plans.configuration(configuration).patch_size,
+        threads=threads,
+    )  # fmt: skip
+    logger.info("fold %d predicts with %s", fold, runtime.describe())
     start = time.perf_counter()
     for i, case_id in enumerate(cases, 1):
         case = open_case(preprocessed_folder, case_id)
@@ -115,9 +130,8 @@ def validate_fold(
             data = with_previous_stage(case.data[...], segmentation, encoded)
         with torch.inference_mode():
             predict_case(
-                trained.network, data, case.properties, plans, configuration, dataset,
-                mirror_axes=mirror_axes, device=torch_device, output_file=output_file,
-                save_probabilities=save_probabilities, cpu_bf16=bf16,
+                trained.network, data, case.properties, plans, configuration, dataset, options,
+                output_file=output_file, save_probabilities=save_probabilities,
                 probabilities_file=probabilities / f"{case_id}.npz",
             )  # fmt: skip
         logger.info("fold %d: predicted %s (%d/%d)", fold, case_id, i, len(cases))
@@ -133,7 +147,8 @@ def validate_fold(
         "fold": fold,
         "checkpoint": str(checkpoint),
         "mirroring": mirroring,
-        "cpu_bf16": bf16,
+        "backend": runtime.backend,
+        "precision": runtime.precision,
         "seconds_per_case": seconds / max(len(cases), 1),
     }
     write_json(output_folder / SUMMARY_FILE, summary)

@@ -8,6 +8,9 @@ An exported model (written by :func:`segflow.export.exporting.export_model`) is 
     dataset.json  plans.json  fingerprint.json  selection.json  postprocessing.json
     <configuration>/crossval_summary.json
     <configuration>/fold_<k>/checkpoint_final.pt
+    <configuration>/fold_<k>/network.onnx   the fold's network in ONNX (opset 17), for the
+                                    OpenVINO and ONNX Runtime backends; it records the sha256
+                                    of the checkpoint beside it (an older export has none)
     <configuration>/plans.json      only for a model trained with other plans than plans.json
                                     (an experiment with its own planning preset)
     <previous stage>/fold_<k>/checkpoint_final.pt   a selected cascade stage's previous stage
@@ -121,10 +124,17 @@ def bundle_files(
     return files
 
 
+#: A fold's network in ONNX, beside its checkpoint (segflow.inference.backends.ONNX_NAME).
+ONNX_NAME = "network.onnx"
+
+
 def optional_bundle_files(configurations: Mapping[str, tuple[int, ...]]) -> list[str]:
     """Files a bundle of ``configurations`` may hold besides :func:`bundle_files`: a model's
-    own plans, when they are not the bundle's ``plans.json``."""
-    return [f"{name}/{MODEL_PLANS_NAME}" for name in configurations]
+    own plans, when they are not the bundle's ``plans.json``, and each fold's ONNX network
+    (absent from an export older than the ONNX backends)."""
+    plans = [f"{name}/{MODEL_PLANS_NAME}" for name in configurations]
+    onnx = [f"{name}/fold_{k}/{ONNX_NAME}" for name, folds in configurations.items() for k in folds]
+    return plans + onnx
 
 
 def selected_models(

@@ -229,6 +229,32 @@ def _copy_checkpoint(
     save_checkpoint(target, stripped)
 
 
+def _export_fold_onnx(checkpoint: Path) -> Path:
+    """Export a trained fold's network to ``network.onnx`` beside its ``checkpoint``; returns
+    the file. (Here, not in segflow.inference.backends: the fold is loaded through
+    segflow.inference.model, which imports the backends.)"""
+    from segflow.inference.backends import write_onnx_beside
+    from segflow.inference.model import load_trained_fold
+
+    fold = load_trained_fold(checkpoint)  # checks the plans the checkpoint carries
+    plans = load_checkpoint(checkpoint)["plans"]
+    patch = tuple(plans["configurations"][fold.configuration]["patch_size"])
+    return write_onnx_beside(fold.network, checkpoint, fold.input_channels, patch)
+
+
+def _write_onnx(checkpoint: Path) -> Path | None:
+    """The fold's network in ONNX beside its (exported) checkpoint; None, with a warning,
+    for a network that cannot be exported (it then predicts with PyTorch only)."""
+    try:
+        return _export_fold_onnx(checkpoint)
+    except Exception as err:  # an operation the ONNX exporter does not know
+        logger.warning(
+            "%s: no ONNX network exported (%s: %s); the model predicts with PyTorch only",
+            checkpoint, type(err).__name__, str(err).splitlines()[0] if str(err) else "",
+        )  # fmt: skip
+        return None
+
+
 def _replace_folder(new: Path, target: Path) -> None:
     """Rename the complete folder ``new`` onto ``target``, replacing an old one."""
     if not target.exists():
@@ -349,6 +375,12 @@ def export_model(
                 _copy_checkpoint(source, target, name, k, raw_dataset, plans_of[name], problems)
         if problems:
             raise SegflowError("cannot export the model", problems)
+        onnx_files = [
+            onnx.relative_to(folder).as_posix()
+            for name, folds in {**chosen, **previous_stages}.items()
+            for k in folds
+            if (onnx := _write_onnx(folder / name / f"fold_{k}" / CHECKPOINT_NAME)) is not None
+        ]
         for name, summary in summaries.items():
             write_json(folder / name / CROSSVAL_SUMMARY_NAME, summary)
         copies = {
@@ -368,9 +400,11 @@ def export_model(
         )
         write_text(folder / README_NAME, readme)
         stages = {name: tuple(folds) for name, folds in previous_stages.items()}
-        files = bundle_files(configurations, stages) + [
-            f"{n}/{MODEL_PLANS_NAME}" for n in own_plans
-        ]
+        files = (
+            bundle_files(configurations, stages)
+            + [f"{n}/{MODEL_PLANS_NAME}" for n in own_plans]
+            + onnx_files
+        )
         manifest = {
             "format": BUNDLE_FORMAT,
             "segflow_version": segflow.__version__,

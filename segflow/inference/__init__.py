@@ -5,7 +5,9 @@ original geometry.
 weighting, test-time mirroring); :func:`logits_to_segmentation` and
 :func:`export_prediction` undo preprocessing and write the segmentation with the input's
 geometry; :func:`predict_case` glues the two, and :func:`predict_files` starts from raw
-image files.
+image files. Each takes one :class:`PredictionOptions` (mirror axes, windows, device,
+backend, precision; :mod:`segflow.inference.backends` runs the network on PyTorch, OpenVINO or
+ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
         write_probabilities,
         write_segmentation,
     )
+    from segflow.inference.options import PredictionOptions
     from segflow.inference.predictor import (
         default_mirror_axes,
         predict_case,
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "PredictionOptions",
     "default_mirror_axes",
     "export_prediction",
     "gaussian_importance_map",
@@ -65,6 +69,7 @@ __getattr__, __dir__ = lazy_exports(
             "write_probabilities",
             "write_segmentation",
         ),
+        "options": ("PredictionOptions",),
         "predictor": (
             "default_mirror_axes",
             "predict_case",

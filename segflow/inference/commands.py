@@ -64,6 +64,7 @@ def _predict(args: argparse.Namespace) -> None:
     import torch
 
     from segflow.compute import set_up_compute
+    from segflow.inference.backends import check_backend
     from segflow.inference.ensemble import load_predictor
     from segflow.inference.images import (
         gather_input_cases,
@@ -71,7 +72,6 @@ def _predict(args: argparse.Namespace) -> None:
         predict_images_in_processes,
         resampled_size_problems,
     )
-    from segflow.inference.sliding_window import predicts_in_cpu_bf16
 
     if args.jobs < 1:
         raise SegflowError(
@@ -85,6 +85,7 @@ def _predict(args: argparse.Namespace) -> None:
             [Problem("--jobs", f"predicts with several processes on the CPU only, not {device}; "
                                "use --device cpu or --jobs 1")],
         )  # fmt: skip
+    check_backend(settings.backend, settings.precision, device)
     options = dict(
         configurations=args.configuration,
         folds=args.folds,
@@ -98,14 +99,16 @@ def _predict(args: argparse.Namespace) -> None:
     if problems:
         raise SegflowError("cannot predict these inputs", problems)
     jobs = min(args.jobs, len(cases))
-    cpu_bf16 = predicts_in_cpu_bf16(device, settings.cpu_bf16)
+    prediction = settings.prediction_options(device)
+    # Every fold converted (and every ONNX file checked) before the first case.
+    runtimes = sorted({r.describe() for r in predictor.prepare(prediction)})
     logger.info(
-        "predicting %d case(s) with %s on %s%s%s%s",
+        "predicting %d case(s) with %s on %s (%s)%s%s",
         len(cases),
         predictor.describe(),
         device,
+        "; ".join(runtimes),
         "" if settings.mirroring else ", no mirroring",
-        ", bfloat16 autocast" if cpu_bf16 else "",
         f", {jobs} processes" if jobs > 1 else "",
     )
     if jobs > 1:
@@ -118,19 +121,18 @@ def _predict(args: argparse.Namespace) -> None:
             args.output,
             jobs=jobs,
             threads=torch.get_num_threads(),
+            options=prediction,
             mirroring=settings.mirroring,
             save_probabilities=settings.save_probabilities,
-            cpu_bf16=cpu_bf16,
         )
         return
     predict_images(
         predictor,
         cases,
         args.output,
+        prediction,
         mirroring=settings.mirroring,
         save_probabilities=settings.save_probabilities,
-        device=device,
-        cpu_bf16=cpu_bf16,
     )
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from segflow.errors import Problem, SegflowError
+from segflow.inference.backends import Runtime, prepare_runtime
 from segflow.inference.export import (
     logits_to_segmentation,
     probabilities_path,
@@ -41,6 +42,7 @@ from segflow.inference.export import (
     write_segmentation,
 )
 from segflow.inference.model import TrainedModel, load_model, model_path_problems
+from segflow.inference.options import PredictionOptions
 from segflow.inference.predictor import predict_case_logits, preprocess_for_prediction
 from segflow.io.dataset import DatasetJson
 from segflow.io.paths import access_reason, readable_path
@@ -50,18 +52,34 @@ from segflow.preprocessing.previous_stage import (
     with_previous_stage,
 )
 
-__all__ = ["Predictor", "load_predictor", "model_input", "predict_model_segmentation"]
+__all__ = [
+    "Predictor",
+    "load_predictor",
+    "model_input",
+    "model_options",
+    "predict_model_segmentation",
+]
 
 logger = logging.getLogger(__name__)
+
+
+#: The options of a predictor that nobody chose: PyTorch on the CPU, float32.
+_DEFAULT_OPTIONS = PredictionOptions(mirror_axes=None, device="cpu")
+
+
+def model_options(
+    model: TrainedModel, options: PredictionOptions, mirroring: bool
+) -> PredictionOptions:
+    """``options`` with the model's mirror axes (those its training mirrored), or none."""
+    return options.replace(mirror_axes=model.mirror_axes if mirroring else None)
 
 
 def model_input(
     model: TrainedModel,
     images: Sequence[str | os.PathLike[str]],
+    options: PredictionOptions = _DEFAULT_OPTIONS,
     *,
     mirroring: bool = True,
-    device: str | torch.device = "cpu",
-    cpu_bf16: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The network input of ``model`` for raw channel files, and the case's properties: the
     preprocessed image, and for a cascade stage the previous stage's one-hot segmentation
@@ -72,7 +90,7 @@ def model_input(
     if model.previous_stage is None:
         return data, properties
     segmentation = predict_model_segmentation(
-        model.previous_stage, images, mirroring=mirroring, device=device, cpu_bf16=cpu_bf16
+        model.previous_stage, images, options, mirroring=mirroring
     )
     configuration = model.plans.configuration(model.configuration)
     on_grid = to_next_stage_grid(segmentation, properties, configuration)
@@ -82,21 +100,17 @@ def model_input(
 def predict_model_segmentation(
     model: TrainedModel,
     images: Sequence[str | os.PathLike[str]],
+    options: PredictionOptions = _DEFAULT_OPTIONS,
     *,
     mirroring: bool = True,
-    device: str | torch.device = "cpu",
-    cpu_bf16: bool = False,
 ) -> np.ndarray:
     """One model's segmentation (its folds averaged) in the input's geometry, without
     postprocessing: what a previous stage passes on."""
-    data, properties = model_input(
-        model, images, mirroring=mirroring, device=device, cpu_bf16=cpu_bf16
-    )
+    data, properties = model_input(model, images, options, mirroring=mirroring)
     with torch.inference_mode():
         logits = predict_case_logits(
             model.networks, data, model.plans, model.configuration,
-            mirror_axes=model.mirror_axes if mirroring else None, device=device,
-            cpu_bf16=cpu_bf16,
+            model_options(model, options, mirroring),
         )  # fmt: skip
     return logits_to_segmentation(
         logits, properties, model.plans, model.configuration, model.dataset
@@ -143,21 +157,41 @@ class Predictor:
         ensemble = f"an ensemble of {len(parts)}: " if len(parts) > 1 else ""
         return ensemble + "; ".join(parts) + rules
 
+    def prepare(self, options: PredictionOptions = _DEFAULT_OPTIONS) -> list[Runtime]:
+        """Convert every network (previous stages' too) for the backend of ``options`` now,
+        before any case: a backend that cannot run here or a damaged ONNX file is an error
+        at once, and every fold is converted once. Returns the runtimes, networks in order."""
+        runtimes = []
+        models = list(self.models)
+        while models:
+            model = models.pop(0)
+            patch = model.plans.configuration(model.configuration).patch_size
+            for fold in model.folds:
+                runtimes.append(
+                    prepare_runtime(
+                        fold.network, backend=options.backend, precision=options.precision,
+                        device=options.device or "cpu", channels=fold.input_channels,
+                        patch=patch, threads=options.threads,
+                    )
+                )  # fmt: skip
+            if model.previous_stage is not None:
+                models.append(model.previous_stage)
+        return runtimes
+
     def predict_files(
         self,
         images: Sequence[str | os.PathLike[str]],
         output_file: str | os.PathLike[str],
+        options: PredictionOptions = _DEFAULT_OPTIONS,
         *,
         mirroring: bool = True,
-        device: str | torch.device = "cpu",
         save_probabilities: bool = False,
-        cpu_bf16: bool = False,
     ) -> np.ndarray:
         """Preprocess the channel files for each configuration, predict, ensemble,
         postprocess and write the segmentation (and the probabilities beside it).
 
-        ``cpu_bf16``: on the CPU, run the networks in bfloat16 autocast
-        (:func:`~segflow.inference.sliding_window.predict_logits`).
+        ``options``: how to predict (device, backend, precision, ...); each model mirrors
+        over its own axes when ``mirroring``.
 
         Returns:
             the written label map ``original_shape``.
@@ -175,15 +209,12 @@ class Predictor:
         properties = None
         segmentation = None
         for model in self.models:
-            data, case_properties = model_input(
-                model, images, mirroring=mirroring, device=device, cpu_bf16=cpu_bf16
-            )
+            data, case_properties = model_input(model, images, options, mirroring=mirroring)
             properties = properties or case_properties
             with torch.inference_mode():
                 logits = predict_case_logits(
                     model.networks, data, model.plans, model.configuration,
-                    mirror_axes=model.mirror_axes if mirroring else None, device=device,
-                    cpu_bf16=cpu_bf16,
+                    model_options(model, options, mirroring),
                 )  # fmt: skip
             del data
             result = logits_to_segmentation(

@@ -16,14 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from segflow.compute import set_up_compute
 from segflow.errors import Problem, SegflowError
+from segflow.inference.backends import effective_precision
 from segflow.inference.ensemble import Predictor
 from segflow.inference.export import probabilities_path
 from segflow.inference.model import TrainedModel
-from segflow.inference.sliding_window import predicts_in_cpu_bf16
+from segflow.inference.options import PredictionOptions
 from segflow.io.dataset import DatasetJson
 from segflow.io.image import ImageReadError, read_image_header
 from segflow.io.nifti import scan_nifti
@@ -287,31 +286,32 @@ def predict_images(
     model: Predictor | TrainedModel,
     cases: Sequence[InputCase],
     output_dir: str | Path,
+    options: PredictionOptions | None = None,
     *,
     mirroring: bool = True,
     save_probabilities: bool = False,
-    device: str | torch.device = "cpu",
-    cpu_bf16: bool = False,
     progress: bool | None = None,
 ) -> list[Path]:
     """Predict every case with the model (a configuration's folds, their logits averaged, or
     a :class:`~segflow.inference.ensemble.Predictor`: configurations ensembled, postprocessing
     applied) and write ``<output_dir>/<case><ending>``; returns the written files.
-    ``cpu_bf16``: on the CPU, run the networks in bfloat16 autocast.
+    ``options``: device, backend, precision... (default: PyTorch on the CPU in float32); every
+    network is converted for the backend before the first case.
 
     Raises:
         SegflowError: an output would overwrite an input file (checked before any work).
     """
     predictor = model if isinstance(model, Predictor) else Predictor((model,))
     outputs = _outputs_for(predictor.dataset, cases, Path(output_dir), save_probabilities)
+    options = options or PredictionOptions(mirror_axes=None, device="cpu")
+    predictor.prepare(options)
     show = sys.stderr.isatty() if progress is None else progress
     for case, out in ProgressBar(
         list(zip(cases, outputs, strict=True)), disable=not show, desc="predicting", unit="case"
     ):
         predictor.predict_files(
-            case.files, out, mirroring=mirroring, device=device,
-            save_probabilities=save_probabilities, cpu_bf16=cpu_bf16,
-        )  # fmt: skip
+            case.files, out, options, mirroring=mirroring, save_probabilities=save_probabilities
+        )
         logger.info("%s -> %s", case.case_id, out)
     return outputs
 
@@ -322,9 +322,10 @@ _worker_predictor: Predictor | None = None
 
 def _start_worker(load: Callable[[], Predictor], threads: int) -> None:
     global _worker_predictor
-    # The parent process has already warned where bfloat16 is emulated; its workers would
-    # each say it again (segflow.compute warns of nothing else).
+    # The parent process has already warned where bfloat16 is not native and which networks
+    # fall back to PyTorch; its workers would each say it again.
     logging.getLogger("segflow.compute").setLevel(logging.ERROR)
+    logging.getLogger("segflow.inference.backends").setLevel(logging.ERROR)
     set_up_compute("cpu", threads)
     _worker_predictor = load()
 
@@ -334,14 +335,13 @@ def _predict_in_worker(
     output: Path,
     mirroring: bool,
     save_probabilities: bool,
-    cpu_bf16: bool,
+    options: PredictionOptions,
 ) -> None:
     assert _worker_predictor is not None, "worker not started"
     try:
         _worker_predictor.predict_files(
-            files, output, mirroring=mirroring, device="cpu",
-            save_probabilities=save_probabilities, cpu_bf16=cpu_bf16,
-        )  # fmt: skip
+            files, output, options, mirroring=mirroring, save_probabilities=save_probabilities
+        )
     except SegflowError as err:
         # It goes back to the parent pickled: a subclass whose __init__ takes other
         # arguments (ImageReadError) would not unpickle and would break the pool.
@@ -356,9 +356,9 @@ def predict_images_in_processes(
     *,
     jobs: int,
     threads: int,
+    options: PredictionOptions | None = None,
     mirroring: bool = True,
     save_probabilities: bool = False,
-    cpu_bf16: bool = False,
     progress: bool | None = None,
 ) -> list[Path]:
     """:func:`predict_images` on the CPU with ``jobs`` processes, each predicting whole cases
@@ -374,8 +374,9 @@ def predict_images_in_processes(
             picklable: a module-level function or a ``functools.partial`` of one, such as
             ``partial(load_predictor, model_dir, folds=[0])``).
         dataset: the model's dataset.json (output file names and input checks).
-        cases, output_dir, mirroring, save_probabilities, cpu_bf16, progress: as for
-            :func:`predict_images`.
+        cases, output_dir, options, mirroring, save_probabilities, progress: as for
+            :func:`predict_images` (the options' device is the CPU; each process converts
+            the networks for the backend once, from the ONNX cache after the first).
         jobs: processes, at least 1 (never more than there are cases).
         threads: torch threads to share among them.
 
@@ -393,7 +394,10 @@ def predict_images_in_processes(
     if jobs == 0:
         return outputs
     per_job = max(1, threads // jobs)
-    predicts_in_cpu_bf16("cpu", cpu_bf16)  # warns here, once, where bf16 is emulated
+    options = (options or PredictionOptions(mirror_axes=None)).replace(
+        device="cpu", threads=per_job
+    )
+    effective_precision(options.precision, "cpu")  # warns here, once, where bf16 is not native
     show = sys.stderr.isatty() if progress is None else progress
     # spawn, not fork: a forked child of a process that has run OpenMP threads may hang.
     context = multiprocessing.get_context("spawn")
@@ -401,7 +405,7 @@ def predict_images_in_processes(
                              initargs=(load, per_job)) as pool:  # fmt: skip
         futures = {
             pool.submit(
-                _predict_in_worker, case.files, out, mirroring, save_probabilities, cpu_bf16
+                _predict_in_worker, case.files, out, mirroring, save_probabilities, options
             ): (case, out)
             for case, out in zip(cases, outputs, strict=True)
         }

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from segflow.errors import Problem, SegflowError
+from segflow.inference.backends import remember_checkpoint
 from segflow.io.dataset import DatasetJson, parse_dataset_json
 from segflow.io.paths import access_reason, readable_path
 from segflow.layout import CHECKPOINT_FINAL, fold_of_folder, model_name, parse_model_name
@@ -55,6 +56,8 @@ class TrainedFold:
     mirror_axes: tuple[int, ...]
     checkpoint: Path
     epoch: int
+    #: The network's input channels (a cascade stage's include the previous stage's).
+    input_channels: int = 1
 
 
 def load_trained_fold(
@@ -129,6 +132,8 @@ def _fold_from_state(
             [Problem(str(path), f"its weights do not fit the planned network: {err}")],
         ) from None
     network.to(device).eval()
+    # Another backend finds the fold's ONNX network by its checkpoint.
+    remember_checkpoint(network, path, state["num_input_channels"])
     return TrainedFold(
         network=network,
         configuration=name,
@@ -136,6 +141,7 @@ def _fold_from_state(
         mirror_axes=tuple(int(a) for a in state["mirror_axes"]),
         checkpoint=path,
         epoch=int(state["epoch"]),
+        input_channels=int(state["num_input_channels"]),
     )
 
 

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +28,8 @@ from segflow.inference.export import (
     write_probabilities,
     write_segmentation,
 )
-from segflow.inference.sliding_window import DeviceLike, predict_logits
+from segflow.inference.options import PredictionOptions
+from segflow.inference.sliding_window import predict_logits
 from segflow.io.dataset import DatasetJson
 from segflow.planning.plans import Plans
 from segflow.preprocessing.preprocessor import preprocess_case
@@ -62,13 +63,7 @@ def predict_case_logits(
     data: Any,
     plans: Plans,
     configuration: str,
-    *,
-    mirror_axes: Sequence[int] | None,
-    step_size: float = 0.5,
-    batch_windows: int = 1,
-    device: DeviceLike | None = None,
-    accumulate_on: DeviceLike | Literal["auto"] = "auto",
-    cpu_bf16: bool = False,
+    options: PredictionOptions,
 ) -> torch.Tensor:
     """The logits of a preprocessed case, averaged over ``network`` (one or several).
 
@@ -78,8 +73,7 @@ def predict_case_logits(
             ``[...]`` gives an array (a stored case's ``data``).
         plans: the plans.
         configuration: the configuration's name (its patch size is the window).
-        mirror_axes, step_size, batch_windows, device, accumulate_on, cpu_bf16: as for
-            :func:`~segflow.inference.sliding_window.predict_logits`.
+        options: how to predict (:class:`~segflow.inference.options.PredictionOptions`).
 
     Returns:
         float32 logits ``(C_out, z, y, x)`` on the CPU.
@@ -90,17 +84,7 @@ def predict_case_logits(
     total = None
     networks = _networks(network)
     for net in networks:
-        logits = predict_logits(
-            net,
-            data,
-            patch,
-            mirror_axes=mirror_axes,
-            step_size=step_size,
-            batch_windows=batch_windows,
-            device=device,
-            accumulate_on=accumulate_on,
-            cpu_bf16=cpu_bf16,
-        )
+        logits = predict_logits(net, data, patch, options)
         total = logits if total is None else total.add_(logits)
     if len(networks) > 1:
         total /= len(networks)
@@ -114,13 +98,8 @@ def predict_case(
     plans: Plans,
     configuration: str,
     dataset: DatasetJson,
+    options: PredictionOptions,
     *,
-    mirror_axes: Sequence[int] | None,
-    step_size: float = 0.5,
-    batch_windows: int = 1,
-    device: DeviceLike | None = None,
-    accumulate_on: DeviceLike | Literal["auto"] = "auto",
-    cpu_bf16: bool = False,
     output_file: str | os.PathLike[str] | None = None,
     save_probabilities: bool = False,
     probabilities_file: str | os.PathLike[str] | None = None,
@@ -136,10 +115,9 @@ def predict_case(
         plans: the plans.
         configuration: the configuration's name.
         dataset: the labels (classes or regions).
-        mirror_axes: axes of the patch to mirror (e.g. :func:`default_mirror_axes`); None
-            for no test-time mirroring.
-        step_size, batch_windows, device, accumulate_on, cpu_bf16: see
-            :func:`~segflow.inference.sliding_window.predict_logits`.
+        options: how to predict (:class:`~segflow.inference.options.PredictionOptions`): its
+            ``mirror_axes`` are axes of the patch to mirror (e.g.
+            :func:`default_mirror_axes`), None for no test-time mirroring.
         output_file: also write the segmentation here (the ending picks the format).
         save_probabilities: with ``output_file``, also save the probabilities beside it
             (``<case>.npz``).
@@ -154,12 +132,7 @@ def predict_case(
         data,
         plans,
         configuration,
-        mirror_axes=mirror_axes,
-        step_size=step_size,
-        batch_windows=batch_windows,
-        device=device,
-        accumulate_on=accumulate_on,
-        cpu_bf16=cpu_bf16,
+        options,
     )
     predicted = time.perf_counter()
     want_probabilities = output_file is not None and save_probabilities
@@ -214,13 +187,8 @@ def predict_files(
     plans: Plans,
     configuration: str,
     dataset: DatasetJson,
+    options: PredictionOptions,
     *,
-    mirror_axes: Sequence[int] | None,
-    step_size: float = 0.5,
-    batch_windows: int = 1,
-    device: DeviceLike | None = None,
-    accumulate_on: DeviceLike | Literal["auto"] = "auto",
-    cpu_bf16: bool = False,
     save_probabilities: bool = False,
 ) -> np.ndarray:
     """Preprocess raw channel files, predict them and write the segmentation.
@@ -244,12 +212,7 @@ def predict_files(
         plans,
         configuration,
         dataset,
-        mirror_axes=mirror_axes,
-        step_size=step_size,
-        batch_windows=batch_windows,
-        device=device,
-        accumulate_on=accumulate_on,
-        cpu_bf16=cpu_bf16,
+        options,
         output_file=output_file,
         save_probabilities=save_probabilities,
     )

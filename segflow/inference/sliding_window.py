@@ -14,10 +14,12 @@ content centred, and the padding removed from the result. A 2D patch on a 3D ima
 
 Windows are predicted in batches of ``batch_windows``. On a GPU the summed predictions stay
 on the device when they fit; when the device runs out of memory they are kept in host memory
-instead (``accumulate_on="auto"``). Mixed precision (autocast) is used on CUDA always
-(float16), on the CPU only when asked (``cpu_bf16``: bfloat16, for processors with native bf16,
-AVX-512 BF16 or AMX; elsewhere it is emulated and hundreds of times slower), and never on MPS,
-which does not support it well. The predictions are summed in float32 either way.
+instead (``accumulate_on="auto"``). The network runs on the backend the options name
+(:mod:`segflow.inference.backends`: PyTorch, OpenVINO or ONNX Runtime); with PyTorch, mixed
+precision (autocast) is used on CUDA always (float16), on the CPU only with precision
+``bfloat16`` on a CPU with native bf16, and never on MPS, which does not support it well. The
+predictions are summed in float32 either way. All of a prediction's options come in one
+:class:`~segflow.inference.options.PredictionOptions`.
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 from scipy import ndimage
 from torch import nn
 
-from segflow.compute import use_cpu_bf16
+from segflow.inference.backends import prepare_runtime
+from segflow.inference.options import PredictionOptions
 from segflow.networks import memory_format_for
 
 __all__ = [
@@ -45,7 +47,6 @@ __all__ = [
     "mirror_combinations",
     "padding_for_patch",
     "predict_logits",
-    "predicts_in_cpu_bf16",
     "window_starts",
 ]
 
@@ -190,18 +191,25 @@ def _windows(
     return [_Window((slice(None), *lead, *box)) for lead in slices for box in grid]
 
 
+def _flips_per_call(network: nn.Module, batch: torch.Tensor, flips: int) -> int:
+    """How many flips of a batch one network call predicts.
+
+    An ONNX runtime takes up to its ``flips_per_call`` at once (it gains from the larger
+    batch). With PyTorch on the CPU a batch of one window runs its flips two at a time: at
+    batch size one PyTorch computes the convolutions of small inputs with its slower
+    reference kernels instead of oneDNN's. The result is the same up to float rounding.
+    """
+    if hasattr(network, "flips_per_call"):
+        return max(1, min(flips, int(network.flips_per_call)))
+    return 2 if batch.shape[0] == 1 and batch.device.type == "cpu" and flips > 1 else 1
+
+
 def _predict_mirrored(
     network: nn.Module, batch: torch.Tensor, combinations: list[tuple[int, ...]]
 ) -> torch.Tensor:
-    """The network's prediction averaged over the flips (float32).
-
-    On the CPU a batch of one window runs its flips two at a time (one network call on a
-    batch of two): at batch size one PyTorch computes the convolutions of small inputs with
-    its slower reference kernels instead of oneDNN's. The result is the same up to float
-    rounding.
-    """
+    """The network's prediction averaged over the flips (float32)."""
     n = batch.shape[0]
-    per_call = 2 if n == 1 and batch.device.type == "cpu" and len(combinations) > 1 else 1
+    per_call = _flips_per_call(network, batch, len(combinations))
     total = None
     for first in range(0, len(combinations), per_call):
         group = combinations[first : first + per_call]
@@ -220,9 +228,7 @@ def _predict_mirrored(
     return total.div_(len(combinations))
 
 
-def _accumulation_devices(
-    accumulate_on: DeviceLike | Literal["auto"], device: torch.device
-) -> list[torch.device]:
+def _accumulation_devices(accumulate_on: DeviceLike, device: torch.device) -> list[torch.device]:
     """Where to sum the predictions, in the order to try."""
     if accumulate_on != "auto":
         return [torch.device(accumulate_on)]
@@ -245,19 +251,16 @@ def _empty_cache(device: torch.device) -> None:
         torch.mps.empty_cache()
 
 
-def predicts_in_cpu_bf16(device: DeviceLike, cpu_bf16: bool) -> bool:
-    """Whether :func:`predict_logits` with ``cpu_bf16`` runs the network in bfloat16 autocast
-    on ``device`` (only on the CPU); warns once per process where the CPU emulates bf16."""
-    return use_cpu_bf16(
-        torch.device(device), cpu_bf16, "predicts hundreds of times slower than float32"
-    )
-
-
-def _autocast(device: torch.device, cpu_bf16: bool) -> contextlib.AbstractContextManager:
-    """float16 autocast on CUDA, bfloat16 on the CPU when asked, none otherwise."""
+def _autocast(
+    device: torch.device, backend: str, precision: str
+) -> contextlib.AbstractContextManager:
+    """For PyTorch: float16 autocast on CUDA, bfloat16 on the CPU in precision bfloat16, none
+    otherwise; other backends set their precision when they compile the network."""
+    if backend != "torch":
+        return contextlib.nullcontext()
     if device.type == "cuda":
         return torch.autocast("cuda")
-    if device.type == "cpu" and cpu_bf16:
+    if device.type == "cpu" and precision == "bfloat16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -272,7 +275,7 @@ def _sum_windows(
     device: torch.device,
     accumulate: torch.device,
     memory_format: torch.memory_format,
-    cpu_bf16: bool,
+    autocast: contextlib.AbstractContextManager,
 ) -> torch.Tensor:
     """Weighted mean of the windows' predictions over the padded image, on ``accumulate``."""
     data = data.to(accumulate)
@@ -288,7 +291,7 @@ def _sum_windows(
     for box in grid:
         weights[box] += gaussian
     logits = None
-    with _autocast(device, cpu_bf16):
+    with autocast:
         for first in range(0, len(windows), batch_windows):
             chunk = windows[first : first + batch_windows]
             batch = torch.stack([data[w.where] for w in chunk]).to(device, non_blocking=True)
@@ -313,13 +316,7 @@ def predict_logits(
     network: nn.Module,
     data: torch.Tensor | np.ndarray,
     patch_size: Sequence[int],
-    *,
-    mirror_axes: Sequence[int] | None,
-    step_size: float = 0.5,
-    batch_windows: int = 1,
-    device: DeviceLike | None = None,
-    accumulate_on: DeviceLike | Literal["auto"] = "auto",
-    cpu_bf16: bool = False,
+    options: PredictionOptions,
 ) -> torch.Tensor:
     """Predict a whole preprocessed image window by window.
 
@@ -331,18 +328,13 @@ def predict_logits(
             one more for a 2D patch on a 3D image (predicted slice by slice along the first
             spatial axis).
         patch_size: the configuration's patch size.
-        mirror_axes: spatial axes of the patch to mirror (test-time augmentation), e.g.
-            ``(0, 1, 2)``; None or ``()`` for none.
-        step_size: distance between windows as a fraction of the patch.
-        batch_windows: windows per forward pass.
-        device: where the network runs; None: where its parameters are (CPU without any).
-            The network and its windows take the memory format
-            :func:`~segflow.networks.memory_format_for` gives (channels-last for a 3D
-            network on the CPU); the network keeps it after the call.
-        accumulate_on: where the summed predictions live; ``"auto"``: on ``device``, falling
-            back to host memory when that runs out of memory.
-        cpu_bf16: on the CPU, run the network in bfloat16 autocast (fast only on CPUs with
-            native bf16; a warning says so once otherwise). CUDA always uses float16 autocast.
+        options: mirror axes (spatial axes of the patch, e.g. ``(0, 1, 2)``), step size,
+            windows per network call, device (None: where the network's parameters are),
+            where the sum lives, backend and precision. With PyTorch the network and its
+            windows take the memory format :func:`~segflow.networks.memory_format_for` gives
+            (channels-last for a 3D network on the CPU); the network keeps it after the call.
+            Another backend converts the network once per process
+            (:func:`~segflow.inference.backends.prepare_runtime`).
 
     Returns:
         float32 logits ``(C_out, *spatial)`` on the CPU, averaged over windows and flips; an
@@ -353,6 +345,8 @@ def predict_logits(
         ValueError: the data, patch, mirror axes, step size or batch size do not fit.
     """
     patch = tuple(int(p) for p in patch_size)
+    step_size, batch_windows = options.step_size, options.batch_windows
+    device, accumulate_on = options.device, options.accumulate_on
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(np.ascontiguousarray(data))
     spatial = tuple(data.shape[1:])
@@ -362,7 +356,7 @@ def predict_logits(
             f"{len(patch)} axes; expected {len(patch)} spatial axes, or {len(patch) + 1} to "
             "predict slice by slice"
         )
-    axes = tuple(int(a) for a in (mirror_axes or ()))
+    axes = tuple(int(a) for a in (options.mirror_axes or ()))
     if any(not 0 <= a < len(patch) for a in axes) or len(set(axes)) != len(axes):
         raise ValueError(f"mirror axes {axes} must be distinct axes of the {len(patch)}D patch")
     if batch_windows < 1:
@@ -385,17 +379,20 @@ def predict_logits(
     )
 
     combinations = mirror_combinations(axes)
-    cpu_bf16 = predicts_in_cpu_bf16(device, cpu_bf16)
     was_training = network.training
     memory_format = memory_format_for(len(patch), device)
     network.to(device, memory_format=memory_format)
     network.eval()
+    runtime = prepare_runtime(
+        network, backend=options.backend, precision=options.precision, device=device,
+        channels=int(data.shape[0]), patch=patch, threads=options.threads,
+    )  # fmt: skip
     try:
         candidates = _accumulation_devices(accumulate_on, device)
         for attempt, accumulate in enumerate(candidates):
             try:
                 logits = _sum_windows(
-                    network,
+                    runtime.module,
                     data,
                     patch,
                     combinations,
@@ -404,7 +401,7 @@ def predict_logits(
                     device,
                     accumulate,
                     memory_format,
-                    cpu_bf16,
+                    _autocast(device, runtime.backend, runtime.precision),
                 )
                 break
             except Exception as err:

@@ -149,6 +149,9 @@ def crossval_page(
     folds = _fold_table(tables)
     if folds is not None:
         parts += [heading("Mean foreground Dice per fold"), folds]
+    backends = _predicted_with(metrics_csvs)
+    if backends is not None:
+        parts.append(backends)
     for name, frame in tables.items():
         parts.append(heading(f"{name} ({frame['case_id'].nunique()} cases)"))
         parts.append(_class_table(frame, CROSSVAL_METRICS))
@@ -162,6 +165,23 @@ def crossval_page(
     written = write_text(out_html, page("Cross-validation", parts))
     logger.info("wrote %s", written)
     return written
+
+
+def _predicted_with(metrics_csvs: Mapping[str, str | os.PathLike[str]]) -> Html | None:
+    """Which backend and precision predicted each model's folds, from the folds'
+    ``summary.json`` (``fold_<k>/`` beside the merged ``metrics.csv``); None where none says."""
+    used = []
+    for name, path in metrics_csvs.items():
+        runs = set()
+        for summary_path in sorted(Path(path).parent.glob(f"fold_*/{SUMMARY_FILE}")):
+            summary = load_json(summary_path, "fold summary")[0] or {}
+            if "backend" in summary:
+                runs.add(f"{summary['backend']}, {summary.get('precision', 'float32')}")
+        if runs:
+            used.append(f"{name}: {'; '.join(sorted(runs))}")
+    if not used:
+        return None
+    return paragraph("Cross-validation predicted with " + " · ".join(used) + ".", note=True)
 
 
 def _ablation_table(

@@ -89,18 +89,24 @@ def test_validate_fold_predicts_and_scores_the_held_out_cases(tiny_experiment, t
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["mean_foreground_dice"] == pytest.approx(summary["mean_foreground_dice"])
     assert saved["mirroring"] is True
-    assert saved["cpu_bf16"] is False
+    assert (saved["backend"], saved["precision"]) == ("torch", "float32")
 
 
-def test_cpu_bf16_is_recorded_and_changes_the_probabilities_only_slightly(
-    tiny_experiment, trained, tmp_path
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_bfloat16_is_recorded_and_changes_the_probabilities_only_slightly(
+    tiny_experiment, trained, tmp_path, monkeypatch, backend
 ):
+    from segflow.inference import backends
     from segflow.inference.export import load_probabilities
 
+    if backend != "torch":
+        pytest.importorskip(backend)
+    if not backends.native_bf16():  # bf16 would fall back to float32 here
+        pytest.skip("this CPU has no native bfloat16")
     _validate(tiny_experiment, trained, tmp_path / "fp32", mirroring=False, save_probabilities=True)
     summary = _validate(tiny_experiment, trained, tmp_path / "bf16", mirroring=False,
-                        save_probabilities=True, cpu_bf16=True)  # fmt: skip
-    assert summary["cpu_bf16"] is True
+                        save_probabilities=True, precision="bfloat16", backend=backend)  # fmt: skip
+    assert (summary["backend"], summary["precision"]) == (backend, "bfloat16")
     for case_id in tiny_experiment.fold(0)["val"]:
         fp32, bf16 = (load_probabilities(tmp_path / n / "probabilities" / f"{case_id}.npz")[0]
                       for n in ("fp32", "bf16"))  # fmt: skip

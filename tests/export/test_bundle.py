@@ -27,6 +27,7 @@ EXPECTED_FILES = {
     "postprocessing.json",
     *(f"{c}/crossval_summary.json" for c in CONFIGURATIONS),
     *(f"{c}/fold_{k}/checkpoint_final.pt" for c in CONFIGURATIONS for k in FOLDS),
+    *(f"{c}/fold_{k}/network.onnx" for c in CONFIGURATIONS for k in FOLDS),
 }
 
 
@@ -172,6 +173,7 @@ def test_unselected_configurations_stay_out(experiment, tmp_path):
         "postprocessing.json",
         "3d_fullres/crossval_summary.json",
         "3d_fullres/fold_1/checkpoint_final.pt",
+        "3d_fullres/fold_1/network.onnx",
     }
     model = load_model(output)  # one configuration: found without naming it
     assert model.configuration == "3d_fullres" and [f.fold for f in model.folds] == [1]

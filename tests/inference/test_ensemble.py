@@ -24,6 +24,7 @@ from segflow.export import export_model
 from segflow.inference.ensemble import Predictor, load_predictor
 from segflow.inference.export import load_probabilities, logits_to_segmentation
 from segflow.inference.model import load_model
+from segflow.inference.options import PredictionOptions
 from segflow.inference.predictor import (
     predict_case_logits,
     predict_files,
@@ -69,7 +70,9 @@ def independent(models, image):
     for name, model in models.items():
         data, properties = preprocess_for_prediction([image], model.plans, name, model.dataset)
         with torch.inference_mode():
-            logits = predict_case_logits(model.networks, data, model.plans, name, mirror_axes=None)
+            logits = predict_case_logits(
+                model.networks, data, model.plans, name, PredictionOptions(mirror_axes=None)
+            )
         out[name] = logits_to_segmentation(
             logits, properties, model.plans, name, model.dataset, return_probabilities=True
         )
@@ -108,9 +111,14 @@ def test_one_configuration_predicts_as_predict_files(
     assert [f.fold for f in model.folds] == list(folds)
     mine = Predictor((model,)).predict_files([image], tmp_path / "mine.nii.gz", mirroring=mirroring)
     theirs = predict_files(
-        model.networks, [image], tmp_path / "theirs.nii.gz", model.plans, configuration,
-        model.dataset, mirror_axes=model.mirror_axes if mirroring else None,
-    )  # fmt: skip
+        model.networks,
+        [image],
+        tmp_path / "theirs.nii.gz",
+        model.plans,
+        configuration,
+        model.dataset,
+        PredictionOptions(mirror_axes=model.mirror_axes if mirroring else None),
+    )
     np.testing.assert_array_equal(mine, theirs)
     written = read_image(tmp_path / "mine.nii.gz")
     np.testing.assert_array_equal(written.array[0], read_image(tmp_path / "theirs.nii.gz").array[0])

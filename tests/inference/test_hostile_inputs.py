@@ -347,15 +347,18 @@ def test_an_error_in_a_worker_process_travels_back_whole(monkeypatch):
     import pickle
 
     from segflow.inference import images
+    from segflow.inference.options import PredictionOptions
     from segflow.io.image import ImageReadError
 
     class Failing:
-        def predict_files(self, files, output, **options):
+        def predict_files(self, files, output, options, **flags):
             raise ImageReadError(files[0], "unreadable or truncated file")
 
     monkeypatch.setattr(images, "_worker_predictor", Failing())
     with pytest.raises(SegflowError) as err:
-        images._predict_in_worker((Path("a_0000.nii.gz"),), Path("a.nii.gz"), True, False, False)
+        images._predict_in_worker(
+            (Path("a_0000.nii.gz"),), Path("a.nii.gz"), True, False, PredictionOptions(None)
+        )
     back = pickle.loads(pickle.dumps(err.value))
     assert isinstance(back, SegflowError)
     assert "a_0000.nii.gz: unreadable or truncated file" in str(back)

@@ -156,31 +156,34 @@ def test_several_processes_predict_what_one_does(tiny_experiment, model_dir, tmp
         np.testing.assert_array_equal(read_image(a).array, read_image(b).array)
 
 
-def test_cpu_bf16_reaches_the_network_in_one_process_and_in_several(
-    tiny_experiment, model_dir, tmp_path, capfd
+def test_precision_and_backend_reach_the_networks_in_one_process_and_in_several(
+    tiny_experiment, model_dir, tmp_path
 ):
-    """--cpu-bf16 predicts in bfloat16 autocast (probabilities close to, not equal to, float32),
-    the same with --jobs 2; without it, float32. Where the CPU emulates bf16 the warning comes
-    once, from the first process, not again from the workers."""
-    from segflow import compute
+    """--precision bfloat16 predicts in bfloat16 (probabilities close to, not equal to,
+    float32), the same with --jobs 2; --backend onnxruntime in float32 gives what torch does
+    within float rounding, the same with --jobs 2."""
+    from segflow.inference import backends
     from segflow.inference.export import load_probabilities
 
-    compute._warn_emulated_bf16.cache_clear()
-
+    pytest.importorskip("onnxruntime")
     images = [str(tiny_experiment.root / "raw" / f"tiny_{i:02d}_0000.nii.gz") for i in (0, 1)]
     common = ["predict", "-i", *images, "-m", str(model_dir), "-f", "0", "--no-mirroring",
-              "--device", "cpu", "--save-probabilities"]  # fmt: skip
-    for name, extra in [("float32", []), ("bf16", ["--cpu-bf16"]),
-                        ("bf16_jobs", ["--cpu-bf16", "--jobs", "2"])]:  # fmt: skip
+              "--device", "cpu", "--save-probabilities", "--backend", "torch"]  # fmt: skip
+    runs = [("float32", []), ("ort", ["--backend", "onnxruntime"]),
+            ("ort_jobs", ["--backend", "onnxruntime", "--jobs", "2"])]  # fmt: skip
+    if backends.native_bf16():
+        runs += [("bf16", ["--precision", "bfloat16"]),
+                 ("bf16_jobs", ["--precision", "bfloat16", "--jobs", "2"])]  # fmt: skip
+    for name, extra in runs:
         assert main([*common, "-o", str(tmp_path / name), *extra]) == 0
-    warnings = capfd.readouterr().err.count("bf16 is emulated")
-    assert warnings == (0 if compute.cpu_has_native_bf16() else 1)
     for case in ("tiny_00", "tiny_01"):
-        fp32, bf16, jobs = (load_probabilities(tmp_path / n / f"{case}.npz")[0]
-                            for n in ("float32", "bf16", "bf16_jobs"))  # fmt: skip
-        np.testing.assert_array_equal(bf16, jobs)
-        assert not np.array_equal(bf16, fp32)
-        np.testing.assert_allclose(bf16, fp32, atol=0.05)
+        got = {n: load_probabilities(tmp_path / n / f"{case}.npz")[0] for n, _ in runs}
+        np.testing.assert_allclose(got["ort"], got["float32"], atol=1e-4)
+        np.testing.assert_allclose(got["ort_jobs"], got["ort"], atol=1e-6)
+        if "bf16" in got:
+            np.testing.assert_array_equal(got["bf16"], got["bf16_jobs"])
+            assert not np.array_equal(got["bf16"], got["float32"])
+            np.testing.assert_allclose(got["bf16"], got["float32"], atol=0.05)
 
 
 def test_jobs_option_is_checked(model_dir, tmp_path, monkeypatch, capsys):

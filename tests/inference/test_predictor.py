@@ -12,6 +12,7 @@ from scipy import ndimage
 from torch import nn
 
 from segflow.inference.export import load_probabilities
+from segflow.inference.options import PredictionOptions
 from segflow.inference.predictor import (
     default_mirror_axes,
     predict_case,
@@ -131,8 +132,7 @@ def test_predict_files_writes_the_segmentation_in_the_input_geometry(tmp_path, c
         plans,
         configuration,
         dataset,
-        mirror_axes=default_mirror_axes(patch),
-        batch_windows=4,
+        PredictionOptions(mirror_axes=default_mirror_axes(patch), batch_windows=4),
         save_probabilities=True,
     )
     assert segmentation.shape == label.shape
@@ -153,7 +153,13 @@ def test_predict_case_from_a_stored_case(tmp_path):
     case = open_case(stored, "case")
     net = _classifier(case.data[...])
     segmentation = predict_case(
-        net, case.data, case.properties, plans, "3d_fullres", dataset, mirror_axes=None
+        net,
+        case.data,
+        case.properties,
+        plans,
+        "3d_fullres",
+        dataset,
+        PredictionOptions(mirror_axes=None),
     )
     direct = predict_files(
         net,
@@ -162,7 +168,7 @@ def test_predict_case_from_a_stored_case(tmp_path):
         plans,
         "3d_fullres",
         dataset,
-        mirror_axes=None,
+        PredictionOptions(mirror_axes=None),
     )
     np.testing.assert_array_equal(segmentation, direct)
     assert np.mean(segmentation == label) >= 0.99
@@ -175,7 +181,7 @@ def test_several_networks_average_their_logits(tmp_path):
     a = IntensityClassifier([0.0, 1.0, 2.0])
     b = IntensityClassifier([-1.0, 0.5, 3.0])
     logits = [
-        predict_case_logits(n, data, plans, "3d_fullres", mirror_axes=(0, 1, 2))
+        predict_case_logits(n, data, plans, "3d_fullres", PredictionOptions(mirror_axes=(0, 1, 2)))
         for n in (a, b, [a, b])
     ]
     torch.testing.assert_close(logits[2], (logits[0] + logits[1]) / 2, rtol=1e-5, atol=1e-5)
@@ -193,7 +199,7 @@ def test_an_input_is_never_overwritten(tmp_path):
             plans,
             "3d_fullres",
             dataset,
-            mirror_axes=None,
+            PredictionOptions(mirror_axes=None),
         )
     assert image_file.read_bytes() == before
 
@@ -234,7 +240,13 @@ def test_a_2d_image_gives_a_2d_segmentation(tmp_path):
     assert data.shape[1] == 1
     out = tmp_path / "flat.nii.gz"
     segmentation = predict_files(
-        _classifier(data), [image_file], out, plans, "2d", dataset, mirror_axes=(0, 1)
+        _classifier(data),
+        [image_file],
+        out,
+        plans,
+        "2d",
+        dataset,
+        PredictionOptions(mirror_axes=(0, 1)),
     )
     assert segmentation.shape == (1, 62, 52)
     assert _header(out) == _header(image_file)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from segflow.inference import sliding_window
+from segflow.inference.options import PredictionOptions
 from segflow.inference.sliding_window import (
     gaussian_importance_map,
     mirror_combinations,
@@ -156,7 +157,9 @@ def test_every_voxel_is_predicted_by_the_planned_windows(monkeypatch):
 
     shape, patch = (9, 10, 11), (4, 5, 6)
     index = torch.arange(np.prod(shape), dtype=torch.float64).reshape(1, *shape)
-    out = predict_logits(Recorder(), index, patch, mirror_axes=None, batch_windows=5)
+    out = predict_logits(
+        Recorder(), index, patch, PredictionOptions(mirror_axes=None, batch_windows=5)
+    )
     planned = [
         np.ravel_multi_index(starts, shape)
         for starts in itertools.product(*window_starts(shape, patch))
@@ -198,7 +201,7 @@ class Shifted(nn.Module):
 @pytest.mark.parametrize("shape", [(9, 10, 11), (3, 4, 5), (12, 3, 20)])
 def test_identity_gives_back_its_input(shape, mirror_axes):
     data = torch.randn(2, *shape)
-    out = predict_logits(nn.Identity(), data, (4, 5, 6), mirror_axes=mirror_axes)
+    out = predict_logits(nn.Identity(), data, (4, 5, 6), PredictionOptions(mirror_axes=mirror_axes))
     assert out.dtype == torch.float32 and out.device.type == "cpu"
     torch.testing.assert_close(out, data, rtol=1e-5, atol=1e-5)
 
@@ -207,7 +210,9 @@ def test_identity_gives_back_its_input(shape, mirror_axes):
 def test_pointwise_convolution_equals_the_convolution_of_the_whole_image(mirror_axes):
     net = Conv1x1(3)
     data = torch.randn(2, 10, 13, 7)
-    out = predict_logits(net, data, (4, 6, 8), mirror_axes=mirror_axes, batch_windows=3)
+    out = predict_logits(
+        net, data, (4, 6, 8), PredictionOptions(mirror_axes=mirror_axes, batch_windows=3)
+    )
     with torch.no_grad():
         expected = net(data[None])[0]
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
@@ -216,7 +221,7 @@ def test_pointwise_convolution_equals_the_convolution_of_the_whole_image(mirror_
 def test_mirroring_averages_all_flips_of_a_single_window():
     net = Shifted(3)
     data = torch.randn(1, 4, 6, 8)  # exactly one window: the importance map cancels out
-    out = predict_logits(net, data, (4, 6, 8), mirror_axes=(0, 2))
+    out = predict_logits(net, data, (4, 6, 8), PredictionOptions(mirror_axes=(0, 2)))
     with torch.no_grad():
         x = data[None]
         flips = [(), (2,), (4,), (2, 4)]
@@ -224,7 +229,9 @@ def test_mirroring_averages_all_flips_of_a_single_window():
         plain = net(x)[0]
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(out, plain, atol=1e-3)  # mirroring did change something
-    torch.testing.assert_close(predict_logits(net, data, (4, 6, 8), mirror_axes=None), plain)
+    torch.testing.assert_close(
+        predict_logits(net, data, (4, 6, 8), PredictionOptions(mirror_axes=None)), plain
+    )
 
 
 def test_single_windows_run_their_flips_in_pairs_on_the_cpu():
@@ -237,7 +244,7 @@ def test_single_windows_run_their_flips_in_pairs_on_the_cpu():
 
     net = Recording(3)
     data = torch.randn(1, 4, 6, 8)  # one window
-    out = predict_logits(net, data, (4, 6, 8), mirror_axes=(0, 1, 2))
+    out = predict_logits(net, data, (4, 6, 8), PredictionOptions(mirror_axes=(0, 1, 2)))
     assert calls == [2, 2, 2, 2]  # 8 flips, two per call
     calls.clear()
     with torch.no_grad():
@@ -246,10 +253,15 @@ def test_single_windows_run_their_flips_in_pairs_on_the_cpu():
         expected = sum(torch.flip(net(torch.flip(x, f)), f) for f in flips)[0] / 8
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
     calls.clear()
-    predict_logits(net, torch.randn(1, 8, 6, 8), (4, 6, 8), mirror_axes=(1,), batch_windows=3)
+    predict_logits(
+        net,
+        torch.randn(1, 8, 6, 8),
+        (4, 6, 8),
+        PredictionOptions(mirror_axes=(1,), batch_windows=3),
+    )
     assert calls == [3, 3]  # batches of several windows: one call per flip
     calls.clear()
-    predict_logits(net, data, (4, 6, 8), mirror_axes=None)
+    predict_logits(net, data, (4, 6, 8), PredictionOptions(mirror_axes=None))
     assert calls == [1]
 
 
@@ -259,24 +271,28 @@ def test_mirroring_every_axis_makes_the_prediction_flip_equivariant():
     # symmetrically ([0, 2, 4], [0, 3, 6], [0, 2, 4, 6]).
     data = torch.randn(1, 9, 13, 11)
     patch = (5, 7, 5)
-    out = predict_logits(net, data, patch, mirror_axes=(0, 1, 2))
+    out = predict_logits(net, data, patch, PredictionOptions(mirror_axes=(0, 1, 2)))
     for axis in range(3):
-        flipped = predict_logits(net, torch.flip(data, (axis + 1,)), patch, mirror_axes=(0, 1, 2))
+        flipped = predict_logits(
+            net, torch.flip(data, (axis + 1,)), patch, PredictionOptions(mirror_axes=(0, 1, 2))
+        )
         torch.testing.assert_close(flipped, torch.flip(out, (axis + 1,)), rtol=1e-4, atol=1e-5)
 
 
 def test_batching_does_not_change_the_result():
     net = Shifted(3)
     data = torch.randn(1, 9, 10, 11)
-    one = predict_logits(net, data, (4, 5, 6), mirror_axes=(1,), batch_windows=1)
-    many = predict_logits(net, data, (4, 5, 6), mirror_axes=(1,), batch_windows=7)
+    one = predict_logits(net, data, (4, 5, 6), PredictionOptions(mirror_axes=(1,), batch_windows=1))
+    many = predict_logits(
+        net, data, (4, 5, 6), PredictionOptions(mirror_axes=(1,), batch_windows=7)
+    )
     torch.testing.assert_close(one, many, rtol=1e-5, atol=1e-6)
 
 
 def test_2d_patch_predicts_a_volume_slice_by_slice():
     net = Conv1x1(2)
     data = torch.randn(2, 5, 13, 9)
-    out = predict_logits(net, data, (8, 6), mirror_axes=(0, 1), batch_windows=4)
+    out = predict_logits(net, data, (8, 6), PredictionOptions(mirror_axes=(0, 1), batch_windows=4))
     assert out.shape == (3, 5, 13, 9)
     with torch.no_grad():
         expected = torch.stack([net(data[:, z][None])[0] for z in range(5)], dim=1)
@@ -286,9 +302,9 @@ def test_2d_patch_predicts_a_volume_slice_by_slice():
 def test_2d_patch_on_a_slice_of_a_volume_matches_a_2d_image():
     net = Shifted(2)
     data = torch.randn(1, 3, 14, 11)
-    volume = predict_logits(net, data, (8, 6), mirror_axes=(0, 1))
+    volume = predict_logits(net, data, (8, 6), PredictionOptions(mirror_axes=(0, 1)))
     for z in range(3):
-        plane = predict_logits(net, data[:, z], (8, 6), mirror_axes=(0, 1))
+        plane = predict_logits(net, data[:, z], (8, 6), PredictionOptions(mirror_axes=(0, 1)))
         assert plane.shape == (2, 14, 11)  # a 2D input gives a 2D output
         torch.testing.assert_close(volume[:, z], plane)
 
@@ -296,7 +312,7 @@ def test_2d_patch_on_a_slice_of_a_volume_matches_a_2d_image():
 def test_images_smaller_than_the_patch_are_padded_and_cropped_back():
     net = Shifted(2)
     data = torch.randn(1, 5, 7)
-    out = predict_logits(net, data, (8, 10), mirror_axes=None)
+    out = predict_logits(net, data, (8, 10), PredictionOptions(mirror_axes=None))
     assert out.shape == (2, 5, 7)
     padded = torch.nn.functional.pad(data, (1, 2, 1, 2))  # centred, extra after
     with torch.no_grad():
@@ -307,7 +323,9 @@ def test_images_smaller_than_the_patch_are_padded_and_cropped_back():
 def test_numpy_input_and_network_mode():
     net = Conv1x1(3)
     net.train()
-    out = predict_logits(net, np.ones((2, 4, 4, 4), np.float32), (4, 4, 4), mirror_axes=None)
+    out = predict_logits(
+        net, np.ones((2, 4, 4, 4), np.float32), (4, 4, 4), PredictionOptions(mirror_axes=None)
+    )
     assert out.shape == (3, 4, 4, 4)
     assert net.training  # restored
 
@@ -315,18 +333,22 @@ def test_numpy_input_and_network_mode():
 def test_bad_arguments_are_refused():
     data = torch.zeros(1, 4, 4, 4)
     with pytest.raises(ValueError, match="mirror axes"):
-        predict_logits(nn.Identity(), data, (4, 4, 4), mirror_axes=(3,))
+        predict_logits(nn.Identity(), data, (4, 4, 4), PredictionOptions(mirror_axes=(3,)))
     with pytest.raises(ValueError, match="batch_windows"):
-        predict_logits(nn.Identity(), data, (4, 4, 4), mirror_axes=None, batch_windows=0)
+        predict_logits(
+            nn.Identity(), data, (4, 4, 4), PredictionOptions(mirror_axes=None, batch_windows=0)
+        )
     with pytest.raises(ValueError, match="does not fit a patch"):
-        predict_logits(nn.Identity(), torch.zeros(1, 4, 4, 4, 4), (4, 4), mirror_axes=None)
+        predict_logits(
+            nn.Identity(), torch.zeros(1, 4, 4, 4, 4), (4, 4), PredictionOptions(mirror_axes=None)
+        )
 
     class Deep(nn.Module):
         def forward(self, x):
             return [x, x[:, :, ::2]]
 
     with pytest.raises(TypeError, match="deep supervision"):
-        predict_logits(Deep(), data, (4, 4, 4), mirror_axes=None)
+        predict_logits(Deep(), data, (4, 4, 4), PredictionOptions(mirror_axes=None))
 
 
 def test_mirror_combinations():
@@ -343,25 +365,30 @@ def test_accumulation_falls_back_to_host_memory_when_the_device_is_full(monkeypa
     calls = []
     real = sliding_window._sum_windows
 
-    def fake(network, data, patch, combinations, step, batch, device, accumulate, fmt, bf16):
+    def fake(network, data, patch, combinations, step, batch, device, accumulate, fmt, cast):
         calls.append(accumulate.type)
         if accumulate.type != "cpu":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         cpu = torch.device("cpu")
-        return real(network, data, patch, combinations, step, batch, cpu, accumulate, fmt, bf16)
+        return real(network, data, patch, combinations, step, batch, cpu, accumulate, fmt, cast)
 
     monkeypatch.setattr(sliding_window, "_sum_windows", fake)
     monkeypatch.setattr(sliding_window, "_empty_cache", lambda device: None)
     # The network "runs" on the meta device only in name: fake() computes on the CPU.
     net = nn.Identity()
     data = torch.randn(1, 6, 6, 6)
-    out = predict_logits(net, data, (4, 4, 4), mirror_axes=None, device="meta")
+    out = predict_logits(net, data, (4, 4, 4), PredictionOptions(mirror_axes=None, device="meta"))
     assert calls == ["meta", "cpu"]
     torch.testing.assert_close(out, data, rtol=1e-5, atol=1e-5)
 
     calls.clear()
     with pytest.raises(torch.OutOfMemoryError):
-        predict_logits(net, data, (4, 4, 4), mirror_axes=None, device="meta", accumulate_on="meta")
+        predict_logits(
+            net,
+            data,
+            (4, 4, 4),
+            PredictionOptions(mirror_axes=None, device="meta", accumulate_on="meta"),
+        )
     assert calls == ["meta"]  # an explicit choice is not overridden
 
 
@@ -372,7 +399,10 @@ def test_other_errors_are_not_taken_for_a_full_device(monkeypatch):
     monkeypatch.setattr(sliding_window, "_sum_windows", broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         predict_logits(
-            nn.Identity(), torch.zeros(1, 4, 4, 4), (4, 4, 4), mirror_axes=None, device="meta"
+            nn.Identity(),
+            torch.zeros(1, 4, 4, 4),
+            (4, 4, 4),
+            PredictionOptions(mirror_axes=None, device="meta"),
         )
 
 
@@ -389,13 +419,18 @@ class DtypeRecording(Shifted):
         return out
 
 
-def test_cpu_bf16_runs_the_network_in_bfloat16_and_sums_in_float32():
+def test_bfloat16_runs_the_network_in_bfloat16_and_sums_in_float32(monkeypatch):
+    from segflow.inference import backends
+
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     net = DtypeRecording()
     data = torch.randn(1, 9, 10, 11)
-    plain = predict_logits(net, data, (4, 5, 6), mirror_axes=(0, 1, 2))
+    plain = predict_logits(net, data, (4, 5, 6), PredictionOptions(mirror_axes=(0, 1, 2)))
     assert set(net.dtypes) == {torch.float32}
     net.dtypes.clear()
-    bf16 = predict_logits(net, data, (4, 5, 6), mirror_axes=(0, 1, 2), cpu_bf16=True)
+    bf16 = predict_logits(
+        net, data, (4, 5, 6), PredictionOptions(mirror_axes=(0, 1, 2), precision="bfloat16")
+    )
     assert set(net.dtypes) == {torch.bfloat16}
     assert bf16.dtype == torch.float32
     # bfloat16 keeps 8 significant bits: close to float32, but not equal.
@@ -403,42 +438,46 @@ def test_cpu_bf16_runs_the_network_in_bfloat16_and_sums_in_float32():
     torch.testing.assert_close(bf16, plain, rtol=0.02, atol=0.02)
 
 
-def test_cpu_bf16_warns_once_where_the_cpu_emulates_it(monkeypatch, caplog):
-    from segflow import compute
+def test_bfloat16_falls_back_to_float32_with_one_warning_without_native_bf16(monkeypatch, caplog):
+    """A CPU without avx512_bf16 and amx_bf16 (simulated): float32, one warning, never
+    emulated bfloat16."""
+    from segflow.inference import backends
 
-    compute._warn_emulated_bf16.cache_clear()
-    monkeypatch.setattr(compute, "cpu_has_native_bf16", lambda: False)
+    backends._warn_no_native_bf16.cache_clear()
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
     net = DtypeRecording()
-    with caplog.at_level("WARNING", logger="segflow.compute"):
+    options = PredictionOptions(mirror_axes=None, precision="bfloat16")
+    with caplog.at_level("WARNING", logger="segflow.inference.backends"):
         for _ in range(2):
-            predict_logits(net, torch.randn(1, 4, 5, 6), (4, 5, 6), mirror_axes=None, cpu_bf16=True)
+            predict_logits(net, torch.randn(1, 4, 5, 6), (4, 5, 6), options)
     warnings = [r.getMessage() for r in caplog.records if "bfloat16" in r.getMessage()]
-    assert len(warnings) == 1 and "emulated" in warnings[0], warnings
-    assert net.dtypes == [torch.bfloat16, torch.bfloat16]
+    assert len(warnings) == 1 and "float32 instead" in warnings[0], warnings
+    assert net.dtypes == [torch.float32, torch.float32]
 
-    compute._warn_emulated_bf16.cache_clear()
+    backends._warn_no_native_bf16.cache_clear()
     caplog.clear()
-    monkeypatch.setattr(compute, "cpu_has_native_bf16", lambda: True)
-    with caplog.at_level("WARNING", logger="segflow.compute"):
-        predict_logits(net, torch.randn(1, 4, 5, 6), (4, 5, 6), mirror_axes=None, cpu_bf16=True)
+    net.dtypes.clear()
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    with caplog.at_level("WARNING", logger="segflow.inference.backends"):
+        predict_logits(net, torch.randn(1, 4, 5, 6), (4, 5, 6), options)
     assert not caplog.records
+    assert net.dtypes == [torch.bfloat16]
 
 
 @pytest.mark.filterwarnings("ignore:CUDA is not available")  # a CUDA autocast made without one
-def test_cpu_bf16_leaves_other_devices_alone():
+def test_autocast_only_for_torch_and_bf16_only_on_the_cpu():
     cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
-    assert sliding_window._autocast(cpu, False).__class__.__name__ == "nullcontext"
-    bf16 = sliding_window._autocast(cpu, True)
+    autocast = sliding_window._autocast
+    assert autocast(cpu, "torch", "float32").__class__.__name__ == "nullcontext"
+    bf16 = autocast(cpu, "torch", "bfloat16")
     assert isinstance(bf16, torch.autocast) and bf16.fast_dtype == torch.bfloat16
     assert bf16.device == "cpu"
-    for requested in (False, True):
+    # Another backend sets its precision when it compiles the network.
+    assert autocast(cpu, "openvino", "bfloat16").__class__.__name__ == "nullcontext"
+    for precision in ("float32", "bfloat16"):
         # CUDA always predicts in float16 autocast, MPS never in autocast.
-        assert sliding_window._autocast(cuda, requested).device == "cuda"
-        assert sliding_window._autocast(mps, requested).__class__.__name__ == "nullcontext"
-    from segflow.compute import use_cpu_bf16
-
-    assert use_cpu_bf16(cpu, True, "x") and not use_cpu_bf16(cpu, False, "x")
-    assert not use_cpu_bf16(cuda, True, "x") and not use_cpu_bf16(mps, True, "x")
+        assert autocast(cuda, "torch", precision).device == "cuda"
+        assert autocast(mps, "torch", precision).__class__.__name__ == "nullcontext"
 
 
 def test_accumulation_devices():

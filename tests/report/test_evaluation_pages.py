@@ -213,3 +213,14 @@ def test_the_ablation_table_says_what_each_model_overrides(tmp_path, crossval_cs
     assert differs("exp_log") == "loss exp_log, loss_parameters gamma_dice 0.5"
     assert differs("BL+GN") == "network.norm group"
     assert differs("ssl") == ("pretrained_weights self-supervised, per fold, sas_augmentation true")
+def test_crossval_page_says_which_backend_and_precision_predicted(tmp_path, crossval_csvs):
+    import json
+
+    text = crossval_page({"2d": crossval_csvs["2d"]}, tmp_path / "c.html").read_text()
+    assert "predicted with" not in text  # folds of an older segflow say nothing
+    for fold, backend in ((0, "openvino"), (1, "torch")):
+        (tmp_path / f"fold_{fold}").mkdir()
+        summary = {"backend": backend, "precision": "bfloat16"}
+        (tmp_path / f"fold_{fold}" / "summary.json").write_text(json.dumps(summary))
+    text = crossval_page({"2d": crossval_csvs["2d"]}, tmp_path / "c.html").read_text()
+    assert "Cross-validation predicted with 2d: openvino, bfloat16; torch, bfloat16." in text

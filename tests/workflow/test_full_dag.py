@@ -186,15 +186,17 @@ def test_a_second_run_does_nothing_and_postprocessing_changes_rerun_only_what_fo
     assert decision["rules"] == [] and decision["steps"] == []
 
 
-def test_bf16_prediction_reruns_validation_and_test_prediction_with_the_flag(finished):
+@pytest.mark.parametrize("change", ["precision: bfloat16", "backend: openvino"])
+def test_a_change_of_precision_or_backend_reruns_validation_and_test_prediction(finished, change):
     from .conftest import run_snakemake
 
     work, config, _ = finished
-    changed = config | {"inference": "{device: cpu, threads: 1, cpu_bf16: true}"}
+    changed = config | {"inference": f"{{device: cpu, threads: 1, {change}}}"}
     plan = run_snakemake(work, "--dry-run", "--printshellcmds", config=changed)
     assert plan.returncode == 0, plan.output
     counts = plan.job_counts()
     assert counts["validate"] == 4 and counts["predict"] == 2, counts  # 2 configurations x 2 folds
     commands = [line for line in plan.output.splitlines()
                 if " validate-fold " in line or " predict -i " in line]  # fmt: skip
-    assert len(commands) == 6 and all("--cpu-bf16" in c for c in commands), commands
+    flag = "--" + change.replace(": ", "=")
+    assert len(commands) == 6 and all(flag in c for c in commands), commands

@@ -66,6 +66,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SEGFLOW_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 #: nnU-Net v2's interpreter, in its own virtual environment (never a segflow dependency).
 NNUNET_PYTHON = Path("/tmp/nnunet-venv/bin/python")
+#: The short nnU-Net trainer the benchmarks install (benchmarks/nnunet_short_trainer.py).
+NNUNET_TRAINER = "nnUNetTrainer_segflowShort"
 #: The demo dataset's name (``make_demo_dataset``).
 DEMO_NAME = "Dataset990_SegflowDemo"
 #: The configuration the Hippocampus comparisons train.

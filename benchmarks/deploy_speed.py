@@ -45,12 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from predict_speed import TRAINER  # a sibling script
-from train_vs_nnunet import TreeMonitor  # a sibling script
-
-REPO = Path(__file__).resolve().parents[1]
-HOLDOUT = Path("/tmp/hippo_holdout/Dataset004_Hippocampus")
-SEGFLOW_MODEL = Path("/tmp/segflow_ho/results/models/3d_fullres")
+from common import HOLDOUT, SEGFLOW_MODEL, TreeMonitor
+from common import NNUNET_TRAINER as TRAINER
 
 
 @dataclass

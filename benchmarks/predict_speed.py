@@ -33,9 +33,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import add_holdout_model, run_measured
+from common import NNUNET_TRAINER, add_holdout_model, run_measured
 
-TRAINER = "nnUNetTrainer_segflowShort"
+TRAINER = NNUNET_TRAINER
 
 
 def _dice(holdout: Path, predictions: Path) -> dict[str, float]:

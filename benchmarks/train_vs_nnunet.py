@@ -39,6 +39,7 @@ from typing import Any
 
 from common import (
     CONFIGURATION,
+    NNUNET_TRAINER,
     REPO,
     TreeMonitor,
     add_holdout_budget,
@@ -52,7 +53,7 @@ from segflow.holdout import make_holdout
 
 logger = logging.getLogger("train_vs_nnunet")
 
-TRAINER = "nnUNetTrainer_segflowShort"
+TRAINER = NNUNET_TRAINER
 TRAINER_SOURCE = REPO / "benchmarks" / "nnunet_short_trainer.py"
 
 

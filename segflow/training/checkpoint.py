@@ -111,8 +111,11 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
             :func:`load_checkpoint` could not read back).
     """
     _check_plain(state, "state")
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    # Through a file object, the zip archive's inner folder is always "archive"; given the
+    # (random) temporary name, torch.save would name it after that, and the same state would
+    # give other bytes at every save (the exported model's hashes with it).
+    with atomic_path(path) as tmp, open(tmp, "wb") as stream:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, stream)
     return Path(path)
 
 

@@ -97,3 +97,13 @@ def test_a_text_file_is_said_not_to_be_a_pytorch_checkpoint(tmp_path):
         f"  - {path}: is not a PyTorch checkpoint: it begins with b'thes', where a file "
         "written by torch.save begins with a zip archive's b'PK\\x03\\x04'"
     )
+
+
+def test_the_same_state_gives_the_same_bytes_wherever_it_is_saved(tmp_path):
+    # The exported model's manifest hashes its checkpoints: a save must not depend on the
+    # file's (temporary) name.
+    state = {"network": {"w": torch.arange(6.0).reshape(2, 3)}, "epoch": 3}
+    a = save_checkpoint(tmp_path / "checkpoint_final.pt", state)
+    b = save_checkpoint(tmp_path / "other" / "model_weights.pt", state)
+    assert a.read_bytes() == b.read_bytes()
+    assert load_checkpoint(b)["epoch"] == 3

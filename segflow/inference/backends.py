@@ -66,6 +66,7 @@ __all__ = [
     "read_onnx",
     "remember_checkpoint",
     "resolve_backend",
+    "unexportable",
     "write_onnx_beside",
 ]
 
@@ -219,6 +220,25 @@ def remember_checkpoint(network: nn.Module, checkpoint: Path, channels: int) -> 
     _SOURCES[network] = _Source(Path(checkpoint), int(channels))
 
 
+#: Parts of networks PyTorch's ONNX exporter cannot write, by class name, and why: the
+#: exporter is not even tried (on the axial attention's reshapes its shape inference ended
+#: the process with SIGFPE at times, which no ``except`` catches).
+_UNEXPORTABLE = {
+    "AxialAttention": "the ONNX exporter cannot write axial attention's reshapes",
+    "SpatialTransformer": "the spatial transformer's matrix inverse has no ONNX form",
+    "SwinUNETR": "the ONNX exporter cannot write its instance norm of unknown channel size",
+}
+
+
+def unexportable(network: nn.Module) -> str | None:
+    """Why ``network`` cannot be exported to ONNX (a part of :data:`_UNEXPORTABLE`), or None."""
+    for module in network.modules():
+        reason = _UNEXPORTABLE.get(type(module).__name__)
+        if reason is not None:
+            return reason
+    return None
+
+
 def export_onnx(
     network: nn.Module,
     channels: int,
@@ -230,8 +250,15 @@ def export_onnx(
 
     The network is exported on the CPU in evaluation mode (its device and mode are restored);
     ``checkpoint_sha256`` is recorded in the model's metadata (:data:`CHECKPOINT_KEY`).
+
+    Raises:
+        ValueError: the network has a part the exporter cannot write (:func:`unexportable`).
     """
     import onnx
+
+    reason = unexportable(network)
+    if reason is not None:
+        raise ValueError(reason)
 
     device = next((p.device for p in network.parameters()), torch.device("cpu"))
     was_training = network.training

@@ -14,6 +14,8 @@ import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from segflow import __version__
+
 __all__ = [
     "MISSING",
     "Html",
@@ -132,11 +134,12 @@ def paragraph(text: str | Html, note: bool = False) -> Html:
 
 def page(title: str, parts: Iterable[str]) -> str:
     """A whole HTML document: ``title`` as its title and first heading, then ``parts`` (each
-    already markup, e.g. from :func:`table`)."""
+    already markup, e.g. from :func:`table`), and last the segflow version that wrote it."""
     body = "\n".join(parts)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{escape(title)}</title>\n<style>\n{_STYLE}\n</style>\n</head>\n<body>\n"
-        f"<h1>{escape(title)}</h1>\n{body}\n</body>\n</html>\n"
+        f"<h1>{escape(title)}</h1>\n{body}\n"
+        f'<p class="note">Written by segflow {escape(__version__)}.</p>\n</body>\n</html>\n'
     )

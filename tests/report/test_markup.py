@@ -58,3 +58,10 @@ def test_page_is_a_whole_document_with_an_escaped_title():
     assert "<title>A &lt;title&gt;</title>" in text
     assert "<h1>A &lt;title&gt;</h1>" in text
     assert "<style>" in text and "<script" not in text
+
+
+def test_every_page_names_the_segflow_version_that_wrote_it():
+    from segflow import __version__
+
+    text = page("Plans", ["<p>body</p>"])
+    assert f'<p class="note">Written by segflow {__version__}.</p>\n</body>' in text

@@ -29,8 +29,12 @@ demo: $(STAMP)
 	$(BIN)/snakemake --report results/demo/report.html --configfile config/config.yaml
 	@$(BIN)/python scripts/demo_summary.py results/demo
 
+# The image tests run in a pytest process of their own: in the main one, after OpenVINO had
+# run in-process (the prediction tests), their podman builds failed and the process ended with
+# SIGSEGV; alone they pass.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --ignore=tests/workflow/test_container_images.py
+	$(BIN)/python -m pytest -q tests/workflow/test_container_images.py
 
 lint: $(STAMP)
 	scripts/lint.sh

@@ -134,7 +134,7 @@ def test_selection_compares_the_cascade_and_its_ensemble(finished):
     out, _, _ = finished
     selection = json.loads((out / "selection.json").read_text())
     names = [c["name"] for c in selection["candidates"]]
-    assert names == ["3d_lowres", "3d_cascade_fullres", "3d_lowres+3d_cascade_fullres"]
+    assert names == ["3d_lowres", "3d_cascade_fullres", "3d_lowres,3d_cascade_fullres"]
     summary = json.loads((out / "crossval" / "3d_cascade_fullres" / "summary.json").read_text())
     assert summary["num_cases"] == 3
 

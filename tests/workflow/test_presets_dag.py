@@ -85,7 +85,7 @@ def test_select_compares_the_presets_and_the_export_carries_the_right_plans(fini
     work, _, _ = finished
     out = work / "out"
     selection = json.loads((out / "selection.json").read_text())
-    assert [c["name"] for c in selection["candidates"]] == [*MODELS, "+".join(MODELS)]
+    assert [c["name"] for c in selection["candidates"]] == [*MODELS, ",".join(MODELS)]
     best = max(c["mean_foreground_dice"] for c in selection["candidates"])
     assert selection["selected"]["mean_foreground_dice"] == best
     selected = selection["selected"]["configurations"]

@@ -689,6 +689,7 @@ def check_config(
     problems += _loss_parameter_problems(config)
     if not problems:
         problems += _ssl_pretrain_problems(config)
+        problems += _resample_kernels_problems(config)
     if problems:
         raise ConfigError("the workflow configuration is invalid", problems)
     return config
@@ -719,6 +720,21 @@ def _loss_parameter_problems(config: dict[str, Any]) -> list[Problem]:
         problems += loss_problems(
             section["loss"], section["loss_parameters"], where=f"{where}.loss_parameters"
         )
+    return problems
+
+
+def _resample_kernels_problems(config: dict[str, Any]) -> list[Problem]:
+    """pretrained_resample_kernels without pretrained weights to resize."""
+    problems = []
+    for name, section in experiment_sections(config).items():
+        if section.get("pretrained_resample_kernels") and not section.get("pretrained_weights"):
+            where = "training" if name is None else f"experiments.{name}"
+            problems.append(
+                Problem(
+                    f"{where}.pretrained_resample_kernels",
+                    "resizes the kernels of pretrained_weights: set pretrained_weights too",
+                )
+            )
     return problems
 
 

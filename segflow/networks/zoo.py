@@ -380,15 +380,26 @@ _SEGRESNET_DS_BLOCKS = (1, 2, 2, 4, 4)
 
 #: The training recipe each family is reported with, as training settings (an experiment's
 #: keys) that change segflow's defaults (nnU-Net's: SGD, 0.01, poly decay, 1000 x 250
-#: iterations, gradients clipped to 12). Sources: MedNeXt: AdamW at a learning rate of 1e-3
-#: (Roy et al. 2023, section 3; nnU-Net Revisited trains MedNeXt with its authors'
-#: configuration); its weight decay, schedule and budget stay nnU-Net's, whose framework the
-#: paper trains in. SegResNetDS: AdamW at 2e-4 with weight decay 1e-5, MONAI Auto3DSeg's
-#: segresnet defaults as this module's author knows them (not checked against the template;
-#: its warm-up and cosine schedule are not offered, segflow's poly decay is kept). UpKern
-#: (initializing a kernel-5 MedNeXt from a trained kernel-3 one) is not offered.
+#: iterations, gradients clipped to 12). Sources, read in the authors' code:
+#:
+#: * MedNeXt: the authors' trainers (github.com/MIC-DKFZ/MedNeXt,
+#:   ``nnunet_mednext/training/network_training/MedNeXt/nnUNetTrainerV2_MedNeXt.py``, class
+#:   ``nnUNetTrainerV2_Optim_and_LR``): AdamW at 1e-3 with nnU-Net v1's weight decay 3e-5
+#:   (``nnUNetTrainer.py``: ``weight_decay``), no scheduler of its own, so nnU-Net v1's poly
+#:   decay over 1000 x 250 iterations (``nnUNetTrainerV2.py``), gradients clipped to 12, as
+#:   segflow. Not offered: AdamW's ``eps`` of 1e-4 (segflow keeps PyTorch's 1e-8; the authors
+#:   raised it against NaNs in fp16). Their kernel-5 trainers start from a trained kernel-3
+#:   network (UpKern: ``pretrained_weights`` with ``pretrained_resample_kernels``). The
+#:   configuration nnU-Net Revisited used for MedNeXt was not checked beyond its statement
+#:   that the networks were trained as their authors recommend.
+#: * SegResNetDS: MONAI Auto3DSeg's segresnet template
+#:   (github.com/Project-MONAI/research-contributions,
+#:   ``auto3dseg/algorithm_templates/segresnet/configs/hyper_parameters.yaml``): AdamW,
+#:   ``learning_rate: 2.0e-4``, ``weight_decay: 1.e-5``. Not offered: its 3 warm-up epochs, its
+#:   own schedule and 300-epoch budget, batch 1 at a 224x224x144 crop; segflow's poly decay,
+#:   plans and budget are kept.
 TRAINING_RECIPES: dict[str, dict[str, Any]] = {
-    "MedNeXt": {"optimizer": "adamw", "initial_lr": 1e-3},
+    "MedNeXt": {"optimizer": "adamw", "initial_lr": 1e-3, "weight_decay": 3e-5},
     "SegResNetDS": {"optimizer": "adamw", "initial_lr": 2e-4, "weight_decay": 1e-5},
 }
 

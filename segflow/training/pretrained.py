@@ -11,6 +11,13 @@ used on data with as many channels). A network whose topology differs (other pla
 refused with every mismatching layer listed; ``segflow move-plans`` gives the new dataset the
 pretraining dataset's topology.
 
+UpKern (Roy et al., MICCAI 2023, MedNeXt): with ``resample_kernels`` a convolution kernel
+whose spatial size alone differs (same output and input channels: a kernel-3 MedNeXt's depthwise
+kernels in a kernel-5 MedNeXt) is resized to this network's size by trilinear (bilinear in 2D)
+interpolation, as the MedNeXt authors' weight loading does (corners not aligned), instead of
+refused; each resized layer is logged with both shapes and returned. Any other mismatch is still
+refused.
+
 The checkpoint may also be nnU-Net v2's (``checkpoint_final.pth``): it is read without running
 pickled code (:mod:`segflow.nnunet.checkpoint`) and its tensors take segflow's names
 (:mod:`segflow.nnunet.weights`) before the same per-layer checks.
@@ -39,6 +46,8 @@ __all__ = [
     "head_prefixes",
     "load_pretrained_weights",
     "pretrained_problems",
+    "resizable_kernel",
+    "resized_kernel",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,18 +79,44 @@ def head_prefixes(network: nn.Module) -> tuple[str, ...]:
     return tuple(getattr(network, "head_prefixes", (HEAD_PREFIX,)))
 
 
+def resizable_kernel(pretrained: torch.Tensor, own: torch.Tensor) -> bool:
+    """Whether UpKern resizes ``pretrained`` into ``own``: both 2D or 3D convolution kernels
+    ``(out, in, *spatial)`` with the same channels and another spatial size."""
+    return (
+        pretrained.dim() == own.dim()
+        and own.dim() in (4, 5)
+        and pretrained.shape[:2] == own.shape[:2]
+        and pretrained.shape[2:] != own.shape[2:]
+        and pretrained.is_floating_point()
+    )
+
+
+def resized_kernel(pretrained: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """UpKern: the kernel ``pretrained`` ``(out, in, *spatial)`` interpolated (trilinear in 3D,
+    bilinear in 2D, corners not aligned) to the spatial size of ``shape``."""
+    mode = "trilinear" if len(shape) == 5 else "bilinear"
+    resized = nn.functional.interpolate(
+        pretrained.float(), size=tuple(shape[2:]), mode=mode, align_corners=False
+    )
+    return resized.to(pretrained.dtype)
+
+
 def pretrained_problems(
     pretrained: Mapping[str, torch.Tensor],
     own: Mapping[str, torch.Tensor],
     heads: tuple[str, ...] = (HEAD_PREFIX,),
+    resample_kernels: bool = False,
 ) -> list[Problem]:
-    """Every layer (but the ``heads``) whose name or shape differs between the state dicts."""
+    """Every layer (but the ``heads``) whose name or shape differs between the state dicts;
+    with ``resample_kernels``, kernels UpKern resizes (:func:`resizable_kernel`) are not."""
     problems = []
     for name, tensor in own.items():
         if name.startswith(heads):
             continue
         if name not in pretrained:
             problems.append(Problem(name, "missing from the pretrained network"))
+        elif resample_kernels and resizable_kernel(pretrained[name], tensor):
+            continue
         elif pretrained[name].shape != tensor.shape:
             problems.append(
                 Problem(
@@ -105,12 +140,19 @@ def _nnunet_weights(path: Path) -> tuple[dict[str, torch.Tensor], int | None, li
 
 
 def load_pretrained_weights(
-    network: nn.Module, path: str | os.PathLike[str], num_input_channels: int
+    network: nn.Module,
+    path: str | os.PathLike[str],
+    num_input_channels: int,
+    resample_kernels: bool = False,
 ) -> dict[str, Any]:
-    """Copy every parameter and buffer but the heads from the checkpoint at ``path``.
+    """Copy every parameter and buffer but the heads from the checkpoint at ``path``; with
+    ``resample_kernels`` (UpKern) kernels of another spatial size are interpolated to this
+    network's.
 
     Returns:
-        What the run started from: ``{"path", "sha256", "layers"}`` (layers copied).
+        What the run started from: ``{"path", "sha256", "layers"}`` (layers copied), and with
+        ``resample_kernels`` ``"resized"``: each interpolated layer's name, pretrained shape and
+        own shape.
 
     Raises:
         SegflowError: the file is neither a segflow nor an nnU-Net v2 checkpoint (``.pth``),
@@ -139,7 +181,7 @@ def load_pretrained_weights(
             )
         )
     heads = head_prefixes(network)
-    problems += pretrained_problems(weights, own, heads)
+    problems += pretrained_problems(weights, own, heads, resample_kernels)
     if problems:
         problems.append(Problem("hint", _HINT))
         raise SegflowError(
@@ -147,6 +189,14 @@ def load_pretrained_weights(
             problems,
         )
     copied = {k: v for k, v in weights.items() if not k.startswith(heads)}
+    resized = []
+    for name, tensor in copied.items():
+        if resample_kernels and resizable_kernel(tensor, own[name]):
+            copied[name] = resized_kernel(tensor, own[name].shape)
+            resized.append([name, list(tensor.shape), list(own[name].shape)])
+            logger.info(
+                "UpKern: %s interpolated from %s to %s", name, _shape(tensor), _shape(own[name])
+            )
     with torch.no_grad():
         for name, tensor in own.items():
             if name in copied:
@@ -157,4 +207,11 @@ def load_pretrained_weights(
         len(copied),
         sum(name.startswith(heads) for name in own),
     )
-    return {"path": str(path), "sha256": file_sha256(path), "layers": len(copied)}
+    started: dict[str, Any] = {
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "layers": len(copied),
+    }
+    if resample_kernels:
+        started["resized"] = resized
+    return started

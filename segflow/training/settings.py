@@ -52,6 +52,12 @@ class TrainingSettings:
         "whose weights, but the segmentation heads, start the run (fine-tuning; ignored on "
         "resume)",
     )
+    pretrained_resample_kernels: bool = setting(
+        False,
+        "UpKern (MedNeXt): a pretrained convolution kernel whose spatial size alone differs from "
+        "this network's (kernel 3 into kernel 5) is resized by (tri)linear interpolation instead "
+        "of refused; needs pretrained_weights",
+    )
     loss: str = setting("dice_ce", "the training loss, by name", choices=LOSS_NAMES)
     # The default is None: no mutable default is shared.
     loss_parameters: dict[str, Any] | None = setting(  # noqa: RUF009
@@ -148,6 +154,10 @@ class TrainingSettings:
             not isinstance(self.pretrained_weights, str) or not self.pretrained_weights
         ):
             problems.append(Problem("pretrained_weights", "must be a checkpoint's path"))
+        if self.pretrained_resample_kernels and self.pretrained_weights is None:
+            problems.append(
+                Problem("pretrained_resample_kernels", "resizes pretrained_weights: set them too")
+            )
         if self.experiment is not None and (
             not isinstance(self.experiment, str) or not self.experiment or "__" in self.experiment
         ):

@@ -414,7 +414,10 @@ class FoldTrainer:
         if self.settings.pretrained_weights is None:
             return
         self.pretrained = load_pretrained_weights(
-            self.network, self.settings.pretrained_weights, self.num_input_channels
+            self.network,
+            self.settings.pretrained_weights,
+            self.num_input_channels,
+            self.settings.pretrained_resample_kernels,
         )
         if self.pretrained["sha256"] != self.pretrained_sha256:
             raise SegflowError(

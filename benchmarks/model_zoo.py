@@ -35,11 +35,14 @@ cores; UNETR's ViT-B is the slowest)::
 2024) ranked, each with its training recipe (``segflow.networks.zoo.TRAINING_RECIPES``):
 ``nnunet`` (the plans' U-Net), ``ResEncL`` (nnU-Net's residual-encoder L preset: its own
 plans, ``planning: {preset: resenc_l}``), ``MedNeXt-S-k3`` and ``MedNeXt-B-k3`` (AdamW, 1e-3)
-and ``SegResNetDS`` (AdamW, 2e-4), all with deep supervision; typically on Hippocampus
-(docs/results/mednext.md)::
+and ``SegResNetDS`` (AdamW, 2e-4), all with deep supervision. ``--gpu-memory-target-gb``
+gives all five one batch size (the presets' own: 7 for the U-Net, 141 for ResEnc L on
+Hippocampus, which 24 GiB of CPU memory cannot hold). The run of docs/results/mednext.md
+(batch 2, 20 iterations; about 40 minutes on 2 busy cores)::
 
     .venv/bin/python benchmarks/model_zoo.py --revisited --datasets hippocampus \
-        --epochs 1 --iterations 2 --val-iterations 1 --work /tmp/mednext_zoo
+        --gpu-memory-target-gb 0.3 --epochs 1 --iterations 20 --val-iterations 1 \
+        --work /tmp/mednext_rev --result /tmp/mednext_rev.json
 
 The run of docs/results/model-zoo.md (2 epochs x 10 iterations, 2 validation iterations, SSL
 2 x 10; about an hour per dataset on 2 cores: UNet++ and SwinUNETR in 3D take 30-45 s per

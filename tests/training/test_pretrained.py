@@ -186,3 +186,29 @@ def test_other_pretrained_weights_are_not_resumed(tiny_experiment, pretrained, t
     trainer = _trainer(tiny_experiment, out, fold=1, settings=settings)
     trainer.run()
     assert trainer.pretrained["sha256"] == file_sha256(copy)
+
+
+def test_upkern_a_k3_mednext_run_starts_a_k5_run_that_records_each_resized_kernel(
+    tiny_experiment, tmp_path
+):
+    pytest.importorskip("monai")
+    from segflow.networks import NetworkVariant
+
+    def mednext(kernel):
+        return NetworkVariant(architecture="MedNeXt", size="S", kernel_size=kernel)
+
+    k3 = dataclasses.replace(TINY, epochs=1, network=mednext(3))
+    source = _trainer(tiny_experiment, tmp_path / "k3", settings=k3).run()
+    k5 = dataclasses.replace(
+        k3, network=mednext(5), pretrained_weights=str(source), pretrained_resample_kernels=True
+    )
+    final = _trainer(tiny_experiment, tmp_path / "k5", settings=k5).run()
+    resized = load_checkpoint(final)["pretrained"]["resized"]
+    assert resized and all(
+        before[2:] == [3, 3, 3] and after[2:] == [5, 5, 5] for _, before, after in resized
+    )
+    assert {name.rsplit(".", 2)[-2] for name, _, _ in resized} == {"conv1"}  # the depthwise ones
+    # Without the setting, the same start is refused before training, naming the kernels.
+    refused = dataclasses.replace(k5, pretrained_resample_kernels=False)
+    with pytest.raises(SegflowError, match="do not fit this network"):
+        _trainer(tiny_experiment, tmp_path / "refused", settings=refused).run()

@@ -79,13 +79,8 @@ def validate_fold(
     predictions.mkdir(parents=True, exist_ok=True)
     probabilities = output_folder / PROBABILITIES_FOLDER
     probabilities.mkdir(exist_ok=True)  # empty without save_probabilities
-    files = read_fold(
-        plans_path=plans_path,
-        configuration=configuration,
-        dataset_json=dataset_json,
-        splits_path=splits_path,
-        fold=fold,
-    )
+    files = read_fold(plans_path=plans_path, configuration=configuration, dataset_json=dataset_json,
+                      splits_path=splits_path, fold=fold)  # fmt: skip
     plans, dataset, cases = files.plans, files.dataset, files.val_cases
     report = read_json(dataset_report)
     root = Path(report["dataset"])

@@ -361,13 +361,8 @@ def pretrain_encoder(
     from segflow.training.checkpoint import save_checkpoint
     from segflow.training.fold import read_fold, unpreprocessed
 
-    files = read_fold(
-        plans_path=plans_path,
-        configuration=configuration,
-        dataset_json=dataset_json,
-        splits_path=splits_path,
-        fold=fold,
-    )
+    files = read_fold(plans_path=plans_path, configuration=configuration, dataset_json=dataset_json,
+                      splits_path=splits_path, fold=fold)  # fmt: skip
     plans, dataset, plan = files.plans, files.dataset, files.plan
     cases, validation = sorted(files.train_cases), files.val_cases
     missing = unpreprocessed(preprocessed_folder, cases)

@@ -95,13 +95,8 @@ def train_fold(
     """
     from segflow.training.trainer import FoldTrainer
 
-    files = read_fold(
-        plans_path=plans_path,
-        configuration=configuration,
-        dataset_json=dataset_json,
-        splits_path=splits_path,
-        fold=fold,
-    )
+    files = read_fold(plans_path=plans_path, configuration=configuration, dataset_json=dataset_json,
+                      splits_path=splits_path, fold=fold)  # fmt: skip
     missing = unpreprocessed(preprocessed_folder, files.train_cases + files.val_cases)
     if missing:
         raise SegflowError(

@@ -197,12 +197,18 @@ def _disk_full_line(err: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status.
+
+    The root logger is left as it was found (its level and handlers), so that a caller in the
+    same process (a test) keeps its own logging.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    root_level = logging.getLogger().level
     try:
         handlers = _configure_logging(args.verbose, args.log)
     except SegflowError as err:
+        logging.getLogger().setLevel(root_level)
         print(f"segflow {args.command}: error: {err.render()}", file=sys.stderr)
         return 1
     log_file = handlers[0] if isinstance(handlers[0], _LogFile) else None
@@ -232,4 +238,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         for handler in handlers:
             logging.getLogger().removeHandler(handler)
             handler.close()
+        logging.getLogger().setLevel(root_level)
     return 0

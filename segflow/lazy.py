@@ -12,7 +12,13 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["lazy_exports"]
+__all__ = ["import_object", "lazy_exports"]
+
+
+def import_object(where: str) -> Any:
+    """The object a table names as ``module:attribute``, its module imported now."""
+    module, _, attribute = where.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def lazy_exports(

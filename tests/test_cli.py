@@ -99,3 +99,24 @@ def test_with_a_log_file_the_console_gets_warnings_and_progress_only(tmp_path, c
     assert "plain detail" not in err
     text = (tmp_path / "job.log").read_text()
     assert all(m in text for m in ("plain detail", "epoch 3", "a warning"))
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_main_leaves_the_root_logger_as_it_found_it(tmp_path, verbose):
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.setLevel(logging.WARNING)
+    try:
+        flags = ["-v"] if verbose else []
+        demo = ["make-demo", "--out", str(tmp_path / "d"), "--cases", "2", "--test-cases", "0"]
+        assert main([*flags, *demo]) == 0
+        assert root.level == logging.WARNING
+        # An error before the command runs (the log file cannot be made) restores it too.
+        (tmp_path / "file").write_text("")
+        assert main([*flags, "--log", str(tmp_path / "file" / "x.log"), *demo]) == 1
+        assert root.level == logging.WARNING
+        assert root.handlers == handlers
+    finally:
+        root.setLevel(level)

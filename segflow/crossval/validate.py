@@ -29,16 +29,14 @@ from segflow.inference.model import load_trained_fold
 from segflow.inference.options import PredictionOptions
 from segflow.inference.predictor import predict_case
 from segflow.io.atomic import read_json, write_json
-from segflow.io.dataset import load_dataset_json
 from segflow.layout import METRICS_FILE, PREDICTIONS_FOLDER, PROBABILITIES_FOLDER, SUMMARY_FILE
-from segflow.planning.plans import load_plans
 from segflow.preprocessing.previous_stage import (
     load_previous_stage,
     previous_stage_labels,
     with_previous_stage,
 )
 from segflow.preprocessing.storage import open_case
-from segflow.training.splits import fold_cases
+from segflow.training.fold import read_fold
 
 __all__ = ["validate_fold"]
 
@@ -81,17 +79,17 @@ def validate_fold(
     predictions.mkdir(parents=True, exist_ok=True)
     probabilities = output_folder / PROBABILITIES_FOLDER
     probabilities.mkdir(exist_ok=True)  # empty without save_probabilities
-    plans = load_plans(plans_path)
-    dataset = load_dataset_json(dataset_json)
+    files = read_fold(plans_path=plans_path, configuration=configuration, dataset_json=dataset_json,
+                      splits_path=splits_path, fold=fold)  # fmt: skip
+    plans, dataset, cases = files.plans, files.dataset, files.val_cases
     report = read_json(dataset_report)
     root = Path(report["dataset"])
     labels = {c["case_id"]: c["label"] for c in report["training_cases"]}
-    _, cases = fold_cases(splits_path, fold)
     unknown = [Problem(str(splits_path), f"case '{c}' is not a training case") for c in cases
                if c not in labels]  # fmt: skip
     if unknown:
         raise SegflowError(f"fold {fold} holds cases the dataset does not have", unknown)
-    cascade = plans.configuration(configuration).previous_stage is not None
+    cascade = files.plan.previous_stage is not None
     if cascade != (previous_stage is not None):
         need = "needs" if cascade else "takes no"
         raise SegflowError(
@@ -116,7 +114,7 @@ def validate_fold(
     # Converted (and its ONNX file checked) once, before the first case.
     runtime = prepare_runtime(
         trained.network, backend=backend, precision=precision, device=torch_device,
-        channels=trained.input_channels, patch=plans.configuration(configuration).patch_size,
+        channels=trained.input_channels, patch=files.plan.patch_size,
         threads=threads,
     )  # fmt: skip
     logger.info("fold %d predicts with %s", fold, runtime.describe())

@@ -9,20 +9,15 @@ is a :class:`~segflow.networks.unet.UNet` subclass and one entry there.
 from __future__ import annotations
 
 import difflib
-import importlib
 
+from segflow.lazy import import_object
 from segflow.networks.catalog import UNETS
 from segflow.networks.unet import UNet
 
 __all__ = ["NETWORKS", "unknown_network"]
 
 
-def _load(where: str) -> type[UNet]:
-    module, _, attribute = where.partition(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
-NETWORKS: dict[str, type[UNet]] = {name: _load(where) for name, where in UNETS.items()}
+NETWORKS: dict[str, type[UNet]] = {name: import_object(where) for name, where in UNETS.items()}
 """The U-Net classes by the name a plan's ``architecture`` (or an experiment) gives them;
 the names are nnU-Net's."""
 

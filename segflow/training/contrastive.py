@@ -357,23 +357,15 @@ def pretrain_encoder(
             images; each named.
     """
     from segflow.compute import set_up_compute
-    from segflow.io.dataset import load_dataset_json
     from segflow.networks import build_network
-    from segflow.planning.plans import load_plans
-    from segflow.preprocessing.storage import is_case_complete
     from segflow.training.checkpoint import save_checkpoint
-    from segflow.training.splits import fold_cases
+    from segflow.training.fold import read_fold, unpreprocessed
 
-    plans = load_plans(plans_path)
-    dataset = load_dataset_json(dataset_json)
-    plan = plans.configuration(configuration)
-    cases, validation = fold_cases(splits_path, fold)
-    cases = sorted(cases)
-    missing = [
-        Problem(str(Path(preprocessed_folder) / c), "not preprocessed (or incomplete)")
-        for c in cases
-        if not is_case_complete(preprocessed_folder, c)
-    ]
+    files = read_fold(plans_path=plans_path, configuration=configuration, dataset_json=dataset_json,
+                      splits_path=splits_path, fold=fold)  # fmt: skip
+    plans, dataset, plan = files.plans, files.dataset, files.plan
+    cases, validation = sorted(files.train_cases), files.val_cases
+    missing = unpreprocessed(preprocessed_folder, cases)
     if missing:
         raise SegflowError(f"{len(missing)} cases are missing from the preprocessed data", missing)
     test_cases = _test_cases(dataset_report) if settings.test_images else []

@@ -13,12 +13,10 @@ from typing import Any, ClassVar
 from segflow.errors import Problem, SegflowError
 from segflow.networks.variants import NetworkVariant
 from segflow.settings import runtime_only, setting
+from segflow.training.loss_catalog import DEFAULT_LOSS, LOSS_NAMES
 
 __all__ = ["LOSS_NAMES", "MAX_BUDGET", "OPTIMIZERS", "TrainingSettings"]
 
-#: The losses a run may name: the keys of :data:`segflow.training.losses.LOSSES` (a test keeps
-#: them equal; spelled here so that the settings load without torch).
-LOSS_NAMES = ("dice_ce", "exp_log", "focal", "soft_iou", "dice_focal")
 #: No change to the network a configuration plans.
 PLANNED_NETWORK = NetworkVariant()
 #: The optimizers: nnU-Net's SGD with Nesterov momentum, or AdamW.
@@ -58,12 +56,12 @@ class TrainingSettings:
         "this network's (kernel 3 into kernel 5) is resized by (tri)linear interpolation instead "
         "of refused; needs pretrained_weights",
     )
-    loss: str = setting("dice_ce", "the training loss, by name", choices=LOSS_NAMES)
+    loss: str = setting(DEFAULT_LOSS, "the training loss, by name", choices=LOSS_NAMES)
     # The default is None: no mutable default is shared.
     loss_parameters: dict[str, Any] | None = setting(  # noqa: RUF009
         None,
         "the loss's parameters by name, each loss's declared with it in "
-        "segflow/training/losses/registry.py (exp_log: weight_dice, weight_ce, gamma_dice, "
+        "segflow/training/loss_catalog.py (exp_log: weight_dice, weight_ce, gamma_dice, "
         "gamma_ce, ...; focal: gamma, alpha); those not given keep their defaults",
     )
     optimizer: str = setting("sgd", "sgd (Nesterov momentum) or adamw", choices=OPTIMIZERS)

@@ -611,14 +611,13 @@ class FoldTrainer:
     def _progress_title(self) -> str:
         """The title of ``progress.png``: the model, the fold and the loss it trains with (its
         summary, and the parameters the run sets)."""
-        from segflow.training.losses.registry import LOSSES
+        from segflow.training.loss_catalog import LOSS_CATALOG
 
         given = self.settings.loss_parameters or {}
         parameters = ", ".join(f"{k} {v}" for k, v in sorted(given.items()))
-        return (
-            f"{self._model_name()} fold {self.fold}; loss: {self.settings.loss}, "
-            f"{LOSSES[self.settings.loss].summary}" + (f" ({parameters})" if parameters else "")
-        )
+        summary = LOSS_CATALOG[self.settings.loss].summary
+        title = f"{self._model_name()} fold {self.fold}; loss: {self.settings.loss}, {summary}"
+        return title + (f" ({parameters})" if parameters else "")
 
     def _learning_rate(self) -> float:
         return poly_learning_rate(

@@ -27,6 +27,7 @@ from segflow.io.atomic import (
     temporary_prefix,
     write_json,
 )
+from tests.small_disk import fill, mounted_tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,27 +144,8 @@ def test_the_command_line_ends_in_one_line_for_enospc_anywhere(tmp_path, capsys,
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 512 KiB tmpfs mounted for the test (root only), unmounted after it."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    run = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True
-    )
-    if run.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {run.stderr.decode(errors='replace').strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", "512k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(folder: Path, leave: int) -> Path:
-    """Fill ``folder``'s file system but ``leave`` bytes; returns the filler file."""
-    filler = folder / "filler"
-    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
-    filler.write_bytes(b"\0" * max(0, free - leave))
-    return filler
 
 
 def test_blosc2_on_a_full_tmpfs_names_the_file_and_recovers(tmpfs):
@@ -172,7 +154,7 @@ def test_blosc2_on_a_full_tmpfs_names_the_file_and_recovers(tmpfs):
     rng = np.random.default_rng(0)
     data = rng.normal(size=(1, 16, 64, 64)).astype(np.float32)  # 256 KiB, barely compressible
     seg = np.zeros((1, 16, 64, 64), np.int8)
-    filler = _fill(tmpfs, 64 * 1024)
+    filler = fill(tmpfs, 64 * 1024)
     out = tmpfs / "preprocessed"
     with pytest.raises(DiskFullError) as info:
         save_case(out, "case_000", data, seg, {"case_id": "case_000"}, (16, 32, 32))
@@ -195,7 +177,7 @@ def test_a_stage_on_a_full_tmpfs_ends_in_one_line_without_a_traceback(tmpfs, tmp
     command = [sys.executable, "-m", "segflow"]
     subprocess.run([*command, "validate-dataset", "--dataset", dataset, "--out", report],
                    check=True, env=env, capture_output=True)  # fmt: skip
-    filler = _fill(tmpfs, 8 * 1024)
+    filler = fill(tmpfs, 8 * 1024)
     fingerprint = [*command, f"--log={log}", "fingerprint-batch",
                    f"--dataset-json={dataset / 'dataset.json'}", f"--dataset-report={report}",
                    "--batch=batch_0000", "--cases-per-job=50", f"--out={out}"]  # fmt: skip

@@ -7,8 +7,6 @@ completes with the output an untroubled run gives.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import SimpleITK as sitk
 import yaml
 
 from segflow.demo import make_demo_dataset
+from tests.small_disk import fill, mounted_tmpfs
 
 pytestmark = pytest.mark.workflow
 
@@ -166,19 +165,8 @@ def test_an_upper_case_file_ending_quotes_the_files_as_they_are(tmp_path, raw, s
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 64 MiB tmpfs mounted for the test (root only), unmounted after it."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    run = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True
-    )
-    if run.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {run.stderr.decode(errors='replace').strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", "64m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _preprocessed(results: Path) -> dict[str, bytes]:
@@ -198,9 +186,7 @@ def test_a_full_disk_ends_in_one_line_naming_the_file_and_the_rerun_completes(
     assert run.returncode == 0, run.output  # fmt: skip
     # Leave half of what the preprocessed data needs: the stages before it fit.
     needed = sum(p.stat().st_size for p in (reference / "out").rglob("*") if p.is_file())
-    stat = os.statvfs(tmpfs)
-    filler = tmpfs / "filler"
-    filler.write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - needed // 2))
+    filler = fill(tmpfs, needed // 2)
     results = tmpfs / "out"
     work = tmp_path / "work"
     work.mkdir()

@@ -8,7 +8,8 @@
 * :mod:`~segflow.training.losses.targets` and :mod:`~segflow.training.losses.deep_supervision`:
   region targets, the coarser targets and the weighted sum over decoder resolutions, which
   wrap any loss.
-* :mod:`~segflow.training.losses.registry`: :data:`LOSSES` by name and :func:`build_loss`.
+* :mod:`~segflow.training.losses.registry`: :data:`LOSSES` by name (made from the torch-free
+  :data:`segflow.training.loss_catalog.LOSS_CATALOG`) and :func:`build_loss`.
 * :mod:`~segflow.training.losses.ranks`: sums over the whole batch when data-parallel
   processes each hold a slice of it (batch Dice, counts of annotated voxels and labels); a
   new loss that sums or counts over the batch uses :func:`~.ranks.batch_sum` and
@@ -22,11 +23,12 @@ How to add a loss: write its ``nn.Module`` (in :mod:`~segflow.training.losses.va
 module of its own in this package), whose constructor takes the keyword arguments
 ``batch_dice``, ``regions`` and ``ignore_label`` plus its parameters, each with a default whose
 source the docstring states; the base class of the variants reads both target forms and the
-ignore mask for it. Then add one entry to :data:`LOSSES` in
-:mod:`~segflow.training.losses.registry`: the name, the class, a check per parameter, a summary
-line, and ``no_regions="why"`` if it has no region form. Nothing else changes: validation,
-error messages with the closest name, ``build_loss`` and deep supervision follow from the
-entry. Add its hand-computed test to ``tests/training/test_loss_variants.py``.
+ignore mask for it. Then add one entry to :data:`~segflow.training.loss_catalog.LOSS_CATALOG`:
+the name, where the class is (``module:Class``), a check per parameter, a summary line, and
+``no_regions="why"`` if it has no region form. The settings' choices, validation, error messages
+with the closest name, ``build_loss`` and deep supervision follow from the entry; the config
+schema's ``training.loss`` enum lists the name too (``tests/test_settings.py`` keeps it equal).
+Add its hand-computed test to ``tests/training/test_loss_variants.py``.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from segflow.training.losses.overlap import DICE_SMOOTH, soft_dice
 from segflow.training.losses.ranks import batch_count, batch_sum
 
-__all__ = ["DiceCELoss", "RegionDiceBCELoss", "as_label_map"]
+__all__ = ["DiceCELoss", "RegionDiceBCELoss", "as_label_map", "dice_ce_loss"]
 
 
 def as_label_map(target: Tensor, logits: Tensor) -> Tensor:
@@ -171,3 +171,34 @@ class RegionDiceBCELoss(nn.Module):
             # times regions; kept so that the BCE:Dice balance matches the method.
             bce = batch_sum((per_element * mask).sum()) / batch_count(mask.sum()).clamp_min(1)
         return self.weight_bce * bce - self.weight_dice * dice.mean()
+
+
+def dice_ce_loss(
+    *,
+    batch_dice: bool,
+    regions: bool,
+    ignore_label: int | None,
+    weight_dice: float = 1.0,
+    weight_ce: float = 1.0,
+    smooth: float = DICE_SMOOTH,
+) -> nn.Module:
+    """nnU-Net v2's loss: Dice + CE 1:1 for classes, Dice + BCE for regions (the ``make`` of
+    ``dice_ce`` in :data:`~segflow.training.loss_catalog.LOSS_CATALOG`).
+
+    ``weight_ce`` weights the binary cross-entropy for regions (one name for both forms).
+    """
+    if regions:
+        return RegionDiceBCELoss(
+            batch_dice=batch_dice,
+            ignore_channel=ignore_label is not None,
+            weight_dice=weight_dice,
+            weight_bce=weight_ce,
+            smooth=smooth,
+        )
+    return DiceCELoss(
+        batch_dice=batch_dice,
+        ignore_label=ignore_label,
+        weight_dice=weight_dice,
+        weight_ce=weight_ce,
+        smooth=smooth,
+    )

@@ -1,8 +1,10 @@
 """The losses experiments can name, their parameters, and :func:`build_loss`.
 
 :data:`LOSSES` maps a name to a :class:`LossSpec`: how to make the loss and how to check each
-of its parameters. A parameter's default is the default of the ``make`` callable's keyword
-argument of that name, so it is written once, next to the loss (where its source is stated).
+of its parameters. It is made from :data:`segflow.training.loss_catalog.LOSS_CATALOG`, the
+torch-free table where every loss is declared (the settings read the names there). A
+parameter's default is the default of the ``make`` callable's keyword argument of that name,
+so it is written once, next to the loss (where its source is stated).
 Every ``make`` takes ``batch_dice``, ``regions`` and ``ignore_label`` (see
 :class:`~segflow.training.losses.variants.ExpLogLoss` for their meaning) plus its parameters.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,13 +21,12 @@ from torch import nn
 
 from segflow.errors import Problem, SegflowError
 from segflow.io.dataset import DatasetJson
+from segflow.lazy import import_object
+from segflow.training.loss_catalog import DEFAULT_LOSS, LOSS_CATALOG, Check
 from segflow.training.losses.deep_supervision import (
     DeepSupervisionLoss,
     deep_supervision_weights,
 )
-from segflow.training.losses.dice_ce import DiceCELoss, RegionDiceBCELoss
-from segflow.training.losses.overlap import DICE_SMOOTH
-from segflow.training.losses.variants import DiceFocalLoss, ExpLogLoss, FocalLoss, SoftIoULoss
 
 __all__ = [
     "DEFAULT_LOSS",
@@ -37,32 +37,8 @@ __all__ = [
     "loss_problems",
 ]
 
-Check = Callable[[Any], "str | None"]
-"""A parameter check: the value in, ``None`` if fine, else what is wrong."""
-
 _CONTRACT = ("batch_dice", "regions", "ignore_label")
 """Keyword arguments every ``make`` takes that are not the loss's parameters."""
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def non_negative(value: Any) -> str | None:
-    """Check: a finite number >= 0."""
-    return None if _number(value) and value >= 0 else f"must be a number >= 0, got {value!r}"
-
-
-def fraction_or_none(value: Any) -> str | None:
-    """Check: ``None`` or a number in [0, 1]."""
-    if value is None or (_number(value) and 0 <= value <= 1):
-        return None
-    return f"must be a number in [0, 1] or null, got {value!r}"
-
-
-def boolean(value: Any) -> str | None:
-    """Check: ``True`` or ``False``."""
-    return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
 
 
 @dataclass(frozen=True)
@@ -101,81 +77,12 @@ class LossSpec:
         return dict(self._defaults)
 
 
-def _dice_ce(
-    *,
-    batch_dice: bool,
-    regions: bool,
-    ignore_label: int | None,
-    weight_dice: float = 1.0,
-    weight_ce: float = 1.0,
-    smooth: float = DICE_SMOOTH,
-) -> nn.Module:
-    """nnU-Net v2's loss: Dice + CE 1:1 for classes, Dice + BCE for regions.
-
-    ``weight_ce`` weights the binary cross-entropy for regions (one name for both forms).
-    """
-    if regions:
-        return RegionDiceBCELoss(
-            batch_dice=batch_dice,
-            ignore_channel=ignore_label is not None,
-            weight_dice=weight_dice,
-            weight_bce=weight_ce,
-            smooth=smooth,
-        )
-    return DiceCELoss(
-        batch_dice=batch_dice,
-        ignore_label=ignore_label,
-        weight_dice=weight_dice,
-        weight_ce=weight_ce,
-        smooth=smooth,
-    )
-
-
-DEFAULT_LOSS = "dice_ce"
-"""The method's own loss, used when an experiment names none."""
-
 LOSSES: dict[str, LossSpec] = {
-    "dice_ce": LossSpec(
-        _dice_ce,
-        {"weight_dice": non_negative, "weight_ce": non_negative, "smooth": non_negative},
-        "soft Dice + cross-entropy 1:1 (regions: + binary cross-entropy); nnU-Net v2's loss",
-    ),
-    "exp_log": LossSpec(
-        ExpLogLoss,
-        {
-            "weight_dice": non_negative,
-            "weight_ce": non_negative,
-            "gamma_dice": non_negative,
-            "gamma_ce": non_negative,
-            "smooth": non_negative,
-            "include_background": boolean,
-        },
-        "exponential logarithmic loss (Wong et al. 2018), as in the KiTS19 seed",
-    ),
-    "focal": LossSpec(
-        FocalLoss,
-        {"gamma": non_negative, "alpha": fraction_or_none},
-        "focal loss (Lin et al. 2017)",
-    ),
-    "soft_iou": LossSpec(
-        SoftIoULoss,
-        {"smooth": non_negative, "include_background": boolean},
-        "soft Jaccard (IoU) loss, 1 - mean soft IoU",
-    ),
-    "dice_focal": LossSpec(
-        DiceFocalLoss,
-        {
-            "weight_dice": non_negative,
-            "weight_focal": non_negative,
-            "gamma": non_negative,
-            "alpha": fraction_or_none,
-            "smooth": non_negative,
-            "include_background": boolean,
-        },
-        "soft Dice + focal loss",
-    ),
+    name: LossSpec(import_object(entry.make), entry.checks, entry.summary, entry.no_regions)
+    for name, entry in LOSS_CATALOG.items()
 }
-"""Every loss by name: declare a new one here (see the package docstring)."""
+"""Every loss by name, made from :data:`~segflow.training.loss_catalog.LOSS_CATALOG` (declare a
+new one there)."""
 
 
 def _closest(name: str, valid: list[str]) -> str:

@@ -22,14 +22,17 @@ What it does, in a private work folder:
    its segmentation and its probabilities (float32, ``.npz``), which the tests compare with
    segflow's prediction of the imported model.
 
-The output folder gets ``results.zip``, ``imagesTs/``, ``reference/``, ``versions.json`` and
+The output folder gets ``results.zip``, ``reference/``, ``versions.json`` and
 ``nnunet_networks.json`` (the state dicts of nnU-Net's two U-Nets and their outputs for
-weights from a formula, which tests/nnunet checks the weight mapping against).
+weights from a formula, which tests/nnunet checks the weight mapping against). The test image
+itself is not kept: the tests make it again with :func:`make_dataset` from the seed and the
+number of training cases in ``versions.json``, and check it against the sha256 recorded there.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -70,6 +73,9 @@ def _save(array: np.ndarray, spacing: tuple[float, float, float], path: Path) ->
 
 
 def make_dataset(raw: Path, num_train: int, seed: int) -> Path:
+    """The synthetic dataset in nnU-Net's raw layout under ``raw``; its folder. The same
+    ``num_train`` and ``seed`` give the same files, byte for byte (NumPy's PCG64 stream, and
+    nibabel writes gzip without a time stamp)."""
     folder = raw / DATASET
     for sub in ("imagesTr", "labelsTr", "imagesTs"):
         (folder / sub).mkdir(parents=True)
@@ -300,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             bin_dir=bin_dir,
         )
         strip_plots(out / "results.zip")
-        shutil.copytree(folder / "imagesTs", out / "imagesTs")
+        test_image = folder / "imagesTs" / f"interop_{args.num_train:03d}_0000.nii.gz"
+        test_sha256 = hashlib.sha256(test_image.read_bytes()).hexdigest()
         predictions = work / "predictions"
         run(
             "nnUNetv2_predict",
@@ -341,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
                 "nnunetv2": version("nnunetv2"),
                 "torch": version("torch"),
                 "iterations": args.iterations,
+                "seed": args.seed,
+                "num_train": args.num_train,
+                "test_image": test_image.name,
+                "test_image_sha256": test_sha256,
             },
             indent=1,
         )

@@ -125,8 +125,10 @@ def export_nnunet(model_dir: str | os.PathLike[str], results_dir: str | os.PathL
         dataset_name = plans["dataset_name"]
         conf = plans["configurations"][configuration]
         if conf.get("previous_stage"):
-            problems.append(Problem(where, "a cascade stage: exporting it to nnU-Net is not "
-                                    "supported yet"))  # fmt: skip
+            problems.append(Problem(where, f"'{name}' is a cascade stage (it takes the "
+                                    f"segmentations of '{conf['previous_stage']}' as input): "
+                                    "exporting nnU-Net's cascade is not supported yet; export "
+                                    "a model of its other configurations"))  # fmt: skip
             continue
         architecture = conf["network"]["architecture"]
         for k, state in states.items():

@@ -20,7 +20,9 @@ What it does, in a private work folder:
    training plots, to stay small);
 6. ``nnUNetv2_predict`` of the test case with ``3d_fullres`` fold 0 (test-time mirroring on):
    its segmentation and its probabilities (float32, ``.npz``), which the tests compare with
-   segflow's prediction of the imported model.
+   segflow's prediction of the imported model; and that segmentation postprocessed by
+   nnU-Net's own function as the model's ``postprocessing.json`` says
+   (``reference/postprocessed/``).
 
 The output folder gets ``results.zip``, ``reference/``, ``versions.json`` and
 ``nnunet_networks.json`` (the state dicts of nnU-Net's two U-Nets and their outputs for
@@ -196,6 +198,19 @@ def deterministic_weights(shapes):
     return {n: values[original(n)] for n in shapes}
 
 
+def postprocess(model: Path, predictions: Path, out: Path) -> None:
+    """nnU-Net's postprocessing of ``predictions``, as the model's cross-validation decided
+    (its own functions, named in ``postprocessing.json``)."""
+    from nnunetv2.postprocessing import remove_connected_components as rcc
+
+    decision = json.loads((model / "crossval_results_folds_0" / "postprocessing.json").read_text())
+    functions = [getattr(rcc, name) for name in decision["postprocessing_fns"]]
+    rcc.apply_postprocessing_to_folder(
+        str(predictions), str(out), functions, decision["postprocessing_kwargs"],
+        str(model / "plans.json"), str(model / "dataset.json"), num_processes=1,
+    )  # fmt: skip
+
+
 def strip_plots(path: Path) -> None:
     """Rewrite the export zip without its training plots (``progress.png``, 230 kB each),
     the only entries segflow does not read; the rest is copied byte for byte."""
@@ -337,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for path in sorted(predictions.glob("*.nii.gz")):
             shutil.copy(path, out / "reference" / path.name)
+        postprocess(work / "res" / DATASET / f"{TRAINER}__nnUNetPlans__3d_fullres",
+                    predictions, out / "reference" / "postprocessed")  # fmt: skip
         for path in sorted(predictions.glob("*.npz")):
             probabilities = np.load(path)["probabilities"].astype(np.float32)
             np.savez_compressed(out / "reference" / path.name, probabilities=probabilities)

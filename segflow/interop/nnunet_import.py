@@ -591,7 +591,8 @@ def _import_models(
     postprocessing = {
         "format": 1,
         "criterion": "mean_foreground_dice",
-        "connectivity": "face",
+        # nnU-Net joins voxels touching at a face, an edge or a corner.
+        "connectivity": "full",
         "source": "nnU-Net v2 postprocessing.json" if pp_folder else "none",
         "rules": rules,
         **(

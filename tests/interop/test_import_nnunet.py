@@ -27,6 +27,7 @@ from segflow.errors import SegflowError
 from segflow.export import import_model, load_bundle
 from segflow.interop.nnunet_import import import_nnunet
 from segflow.io.image import read_image
+from segflow.postprocessing import apply_postprocessing
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "interop" / "data" / "nnunet_fixture"
@@ -221,3 +222,22 @@ def test_a_cascade_stage_is_refused(results, tmp_path):
         in err.value.render()  # fmt: skip
     assert "importing nnU-Net's cascade is not supported yet" in err.value.render()
     assert not (tmp_path / "model").exists()
+
+
+def test_its_postprocessing_is_nnunets_own(imported, tmp_path):
+    """nnU-Net's postprocessing (its own function, applied by the fixture script) joins voxels
+    touching at an edge or a corner; the imported model's rules, so applied, give its result."""
+    decision = json.loads((imported / "postprocessing.json").read_text())
+    assert decision["connectivity"] == "full"
+    argv = ["apply-postprocessing", "--postprocessing", str(imported / "postprocessing.json"),
+            "-i", str(FIXTURE / "reference" / "interop_008.nii.gz"), "-o", str(tmp_path / "pp"),
+            "--dataset-json", str(imported / "dataset.json")]  # fmt: skip
+    assert main(argv) == 0
+    ours = read_image(tmp_path / "pp" / "interop_008.nii.gz").array[0]
+    theirs = read_image(FIXTURE / "reference" / "postprocessed" / "interop_008.nii.gz").array[0]
+    before = read_image(FIXTURE / "reference" / "interop_008.nii.gz").array[0]
+    assert np.count_nonzero(theirs != before) == 24  # nnU-Net removed 24 voxels of label 1
+    assert np.array_equal(ours, theirs)
+    # Face connectivity (segflow's own decisions) would have removed far more.
+    face = apply_postprocessing(before, decision["rules"], connectivity="face")
+    assert np.count_nonzero(face != before) > 1000

@@ -6,6 +6,7 @@ Runs on the work folder of ``benchmarks/nnunet_interop.py`` once nnU-Net has tra
 1. the fold's validation cases are nnU-Net's own (its ``splits_final.json``, which
    ``segflow train`` reads as it is): the checkpoint never trained on them (checked and
    printed), and none is a held-out test case;
+   segflow's default folds of these cases are nnU-Net's (checked and printed);
 2. nnU-Net's plans, converted (``segflow import-nnunet`` of that fold: the imported model's
    ``plans.json``, also a model ``segflow predict`` takes), preprocess the fold's cases in
    segflow (``segflow preprocess``);
@@ -92,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     overlap = sorted((set(train) | test) & set(val))
     if overlap:
         raise SystemExit(f"validation cases nnU-Net trained on or held out: {overlap}")
+    # segflow's own folds (seed 12345, 5 folds over the sorted case ids) are nnU-Net's.
+    from segflow.training.splits import kfold_splits
+
+    ours = kfold_splits(sorted(train + val), len(folds), 12345)
+    same = [sorted(a["val"]) == sorted(b["val"]) for a, b in zip(ours, folds, strict=True)]
     result: dict[str, Any] = {
+        "segflow_default_folds_equal_nnunets": all(same),
         "benchmark": "nnunet_finetune", "fold": args.fold, "epochs": args.epochs,
         "iterations": args.iterations, "val_iterations": args.val_iterations, "seed": args.seed,
         "checkpoint": str(checkpoint), "train_cases": len(train), "val_cases": len(val),

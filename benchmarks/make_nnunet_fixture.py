@@ -20,16 +20,21 @@ What it does, in a private work folder:
    training plots, to stay small);
 6. ``nnUNetv2_predict`` of the test case with ``3d_fullres`` fold 0 (test-time mirroring on):
    its segmentation and its probabilities (float32, ``.npz``), which the tests compare with
-   segflow's prediction of the imported model.
+   segflow's prediction of the imported model; and that segmentation postprocessed by
+   nnU-Net's own function as the model's ``postprocessing.json`` says
+   (``reference/postprocessed/``).
 
-The output folder gets ``results.zip``, ``imagesTs/``, ``reference/``, ``versions.json`` and
+The output folder gets ``results.zip``, ``reference/``, ``versions.json`` and
 ``nnunet_networks.json`` (the state dicts of nnU-Net's two U-Nets and their outputs for
-weights from a formula, which tests/nnunet checks the weight mapping against).
+weights from a formula, which tests/nnunet checks the weight mapping against). The test image
+itself is not kept: the tests make it again with :func:`make_dataset` from the seed and the
+number of training cases in ``versions.json``, and check it against the sha256 recorded there.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -70,6 +75,9 @@ def _save(array: np.ndarray, spacing: tuple[float, float, float], path: Path) ->
 
 
 def make_dataset(raw: Path, num_train: int, seed: int) -> Path:
+    """The synthetic dataset in nnU-Net's raw layout under ``raw``; its folder. The same
+    ``num_train`` and ``seed`` give the same files, byte for byte (NumPy's PCG64 stream, and
+    nibabel writes gzip without a time stamp)."""
     folder = raw / DATASET
     for sub in ("imagesTr", "labelsTr", "imagesTs"):
         (folder / sub).mkdir(parents=True)
@@ -190,6 +198,19 @@ def deterministic_weights(shapes):
     return {n: values[original(n)] for n in shapes}
 
 
+def postprocess(model: Path, predictions: Path, out: Path) -> None:
+    """nnU-Net's postprocessing of ``predictions``, as the model's cross-validation decided
+    (its own functions, named in ``postprocessing.json``)."""
+    from nnunetv2.postprocessing import remove_connected_components as rcc
+
+    decision = json.loads((model / "crossval_results_folds_0" / "postprocessing.json").read_text())
+    functions = [getattr(rcc, name) for name in decision["postprocessing_fns"]]
+    rcc.apply_postprocessing_to_folder(
+        str(predictions), str(out), functions, decision["postprocessing_kwargs"],
+        str(model / "plans.json"), str(model / "dataset.json"), num_processes=1,
+    )  # fmt: skip
+
+
 def strip_plots(path: Path) -> None:
     """Rewrite the export zip without its training plots (``progress.png``, 230 kB each),
     the only entries segflow does not read; the rest is copied byte for byte."""
@@ -300,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             bin_dir=bin_dir,
         )
         strip_plots(out / "results.zip")
-        shutil.copytree(folder / "imagesTs", out / "imagesTs")
+        test_image = folder / "imagesTs" / f"interop_{args.num_train:03d}_0000.nii.gz"
+        test_sha256 = hashlib.sha256(test_image.read_bytes()).hexdigest()
         predictions = work / "predictions"
         run(
             "nnUNetv2_predict",
@@ -330,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for path in sorted(predictions.glob("*.nii.gz")):
             shutil.copy(path, out / "reference" / path.name)
+        postprocess(work / "res" / DATASET / f"{TRAINER}__nnUNetPlans__3d_fullres",
+                    predictions, out / "reference" / "postprocessed")  # fmt: skip
         for path in sorted(predictions.glob("*.npz")):
             probabilities = np.load(path)["probabilities"].astype(np.float32)
             np.savez_compressed(out / "reference" / path.name, probabilities=probabilities)
@@ -341,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
                 "nnunetv2": version("nnunetv2"),
                 "torch": version("torch"),
                 "iterations": args.iterations,
+                "seed": args.seed,
+                "num_train": args.num_train,
+                "test_image": test_image.name,
+                "test_image_sha256": test_sha256,
             },
             indent=1,
         )

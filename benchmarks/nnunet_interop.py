@@ -6,18 +6,23 @@ nnU-Net runs in its own virtual environment (``--nnunet-bin``, see
 ``--work``:
 
 1. ``segflow holdout``: ``--num-test`` of the 200 shared Hippocampus cases become the test set;
-2. nnU-Net plans and preprocesses 2d and 3d_fullres, trains ``--folds`` of both with the short
-   trainer of ``benchmarks/nnunet_short_trainer.py`` (``--epochs`` x ``--iterations``), and runs
-   ``nnUNetv2_find_best_configuration``;
+2. nnU-Net plans and preprocesses 2d and 3d_fullres, trains ``--folds`` of
+   ``--configurations`` (default both; 3d_fullres first, fold by fold) with the short trainer
+   of ``benchmarks/nnunet_short_trainer.py`` (``--epochs`` x ``--iterations``), and runs
+   ``nnUNetv2_find_best_configuration``; a fold already trained and validated under ``--work``
+   is not trained again (a stopped run resumes);
 3. nnU-Net predicts the test cases as its ``inference_instructions.txt`` says (each selected
    configuration with test-time mirroring, ``nnUNetv2_ensemble`` for a pair,
    ``nnUNetv2_apply_postprocessing``), timed;
-4. ``segflow import-nnunet`` of the results folder, then ``segflow predict`` of the same cases
-   (mirroring and postprocessing on), timed; and once more with ``--no-postprocessing
-   --save-probabilities`` to compare probabilities with nnU-Net's before postprocessing;
+4. ``segflow import-nnunet`` of the results folder, then, timed as nnU-Net's run,
+   ``segflow predict`` of the same cases (mirroring on, probabilities saved) and ``segflow
+   apply-postprocessing``: both compared with nnU-Net's, before and after postprocessing;
 5. ``segflow export-nnunet`` of the imported model into a fresh results folder, predicted by
-   ``nnUNetv2_predict`` (first selected configuration), compared with segflow's prediction
-   of that configuration.
+   ``nnUNetv2_predict`` (first selected configuration; the first ``--export-cases`` test
+   cases), compared with segflow's prediction of that configuration; then nnU-Net's own
+   postprocessing function, given the ``postprocessing.json`` export-nnunet wrote
+   (``nnUNetv2_apply_postprocessing`` itself only reads a pickle, which segflow never
+   writes), against segflow's postprocessing of segflow's prediction.
 
 Per case: the fraction of equal voxels, both Dice scores against the held-out labels, and the
 largest probability difference. The last line printed is one JSON summary; ``--result FILE``
@@ -28,6 +33,12 @@ Smallest run that exercises every step (a few minutes of nnU-Net on 2 busy cores
 
     .venv/bin/python benchmarks/nnunet_interop.py --work /tmp/nnunet_interop \
         --num-test 5 --folds 0 --epochs 1 --iterations 2
+
+The run of docs/results/nnunet-interop.md (3d_fullres fold 0; about an hour on 2 busy cores)::
+
+    .venv/bin/python benchmarks/nnunet_interop.py --work /tmp/nnunet_interop_full \
+        --num-test 40 --folds 0 --configurations 3d_fullres --epochs 2 --iterations 25 \
+        --export-cases 10 --result result.json
 
 The issue's run (a few epochs, folds 0 and 1, 40 test cases; hours on 2 CPU cores)::
 
@@ -96,15 +107,23 @@ def train_nnunet(work: Path, args: argparse.Namespace, env: dict[str, str]) -> d
     shutil.copy(REPO / "benchmarks" / "nnunet_short_trainer.py", trainers / f"{TRAINER}.py")
     times = {}
     n = str(args.threads)
-    times["plan_preprocess"] = run([str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", "4",
-                                    "-c", *CONFIGURATIONS, "-np", n, n], env)  # fmt: skip
-    for configuration in CONFIGURATIONS:
-        for fold in args.folds:
+    pre = work / "pre" / DATASET
+    if not all((pre / f"nnUNetPlans_{c}").is_dir() for c in CONFIGURATIONS):
+        times["plan_preprocess"] = run([str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d",
+                                        "4", "-c", *CONFIGURATIONS, "-np", n, n], env)  # fmt: skip
+    # 3d_fullres fold by fold first: its first fold is usable (for example by
+    # benchmarks/nnunet_finetune.py) while the others train.
+    for fold in args.folds:
+        for configuration in sorted(args.configurations, reverse=True):
+            folder = work / "results" / DATASET / f"{TRAINER}__nnUNetPlans__{configuration}"
+            if (folder / f"fold_{fold}" / "validation" / "summary.json").is_file():
+                logger.info("%s fold %d: trained and validated before", configuration, fold)
+                continue  # a run that stopped after it, resumed
             times[f"train_{configuration}_{fold}"] = run(
                 [str(bin_dir / "nnUNetv2_train"), "4", configuration, str(fold), "-tr", TRAINER,
                  "-device", "cpu", "--npz"], env)  # fmt: skip
     times["find_best"] = run([str(bin_dir / "nnUNetv2_find_best_configuration"), "4", "-c",
-                              *CONFIGURATIONS, "-tr", TRAINER, "-f",
+                              *args.configurations, "-tr", TRAINER, "-f",
                               *map(str, args.folds), "-np", n], env)  # fmt: skip
     return times
 
@@ -139,6 +158,18 @@ def predict_nnunet(work: Path, args: argparse.Namespace, env: dict[str, str]) ->
          str(pkl.parent / "plans.json")], env)  # fmt: skip
     return {"seconds": time.perf_counter() - start, "raw": raw, "final": final,
             "configurations": [m["configuration"] for m in models]}  # fmt: skip
+
+
+# nnU-Net's apply_postprocessing_to_folder with the functions named in a postprocessing.json
+# (argv: the json, input folder, output folder, plans.json, dataset.json).
+APPLY_JSON = """
+import json, sys
+from nnunetv2.postprocessing import remove_connected_components as rcc
+decision = json.load(open(sys.argv[1]))
+functions = [getattr(rcc, name) for name in decision["postprocessing_fns"]]
+rcc.apply_postprocessing_to_folder(sys.argv[2], sys.argv[3], functions,
+    decision["postprocessing_kwargs"], sys.argv[4], sys.argv[5], num_processes=1)
+"""
 
 
 def segflow(*argv: str) -> float:
@@ -196,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--result", type=Path, default=None)
+    parser.add_argument("--backend", default="auto", help="segflow predict --backend")
+    parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS),
+                        choices=CONFIGURATIONS, help="what nnU-Net trains")  # fmt: skip
+    parser.add_argument("--export-cases", type=int, default=None,
+                        help="the way back: predict only the first N test cases")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     work = args.work.absolute()
@@ -205,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     env = nnunet_env(work, args)
     result: dict[str, Any] = {"benchmark": "nnunet_interop", "num_test": args.num_test,
                               "folds": args.folds, "epochs": args.epochs,
-                              "iterations": args.iterations}  # fmt: skip
+                              "iterations": args.iterations,
+                              "configurations": args.configurations,
+                              "segflow_backend": args.backend}  # fmt: skip
     if not (work / "results" / DATASET / "inference_information.json").is_file():
         result["nnunet_training_seconds"] = train_nnunet(work, args, env)
     theirs = predict_nnunet(work, args, env)
@@ -219,11 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     images = str(raw / "imagesTs")
     ours = work / "segflow_pred"
     shutil.rmtree(ours, ignore_errors=True)
-    result["segflow_predict_seconds"] = round(segflow("predict", "-i", images, "-o",
-                                                      str(ours / "final"), "-m", str(model),
-                                                      "--device", "cpu"), 1)  # fmt: skip
-    segflow("predict", "-i", images, "-o", str(ours / "raw"), "-m", str(model),
-            "--no-postprocessing", "--save-probabilities", "--device", "cpu")  # fmt: skip
+    # As nnU-Net's timed run: probabilities saved, then the postprocessing applied.
+    seconds = segflow("predict", "-i", images, "-o", str(ours / "raw"), "-m", str(model),
+                      "--no-postprocessing", "--save-probabilities", "--device", "cpu",
+                      "--backend", args.backend)  # fmt: skip
+    seconds += segflow("apply-postprocessing", "--postprocessing",
+                       str(model / "postprocessing.json"), "-i", str(ours / "raw"),
+                       "-o", str(ours / "final"), "--dataset-json",
+                       str(model / "dataset.json"))  # fmt: skip
+    result["segflow_predict_seconds"] = round(seconds, 1)
     labels = raw / "labelsTs"
     final = compare(ours / "final", theirs["final"], labels, probabilities=False)
     before = compare(ours / "raw", theirs["raw"], None, probabilities=True)
@@ -235,15 +277,40 @@ def main(argv: list[str] | None = None) -> int:
     segflow("export-nnunet", str(model), "-o", str(back))
     configuration = theirs["configurations"][0]
     back_env = {**env, "nnUNet_results": str(back)}
+    subset = work / "exported_inputs"
+    shutil.rmtree(subset, ignore_errors=True)
+    subset.mkdir()
+    for path in sorted(Path(images).glob("*.nii.gz"))[: args.export_cases]:
+        (subset / path.name).symlink_to(path.resolve())
     nnunet_back = work / "exported_nnunet_pred"
-    run([str(args.nnunet_bin / "nnUNetv2_predict"), "-i", images, "-o", str(nnunet_back), "-d",
-         "4", "-c", configuration, "-tr", "nnUNetTrainer", "-f", *map(str, args.folds),
+    shutil.rmtree(nnunet_back, ignore_errors=True)
+    run([str(args.nnunet_bin / "nnUNetv2_predict"), "-i", str(subset), "-o", str(nnunet_back),
+         "-d", "4", "-c", configuration, "-tr", "nnUNetTrainer", "-f", *map(str, args.folds),
          "-device", "cpu", "--save_probabilities", "-npp", "1", "-nps", "1"], back_env)  # fmt: skip
-    segflow_back = work / "exported_segflow_pred"
-    segflow("predict", "-i", images, "-o", str(segflow_back), "-m", str(model),
-            "-c", configuration, "--no-postprocessing", "--save-probabilities",
-            "--device", "cpu")  # fmt: skip
+    segflow_back = ours / "raw"  # the same model and options when one configuration was chosen
+    if len(theirs["configurations"]) > 1:
+        segflow_back = work / "exported_segflow_pred"
+        shutil.rmtree(segflow_back, ignore_errors=True)
+        segflow("predict", "-i", str(subset), "-o", str(segflow_back), "-m", str(model),
+                "-c", configuration, "--no-postprocessing", "--save-probabilities",
+                "--device", "cpu", "--backend", args.backend)  # fmt: skip
     result["export"] = summary(compare(segflow_back, nnunet_back, labels, probabilities=True))
+
+    # nnU-Net's own postprocessing function, given what export-nnunet wrote
+    # (postprocessing.json; nnUNetv2_apply_postprocessing itself only takes a pickle), against
+    # segflow's rules applied to segflow's prediction.
+    folder = next(back.glob(f"*/nnUNetTrainer__*__{configuration}"))
+    decision = next(folder.glob("crossval_results_folds_*/postprocessing.json"))
+    nnunet_pp = work / "exported_nnunet_pp"
+    shutil.rmtree(nnunet_pp, ignore_errors=True)
+    run([str(args.nnunet_bin / "python"), "-c", APPLY_JSON, str(decision), str(nnunet_back),
+         str(nnunet_pp), str(folder / "plans.json"), str(folder / "dataset.json")])  # fmt: skip
+    segflow_pp = work / "exported_segflow_pp"
+    shutil.rmtree(segflow_pp, ignore_errors=True)
+    segflow("apply-postprocessing", "--postprocessing", str(model / "postprocessing.json"),
+            "-i", *[str(segflow_back / p.name) for p in sorted(nnunet_back.glob("*.nii.gz"))],
+            "-o", str(segflow_pp), "--dataset-json", str(model / "dataset.json"))  # fmt: skip
+    result["export_postprocessed"] = summary(compare(segflow_pp, nnunet_pp, labels, False))
     line = json.dumps(result)
     print(line)
     if args.result:

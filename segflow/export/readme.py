@@ -92,21 +92,25 @@ def _candidates(selection: Mapping[str, Any]) -> list[str]:
     metric = selection.get("metric", "mean_foreground_dice")
     classes = list(selection.get("classes", []))
     chosen = selection.get("selected", {}).get("name")
+    imported = [str(m) for m in selection.get("nnunet_models") or []]
+    with_cases = any("num_cases" in c for c in candidates)
     rows = []
     for candidate in candidates:
         dice = candidate.get("dice", {}) if isinstance(candidate.get("dice"), dict) else {}
-        name = f"`{candidate.get('name', '?')}`" + (
-            " (selected)" if candidate.get("name") == chosen else ""
+        selected = candidate.get("name") == chosen or _is_nnunet_choice(
+            str(candidate.get("name")), imported
         )
+        name = f"`{candidate.get('name', '?')}`" + (" (selected)" if selected else "")
         rows.append(
             [
                 name,
                 _number(candidate.get(metric)),
                 *(_number(dice.get(c)) for c in classes),
-                str(candidate.get("num_cases", "n/a")),
+                *([str(candidate.get("num_cases", "n/a"))] if with_cases else []),
             ]
         )
-    header = ["candidate", _metric(metric), *(f"Dice {c}" for c in classes), "cases"]
+    header = ["candidate", _metric(metric), *(f"Dice {c}" for c in classes)]
+    header += ["cases"] if with_cases else []
     return [
         "## Cross-validation of every candidate",
         "",
@@ -115,6 +119,14 @@ def _candidates(selection: Mapping[str, Any]) -> list[str]:
         *_table(header, rows),
         "",
     ]
+
+
+def _is_nnunet_choice(name: str, models: list[str]) -> bool:
+    """Whether nnU-Net's candidate ``name`` (a model folder, or ``ensemble___A___B___<folds>``)
+    is the imported selection ``models``."""
+    if len(models) == 1:
+        return name == models[0]
+    return bool(models) and name.startswith("ensemble___" + "___".join(models) + "___")
 
 
 def _rule(rule: Any, names: Mapping[int, str]) -> str:
@@ -191,10 +203,22 @@ def render_readme(
         folder_name: the model folder's name, for the commands shown.
     """
     title = f"# {dataset_name or 'segflow'} segmentation model"
-    intro = (
-        "A self-contained nnU-Net-style model trained and exported by segflow: the trained "
-        "folds' weights with the plans, dataset description and preprocessing they need."
-    )
+    imported = [str(m) for m in selection.get("nnunet_models") or []]
+    if imported:
+        intro = (
+            "A self-contained model trained by nnU-Net v2 ("
+            + ", ".join(f"`{m}`" for m in imported)
+            + ") and imported by `segflow import-nnunet`: the trained folds' weights, "
+            "converted to segflow's networks, with the plans, dataset description and "
+            "preprocessing they need. The selection, cross-validation scores and "
+            f"postprocessing below are nnU-Net's own ({selection.get('source', 'nnU-Net')})."
+        )
+    else:
+        intro = (
+            "A self-contained nnU-Net-style model trained and exported by segflow: the "
+            "trained folds' weights with the plans, dataset description and preprocessing "
+            "they need."
+        )
     lines = [
         title,
         "",

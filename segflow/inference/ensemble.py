@@ -124,6 +124,8 @@ class Predictor:
 
     models: tuple[TrainedModel, ...]
     postprocessing: tuple[Mapping[str, Any], ...] = field(default=())
+    #: the components' connectivity of ``postprocessing`` ("face", or "full": nnU-Net's)
+    connectivity: str = "face"
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -229,7 +231,7 @@ class Predictor:
         if total is not None:
             total /= len(self.models)
             segmentation = probabilities_to_segmentation(total, self.dataset)
-        segmentation = apply_postprocessing(segmentation, self.postprocessing)
+        segmentation = apply_postprocessing(segmentation, self.postprocessing, self.connectivity)
         if save_probabilities:
             write_probabilities(total, properties, probabilities_path(output_file))
         write_segmentation(segmentation, properties, output_file)
@@ -243,14 +245,17 @@ def _describe(model: TrainedModel) -> str:
     return text
 
 
-def _rules(postprocessing: str | os.PathLike[str] | Mapping[str, Any] | None) -> tuple:
-    from segflow.postprocessing import load_postprocessing
+def _rules(
+    postprocessing: str | os.PathLike[str] | Mapping[str, Any] | None,
+) -> tuple[tuple, str]:
+    """The rules of a ``postprocessing.json`` and their components' connectivity."""
+    from segflow.postprocessing import CONNECTIVITY, load_postprocessing
 
     if postprocessing is None:
-        return ()
+        return (), CONNECTIVITY
     if not isinstance(postprocessing, Mapping):
         postprocessing = load_postprocessing(postprocessing)
-    return tuple(postprocessing["rules"])
+    return tuple(postprocessing["rules"]), str(postprocessing.get("connectivity", CONNECTIVITY))
 
 
 def load_predictor(
@@ -299,6 +304,7 @@ def load_predictor(
     if problems:
         raise SegflowError("cannot load the model", problems)
     rules: tuple = ()
+    connectivity = "face"
     if is_bundle(model_dir):
         if selection is not None:
             raise SegflowError(
@@ -315,7 +321,7 @@ def load_predictor(
                 [Problem(str(model_dir), f"the exported model holds {', '.join(available)}, "
                                          f"not {', '.join(unknown)}")],
             )  # fmt: skip
-        rules = _rules(bundle.postprocessing)
+        rules, connectivity = _rules(bundle.postprocessing)
     elif selection is not None:
         selected = load_selection(selection)["selected"]
         chosen = list(configurations) if configurations else selected["configurations"]
@@ -323,10 +329,10 @@ def load_predictor(
     else:
         chosen = list(configurations) if configurations else [None]
     if postprocessing is not None:
-        rules = _rules(postprocessing)
+        rules, connectivity = _rules(postprocessing)
     if len(set(chosen)) != len(chosen):
         raise SegflowError(f"configuration named twice: {chosen}")
     models = tuple(
         load_model(model_dir, configuration=c, folds=folds, device=device) for c in chosen
     )
-    return Predictor(models, rules if use_postprocessing else ())
+    return Predictor(models, rules if use_postprocessing else (), connectivity)

@@ -125,8 +125,10 @@ def export_nnunet(model_dir: str | os.PathLike[str], results_dir: str | os.PathL
         dataset_name = plans["dataset_name"]
         conf = plans["configurations"][configuration]
         if conf.get("previous_stage"):
-            problems.append(Problem(where, "a cascade stage: exporting it to nnU-Net is not "
-                                    "supported yet"))  # fmt: skip
+            problems.append(Problem(where, f"'{name}' is a cascade stage (it takes the "
+                                    f"segmentations of '{conf['previous_stage']}' as input): "
+                                    "exporting nnU-Net's cascade is not supported yet; export "
+                                    "a model of its other configurations"))  # fmt: skip
             continue
         architecture = conf["network"]["architecture"]
         for k, state in states.items():
@@ -146,6 +148,16 @@ def export_nnunet(model_dir: str | os.PathLike[str], results_dir: str | os.PathL
                 problems.append(Problem(str(target), "exists already; nothing is overwritten"))
     if problems:
         raise SegflowError(f"cannot export {bundle.path} to nnU-Net", problems)
+    rules = list(bundle.postprocessing.get("rules") or [])
+    connectivity = bundle.postprocessing.get("connectivity", "face")
+    if rules and connectivity != "full":
+        logger.warning(
+            "%s: the postprocessing was decided with %s connectivity; nnU-Net's function "
+            "keeps the largest component with full connectivity (faces, edges and corners), "
+            "so nnU-Net's postprocessing of this model may remove fewer voxels than segflow's",
+            bundle.path,
+            connectivity,
+        )
     dataset_folder = root / dataset_name
     dataset_folder.mkdir(parents=True, exist_ok=True)
     folds_text = "_".join(
@@ -169,7 +181,7 @@ def export_nnunet(model_dir: str | os.PathLike[str], results_dir: str | os.PathL
             decision = folder / f"crossval_results_folds_{folds_text}"
             decision.mkdir()
             write_json(decision / "postprocessing.json",
-                       _postprocessing(list(bundle.postprocessing.get("rules") or [])))  # fmt: skip
+                       _postprocessing(rules))  # fmt: skip
             os.replace(folder, target)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)

@@ -40,7 +40,7 @@ from segflow.export.importing import _entry_problems, _extract, _size_problems
 from segflow.io.dataset import DatasetJson, parse_dataset_json
 from segflow.nnunet.checkpoint import NnUNetCheckpoint, load_nnunet_checkpoint
 from segflow.nnunet.weights import nnunet_to_segflow
-from segflow.planning.nnunet_plans import from_nnunet_plans
+from segflow.planning.nnunet_plans import from_nnunet_plans, resolved_configuration
 from segflow.planning.plans import Plans
 from segflow.training.checkpoint import save_checkpoint
 
@@ -470,11 +470,15 @@ def import_nnunet(
                 )
             )
         for model in models:
-            if model.configuration == "3d_cascade_fullres":
+            previous = _previous_stage(model)
+            if previous is not None:
                 problems.append(
                     Problem(
                         str(model.folder),
-                        "a cascade stage: importing nnU-Net's cascade is not supported yet",
+                        f"'{model.configuration}' is a cascade stage (it takes the "
+                        f"segmentations of '{previous}' as input): importing nnU-Net's cascade "
+                        "is not supported yet; import its stages' other configurations "
+                        "(e.g. -c 3d_fullres)",
                     )
                 )
         if problems:
@@ -587,7 +591,8 @@ def _import_models(
     postprocessing = {
         "format": 1,
         "criterion": "mean_foreground_dice",
-        "connectivity": "face",
+        # nnU-Net joins voxels touching at a face, an edge or a corner.
+        "connectivity": "full",
         "source": "nnU-Net v2 postprocessing.json" if pp_folder else "none",
         "rules": rules,
         **(
@@ -617,6 +622,20 @@ def _import_models(
     logger.info("imported %s from nnU-Net into %s", " + ".join(names), output)
     shutil.rmtree(converted, ignore_errors=True)
     return output
+
+
+def _previous_stage(model: NnUNetModel) -> str | None:
+    """The previous stage a model's configuration predicts from (a cascade stage), if any;
+    unreadable plans are reported later, where they are converted."""
+    try:
+        plans = json.loads((model.folder / "plans.json").read_text(encoding="utf-8"))
+        conf = resolved_configuration(plans["configurations"], model.configuration, "")
+    except (OSError, ValueError, KeyError, TypeError, SegflowError):
+        return "3d_lowres" if model.configuration == "3d_cascade_fullres" else None
+    previous = conf.get("previous_stage")
+    if previous is None and model.configuration == "3d_cascade_fullres":
+        return "3d_lowres"
+    return None if previous is None else str(previous)
 
 
 def _merged_plans(plans_of: Mapping[str, dict[str, Any]], names: list[str]) -> dict[str, Any]:

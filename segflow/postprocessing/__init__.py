@@ -10,6 +10,7 @@ from segflow.lazy import lazy_exports
 if TYPE_CHECKING:
     from segflow.postprocessing.apply import run_apply
     from segflow.postprocessing.components import (
+        CONNECTIVITIES,
         CONNECTIVITY,
         apply_postprocessing,
         largest_component_only,
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "CONNECTIVITIES",
     "CONNECTIVITY",
     "CRITERION",
     "FORMAT",
@@ -40,6 +42,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "apply": ("run_apply",),
         "components": (
+            "CONNECTIVITIES",
             "CONNECTIVITY",
             "apply_postprocessing",
             "largest_component_only",

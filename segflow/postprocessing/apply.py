@@ -19,7 +19,7 @@ from segflow.errors import Problem, SegflowError
 from segflow.io.atomic import atomic_path
 from segflow.io.dataset import load_dataset_json
 from segflow.io.image import ImageData, ImageReadError, read_image, write_image
-from segflow.postprocessing.components import apply_postprocessing
+from segflow.postprocessing.components import CONNECTIVITY, apply_postprocessing
 from segflow.postprocessing.decide import load_postprocessing
 
 __all__ = ["run_apply"]
@@ -105,6 +105,7 @@ def run_apply(
     decision = load_postprocessing(postprocessing_json)
     dataset = load_dataset_json(dataset_json_path)
     rules = decision["rules"]
+    connectivity = decision.get("connectivity", CONNECTIVITY)
     output_dir = Path(output_dir)
     problems = _rule_label_problems(
         rules, dataset.foreground_labels, str(postprocessing_json), str(dataset_json_path)
@@ -140,7 +141,7 @@ def run_apply(
     written = []
     for path in files:
         image = read_image(path)
-        segmentation = apply_postprocessing(image.array[0], rules)
+        segmentation = apply_postprocessing(image.array[0], rules, connectivity)
         target = output_dir / path.name
         _write_like(target, segmentation, image)
         written.append(target)

@@ -46,7 +46,7 @@ from segflow.evaluation.metrics import region_mask
 from segflow.io.atomic import write_json
 from segflow.io.dataset import DatasetJson, load_dataset_json
 from segflow.io.image import ImageData, ImageReadError, read_image
-from segflow.postprocessing.components import CONNECTIVITY, _largest_component
+from segflow.postprocessing.components import CONNECTIVITIES, CONNECTIVITY, _largest_component
 
 __all__ = [
     "CRITERION",
@@ -365,6 +365,14 @@ def load_postprocessing(path: PathLike) -> dict[str, Any]:
             problems.append(Problem(where, f"'format' must be {FORMAT}, found {raw['format']!r}"))
         if "rules" in raw:
             problems += _rule_problems(raw["rules"], where)
+        if raw.get("connectivity", CONNECTIVITY) not in CONNECTIVITIES:
+            problems.append(
+                Problem(
+                    where,
+                    f"'connectivity' must be one of {', '.join(CONNECTIVITIES)}, "
+                    f"found {raw['connectivity']!r}",
+                )
+            )
     if problems:
         raise SegflowError(f"{path} is not a valid postprocessing.json", problems)
     return raw

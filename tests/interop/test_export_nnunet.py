@@ -102,3 +102,20 @@ def test_a_network_nnunet_does_not_build_is_refused_by_name(model, tmp_path):
     with pytest.raises(SegflowError, match=r"network variant \(axial_attention\)"):
         export_nnunet(attention, tmp_path / "results")
     assert not (tmp_path / "results" / DATASET).exists()
+
+
+def test_a_cascade_stage_is_refused(model, tmp_path):
+    cascade = tmp_path / "cascade"
+    shutil.copytree(model, cascade)
+    path = cascade / "3d_fullres" / "fold_0" / "checkpoint_final.pt"
+    state = load_checkpoint(path)
+    state["plans"]["configurations"]["3d_fullres"]["previous_stage"] = "3d_lowres"
+    save_checkpoint(path, {k: v for k, v in state.items() if k != "format"})
+    manifest = json.loads((cascade / "manifest.json").read_text())
+    manifest["files"]["3d_fullres/fold_0/checkpoint_final.pt"] = file_sha256(path)
+    (cascade / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SegflowError) as err:
+        export_nnunet(cascade, tmp_path / "results")
+    assert "'3d_fullres' is a cascade stage (it takes the segmentations of '3d_lowres'" \
+        in err.value.render()  # fmt: skip
+    assert not (tmp_path / "results" / DATASET).exists()

@@ -11,8 +11,10 @@ voxels; the fixture's network is trained for 2 iterations, so many voxels are ne
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -25,10 +27,26 @@ from segflow.errors import SegflowError
 from segflow.export import import_model, load_bundle
 from segflow.interop.nnunet_import import import_nnunet
 from segflow.io.image import read_image
+from segflow.postprocessing import apply_postprocessing
 
-FIXTURE = Path(__file__).resolve().parent / "data" / "nnunet_fixture"
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE = REPO / "tests" / "interop" / "data" / "nnunet_fixture"
 DATASET = "Dataset901_Interop"
 TRAINER = "nnUNetTrainer_segflowShort"
+sys.path.insert(0, str(REPO / "benchmarks"))
+from make_nnunet_fixture import make_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def test_images(tmp_path_factory) -> Path:
+    """The fixture's test image, made again as the fixture script made it (not tracked);
+    byte for byte the file nnU-Net predicted (its sha256 is in versions.json)."""
+    versions = json.loads((FIXTURE / "versions.json").read_text())
+    raw = tmp_path_factory.mktemp("fixture_raw")
+    images = make_dataset(raw, versions["num_train"], versions["seed"]) / "imagesTs"
+    made = images / versions["test_image"]
+    assert hashlib.sha256(made.read_bytes()).hexdigest() == versions["test_image_sha256"]
+    return images
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +76,21 @@ def test_the_zip_becomes_the_model_find_best_configuration_chose(imported):
     assert bundle.postprocessing["rules"] == [{"labels": [1]}]
     assert bundle.postprocessing["final"]["mean_foreground_dice"] == pytest.approx(0.093858, 1e-4)
     assert bundle.selection["selected"]["configurations"] == ["3d_fullres"]
-    assert (imported / "README.md").read_text().startswith("# Interop segmentation model")
+    readme = " ".join((imported / "README.md").read_text().split())
+    assert readme.startswith("# Interop segmentation model A self-contained model trained by "
+                             "nnU-Net v2 (`nnUNetTrainer_segflowShort__nnUNetPlans__3d_fullres`) "
+                             "and imported by `segflow import-nnunet`")  # fmt: skip
+    assert "trained and exported by segflow" not in readme
+    assert "| `nnUNetTrainer_segflowShort__nnUNetPlans__3d_fullres` (selected) | 0.0931 |" in readme
+    assert "n/a" not in readme  # nnU-Net gives no case counts: no such column
     state = torch.load(bundle.checkpoint("3d_fullres", 0), weights_only=True)
     assert state["mirror_axes"] == [0, 1, 2]
     assert state["num_outputs"] == 3 and state["epoch"] == 1
 
 
-def test_segflow_predicts_what_nnunet_predicted(imported, tmp_path):
+def test_segflow_predicts_what_nnunet_predicted(imported, test_images, tmp_path):
     out = tmp_path / "predictions"
-    argv = ["predict", "-i", str(FIXTURE / "imagesTs"), "-o", str(out), "-m", str(imported),
+    argv = ["predict", "-i", str(test_images), "-o", str(out), "-m", str(imported),
             "--no-postprocessing", "--save-probabilities", "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0
     ours = np.load(out / "interop_008.npz")["probabilities"]
@@ -181,3 +205,39 @@ def test_an_ensemble_chosen_by_find_best_configuration(results, tmp_path):
     bundle = load_bundle(import_nnunet(dataset, tmp_path / "model"))
     assert bundle.configurations == {"2d": (0,), "3d_fullres": (0,)}
     assert bundle.postprocessing["rules"] == [{"labels": [1, 2]}, {"labels": [2]}]
+
+
+def test_a_cascade_stage_is_refused(results, tmp_path):
+    """nnU-Net's 3d_cascade_fullres takes 3d_lowres's segmentations as input: refused, named."""
+    source = _model_folder(results, "3d_fullres")
+    folder = tmp_path / DATASET / f"{TRAINER}__nnUNetPlans__3d_cascade_fullres"
+    shutil.copytree(source, folder)
+    plans = json.loads((folder / "plans.json").read_text())
+    plans["configurations"]["3d_cascade_fullres"] = {"inherits_from": "3d_fullres",
+                                                     "previous_stage": "3d_lowres"}  # fmt: skip
+    (folder / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(SegflowError) as err:
+        import_nnunet(folder, tmp_path / "model")
+    assert "'3d_cascade_fullres' is a cascade stage (it takes the segmentations of '3d_lowres'" \
+        in err.value.render()  # fmt: skip
+    assert "importing nnU-Net's cascade is not supported yet" in err.value.render()
+    assert not (tmp_path / "model").exists()
+
+
+def test_its_postprocessing_is_nnunets_own(imported, tmp_path):
+    """nnU-Net's postprocessing (its own function, applied by the fixture script) joins voxels
+    touching at an edge or a corner; the imported model's rules, so applied, give its result."""
+    decision = json.loads((imported / "postprocessing.json").read_text())
+    assert decision["connectivity"] == "full"
+    argv = ["apply-postprocessing", "--postprocessing", str(imported / "postprocessing.json"),
+            "-i", str(FIXTURE / "reference" / "interop_008.nii.gz"), "-o", str(tmp_path / "pp"),
+            "--dataset-json", str(imported / "dataset.json")]  # fmt: skip
+    assert main(argv) == 0
+    ours = read_image(tmp_path / "pp" / "interop_008.nii.gz").array[0]
+    theirs = read_image(FIXTURE / "reference" / "postprocessed" / "interop_008.nii.gz").array[0]
+    before = read_image(FIXTURE / "reference" / "interop_008.nii.gz").array[0]
+    assert np.count_nonzero(theirs != before) == 24  # nnU-Net removed 24 voxels of label 1
+    assert np.array_equal(ours, theirs)
+    # Face connectivity (segflow's own decisions) would have removed far more.
+    face = apply_postprocessing(before, decision["rules"], connectivity="face")
+    assert np.count_nonzero(face != before) > 1000

@@ -71,6 +71,33 @@ def test_voxels_touching_only_diagonally_are_separate_components():
     assert np.argwhere(result).tolist() == [[2, 2, 1], [2, 2, 2]]
 
 
+def test_full_connectivity_joins_edges_and_corners_as_nnunet_does():
+    """nnU-Net v2's postprocessing (a model imported from it) joins voxels touching at an
+    edge or a corner: the diagonal chain above is one component there."""
+    plane = np.zeros((4, 4), np.uint8)
+    plane[0, 0:2] = 1
+    plane[1, 2] = 1
+    plane[2, 2:4] = 1
+    plane[3, 0] = 1  # alone: removed
+    result = largest_component_only(plane, [1], connectivity="full")
+    assert np.count_nonzero(result) == 5 and result[3, 0] == 0
+    volume = np.zeros((3, 3, 3), np.uint8)
+    volume[0, 0, 0] = 1
+    volume[1, 1, 0] = 1
+    volume[2, 2, 1] = 1
+    volume[2, 2, 2] = 1
+    volume[0, 2, 2] = 1  # alone: removed
+    result = largest_component_only(volume, [1], connectivity="full")
+    assert np.argwhere(result).tolist() == [[0, 0, 0], [1, 1, 0], [2, 2, 1], [2, 2, 2]]
+    # A 2D image stored as one slice has no neighbours along the singleton axis.
+    flat = largest_component_only(plane, [1], "full")
+    assert np.array_equal(largest_component_only(plane[None], [1], "full")[0], flat)
+    ruled = apply_postprocessing(volume, [{"labels": [1]}], connectivity="full")
+    assert np.array_equal(ruled, result)
+    with pytest.raises(ValueError, match="connectivity must be one of"):
+        largest_component_only(volume, [1], connectivity="corner")
+
+
 def test_an_empty_structure_gives_an_unchanged_copy():
     seg = np.zeros((2, 3, 3), np.uint8)
     seg[0, 0, 0] = 2

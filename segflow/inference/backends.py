@@ -394,6 +394,8 @@ class OnnxNetwork(nn.Module):
     """
 
     flips_per_call = 2
+    #: Whether :meth:`_run` returns the runtime's own buffer (copied) or a fresh array (kept).
+    shares_output = False
 
     def __init__(self, name: str) -> None:
         super().__init__()
@@ -404,11 +406,16 @@ class OnnxNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(np.array(self._run(array), dtype=np.float32, copy=True))
+        out = self._run(array)
+        # A runtime's own output buffer is overwritten by its next call: copied once, here.
+        out = np.array(out, dtype=np.float32) if self.shares_output else np.asarray(out, np.float32)
+        return torch.from_numpy(out)
 
 
 class _OpenVINONetwork(OnnxNetwork):
     """OpenVINO's CPU plugin; one compiled model per batch size (static shapes are faster)."""
+
+    shares_output = True
 
     def __init__(self, onnx_model: bytes, precision: str, threads: int) -> None:
         import openvino
@@ -432,7 +439,9 @@ class _OpenVINONetwork(OnnxNetwork):
             model = self._model.clone()
             model.reshape({0: list(shape)})
             compiled = self._compiled[shape] = self._core.compile_model(model, "CPU", self._config)
-        return compiled(array)[0]
+        # The input is read in place, the output is the request's own buffer (forward copies
+        # it once): no copy of either inside OpenVINO.
+        return compiled(array, share_inputs=True, share_outputs=True)[0]
 
 
 class _OnnxRuntimeNetwork(OnnxNetwork):
@@ -489,15 +498,33 @@ def _network_name(network: nn.Module) -> str:
     return f"{name}{where}"
 
 
-def _agreement_problem(
-    network: nn.Module, module: OnnxNetwork, channels: int, patch: tuple[int, ...]
-) -> str | None:
-    """Why ``module`` does not compute what ``network`` does on a test window, or None."""
+def _reference_output(
+    network: nn.Module, channels: int, patch: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A test window (two random windows, seeded) and PyTorch's float32 output for it.
+
+    Computed before the runtime is compiled, and the heap PyTorch used is handed back
+    (:func:`segflow.compute.release_freed_memory`), so that PyTorch's activations and the
+    runtime's compiled network never take memory at the same time (the peak RSS of a
+    prediction stays that of its longer part, not their sum).
+    """
+    from segflow.compute import release_freed_memory
+
     generator = torch.Generator().manual_seed(0)
     window = torch.randn((2, channels, *patch), generator=generator)
     device = next((p.device for p in network.parameters()), torch.device("cpu"))
     with torch.no_grad():
         expected = network.eval()(window.to(device)).float().cpu()
+    release_freed_memory()
+    return window, expected
+
+
+def _agreement_problem(
+    module: OnnxNetwork, window: torch.Tensor, expected: torch.Tensor
+) -> str | None:
+    """Why ``module`` does not compute on ``window`` what PyTorch did (``expected``), or
+    None."""
+    with torch.no_grad():
         got = module(window)
     if got.shape != expected.shape:
         return f"its output has shape {tuple(got.shape)}, PyTorch's {tuple(expected.shape)}"
@@ -546,9 +573,11 @@ def prepare_runtime(
     if resolved != "torch":
         try:
             data = _onnx_of(network, int(channels), patch)
+            window, expected = _reference_output(network, int(channels), patch)
             module: OnnxNetwork = _RUNTIMES[resolved](data, "float32", threads)
-            reason = _agreement_problem(network, module, int(channels), patch)
+            reason = _agreement_problem(module, window, expected)
             if reason is None and effective == "bfloat16":
+                del module  # the float32 check's network, before the bfloat16 one is compiled
                 module = _RUNTIMES[resolved](data, effective, threads)
         except SegflowError:  # a damaged or foreign ONNX file: the user's to fix
             raise

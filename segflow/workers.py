@@ -9,13 +9,6 @@ dataset in two threads failed once in CI with ``basic_string::_S_create`` thrown
 On Linux a process that runs no other thread forks its workers, which then reuse its imports
 (numpy, scipy, SimpleITK, blosc2: about a second per process otherwise); a threaded caller gets
 a fork server (preloading the function's module) and other systems spawn clean workers.
-
-A process that has loaded OpenVINO or ONNX Runtime (:mod:`segflow.inference.backends`) never
-forks either: their native thread pools (OpenVINO's oneTBB arena, ONNX Runtime's pool) are
-invisible to :func:`threading.active_count`, and a child forked beside them inherits their locks
-and bookkeeping but not their threads. After OpenVINO ran a bfloat16 network in the test
-process, a later fork there (DataLoader workers, a subprocess) ended the process with SIGSEGV,
-delivered to the main thread at its ``waitpid`` system call, not at a faulting access.
 """
 
 from __future__ import annotations
@@ -27,13 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = [
-    "NATIVE_POOL_MODULES",
-    "fork_is_safe",
-    "map_in_workers",
-    "native_pool_loaded",
-    "worker_context",
-]
+__all__ = ["map_in_workers", "worker_context"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -43,30 +30,10 @@ Result = TypeVar("Result")
 _WORK: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
 
 
-#: Modules whose native thread pools make a later ``fork`` of the process unsafe.
-NATIVE_POOL_MODULES = ("openvino", "onnxruntime")
-
-
-def native_pool_loaded() -> bool:
-    """Whether this process has loaded a runtime with a native thread pool
-    (:data:`NATIVE_POOL_MODULES`): then no worker may be forked from it."""
-    return any(name in sys.modules for name in NATIVE_POOL_MODULES)
-
-
-def fork_is_safe() -> bool:
-    """Whether workers may be forked from this process: on Linux, with no other Python thread
-    and no native runtime's thread pool (:func:`native_pool_loaded`)."""
-    return (
-        sys.platform.startswith("linux")
-        and threading.active_count() == 1
-        and not native_pool_loaded()
-    )
-
-
 def worker_context(preload: Iterable[str] = ()) -> multiprocessing.context.BaseContext:
-    """How to start workers: fork where it is safe (:func:`fork_is_safe`), else a fork server
-    preloading ``preload`` (module names), else spawn."""
-    if fork_is_safe():
+    """How to start workers: fork where it is safe, else a fork server preloading ``preload``
+    (module names), else spawn."""
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     if sys.platform.startswith("linux") or sys.platform == "darwin":
         context = multiprocessing.get_context("forkserver")

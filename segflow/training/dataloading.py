@@ -236,8 +236,7 @@ def batch_loader(
         start when iteration starts and end with it. With workers, the free part of this
         process's kept heap is given back first (:func:`segflow.compute.release_freed_memory`),
         so that the workers, forked when iteration starts, do not hold a copy of it: iterate
-        it right away. In a process that has loaded OpenVINO or ONNX Runtime the workers come
-        from a fork server instead (:func:`segflow.workers.native_pool_loaded`).
+        it right away.
     """
     if not 0 <= start <= stop:
         raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
@@ -245,16 +244,10 @@ def batch_loader(
         raise ValueError(f"num_workers must be at least 0, got {num_workers}")
     if prefetch < 1:
         raise ValueError(f"prefetch must be at least 1, got {prefetch}")
-    context = None
     if num_workers > 0:
         from segflow.compute import release_freed_memory
-        from segflow.workers import native_pool_loaded, worker_context
 
         release_freed_memory()
-        # Forked workers unless OpenVINO or ONNX Runtime is loaded here: then a fork server's
-        # (segflow.workers explains why; the batches must then pickle).
-        if native_pool_loaded():
-            context = worker_context([__name__])
     return DataLoader(
         batches,
         batch_size=None,
@@ -264,7 +257,6 @@ def batch_loader(
         prefetch_factor=prefetch if num_workers > 0 else None,
         persistent_workers=False,
         worker_init_fn=_single_threaded_worker if num_workers > 0 else None,
-        multiprocessing_context=context,
     )
 
 

@@ -265,41 +265,6 @@ def test_openvino_bfloat16_on_a_cpu_that_has_it(tmp_path):
     assert 1e-4 < difference < 0.1 * max(largest, 1.0)
 
 
-_AFTER_OPENVINO = """
-import sys
-import torch
-from segflow.inference.options import PredictionOptions
-from segflow.inference.sliding_window import predict_logits
-from segflow.training.dataloading import batch_loader
-from segflow.workers import map_in_workers, worker_context
-from tests.inference.test_backends import _network
-from tests.training.test_dataloading import _ThreadCount
-
-net, patch = _network(3)
-options = PredictionOptions(None, backend="openvino", precision=sys.argv[1])
-predict_logits(net, torch.randn(1, 18, 16, 20), patch, options)
-loader = batch_loader(_ThreadCount(), 0, 2, num_workers=1)
-print(worker_context().get_start_method(), loader.multiprocessing_context.get_start_method())
-print(list(loader), list(map_in_workers(abs, [-1, -2, -3, -4], workers=2)))
-"""
-
-
-@pytest.mark.skipif(not backends._installed("openvino"), reason="needs openvino")
-def test_no_worker_is_forked_after_openvino_ran(tmp_path):
-    # OpenVINO's thread pool is native (Python sees one thread): workers forked after it ran
-    # (a DataLoader's, a worker pool's) ended the process with SIGSEGV; they must come from a
-    # fork server, and still work.
-    precision = "bfloat16" if backends.native_bf16() else "float32"
-    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path, "SEGFLOW_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", _AFTER_OPENVINO, precision], capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    methods, results = done.stdout.strip().splitlines()[-2:]
-    assert methods == "forkserver forkserver"
-    assert results == "[1, 1] [1, 2, 3, 4]"
-
-
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
     [

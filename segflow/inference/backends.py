@@ -412,16 +412,42 @@ class OnnxNetwork(nn.Module):
         return torch.from_numpy(out)
 
 
+# The process's one OpenVINO Core (see _openvino_core); never released before the process ends.
+_OPENVINO_CORE: Any = None
+
+
+def _openvino_core() -> Any:
+    """The process's one OpenVINO ``Core``, made on first use and kept until the process ends.
+
+    OpenVINO's CPU plugin (made when a ``Core`` first compiles for the CPU; one per ``Core``)
+    installs an alternate signal stack on the thread that makes it, in memory it maps itself
+    (AMX's signal frames are larger than the default stack allows), and unmaps that memory
+    when the plugin is destroyed, on whichever thread drops the last reference, restoring the
+    old stack only on that thread. When the garbage collector released it on another thread (a
+    worker pool's, a DataLoader's), the first thread kept an alternate stack in unmapped
+    memory, and the next signal whose handler runs on it (every handler Python installs asks
+    for it: SIGINT, the SIGCHLD handler of torch's DataLoader) ended the process with SIGSEGV,
+    wherever the thread was (gdb: in ``waitpid``). Several ``Core`` objects released out of
+    order leave the same dangling stack on one thread. One ``Core`` for the process, never
+    released, keeps its plugin and that stack valid until the interpreter ends
+    (``tests/inference/test_backends.py`` checks it in a process of its own).
+    """
+    global _OPENVINO_CORE
+    if _OPENVINO_CORE is None:
+        import openvino
+
+        _OPENVINO_CORE = openvino.Core()
+    return _OPENVINO_CORE
+
+
 class _OpenVINONetwork(OnnxNetwork):
     """OpenVINO's CPU plugin; one compiled model per batch size (static shapes are faster)."""
 
     shares_output = True
 
     def __init__(self, onnx_model: bytes, precision: str, threads: int) -> None:
-        import openvino
-
         super().__init__("openvino")
-        self._core = openvino.Core()
+        self._core = _openvino_core()
         self._model = self._core.read_model(onnx_model)
         self._config = {
             "INFERENCE_NUM_THREADS": int(threads),

@@ -265,6 +265,49 @@ def test_openvino_bfloat16_on_a_cpu_that_has_it(tmp_path):
     assert 1e-4 < difference < 0.1 * max(largest, 1.0)
 
 
+_RELEASED_ON_ANOTHER_THREAD = """
+import gc, os, signal, sys, threading
+import torch
+from segflow.inference.options import PredictionOptions
+from segflow.inference.sliding_window import predict_logits
+from tests.inference.test_backends import _network
+
+net, patch = _network(3)
+options = PredictionOptions(None, backend="openvino", precision=sys.argv[1])
+predict_logits(net, torch.randn(1, 18, 16, 20), patch, options)
+# Every segflow object that holds OpenVINO dropped on another thread, as the garbage
+# collector may do it on any thread (a worker pool's, a DataLoader's).
+def drop():
+    globals().pop("net")
+    gc.collect()
+thread = threading.Thread(target=drop)
+thread.start()
+thread.join()
+# A signal whose handler runs on this thread's alternate stack (every handler Python
+# installs asks for it, as torch's DataLoader's SIGCHLD handler), delivered in waitpid.
+signal.signal(signal.SIGCHLD, lambda *args: None)
+child = os.fork()
+if child == 0:
+    os._exit(0)
+os.waitpid(child, 0)
+print("survived")
+"""
+
+
+@pytest.mark.skipif(not backends._installed("openvino"), reason="needs openvino")
+def test_openvino_released_on_another_thread_leaves_signals_deliverable(tmp_path):
+    # OpenVINO's CPU plugin installs an alternate signal stack on the thread that made it and
+    # unmaps it when the plugin is destroyed, on whatever thread that happens: the process
+    # ended with SIGSEGV at the next signal (see segflow.inference.backends._openvino_core).
+    precision = "bfloat16" if backends.native_bf16() else "float32"
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "SEGFLOW_CACHE_DIR": str(tmp_path)}
+    command = [sys.executable, "-c", _RELEASED_ON_ANOTHER_THREAD, precision]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.split()[-1] == "survived"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
     [

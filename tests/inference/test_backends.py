@@ -253,8 +253,8 @@ print(float((bf16 - fp32).abs().max()), float(fp32.abs().max()))
     reason="needs openvino and a CPU with native bfloat16",
 )
 def test_openvino_bfloat16_on_a_cpu_that_has_it(tmp_path):
-    # In a process of its own: after OpenVINO ran a bfloat16 network, a later test's
-    # DataLoader workers (fork) ended the whole test process with SIGSEGV.
+    # In a process of its own (as before the cause of a SIGSEGV after OpenVINO was found:
+    # see test_openvino_released_on_another_thread_leaves_signals_deliverable).
     path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path, "SEGFLOW_CACHE_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", _BF16_CHECK], capture_output=True, text=True,

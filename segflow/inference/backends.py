@@ -16,8 +16,8 @@ A network that cannot be exported or compiled, or whose float32 output on a test
 differs from PyTorch's, predicts with PyTorch instead; one warning line names the network and
 the reason.
 
-``auto`` picks PyTorch on CUDA and MPS; on the CPU OpenVINO for 3D networks and for bfloat16,
-and ONNX Runtime for 2D networks in float32 (see ``docs/how-to/deployment.md`` for the
+``auto`` picks PyTorch on CUDA and MPS and for 3D networks on the CPU; for 2D networks on the
+CPU ONNX Runtime in float32 and OpenVINO in bfloat16 (see ``docs/how-to/deployment.md`` for the
 measurements behind the rule); a runtime that is not installed is skipped.
 
 bfloat16 runs only where the CPU has it natively (``avx512_bf16`` or ``amx_bf16`` among
@@ -184,19 +184,17 @@ def _installed(package: str) -> bool:
 def resolve_backend(backend: str, device: torch.device | str, ndim: int, precision: str) -> str:
     """The backend ``auto`` stands for (any other name stands for itself).
 
-    PyTorch on CUDA and MPS; on the CPU OpenVINO for 3D networks and for bfloat16, ONNX
-    Runtime (else OpenVINO) for 2D networks in float32; PyTorch where neither is installed.
+    PyTorch on CUDA and MPS, and on the CPU for 3D networks (measured end to end on
+    Hippocampus 3d_fullres against OpenVINO and ONNX Runtime, docs/results/deployment.md:
+    PyTorch was as fast or faster in float32 and bfloat16, at a lower peak RSS); for 2D
+    networks on the CPU ONNX Runtime (else OpenVINO) in float32 and OpenVINO in bfloat16;
+    PyTorch where neither is installed.
     """
     if backend != "auto":
         return backend
-    if torch.device(device).type != "cpu":
+    if torch.device(device).type != "cpu" or ndim != 2:
         return "torch"
-    if precision == "bfloat16":
-        order = ("openvino",)
-    elif ndim == 2:
-        order = ("onnxruntime", "openvino")
-    else:
-        order = ("openvino",)
+    order = ("openvino",) if precision == "bfloat16" else ("onnxruntime", "openvino")
     return next((b for b in order if _installed(PACKAGES[b])), "torch")
 
 

@@ -180,7 +180,8 @@ def test_auto_picks_by_device_network_and_precision(monkeypatch):
     monkeypatch.setattr(backends, "_installed", lambda package: True)
     assert resolve_backend("auto", "cuda", 3, "float32") == "torch"
     assert resolve_backend("auto", "mps", 2, "bfloat16") == "torch"
-    assert resolve_backend("auto", "cpu", 3, "float32") == "openvino"
+    assert resolve_backend("auto", "cpu", 3, "float32") == "torch"
+    assert resolve_backend("auto", "cpu", 3, "bfloat16") == "torch"
     assert resolve_backend("auto", "cpu", 2, "float32") == "onnxruntime"
     assert resolve_backend("auto", "cpu", 2, "bfloat16") == "openvino"
     assert resolve_backend("onnxruntime", "cpu", 3, "float32") == "onnxruntime"

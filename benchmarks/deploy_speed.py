@@ -24,6 +24,15 @@ Example (a quiet machine, all 40 held-out cases, 3 rounds)::
 
     .venv/bin/python benchmarks/deploy_speed.py --rounds 3
 
+Each round also prints its own seconds per case at once (a run cut short keeps them). With a
+model nnU-Net trained elsewhere (``benchmarks/nnunet_interop.py``'s work folder, whose results
+folder is ``results``, and its ``segflow import-nnunet`` copy)::
+
+    .venv/bin/python benchmarks/deploy_speed.py --rounds 2 \
+        --holdout /tmp/nnunet_interop_full/raw/Dataset004_Hippocampus \
+        --segflow-model /tmp/dp/sf_model --nnunet-work /tmp/nnunet_interop_full \
+        --nnunet-results /tmp/nnunet_interop_full/results
+
 and a quick check on 5 cases without nnU-Net::
 
     .venv/bin/python benchmarks/deploy_speed.py --cases 5 --rounds 1 --skip-nnunet
@@ -164,7 +173,7 @@ def measure(task: Task, args: argparse.Namespace, cpu: dict[str, Any]) -> list[d
             os.environ,
             nnUNet_raw=str(args.nnunet_work / "raw"),
             nnUNet_preprocessed=str(args.nnunet_work / "pre"),
-            nnUNet_results=str(args.nnunet_work / "res"),
+            nnUNet_results=str(args.nnunet_results or args.nnunet_work / "res"),
         )
         target = out / "nnunet"
         runs["nnunet"] = ([str(args.nnunet_bin / "nnUNetv2_predict"), "-i", str(images),
@@ -180,6 +189,12 @@ def measure(task: Task, args: argparse.Namespace, cpu: dict[str, Any]) -> list[d
             wall, peak = _run(cmd, run_env)
             walls[name].append(wall)
             peaks[name].append(peak)
+        # Each round's times as soon as it ends (a run cut short still leaves them).
+        print(json.dumps({"task": task.name, "round": round_ + 1, "cases": len(task.cases),
+                          "seconds_per_case": {n: round(w[-1] / len(task.cases), 3)
+                                               for n, w in walls.items()},
+                          "peak_rss_gb": {n: round(x[-1] / 1024**3, 3) for n, x in peaks.items()},
+                          "load_avg": round(os.getloadavg()[0], 2)}), flush=True)  # fmt: skip
     reference = _segmentations(task, runs["segflow torch float32"][2])
     total = sum(s.size for s in reference.values())
     rows = []
@@ -229,6 +244,8 @@ def main() -> None:
     parser.add_argument("--segflow-model", type=Path, default=SEGFLOW_MODEL)
     parser.add_argument("--nnunet-work", type=Path, default=Path("/tmp/nnunet_ho"))
     parser.add_argument("--nnunet-bin", type=Path, default=Path("/tmp/nnunet-venv/bin"))
+    parser.add_argument("--nnunet-results", type=Path, default=None,
+                        help="nnUNet_results (default: <nnunet-work>/res)")  # fmt: skip
     parser.add_argument("--skip-nnunet", action="store_true")
     parser.add_argument("--isbi-holdout", type=Path, default=None,
                         help="held-out ISBI 2012 dataset (imagesTs, labelsTs)")  # fmt: skip

@@ -16,8 +16,8 @@ A network that cannot be exported or compiled, or whose float32 output on a test
 differs from PyTorch's, predicts with PyTorch instead; one warning line names the network and
 the reason.
 
-``auto`` picks PyTorch on CUDA and MPS; on the CPU OpenVINO for 3D networks and for bfloat16,
-and ONNX Runtime for 2D networks in float32 (see ``docs/how-to/deployment.md`` for the
+``auto`` picks PyTorch on CUDA and MPS and for 3D networks on the CPU; for 2D networks on the
+CPU ONNX Runtime in float32 and OpenVINO in bfloat16 (see ``docs/how-to/deployment.md`` for the
 measurements behind the rule); a runtime that is not installed is skipped.
 
 bfloat16 runs only where the CPU has it natively (``avx512_bf16`` or ``amx_bf16`` among
@@ -184,19 +184,17 @@ def _installed(package: str) -> bool:
 def resolve_backend(backend: str, device: torch.device | str, ndim: int, precision: str) -> str:
     """The backend ``auto`` stands for (any other name stands for itself).
 
-    PyTorch on CUDA and MPS; on the CPU OpenVINO for 3D networks and for bfloat16, ONNX
-    Runtime (else OpenVINO) for 2D networks in float32; PyTorch where neither is installed.
+    PyTorch on CUDA and MPS, and on the CPU for 3D networks (measured end to end on
+    Hippocampus 3d_fullres against OpenVINO and ONNX Runtime, docs/results/deployment.md:
+    PyTorch was as fast or faster in float32 and bfloat16, at a lower peak RSS); for 2D
+    networks on the CPU ONNX Runtime (else OpenVINO) in float32 and OpenVINO in bfloat16;
+    PyTorch where neither is installed.
     """
     if backend != "auto":
         return backend
-    if torch.device(device).type != "cpu":
+    if torch.device(device).type != "cpu" or ndim != 2:
         return "torch"
-    if precision == "bfloat16":
-        order = ("openvino",)
-    elif ndim == 2:
-        order = ("onnxruntime", "openvino")
-    else:
-        order = ("openvino",)
+    order = ("openvino",) if precision == "bfloat16" else ("onnxruntime", "openvino")
     return next((b for b in order if _installed(PACKAGES[b])), "torch")
 
 
@@ -394,6 +392,8 @@ class OnnxNetwork(nn.Module):
     """
 
     flips_per_call = 2
+    #: Whether :meth:`_run` returns the runtime's own buffer (copied) or a fresh array (kept).
+    shares_output = False
 
     def __init__(self, name: str) -> None:
         super().__init__()
@@ -404,17 +404,48 @@ class OnnxNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(np.array(self._run(array), dtype=np.float32, copy=True))
+        out = self._run(array)
+        # A runtime's own output buffer is overwritten by its next call: copied once, here.
+        out = np.array(out, dtype=np.float32) if self.shares_output else np.asarray(out, np.float32)
+        return torch.from_numpy(out)
+
+
+# The process's one OpenVINO Core (see _openvino_core); never released before the process ends.
+_OPENVINO_CORE: Any = None
+
+
+def _openvino_core() -> Any:
+    """The process's one OpenVINO ``Core``, made on first use and kept until the process ends.
+
+    OpenVINO's CPU plugin (made when a ``Core`` first compiles for the CPU; one per ``Core``)
+    installs an alternate signal stack on the thread that makes it, in memory it maps itself
+    (AMX's signal frames are larger than the default stack allows), and unmaps that memory
+    when the plugin is destroyed, on whichever thread drops the last reference, restoring the
+    old stack only on that thread. When the garbage collector released it on another thread (a
+    worker pool's, a DataLoader's), the first thread kept an alternate stack in unmapped
+    memory, and the next signal whose handler runs on it (every handler Python installs asks
+    for it: SIGINT, the SIGCHLD handler of torch's DataLoader) ended the process with SIGSEGV,
+    wherever the thread was (gdb: in ``waitpid``). Several ``Core`` objects released out of
+    order leave the same dangling stack on one thread. One ``Core`` for the process, never
+    released, keeps its plugin and that stack valid until the interpreter ends
+    (``tests/inference/test_backends.py`` checks it in a process of its own).
+    """
+    global _OPENVINO_CORE
+    if _OPENVINO_CORE is None:
+        import openvino
+
+        _OPENVINO_CORE = openvino.Core()
+    return _OPENVINO_CORE
 
 
 class _OpenVINONetwork(OnnxNetwork):
     """OpenVINO's CPU plugin; one compiled model per batch size (static shapes are faster)."""
 
-    def __init__(self, onnx_model: bytes, precision: str, threads: int) -> None:
-        import openvino
+    shares_output = True
 
+    def __init__(self, onnx_model: bytes, precision: str, threads: int) -> None:
         super().__init__("openvino")
-        self._core = openvino.Core()
+        self._core = _openvino_core()
         self._model = self._core.read_model(onnx_model)
         self._config = {
             "INFERENCE_NUM_THREADS": int(threads),
@@ -432,7 +463,9 @@ class _OpenVINONetwork(OnnxNetwork):
             model = self._model.clone()
             model.reshape({0: list(shape)})
             compiled = self._compiled[shape] = self._core.compile_model(model, "CPU", self._config)
-        return compiled(array)[0]
+        # The input is read in place, the output is the request's own buffer (forward copies
+        # it once): no copy of either inside OpenVINO.
+        return compiled(array, share_inputs=True, share_outputs=True)[0]
 
 
 class _OnnxRuntimeNetwork(OnnxNetwork):
@@ -489,15 +522,33 @@ def _network_name(network: nn.Module) -> str:
     return f"{name}{where}"
 
 
-def _agreement_problem(
-    network: nn.Module, module: OnnxNetwork, channels: int, patch: tuple[int, ...]
-) -> str | None:
-    """Why ``module`` does not compute what ``network`` does on a test window, or None."""
+def _reference_output(
+    network: nn.Module, channels: int, patch: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A test window (two random windows, seeded) and PyTorch's float32 output for it.
+
+    Computed before the runtime is compiled, and the heap PyTorch used is handed back
+    (:func:`segflow.compute.release_freed_memory`), so that PyTorch's activations and the
+    runtime's compiled network never take memory at the same time (the peak RSS of a
+    prediction stays that of its longer part, not their sum).
+    """
+    from segflow.compute import release_freed_memory
+
     generator = torch.Generator().manual_seed(0)
     window = torch.randn((2, channels, *patch), generator=generator)
     device = next((p.device for p in network.parameters()), torch.device("cpu"))
     with torch.no_grad():
         expected = network.eval()(window.to(device)).float().cpu()
+    release_freed_memory()
+    return window, expected
+
+
+def _agreement_problem(
+    module: OnnxNetwork, window: torch.Tensor, expected: torch.Tensor
+) -> str | None:
+    """Why ``module`` does not compute on ``window`` what PyTorch did (``expected``), or
+    None."""
+    with torch.no_grad():
         got = module(window)
     if got.shape != expected.shape:
         return f"its output has shape {tuple(got.shape)}, PyTorch's {tuple(expected.shape)}"
@@ -546,9 +597,11 @@ def prepare_runtime(
     if resolved != "torch":
         try:
             data = _onnx_of(network, int(channels), patch)
+            window, expected = _reference_output(network, int(channels), patch)
             module: OnnxNetwork = _RUNTIMES[resolved](data, "float32", threads)
-            reason = _agreement_problem(network, module, int(channels), patch)
+            reason = _agreement_problem(module, window, expected)
             if reason is None and effective == "bfloat16":
+                del module  # the float32 check's network, before the bfloat16 one is compiled
                 module = _RUNTIMES[resolved](data, effective, threads)
         except SegflowError:  # a damaged or foreign ONNX file: the user's to fix
             raise

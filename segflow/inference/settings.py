@@ -30,8 +30,8 @@ class InferenceSettings:
     backend: str = setting(
         "auto",
         "what runs the networks: torch, openvino, onnxruntime (both on the CPU), or auto "
-        "(torch on CUDA and MPS; on the CPU openvino for 3D networks and bfloat16, "
-        "onnxruntime for 2D networks in float32)",
+        "(torch on CUDA and MPS and for 3D networks on the CPU; for 2D networks on the CPU "
+        "onnxruntime in float32, openvino in bfloat16)",
         choices=BACKENDS,
     )
     precision: str = setting(

@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import emit
+
 logger = logging.getLogger("nnunet_finetune")
 
 DATASET = "Dataset004_Hippocampus"
@@ -149,10 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         result["nnunet_fold_validation_dice"] = json.loads(summary.read_text())["foreground_mean"][
             "Dice"
         ]
-    line = json.dumps(result)
-    print(line)
-    if args.result:
-        args.result.write_text(line + "\n")
+    emit(result, args.result)
     return 0
 
 

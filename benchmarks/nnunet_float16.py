@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import emit
 
 from segflow.cli import main as segflow_main
 from segflow.inference import sliding_window
@@ -124,10 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"cases": rows, "max_emulated": max(r["emulated"] for r in rows.values())}
     if args.plain is not None:
         result["max_plain"] = max(r["plain"] for r in rows.values())
-    line = json.dumps(result)
-    print(line)
-    if args.result:
-        args.result.write_text(line + "\n")
+    emit(result, args.result)
     return 0
 
 

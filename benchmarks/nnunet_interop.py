@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import emit
 
 from segflow.holdout import make_holdout
 from segflow.io.image import read_image
@@ -311,10 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             "-i", *[str(segflow_back / p.name) for p in sorted(nnunet_back.glob("*.nii.gz"))],
             "-o", str(segflow_pp), "--dataset-json", str(model / "dataset.json"))  # fmt: skip
     result["export_postprocessed"] = summary(compare(segflow_pp, nnunet_pp, labels, False))
-    line = json.dumps(result)
-    print(line)
-    if args.result:
-        args.result.write_text(line + "\n")
+    emit(result, args.result)
     return 0
 
 

@@ -46,6 +46,7 @@ from segflow.inference.options import PredictionOptions
 from segflow.inference.predictor import predict_case_logits, preprocess_for_prediction
 from segflow.io.dataset import DatasetJson
 from segflow.io.paths import access_reason, readable_path
+from segflow.postprocessing.components import CONNECTIVITY
 from segflow.preprocessing.previous_stage import (
     previous_stage_labels,
     to_next_stage_grid,
@@ -125,7 +126,7 @@ class Predictor:
     models: tuple[TrainedModel, ...]
     postprocessing: tuple[Mapping[str, Any], ...] = field(default=())
     #: the components' connectivity of ``postprocessing`` ("face", or "full": nnU-Net's)
-    connectivity: str = "face"
+    connectivity: str = CONNECTIVITY
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -249,7 +250,7 @@ def _rules(
     postprocessing: str | os.PathLike[str] | Mapping[str, Any] | None,
 ) -> tuple[tuple, str]:
     """The rules of a ``postprocessing.json`` and their components' connectivity."""
-    from segflow.postprocessing import CONNECTIVITY, load_postprocessing
+    from segflow.postprocessing import load_postprocessing
 
     if postprocessing is None:
         return (), CONNECTIVITY
@@ -304,7 +305,7 @@ def load_predictor(
     if problems:
         raise SegflowError("cannot load the model", problems)
     rules: tuple = ()
-    connectivity = "face"
+    connectivity = CONNECTIVITY
     if is_bundle(model_dir):
         if selection is not None:
             raise SegflowError(

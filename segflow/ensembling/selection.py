@@ -93,10 +93,30 @@ def _probability_file(crossval_folder: Path, fold: int, case_id: str) -> Path:
     return crossval_folder / fold_folder(fold) / PROBABILITIES_FOLDER / f"{case_id}.npz"
 
 
+def _prediction_file(crossval_folder: Path, fold: int, case_id: str, ending: str) -> Path:
+    return crossval_folder / fold_folder(fold) / PREDICTIONS_FOLDER / f"{case_id}{ending}"
+
+
 def _check_inputs(
-    crossval_folders: Mapping[str, Path], folds: Mapping[str, dict[str, int]], ensembles: bool
+    crossval_folders: Mapping[str, Path],
+    folds: Mapping[str, dict[str, int]],
+    ensembles: bool,
+    ending: str,
 ) -> list[Problem]:
     problems = []
+    for name, folder in crossval_folders.items():
+        # Any configuration may win, and the winner's segmentations are copied.
+        missing = [
+            path
+            for c, k in folds[name].items()
+            if not (path := _prediction_file(folder, k, c, ending)).is_file()
+        ]
+        if missing:
+            problems.append(
+                Problem(str(missing[0]), f"does not exist, nor do {len(missing) - 1} other "
+                        f"cross-validation segmentations of {name}; the validate jobs write "
+                        "them")
+            )  # fmt: skip
     names = list(crossval_folders)
     reference_cases = set(folds[names[0]])
     for name in names[1:]:
@@ -173,7 +193,7 @@ def _write_single_predictions(
     crossval_folder: Path, folds: Mapping[str, int], ending: str, target: Path
 ) -> None:
     for case_id, fold in sorted(folds.items()):
-        source = crossval_folder / fold_folder(fold) / PREDICTIONS_FOLDER / f"{case_id}{ending}"
+        source = _prediction_file(crossval_folder, fold, case_id, ending)
         with atomic_path(target / source.name) as tmp:
             shutil.copyfile(source, tmp)
 
@@ -206,8 +226,9 @@ def select_model(
         ``selected`` (``name``, ``configurations``, ``folds``, ``mean_foreground_dice``).
 
     Raises:
-        SegflowError: no configuration, configurations scored on different cases, or missing
-            probabilities for ensembles; every problem at once.
+        SegflowError: no configuration, configurations scored on different cases, missing
+            cross-validation segmentations, or missing probabilities for ensembles; every
+            problem at once.
     """
     folders = {name: Path(p) for name, p in crossval_folders.items()}
     if not folders:
@@ -215,7 +236,7 @@ def select_model(
     dataset = load_dataset_json(dataset_json)
     classes = list(evaluated_classes(dataset))
     folds = {name: _case_folds(folder) for name, folder in folders.items()}
-    problems = _check_inputs(folders, folds, ensembles)
+    problems = _check_inputs(folders, folds, ensembles, dataset.file_ending)
     if problems:
         raise SegflowError("cannot compare the configurations", problems)
     report = read_json(dataset_report)

@@ -173,6 +173,24 @@ def test_missing_probabilities_name_the_file(tmp_path):
     assert not arguments["predictions_folder"].exists()
 
 
+def test_missing_segmentations_are_listed_before_anything_is_written(tmp_path):
+    # Either configuration may win, so both must have every case's segmentation.
+    results = make_results(tmp_path, {"2d": ORGAN_ONLY, "3d_fullres": LESION_ONLY})
+    gone = [results.fold_file("2d", "c1", "predictions"),
+            results.fold_file("3d_fullres", "c0", "predictions"),
+            results.fold_file("3d_fullres", "c2", "predictions")]  # fmt: skip
+    for path in gone:
+        path.unlink()
+    arguments = results.select_arguments()
+    with pytest.raises(SegflowError, match="cannot compare the configurations") as err:
+        select_model(**arguments)
+    assert [p.where for p in err.value.problems] == [str(gone[0]), str(gone[1])]
+    assert "nor do 0 other cross-validation segmentations of 2d" in str(err.value)
+    assert "nor do 1 other cross-validation segmentations of 3d_fullres" in str(err.value)
+    assert not arguments["output_json"].exists()
+    assert not arguments["predictions_folder"].exists()
+
+
 def test_configurations_scored_on_different_cases_are_refused(tmp_path):
     results = make_results(
         tmp_path,

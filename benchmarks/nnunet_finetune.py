@@ -15,9 +15,17 @@ Runs on the work folder of ``benchmarks/nnunet_interop.py`` once nnU-Net has tra
    with ``--pretrained-weights`` = nnU-Net's ``checkpoint_final.pth`` (every layer but the
    segmentation heads, as nnU-Net's own fine-tuning).
 
+4. ``segflow validate-fold`` of both final checkpoints: the fold's validation cases
+   predicted whole (test-time mirroring) and scored;
+5. ``segflow crossval``, ``segflow select``, ``segflow postprocess`` and ``segflow export``
+   of the fine-tuned fold, as the workflow runs them: a segflow-trained
+   Hippocampus model (``finetune/model``) for the way back of ``benchmarks/nnunet_interop.py``
+   (``--export-model``).
+
 Prints one JSON line (``--result FILE`` also writes it): the mean pseudo Dice of the
 foreground classes on the validation batches after each epoch (the first is "the first
-validation Dice"), per class, for both runs, and their seconds.
+validation Dice"), per class, for both runs, the fold's validation Dice of each final
+checkpoint, and their seconds.
 
 Example (a few minutes on 2 busy CPU cores)::
 
@@ -146,6 +154,50 @@ def main(argv: list[str] | None = None) -> int:
         epochs = pseudo_dice(out_dir)
         result[name] = {"seconds": round(seconds, 1), "first_val_pseudo_dice": epochs[0],
                         "epochs": epochs}  # fmt: skip
+    report = out / "dataset_report.json"
+    if not report.is_file():
+        segflow("validate-dataset", "--dataset", str(raw), "--out", str(report))
+    # The fine-tuned fold's validation where the workflow keeps it (crossval/<c>/fold_<k>),
+    # which segflow select reads.
+    crossval = out / "crossval" / CONFIGURATION
+    for folder in (out / "validation", out / "crossval", out / "models", out / "model"):
+        shutil.rmtree(folder, ignore_errors=True)
+    folders = {"scratch": out / "validation" / "scratch",
+               "nnunet_checkpoint": crossval / f"fold_{args.fold}"}  # fmt: skip
+    for name, validation in folders.items():
+        checkpoint_final = out / name / "checkpoint_final.pt"
+        seconds = segflow(
+            "validate-fold", "--plans", str(plans), "--configuration", CONFIGURATION,
+            "--fold", str(args.fold), "--dataset-json", str(raw / "dataset.json"),
+            "--dataset-report", str(report), "--splits", str(splits), "--preprocessed", str(pre),
+            "--checkpoint", str(checkpoint_final), "--out-dir", str(validation),
+            "--device", "cpu", "--threads", str(args.threads), "--backend", "torch",
+        )  # fmt: skip
+        fold_summary = json.loads((validation / "summary.json").read_text())
+        result[name]["validation"] = {
+            "seconds": round(seconds, 1), "cases": fold_summary["num_cases"],
+            "mean_foreground_dice": round(fold_summary["mean_foreground_dice"], 4),
+        }  # fmt: skip
+    # The fine-tuned fold as an exported segflow model (trained by segflow, from nnU-Net's
+    # weights), for the way back of benchmarks/nnunet_interop.py (--export-model).
+    models = out / "models" / CONFIGURATION / f"fold_{args.fold}"
+    models.mkdir(parents=True)
+    shutil.copy(out / "nnunet_checkpoint" / "checkpoint_final.pt", models / "checkpoint_final.pt")
+    segflow("crossval", "--configuration", CONFIGURATION, "--fold-metrics",
+            str(crossval / f"fold_{args.fold}" / "metrics.csv"), "--checkpoints",
+            str(models / "checkpoint_final.pt"), "--out-dir", str(crossval))  # fmt: skip
+    segflow("select", "--crossval", str(crossval), "--dataset-json", str(raw / "dataset.json"),
+            "--dataset-report", str(report), "--out", str(out / "selection.json"),
+            "--predictions-out", str(out / "crossval" / "selected"))  # fmt: skip
+    segflow("postprocess", "--predictions", str(out / "crossval" / "selected"), "--references",
+            str(raw / "labelsTr"), "--dataset-json", str(raw / "dataset.json"), "--out",
+            str(out / "postprocessing.json"))  # fmt: skip
+    segflow("export", "--dataset-json", str(raw / "dataset.json"), "--plans", str(plans),
+            "--fingerprint", str(model / "fingerprint.json"), "--selection",
+            str(out / "selection.json"), "--postprocessing",
+            str(out / "postprocessing.json"), "--models", str(out / "models"), "--crossval",
+            str(out / "crossval"), "--out", str(out / "model"))  # fmt: skip
+    result["exported_model"] = str(out / "model")
     summary = source / f"fold_{args.fold}" / "validation" / "summary.json"
     if summary.is_file():  # nnU-Net's own score of its checkpoint on these cases
         result["nnunet_fold_validation_dice"] = json.loads(summary.read_text())["foreground_mean"][

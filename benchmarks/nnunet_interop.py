@@ -17,10 +17,12 @@ nnU-Net runs in its own virtual environment (``--nnunet-bin``, see
 4. ``segflow import-nnunet`` of the results folder, then, timed as nnU-Net's run,
    ``segflow predict`` of the same cases (mirroring on, probabilities saved) and ``segflow
    apply-postprocessing``: both compared with nnU-Net's, before and after postprocessing;
-5. ``segflow export-nnunet`` of the imported model into a fresh results folder, predicted by
-   ``nnUNetv2_predict`` (first selected configuration; the first ``--export-cases`` test
-   cases), compared with segflow's prediction of that configuration; then nnU-Net's own
-   postprocessing function, given the ``postprocessing.json`` export-nnunet wrote
+5. ``segflow export-nnunet`` of the imported model, or of ``--export-model`` (a model
+   segflow trained: ``benchmarks/nnunet_finetune.py`` exports one), into a fresh results
+   folder, predicted by ``nnUNetv2_predict`` (first selected configuration, all its folds;
+   the first ``--export-cases`` test cases), compared with segflow's prediction of that
+   configuration; then nnU-Net's own postprocessing function, given the
+   ``postprocessing.json`` export-nnunet wrote
    (``nnUNetv2_apply_postprocessing`` itself only reads a pickle, which segflow never
    writes), against segflow's postprocessing of segflow's prediction.
 
@@ -231,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto", help="segflow predict --backend")
     parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS),
                         choices=CONFIGURATIONS, help="what nnU-Net trains")  # fmt: skip
+    parser.add_argument("--export-model", type=Path, default=None,
+                        help="the way back: export this segflow model (default: the imported "
+                             "one)")  # fmt: skip
     parser.add_argument("--export-cases", type=int, default=None,
                         help="the way back: predict only the first N test cases")  # fmt: skip
     args = parser.parse_args(argv)
@@ -273,10 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     result["import"] = {"final": summary(final), "before_postprocessing": summary(before)}
 
     # The way back: segflow's model as nnU-Net results, predicted by nnU-Net.
+    exported = args.export_model.absolute() if args.export_model else model
+    result["exported_model"] = str(exported)
     back = work / "exported_results"
     shutil.rmtree(back, ignore_errors=True)
-    segflow("export-nnunet", str(model), "-o", str(back))
-    configuration = theirs["configurations"][0]
+    segflow("export-nnunet", str(exported), "-o", str(back))
+    selected = json.loads((exported / "selection.json").read_text())["selected"]
+    configuration = selected["configurations"][0]
+    folder = next(back.glob(f"*/nnUNetTrainer__*__{configuration}"))
+    back_folds = sorted(p.name.removeprefix("fold_") for p in folder.glob("fold_*"))
     back_env = {**env, "nnUNet_results": str(back)}
     subset = work / "exported_inputs"
     shutil.rmtree(subset, ignore_errors=True)
@@ -286,13 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     nnunet_back = work / "exported_nnunet_pred"
     shutil.rmtree(nnunet_back, ignore_errors=True)
     run([str(args.nnunet_bin / "nnUNetv2_predict"), "-i", str(subset), "-o", str(nnunet_back),
-         "-d", "4", "-c", configuration, "-tr", "nnUNetTrainer", "-f", *map(str, args.folds),
+         "-d", "4", "-c", configuration, "-tr", "nnUNetTrainer", "-f", *back_folds,
          "-device", "cpu", "--save_probabilities", "-npp", "1", "-nps", "1"], back_env)  # fmt: skip
     segflow_back = ours / "raw"  # the same model and options when one configuration was chosen
-    if len(theirs["configurations"]) > 1:
+    if exported != model or len(theirs["configurations"]) > 1:
         segflow_back = work / "exported_segflow_pred"
         shutil.rmtree(segflow_back, ignore_errors=True)
-        segflow("predict", "-i", str(subset), "-o", str(segflow_back), "-m", str(model),
+        segflow("predict", "-i", str(subset), "-o", str(segflow_back), "-m", str(exported),
                 "-c", configuration, "--no-postprocessing", "--save-probabilities",
                 "--device", "cpu", "--backend", args.backend)  # fmt: skip
     result["export"] = summary(compare(segflow_back, nnunet_back, labels, probabilities=True))
@@ -300,7 +310,6 @@ def main(argv: list[str] | None = None) -> int:
     # nnU-Net's own postprocessing function, given what export-nnunet wrote
     # (postprocessing.json; nnUNetv2_apply_postprocessing itself only takes a pickle), against
     # segflow's rules applied to segflow's prediction.
-    folder = next(back.glob(f"*/nnUNetTrainer__*__{configuration}"))
     decision = next(folder.glob("crossval_results_folds_*/postprocessing.json"))
     nnunet_pp = work / "exported_nnunet_pp"
     shutil.rmtree(nnunet_pp, ignore_errors=True)
@@ -308,9 +317,9 @@ def main(argv: list[str] | None = None) -> int:
          str(nnunet_pp), str(folder / "plans.json"), str(folder / "dataset.json")])  # fmt: skip
     segflow_pp = work / "exported_segflow_pp"
     shutil.rmtree(segflow_pp, ignore_errors=True)
-    segflow("apply-postprocessing", "--postprocessing", str(model / "postprocessing.json"),
+    segflow("apply-postprocessing", "--postprocessing", str(exported / "postprocessing.json"),
             "-i", *[str(segflow_back / p.name) for p in sorted(nnunet_back.glob("*.nii.gz"))],
-            "-o", str(segflow_pp), "--dataset-json", str(model / "dataset.json"))  # fmt: skip
+            "-o", str(segflow_pp), "--dataset-json", str(exported / "dataset.json"))  # fmt: skip
     result["export_postprocessed"] = summary(compare(segflow_pp, nnunet_pp, labels, False))
     emit(result, args.result)
     return 0

@@ -36,16 +36,15 @@ Smallest run that exercises every step (a few minutes of nnU-Net on 2 busy cores
     .venv/bin/python benchmarks/nnunet_interop.py --work /tmp/nnunet_interop \
         --num-test 5 --folds 0 --epochs 1 --iterations 2
 
-The run of docs/results/nnunet-interop.md (3d_fullres fold 0; about an hour on 2 busy cores)::
+The runs of docs/results/nnunet-interop.md (2d and 3d_fullres, folds 0 and 1, 200 iterations
+each; about two hours on 2 quiet cores), then, once ``benchmarks/nnunet_finetune.py`` has
+fine-tuned and exported a segflow model on the same folder, the way back with it::
 
-    .venv/bin/python benchmarks/nnunet_interop.py --work /tmp/nnunet_interop_full \
-        --num-test 40 --folds 0 --configurations 3d_fullres --epochs 2 --iterations 25 \
-        --export-cases 10 --result result.json
-
-The issue's run (a few epochs, folds 0 and 1, 40 test cases; hours on 2 CPU cores)::
-
-    .venv/bin/python benchmarks/nnunet_interop.py --work /tmp/nnunet_interop_full \
-        --num-test 40 --folds 0 1 --epochs 5 --iterations 50 --result result.json
+    .venv/bin/python benchmarks/nnunet_interop.py --work /tmp/nnunet_interop_trained \
+        --num-test 40 --folds 0 1 --epochs 10 --iterations 20 --result result.json
+    .venv/bin/python benchmarks/nnunet_interop.py --work /tmp/nnunet_interop_trained \
+        --num-test 40 --folds 0 1 --epochs 10 --iterations 20 --only-way-back \
+        --export-model /tmp/nnunet_interop_trained/finetune/model --result way_back.json
 """
 
 from __future__ import annotations
@@ -238,7 +237,12 @@ def main(argv: list[str] | None = None) -> int:
                              "one)")  # fmt: skip
     parser.add_argument("--export-cases", type=int, default=None,
                         help="the way back: predict only the first N test cases")  # fmt: skip
+    parser.add_argument("--only-way-back", action="store_true",
+                        help="only step 5, with --export-model, once nnU-Net has trained under "
+                             "--work")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.only_way_back and args.export_model is None:
+        parser.error("--only-way-back needs --export-model")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     work = args.work.absolute()
     raw = work / "raw" / DATASET
@@ -250,32 +254,33 @@ def main(argv: list[str] | None = None) -> int:
                               "iterations": args.iterations,
                               "configurations": args.configurations,
                               "segflow_backend": args.backend}  # fmt: skip
-    if not (work / "results" / DATASET / "inference_information.json").is_file():
-        result["nnunet_training_seconds"] = train_nnunet(work, args, env)
-    theirs = predict_nnunet(work, args, env)
-    result["selected"] = theirs["configurations"]
-    result["nnunet_predict_seconds"] = round(theirs["seconds"], 1)
-
     model = work / "segflow_model"
-    shutil.rmtree(model, ignore_errors=True)
-    result["import_seconds"] = round(segflow("import-nnunet", str(work / "results" / DATASET),
-                                             "-o", str(model)), 1)  # fmt: skip
     images = str(raw / "imagesTs")
     ours = work / "segflow_pred"
-    shutil.rmtree(ours, ignore_errors=True)
-    # As nnU-Net's timed run: probabilities saved, then the postprocessing applied.
-    seconds = segflow("predict", "-i", images, "-o", str(ours / "raw"), "-m", str(model),
-                      "--no-postprocessing", "--save-probabilities", "--device", "cpu",
-                      "--backend", args.backend)  # fmt: skip
-    seconds += segflow("apply-postprocessing", "--postprocessing",
-                       str(model / "postprocessing.json"), "-i", str(ours / "raw"),
-                       "-o", str(ours / "final"), "--dataset-json",
-                       str(model / "dataset.json"))  # fmt: skip
-    result["segflow_predict_seconds"] = round(seconds, 1)
     labels = raw / "labelsTs"
-    final = compare(ours / "final", theirs["final"], labels, probabilities=False)
-    before = compare(ours / "raw", theirs["raw"], None, probabilities=True)
-    result["import"] = {"final": summary(final), "before_postprocessing": summary(before)}
+    if not args.only_way_back:
+        if not (work / "results" / DATASET / "inference_information.json").is_file():
+            result["nnunet_training_seconds"] = train_nnunet(work, args, env)
+        theirs = predict_nnunet(work, args, env)
+        result["selected"] = theirs["configurations"]
+        result["nnunet_predict_seconds"] = round(theirs["seconds"], 1)
+
+        shutil.rmtree(model, ignore_errors=True)
+        result["import_seconds"] = round(segflow("import-nnunet", str(work / "results" / DATASET),
+                                                 "-o", str(model)), 1)  # fmt: skip
+        shutil.rmtree(ours, ignore_errors=True)
+        # As nnU-Net's timed run: probabilities saved, then the postprocessing applied.
+        seconds = segflow("predict", "-i", images, "-o", str(ours / "raw"), "-m", str(model),
+                          "--no-postprocessing", "--save-probabilities", "--device", "cpu",
+                          "--backend", args.backend)  # fmt: skip
+        seconds += segflow("apply-postprocessing", "--postprocessing",
+                           str(model / "postprocessing.json"), "-i", str(ours / "raw"),
+                           "-o", str(ours / "final"), "--dataset-json",
+                           str(model / "dataset.json"))  # fmt: skip
+        result["segflow_predict_seconds"] = round(seconds, 1)
+        final = compare(ours / "final", theirs["final"], labels, probabilities=False)
+        before = compare(ours / "raw", theirs["raw"], None, probabilities=True)
+        result["import"] = {"final": summary(final), "before_postprocessing": summary(before)}
 
     # The way back: segflow's model as nnU-Net results, predicted by nnU-Net.
     exported = args.export_model.absolute() if args.export_model else model
@@ -299,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
          "-d", "4", "-c", configuration, "-tr", "nnUNetTrainer", "-f", *back_folds,
          "-device", "cpu", "--save_probabilities", "-npp", "1", "-nps", "1"], back_env)  # fmt: skip
     segflow_back = ours / "raw"  # the same model and options when one configuration was chosen
-    if exported != model or len(theirs["configurations"]) > 1:
+    if exported != model or len(result["selected"]) > 1:
         segflow_back = work / "exported_segflow_pred"
         shutil.rmtree(segflow_back, ignore_errors=True)
         segflow("predict", "-i", str(subset), "-o", str(segflow_back), "-m", str(exported),

@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nnunet", type=Path, required=True, help="nnU-Net's <case>.npz")
     parser.add_argument("--plain", type=Path, default=None, help="segflow's own <case>.npz")
     parser.add_argument("--cases", type=int, default=5, help="the first N images")
+    parser.add_argument("-c", "--configuration", default=None,
+                        help="predict with this configuration's folds only (the emulation "
+                             "covers 3D ones)")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--result", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -110,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted(args.images.glob("*_0000.nii.gz"))[: args.cases]:
         (inputs / path.name).symlink_to(path.resolve())
     sliding_window._sum_windows = float16_sum_windows
+    only = ["-c", args.configuration] if args.configuration else []
     status = segflow_main(["predict", "-i", str(inputs), "-o", str(args.out / "pred"), "-m",
                            str(args.model), "--no-postprocessing", "--save-probabilities",
-                           "--device", "cpu", "--backend", "torch"])  # fmt: skip
+                           "--device", "cpu", "--backend", "torch", *only])  # fmt: skip
     if status != 0:
         return status
     rows = {}

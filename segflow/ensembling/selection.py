@@ -97,6 +97,15 @@ def _prediction_file(crossval_folder: Path, fold: int, case_id: str, ending: str
     return crossval_folder / fold_folder(fold) / PREDICTIONS_FOLDER / f"{case_id}{ending}"
 
 
+def _missing(paths: Sequence[Path], what: str, why: str) -> list[Problem]:
+    """One problem naming the first of ``paths`` that does not exist and counting the others."""
+    missing = [path for path in paths if not path.is_file()]
+    if not missing:
+        return []
+    text = f"does not exist, nor do {len(missing) - 1} other {what}; {why}"
+    return [Problem(str(missing[0]), text)]
+
+
 def _check_inputs(
     crossval_folders: Mapping[str, Path],
     folds: Mapping[str, dict[str, int]],
@@ -106,17 +115,9 @@ def _check_inputs(
     problems = []
     for name, folder in crossval_folders.items():
         # Any configuration may win, and the winner's segmentations are copied.
-        missing = [
-            path
-            for c, k in folds[name].items()
-            if not (path := _prediction_file(folder, k, c, ending)).is_file()
-        ]
-        if missing:
-            problems.append(
-                Problem(str(missing[0]), f"does not exist, nor do {len(missing) - 1} other "
-                        f"cross-validation segmentations of {name}; the validate jobs write "
-                        "them")
-            )  # fmt: skip
+        segmentations = [_prediction_file(folder, k, c, ending) for c, k in folds[name].items()]
+        problems += _missing(segmentations, f"cross-validation segmentations of {name}",
+                             "the validate jobs write them")  # fmt: skip
     names = list(crossval_folders)
     reference_cases = set(folds[names[0]])
     for name in names[1:]:
@@ -134,18 +135,10 @@ def _check_inputs(
                         "configurations are compared on the same splits")
             )  # fmt: skip
     if ensembles and len(names) > 1:
-        for name in names:
-            missing = [
-                _probability_file(crossval_folders[name], k, c)
-                for c, k in folds[name].items()
-                if not _probability_file(crossval_folders[name], k, c).is_file()
-            ]
-            if missing:
-                problems.append(
-                    Problem(str(missing[0]), f"does not exist, nor do {len(missing) - 1} other "
-                            f"probability files of {name}; ensembles need the validate jobs "
-                            "to save probabilities")
-                )  # fmt: skip
+        for name, folder in crossval_folders.items():
+            files = [_probability_file(folder, k, c) for c, k in folds[name].items()]
+            why = "ensembles need the validate jobs to save probabilities"
+            problems += _missing(files, f"probability files of {name}", why)
     return problems
 
 
